@@ -1,0 +1,141 @@
+"""``parallelize()``: validate the arguments and build a run."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
+from typing import Any, Literal, TypeVar, overload
+
+from ._engine import Run
+from ._outcomes import Failure
+from ._util import (
+    check_action,
+    check_argslist,
+    check_bool,
+    check_choice,
+    check_nonnegative_int,
+    check_positive_int,
+)
+
+__all__ = ("parallelize",)
+
+T = TypeVar("T")
+
+OnError = Literal["raise", "yield"]
+
+
+@overload
+def parallelize(
+    action: Callable[..., Awaitable[T]],
+    argslist: Iterable[Any] | AsyncIterable[Any],
+    numworkers: int,
+    *,
+    ordered: bool = ...,
+    on_error: Literal["raise"] = ...,
+    max_buffered: int | None = ...,
+) -> Run[T]: ...
+@overload
+def parallelize(
+    action: Callable[..., Awaitable[T]],
+    argslist: Iterable[Any] | AsyncIterable[Any],
+    numworkers: int,
+    *,
+    ordered: bool = ...,
+    on_error: Literal["yield"],
+    max_buffered: int | None = ...,
+) -> Run[T | Failure]: ...
+@overload
+def parallelize(
+    action: Callable[..., T],
+    argslist: Iterable[Any] | AsyncIterable[Any],
+    numworkers: int,
+    *,
+    ordered: bool = ...,
+    on_error: Literal["raise"] = ...,
+    max_buffered: int | None = ...,
+) -> Run[T]: ...
+@overload
+def parallelize(
+    action: Callable[..., T],
+    argslist: Iterable[Any] | AsyncIterable[Any],
+    numworkers: int,
+    *,
+    ordered: bool = ...,
+    on_error: Literal["yield"],
+    max_buffered: int | None = ...,
+) -> Run[T | Failure]: ...
+def parallelize(
+    action: Callable[..., Any],
+    argslist: Iterable[Any] | AsyncIterable[Any],
+    numworkers: int,
+    *,
+    ordered: bool = False,
+    on_error: OnError = "raise",
+    max_buffered: int | None = None,
+) -> Run[Any]:
+    """Run ``action`` over every item of ``argslist`` with ``numworkers`` workers.
+
+    Items are pulled lazily, so a generator of a billion inputs runs in memory
+    proportional to ``numworkers``. A tuple or list item is unpacked as positional
+    arguments (``action(*item)``); any other item (a str, int, dict, object) is passed
+    as the single argument (``action(item)``). To pass a tuple as one argument, wrap it:
+    ``(t,)``.
+
+    Args:
+        action: An ``async def`` function (awaited on the event loop), or a plain
+            function (run in a pool of ``numworkers`` threads so it cannot block the
+            loop).
+        argslist: Any iterable (list, range, generator) or async iterable (async
+            generator) of items. Read no further ahead than the workers and the
+            result buffer need.
+        numworkers: The most actions in flight at once (an int >= 1).
+        ordered: Yield results in input order instead of completion order. Workers
+            keep going while an early item is slow, until the reorder buffer
+            (``numworkers + max_buffered`` items) is full. Default ``False``.
+        on_error: ``"raise"`` (default): the first exception raised by an action or
+            by iterating ``argslist`` cancels all other work and propagates out of the
+            ``async for`` unchanged. ``"yield"``: an action's exception is yielded as a
+            :class:`~parallelize.Failure` (carrying the item, the exception and the
+            attempt count) in place of its result, and the run goes on. An exception
+            from iterating ``argslist`` always propagates.
+        max_buffered: How many finished results may wait for a slow consumer before
+            the workers pause (default: ``numworkers``).
+
+    Returns:
+        A :class:`~parallelize.Run`: iterate it with ``async for``; use it as an
+        ``async with`` block, or call ``aclose()``, to stop it early.
+
+    Raises:
+        TypeError: ``action`` is not callable (or is a coroutine object, such as
+            ``fetch(url)`` instead of ``fetch``), ``argslist`` is not iterable (or is a
+            str), or ``numworkers`` is not an int.
+        ValueError: ``numworkers`` < 1, ``max_buffered`` < 0, or an unknown
+            ``on_error``.
+
+    Example:
+        >>> async with aiohttp.ClientSession() as session:
+        ...     async def action(url):
+        ...         async with session.get(url) as resp:
+        ...             await resp.read()
+        ...             return resp
+        ...     async for resp in parallelize(action, urls, numworkers=100):
+        ...         print(resp.status, resp.url)
+    """
+    kind = check_action(action)
+    checked_argslist = check_argslist(argslist)
+    checked_numworkers = check_positive_int("numworkers", numworkers)
+    check_bool("ordered", ordered)
+    check_choice("on_error", on_error, ("raise", "yield"))
+    buffered = (
+        checked_numworkers
+        if max_buffered is None
+        else check_nonnegative_int("max_buffered", max_buffered)
+    )
+    return Run(
+        action,
+        checked_argslist,
+        checked_numworkers,
+        is_sync_action=kind == "sync",
+        ordered=ordered,
+        on_error_yield=on_error == "yield",
+        max_buffered=buffered,
+    )

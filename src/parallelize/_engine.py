@@ -1,0 +1,547 @@
+"""The run: input -> workers -> bounded result buffer -> the consumer's ``async for``.
+
+Shape of a run::
+
+    argslist ──pull──> worker 1..N ──append──> results buffer ──yield──> consumer
+       (lazy, shared)   (TaskGroup owned by        (bounded by credits)
+                         the supervisor task)
+
+Invariants:
+
+* **Credits bound memory.** A run holds ``capacity = numworkers + max_buffered``
+  credits. A worker takes one *before* it pulls an item and the consumer gives it
+  back when the item's result leaves the run. So at any time
+  ``in flight + buffered results (+ reorder buffer when ordered) <= capacity``:
+  a slow consumer stops the workers instead of letting results pile up, and the
+  input is never read further ahead than ``capacity`` items.
+* **Hysteresis on wake-ups.** Returned credits wake a waiting worker only once half
+  the capacity is free, or when the consumer is about to sleep; a woken worker wakes
+  the next one while credits remain. Without it, a fast no-op workload would pay a
+  future and a loop round trip per item.
+* **Structured concurrency.** Workers live in an :class:`asyncio.TaskGroup` entered
+  by one supervisor task that the run owns; :meth:`Run.aclose` cancels and awaits it,
+  so nothing outlives the run. The consumer never yields from inside the task group
+  (PEP 789): results cross the buffer.
+* **Errors.** The first exception raised by an action (or by the input) is recorded
+  by the worker that saw it, the buffer is dropped, the group cancels the rest, and
+  the consumer re-raises it unchanged once every task has finished.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import enum
+import functools
+import inspect
+from collections import deque
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Callable,
+    Iterable,
+    Iterator,
+)
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar, final
+
+from ._errors import ActionError
+from ._outcomes import Failure
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+__all__ = ("Run",)
+
+T_co = TypeVar("T_co", covariant=True)
+
+_MISSING: Any = object()
+
+
+class _State(enum.Enum):
+    NEW = "new"
+    RUNNING = "running"
+    CLOSED = "closed"
+
+
+def _thread_action(
+    action: Callable[..., Any], executor: ThreadPoolExecutor
+) -> Callable[..., Any]:
+    """Wrap a plain function so that each call runs in ``executor``'s threads."""
+
+    def call_in_context(ctx: contextvars.Context, args: tuple[Any, ...]) -> Any:
+        result = ctx.run(action, *args)
+        if inspect.isawaitable(result):
+            if inspect.iscoroutine(result):
+                result.close()
+            name = getattr(action, "__qualname__", type(action).__name__)
+            msg = (
+                f"action {name} is a plain function, so it runs in a worker thread, but it "
+                f"returned the awaitable {type(result).__name__}; define the action with "
+                f"`async def` (a lambda cannot be async) so that it is awaited on the loop"
+            )
+            raise ActionError(msg)
+        return result
+
+    async def run_in_thread(*args: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            executor, call_in_context, contextvars.copy_context(), args
+        )
+
+    functools.update_wrapper(run_in_thread, action)
+    return run_in_thread
+
+
+@final
+class Run(Generic[T_co]):
+    """A running (or ready to run) ``parallelize`` job; iterate it for the results.
+
+    Returned by :func:`parallelize.parallelize`; not created directly. A run is an
+    async iterable that can be iterated once, and an async context manager that
+    closes it on exit::
+
+        async with parallelize(fetch, urls, 100) as results:
+            async for page in results:
+                ...
+
+    Leaving the ``async for`` early (``break``, an exception, cancellation) ends the
+    run: the input stops being read, in-flight actions are cancelled and every task
+    is awaited. :meth:`aclose` does the same explicitly and may be called any number
+    of times.
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "_action",
+        "_argslist",
+        "_capacity",
+        "_credit_waiters",
+        "_credits",
+        "_done",
+        "_error",
+        "_executor",
+        "_is_sync_action",
+        "_loop",
+        "_next_index",
+        "_numworkers",
+        "_on_error_yield",
+        "_ordered",
+        "_out",
+        "_pending",
+        "_pull_lock",
+        "_pulled",
+        "_source",
+        "_state",
+        "_supervisor",
+        "_waiter",
+        "_wake_threshold",
+    )
+
+    def __init__(
+        self,
+        action: Callable[..., Any],
+        argslist: Iterable[Any] | AsyncIterable[Any],
+        numworkers: int,
+        *,
+        is_sync_action: bool,
+        ordered: bool,
+        on_error_yield: bool,
+        max_buffered: int,
+    ) -> None:
+        self._action = action
+        self._argslist = argslist
+        self._is_sync_action = is_sync_action
+        self._numworkers = numworkers
+        self._ordered = ordered
+        self._on_error_yield = on_error_yield
+        self._capacity = numworkers + max_buffered
+        self._credits = self._capacity
+        self._wake_threshold = max(1, self._capacity // 2)
+        self._credit_waiters: deque[asyncio.Future[None]] = deque()
+        self._out: deque[Any] = deque()  # completed results, unordered mode
+        self._pending: dict[int, Any] = {}  # index -> result, ordered mode
+        self._next_index = 0  # ordered mode: index of the next result to yield
+        self._pulled = 0  # items taken from the input so far
+        self._waiter: asyncio.Future[None] | None = None  # the consumer, asleep
+        self._error: BaseException | None = None
+        self._done = False  # every worker has finished
+        self._state = _State.NEW
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._supervisor: asyncio.Task[None] | None = None
+        self._source: Iterable[Any] | AsyncIterator[Any] | None = None
+        self._pull_lock: asyncio.Lock | None = None
+        self._executor: ThreadPoolExecutor | None = None
+
+    def __repr__(self) -> str:
+        name = getattr(self._action, "__qualname__", type(self._action).__name__)
+        return (
+            f"<parallelize.Run {self._state.value} action={name} "
+            f"numworkers={self._numworkers}>"
+        )
+
+    # -- the consumer's side -----------------------------------------------------
+
+    def __aiter__(self) -> AsyncIterator[T_co]:
+        if self._state is not _State.NEW:
+            msg = (
+                f"{self!r} was already iterated; a run can be iterated once. "
+                f"Call parallelize() again for a new run."
+            )
+            raise RuntimeError(msg)
+        self._state = _State.RUNNING
+        self._start()
+        return _OrderedResults(self) if self._ordered else _Results(self)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def _take_ready(self) -> Any:
+        """Return the next result if one is ready to be yielded, else ``_MISSING``."""
+        if self._error is not None:
+            return _MISSING
+        if self._ordered:
+            value = self._pending.pop(self._next_index, _MISSING)
+            if value is _MISSING:
+                return _MISSING
+            self._next_index += 1
+        elif self._out:
+            value = self._out.popleft()
+        else:
+            return _MISSING
+        self._give_credit()
+        return value
+
+    def _give_credit(self) -> None:
+        self._credits += 1
+        if self._credit_waiters and self._credits == self._wake_threshold:
+            self._wake_worker()
+
+    async def _next_slow(self) -> Any:
+        """The consumer's way to the next result when none is ready: wait for it."""
+        try:
+            while True:
+                value = self._take_ready()
+                if value is not _MISSING:
+                    return value
+                if self._done or self._error is not None:
+                    break
+                await self._sleep()
+            await self._finish()
+        except BaseException:
+            # The consumer was cancelled, or the run failed: end it before leaving.
+            await self.aclose()
+            raise
+        raise StopAsyncIteration
+
+    async def _sleep(self) -> None:
+        """Wait for a worker to deliver, after handing out any free credits."""
+        if self._credit_waiters and self._credits > 0:
+            self._wake_worker()
+        assert self._loop is not None
+        waiter = self._loop.create_future()
+        self._waiter = waiter
+        try:
+            await waiter
+        finally:
+            self._waiter = None  # also when cancelled: never wake a dead waiter
+
+    async def _finish(self) -> None:
+        """Wait until every task has ended; re-raise the run's error, if any."""
+        task = self._supervisor
+        if task is not None and not task.done():
+            # After an error the group is already cancelling the other workers.
+            await asyncio.wait((task,))
+        await self.aclose()
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+    def _abandon(self) -> None:
+        """The consumer dropped its iterator without closing the run: cancel the work.
+
+        Called from the iterator's ``__del__`` (``break`` out of ``async for``); the
+        cancelled supervisor finishes on its own, and ``aclose()`` still awaits it.
+        """
+        task = self._supervisor
+        if task is not None and not task.done():
+            task.cancel()
+
+    async def aclose(self) -> None:
+        """Stop the run: stop reading input, cancel in-flight actions, await all tasks.
+
+        Safe to call at any time and any number of times. Results not yet consumed
+        are dropped. Threads already running a plain-function action cannot be
+        interrupted; they finish in the background and their results are dropped.
+        """
+        self._state = _State.CLOSED
+        task = self._supervisor
+        if task is None:
+            return
+        if not task.done():
+            task.cancel()
+            # wait() returns when the task is done without raising its CancelledError;
+            # if *we* are cancelled meanwhile, that propagates as it should.
+            await asyncio.wait((task,))
+        if not task.cancelled():
+            task.result()  # the supervisor catches everything but cancellation
+
+    # -- the workers' side -------------------------------------------------------
+
+    def _start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        action = self._action
+        if self._is_sync_action:
+            self._executor = ThreadPoolExecutor(
+                max_workers=self._numworkers, thread_name_prefix="parallelize"
+            )
+            self._action = _thread_action(action, self._executor)
+        argslist = self._argslist
+        if isinstance(argslist, AsyncIterable):
+            self._source = aiter(argslist)
+            self._pull_lock = asyncio.Lock()
+        else:
+            self._source = iter(argslist)
+        # No more workers than items, when the input knows its length.
+        numworkers = self._numworkers
+        try:
+            numworkers = min(numworkers, len(argslist))  # type: ignore[arg-type]
+        except TypeError:
+            pass
+        self._supervisor = loop.create_task(self._supervise(numworkers))
+
+    async def _supervise(self, numworkers: int) -> None:
+        if self._pull_lock is not None:
+            worker = self._async_source_worker
+        elif self._ordered:
+            worker = self._ordered_worker
+        else:
+            worker = self._worker
+        try:
+            async with asyncio.TaskGroup() as group:
+                for _ in range(numworkers):
+                    group.create_task(worker())
+        except BaseExceptionGroup as group_error:
+            # Workers record the first error themselves; this catches anything else.
+            if self._error is None:
+                self._error = group_error.exceptions[0]
+        finally:
+            self._done = True
+            self._wake_consumer()
+            self._credit_waiters.clear()
+            if self._executor is not None:
+                self._executor.shutdown(wait=False, cancel_futures=True)
+            source = self._source
+            if self._pull_lock is not None and hasattr(source, "aclose"):
+                # Our own iterator over the user's async input: close it here, inside
+                # the run's lifetime, rather than leave it to the garbage collector.
+                try:
+                    await source.aclose()
+                except Exception as exc:
+                    if self._error is None:
+                        self._error = exc
+
+    def _fail(self, error: BaseException) -> None:
+        """Record the run's first error and drop what the consumer has not taken."""
+        if self._error is None:
+            self._error = error
+            self._out.clear()
+            self._pending.clear()
+            self._wake_consumer()
+
+    def _wake_consumer(self) -> None:
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def _wake_worker(self) -> None:
+        waiters = self._credit_waiters
+        while waiters:
+            waiter = waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+    async def _take_credit(self) -> None:
+        """Wait until a credit is free and take it (the slow path of every worker)."""
+        assert self._loop is not None
+        while self._credits <= 0:
+            waiter = self._loop.create_future()
+            self._credit_waiters.append(waiter)
+            await waiter
+        self._credits -= 1
+        if self._credits > 0 and self._credit_waiters:
+            self._wake_worker()  # pass the baton: more credits are free
+
+    def _deliver(self, index: int, value: Any) -> None:
+        if self._ordered:
+            self._pending[index] = value
+            if index == self._next_index:
+                self._wake_consumer()
+        else:
+            self._out.append(value)
+            self._wake_consumer()
+
+    async def _worker(self) -> None:
+        """Worker for a sync input, results in completion order: the hot path."""
+        source: Iterator[Any] = self._source  # type: ignore[assignment]
+        action = self._action
+        out = self._out
+        on_error_yield = self._on_error_yield
+        while True:
+            if self._credits > 0:
+                self._credits -= 1
+            else:
+                await self._take_credit()
+            try:
+                item = next(source)
+            except StopIteration:
+                self._credits += 1
+                return
+            except Exception as exc:
+                self._fail(exc)
+                raise
+            try:
+                if isinstance(item, tuple | list):
+                    value = await action(*item)
+                else:
+                    value = await action(item)
+            except Exception as exc:
+                if not on_error_yield:
+                    self._fail(exc)
+                    raise
+                value = Failure(item, exc)
+            out.append(value)
+            waiter = self._waiter
+            if waiter is not None:
+                self._waiter = None
+                if not waiter.done():
+                    waiter.set_result(None)
+
+    async def _ordered_worker(self) -> None:
+        """Worker for a sync input, results in input order."""
+        source: Iterator[Any] = self._source  # type: ignore[assignment]
+        action = self._action
+        on_error_yield = self._on_error_yield
+        while True:
+            if self._credits > 0:
+                self._credits -= 1
+            else:
+                await self._take_credit()
+            try:
+                item = next(source)
+            except StopIteration:
+                self._credits += 1
+                return
+            except Exception as exc:
+                self._fail(exc)
+                raise
+            index = self._pulled
+            self._pulled = index + 1
+            try:
+                if isinstance(item, tuple | list):
+                    value = await action(*item)
+                else:
+                    value = await action(item)
+            except Exception as exc:
+                if not on_error_yield:
+                    self._fail(exc)
+                    raise
+                value = Failure(item, exc)
+            self._deliver(index, value)
+
+    async def _async_source_worker(self) -> None:
+        """Worker for an async input; one worker at a time awaits the next item."""
+        source: AsyncIterator[Any] = self._source  # type: ignore[assignment]
+        lock = self._pull_lock
+        assert lock is not None
+        action = self._action
+        on_error_yield = self._on_error_yield
+        while True:
+            if self._credits > 0:
+                self._credits -= 1
+            else:
+                await self._take_credit()
+            async with lock:
+                try:
+                    item = await anext(source)
+                except StopAsyncIteration:
+                    self._credits += 1
+                    return
+                except Exception as exc:
+                    self._fail(exc)
+                    raise
+                index = self._pulled
+                self._pulled = index + 1
+            try:
+                if isinstance(item, tuple | list):
+                    value = await action(*item)
+                else:
+                    value = await action(item)
+            except Exception as exc:
+                if not on_error_yield:
+                    self._fail(exc)
+                    raise
+                value = Failure(item, exc)
+            self._deliver(index, value)
+
+
+@final
+class _Results:
+    """The consumer's iterator over a run's results, in completion order.
+
+    It is not referenced by its run, so a ``break`` out of ``async for`` drops it at
+    once and ``__del__`` cancels the run's work (asyncio's async-generator hooks would
+    only do that one loop iteration later, from a task of their own).
+    """
+
+    __slots__ = ("_out", "_run")
+
+    def __init__(self, run: Run[Any]) -> None:
+        self._run = run
+        self._out = run._out  # noqa: SLF001 - the run's own iterator
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> Any:
+        out = self._out
+        run = self._run
+        # The fast path, once per result: take it and give its credit back.
+        if out and run._error is None:  # noqa: SLF001
+            run._give_credit()  # noqa: SLF001
+            return out.popleft()
+        return await run._next_slow()  # noqa: SLF001
+
+    def __del__(self) -> None:
+        self._run._abandon()  # noqa: SLF001
+
+
+@final
+class _OrderedResults:
+    """The consumer's iterator over a run's results, in input order."""
+
+    __slots__ = ("_run",)
+
+    def __init__(self, run: Run[Any]) -> None:
+        self._run = run
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> Any:
+        return await self._run._next_slow()  # noqa: SLF001
+
+    def __del__(self) -> None:
+        self._run._abandon()  # noqa: SLF001

@@ -1,0 +1,30 @@
+"""The exception tree of parallelize.
+
+Errors raised by a user's own action, or by iterating the user's own input, come out
+unchanged: they are never wrapped. The classes below are for what parallelize itself
+has to say::
+
+    ParallelizeError
+    └── ActionError   (an action was used the wrong way, found only while running)
+
+Bad arguments to :func:`parallelize.parallelize` are plain :class:`TypeError` and
+:class:`ValueError`, raised before any work starts; misuse of a run's lifecycle is a
+:class:`RuntimeError`.
+"""
+
+from __future__ import annotations
+
+__all__ = ("ActionError", "ParallelizeError")
+
+
+class ParallelizeError(Exception):
+    """Base class of the errors that parallelize raises on its own account."""
+
+
+class ActionError(ParallelizeError, TypeError):
+    """An action was called correctly but did something parallelize cannot run.
+
+    The usual case: a plain function (run in a worker thread) returned a coroutine,
+    because it is a ``lambda`` or a ``def`` that calls an ``async def`` without
+    awaiting it.
+    """

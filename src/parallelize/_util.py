@@ -1,0 +1,120 @@
+"""Argument validators shared by the public entry points.
+
+Each check raises before any work starts, names the parameter, shows the value
+received and says what to pass instead.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import AsyncIterable, Iterable
+from typing import Any, Literal
+
+__all__ = (
+    "check_action",
+    "check_argslist",
+    "check_choice",
+    "check_positive_int",
+    "is_async_callable",
+)
+
+
+def _short_repr(value: object, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def check_positive_int(name: str, value: object) -> int:
+    """Return ``value`` if it is an int >= 1, else raise naming ``name``."""
+    # bool is an int subclass, but numworkers=True is always a mistake.
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int >= 1, got {_short_repr(value)}")
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1, got {value}")
+    return value
+
+
+def check_nonnegative_int(name: str, value: object) -> int:
+    """Return ``value`` if it is an int >= 0, else raise naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int >= 0, got {_short_repr(value)}")
+    if value < 0:
+        raise ValueError(f"{name} must be >= 0, got {value}")
+    return value
+
+
+def check_choice(name: str, value: object, choices: tuple[str, ...]) -> str:
+    """Return ``value`` if it is one of ``choices``, else raise naming ``name``."""
+    if not isinstance(value, str) or value not in choices:
+        options = ", ".join(repr(c) for c in choices)
+        raise ValueError(f"{name} must be one of {options}, got {_short_repr(value)}")
+    return value
+
+
+def check_bool(name: str, value: object) -> bool:
+    """Return ``value`` if it is a bool, else raise naming ``name``."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {_short_repr(value)}")
+    return value
+
+
+def is_async_callable(action: object) -> bool:
+    """Tell whether calling ``action`` returns a coroutine, without calling it.
+
+    Sees through ``functools.partial`` and bound methods, and accepts objects whose
+    ``__call__`` is an ``async def``.
+    """
+    while isinstance(action, functools.partial):
+        action = action.func
+    if inspect.iscoroutinefunction(action):
+        return True
+    call = getattr(type(action), "__call__", None)  # noqa: B004 - we inspect, not call
+    return not inspect.isfunction(action) and inspect.iscoroutinefunction(call)
+
+
+def check_action(action: object) -> Literal["async", "sync"]:
+    """Check that ``action`` can be called per item; tell how it must be run.
+
+    Returns:
+        ``"async"`` for a coroutine function (awaited on the event loop), ``"sync"``
+        for any other callable (run in a worker thread so it cannot block the loop).
+    """
+    if inspect.iscoroutine(action) or inspect.isawaitable(action):
+        name = getattr(action, "__qualname__", None) or type(action).__name__
+        if inspect.iscoroutine(action):
+            # It will never run: close it so Python does not warn "never awaited".
+            action.close()
+        raise TypeError(
+            f"action must be a callable such as an async function, got the awaitable "
+            f"{name}(...); pass the function itself: parallelize({name}, argslist, "
+            f"numworkers), not parallelize({name}(...), ...)"
+        )
+    if not callable(action):
+        raise TypeError(
+            f"action must be a callable such as an async function, "
+            f"got {_short_repr(action)} of type {type(action).__name__}"
+        )
+    return "async" if is_async_callable(action) else "sync"
+
+
+def check_argslist(argslist: object) -> Iterable[Any] | AsyncIterable[Any]:
+    """Check that ``argslist`` is an iterable or an async iterable of items."""
+    if isinstance(argslist, str | bytes | bytearray):
+        raise TypeError(
+            f"argslist must be an iterable of items, got the {type(argslist).__name__} "
+            f"{_short_repr(argslist)}; parallelize would call the action on each "
+            f"character. Pass a list: [{_short_repr(argslist, 40)}]"
+        )
+    if isinstance(argslist, AsyncIterable | Iterable):
+        return argslist
+    if inspect.iscoroutine(argslist):
+        argslist.close()
+        raise TypeError(
+            "argslist must be an iterable or an async iterable, got a coroutine; "
+            "did you mean to pass an async generator (a function with `yield`)?"
+        )
+    raise TypeError(
+        f"argslist must be an iterable (list, range, generator) or an async iterable "
+        f"(async generator), got {_short_repr(argslist)} of type {type(argslist).__name__}"
+    )
