@@ -20,13 +20,12 @@ T = TypeVar("T")
 
 Runner = Callable[[Coroutine[Any, Any, T]], T]
 
+LOOPS: dict[str, Callable[[], asyncio.AbstractEventLoop] | None] = {"asyncio": None}
 try:
     import uvloop
 except ImportError:  # pragma: no cover - uvloop is a test dependency where it builds
-    uvloop = None
-
-LOOPS: dict[str, Callable[[], asyncio.AbstractEventLoop] | None] = {"asyncio": None}
-if uvloop is not None:
+    pass
+else:
     LOOPS["uvloop"] = uvloop.new_event_loop
 
 

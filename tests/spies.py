@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 class InFlightSpy:
@@ -23,7 +25,7 @@ class InFlightSpy:
         self.cancelled: list[Any] = []
         self.started = asyncio.Condition()
 
-    async def __call__(self, item: Any) -> Any:
+    async def __call__(self, item: T) -> T:
         self.calls.append(item)
         self.in_flight += 1
         self.peak = max(self.peak, self.in_flight)

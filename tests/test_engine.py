@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import random
 import threading
 import time
@@ -12,9 +13,9 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
-from spies import CountingIterable, InFlightSpy, settle
 
 from parallelize import ActionError, Failure, parallelize
+from spies import CountingIterable, InFlightSpy, settle
 
 
 async def noop(x: Any) -> Any:
@@ -26,7 +27,7 @@ async def collect(results: Any) -> list[Any]:
 
 
 def other_tasks() -> set[asyncio.Task[Any]]:
-    return asyncio.all_tasks() - {asyncio.current_task()}  # type: ignore[operator]
+    return asyncio.all_tasks() - {asyncio.current_task()}
 
 
 async def agen(n: int) -> AsyncIterator[int]:
@@ -44,12 +45,13 @@ def test_every_item_once(run: Any, kind: str) -> None:
     n = 1000
 
     def source() -> Any:
-        return {
-            "list": lambda: list(range(n)),
-            "range": lambda: range(n),
-            "generator": lambda: (i for i in range(n)),
-            "async generator": lambda: agen(n),
-        }[kind]()
+        if kind == "list":
+            return list(range(n))
+        if kind == "range":
+            return range(n)
+        if kind == "generator":
+            return (i for i in range(n))
+        return agen(n)
 
     results = run(collect(parallelize(noop, source(), 7)))
     assert sorted(results) == list(range(n))
@@ -76,7 +78,7 @@ def test_article_usage_with_url_strings(run: Any) -> None:
 
 def test_tuples_and_lists_are_unpacked(run: Any) -> None:
     """A tuple, list or namedtuple item becomes positional arguments; a dict does not."""
-    point = namedtuple("point", "x y")  # noqa: PYI024 - a plain namedtuple on purpose
+    point = namedtuple("point", "x y")  # noqa: PYI024 - plain on purpose
 
     async def action(*args: Any) -> tuple[Any, ...]:
         return args
@@ -246,9 +248,9 @@ def test_error_from_the_input_propagates(run: Any) -> None:
         raise Boom("bad async input")
 
     async def main() -> None:
-        with pytest.raises(Boom, match="^bad input$"):
+        with pytest.raises(Boom, match=r"^bad input$"):
             await collect(parallelize(noop, source(), 3))
-        with pytest.raises(Boom, match="^bad async input$"):
+        with pytest.raises(Boom, match=r"^bad async input$"):
             await collect(parallelize(noop, asource(), 3))
         assert not other_tasks()
 
@@ -435,7 +437,6 @@ def test_sync_action_returning_a_coroutine_is_explained(run: Any) -> None:
 
 def test_async_callable_object_and_partial_are_awaited(run: Any) -> None:
     """Objects with an async __call__ and partials of async functions run on the loop."""
-    import functools
 
     class Doubler:
         async def __call__(self, x: int) -> int:

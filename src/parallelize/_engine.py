@@ -30,12 +30,14 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import enum
 import functools
 import inspect
 from collections import deque
 from collections.abc import (
+    AsyncGenerator,
     AsyncIterable,
     AsyncIterator,
     Callable,
@@ -64,9 +66,7 @@ class _State(enum.Enum):
     CLOSED = "closed"
 
 
-def _thread_action(
-    action: Callable[..., Any], executor: ThreadPoolExecutor
-) -> Callable[..., Any]:
+def _thread_action(action: Callable[..., Any], executor: ThreadPoolExecutor) -> Callable[..., Any]:
     """Wrap a plain function so that each call runs in ``executor``'s threads."""
 
     def call_in_context(ctx: contextvars.Context, args: tuple[Any, ...]) -> Any:
@@ -175,10 +175,7 @@ class Run(Generic[T_co]):
 
     def __repr__(self) -> str:
         name = getattr(self._action, "__qualname__", type(self._action).__name__)
-        return (
-            f"<parallelize.Run {self._state.value} action={name} "
-            f"numworkers={self._numworkers}>"
-        )
+        return f"<parallelize.Run {self._state.value} action={name} numworkers={self._numworkers}>"
 
     # -- the consumer's side -----------------------------------------------------
 
@@ -226,7 +223,7 @@ class Run(Generic[T_co]):
             self._wake_worker()
 
     async def _next_slow(self) -> Any:
-        """The consumer's way to the next result when none is ready: wait for it."""
+        """Wait for the next result when none is ready (the consumer's slow path)."""
         try:
             while True:
                 value = self._take_ready()
@@ -266,7 +263,7 @@ class Run(Generic[T_co]):
             raise error
 
     def _abandon(self) -> None:
-        """The consumer dropped its iterator without closing the run: cancel the work.
+        """Cancel the work: the consumer dropped its iterator without closing the run.
 
         Called from the iterator's ``__del__`` (``break`` out of ``async for``); the
         cancelled supervisor finishes on its own, and ``aclose()`` still awaits it.
@@ -313,10 +310,8 @@ class Run(Generic[T_co]):
             self._source = iter(argslist)
         # No more workers than items, when the input knows its length.
         numworkers = self._numworkers
-        try:
+        with contextlib.suppress(TypeError):
             numworkers = min(numworkers, len(argslist))  # type: ignore[arg-type]
-        except TypeError:
-            pass
         self._supervisor = loop.create_task(self._supervise(numworkers))
 
     async def _supervise(self, numworkers: int) -> None:
@@ -341,7 +336,7 @@ class Run(Generic[T_co]):
             if self._executor is not None:
                 self._executor.shutdown(wait=False, cancel_futures=True)
             source = self._source
-            if self._pull_lock is not None and hasattr(source, "aclose"):
+            if isinstance(source, AsyncGenerator):
                 # Our own iterator over the user's async input: close it here, inside
                 # the run's lifetime, rather than leave it to the garbage collector.
                 try:

@@ -5,7 +5,8 @@ unchanged: they are never wrapped. The classes below are for what parallelize it
 has to say::
 
     ParallelizeError
-    └── ActionError   (an action was used the wrong way, found only while running)
+    ├── ActionError             (an action misbehaved in a way found only while running)
+    └── MissingDependencyError  (an optional extra is not installed; also an ImportError)
 
 Bad arguments to :func:`parallelize.parallelize` are plain :class:`TypeError` and
 :class:`ValueError`, raised before any work starts; misuse of a run's lifecycle is a
@@ -14,7 +15,7 @@ Bad arguments to :func:`parallelize.parallelize` are plain :class:`TypeError` an
 
 from __future__ import annotations
 
-__all__ = ("ActionError", "ParallelizeError")
+__all__ = ("ActionError", "MissingDependencyError", "ParallelizeError")
 
 
 class ParallelizeError(Exception):
@@ -28,3 +29,19 @@ class ActionError(ParallelizeError, TypeError):
     because it is a ``lambda`` or a ``def`` that calls an ``async def`` without
     awaiting it.
     """
+
+
+class MissingDependencyError(ParallelizeError, ImportError):
+    """An optional integration was used without its extra installed.
+
+    Attributes:
+        extra: The name of the extra that provides it, as in
+            ``pip install "parallelize[extra]"``.
+    """
+
+    def __init__(self, feature: str, extra: str, module: str) -> None:
+        self.extra = extra
+        super().__init__(
+            f'{feature} needs the {module!r} package: pip install "parallelize[{extra}]"',
+            name=module,
+        )

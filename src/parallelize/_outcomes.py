@@ -34,6 +34,5 @@ class Failure:
 
     def __repr__(self) -> str:
         return (
-            f"Failure(item={self.item!r}, exception={self.exception!r}, "
-            f"attempts={self.attempts})"
+            f"Failure(item={self.item!r}, exception={self.exception!r}, attempts={self.attempts})"
         )

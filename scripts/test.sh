@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Set up everything on a fresh clone and run the whole test suite:
+# lint (ruff), types (mypy --strict) and the tests (pytest), in a virtualenv.
+#
+#   bash scripts/test.sh              # Python 3.11+ from PATH (python3), venv in .venv
+#   PYTHON=python3.12 VENV=.venv-3.12 bash scripts/test.sh
+#   bash scripts/test.sh -k ordered   # extra arguments go to pytest
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+python=${PYTHON:-python3}
+venv=${VENV:-.venv}
+
+if [ ! -x "$venv/bin/python" ]; then
+    "$python" -m venv "$venv"
+fi
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check -e ".[test]"
+
+echo "== $("$venv/bin/python" --version): ruff, mypy --strict, pytest"
+"$venv/bin/python" -m ruff check src tests benchmarks examples
+"$venv/bin/python" -m ruff format --check src tests benchmarks examples
+"$venv/bin/python" -m mypy
+"$venv/bin/python" -m pytest "$@"
