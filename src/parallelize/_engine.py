@@ -59,6 +59,9 @@ T_co = TypeVar("T_co", covariant=True)
 
 _MISSING: Any = object()
 
+# Items of these types are unpacked as positional arguments: action(*item).
+_UNPACKED = (tuple, list)
+
 
 class _State(enum.Enum):
     NEW = "new"
@@ -115,6 +118,7 @@ class Run(Generic[T_co]):
         "__weakref__",
         "_action",
         "_argslist",
+        "_async_source",
         "_capacity",
         "_credit_waiters",
         "_credits",
@@ -131,9 +135,9 @@ class Run(Generic[T_co]):
         "_pending",
         "_pull_lock",
         "_pulled",
-        "_source",
         "_state",
         "_supervisor",
+        "_sync_source",
         "_waiter",
         "_wake_threshold",
     )
@@ -169,7 +173,9 @@ class Run(Generic[T_co]):
         self._state = _State.NEW
         self._loop: asyncio.AbstractEventLoop | None = None
         self._supervisor: asyncio.Task[None] | None = None
-        self._source: Iterable[Any] | AsyncIterator[Any] | None = None
+        # Exactly one of these is set when the run starts.
+        self._sync_source: Iterator[Any] | None = None
+        self._async_source: AsyncIterator[Any] | None = None
         self._pull_lock: asyncio.Lock | None = None
         self._executor: ThreadPoolExecutor | None = None
 
@@ -304,10 +310,10 @@ class Run(Generic[T_co]):
             self._action = _thread_action(action, self._executor)
         argslist = self._argslist
         if isinstance(argslist, AsyncIterable):
-            self._source = aiter(argslist)
+            self._async_source = aiter(argslist)
             self._pull_lock = asyncio.Lock()
         else:
-            self._source = iter(argslist)
+            self._sync_source = iter(argslist)
         # No more workers than items, when the input knows its length.
         numworkers = self._numworkers
         with contextlib.suppress(TypeError):
@@ -315,10 +321,8 @@ class Run(Generic[T_co]):
         self._supervisor = loop.create_task(self._supervise(numworkers))
 
     async def _supervise(self, numworkers: int) -> None:
-        if self._pull_lock is not None:
-            worker = self._async_source_worker
-        elif self._ordered:
-            worker = self._ordered_worker
+        if self._ordered or self._pull_lock is not None:
+            worker = self._general_worker
         else:
             worker = self._worker
         try:
@@ -335,7 +339,7 @@ class Run(Generic[T_co]):
             self._credit_waiters.clear()
             if self._executor is not None:
                 self._executor.shutdown(wait=False, cancel_futures=True)
-            source = self._source
+            source = self._async_source
             if isinstance(source, AsyncGenerator):
                 # Our own iterator over the user's async input: close it here, inside
                 # the run's lifetime, rather than leave it to the garbage collector.
@@ -379,108 +383,84 @@ class Run(Generic[T_co]):
         if self._credits > 0 and self._credit_waiters:
             self._wake_worker()  # pass the baton: more credits are free
 
-    def _deliver(self, index: int, value: Any) -> None:
-        if self._ordered:
-            self._pending[index] = value
-            if index == self._next_index:
-                self._wake_consumer()
-        else:
-            self._out.append(value)
-            self._wake_consumer()
-
     async def _worker(self) -> None:
-        """Worker for a sync input, results in completion order: the hot path."""
-        source: Iterator[Any] = self._source  # type: ignore[assignment]
+        """Worker for a sync input, results in completion order: the hot path.
+
+        Every operation here runs once per item; keep it that way.
+        """
+        source = self._sync_source
+        assert source is not None
         action = self._action
         out = self._out
         on_error_yield = self._on_error_yield
-        while True:
-            if self._credits > 0:
-                self._credits -= 1
-            else:
-                await self._take_credit()
-            try:
-                item = next(source)
-            except StopIteration:
-                self._credits += 1
-                return
-            except Exception as exc:
-                self._fail(exc)
-                raise
-            try:
-                if isinstance(item, tuple | list):
-                    value = await action(*item)
-                else:
-                    value = await action(item)
-            except Exception as exc:
-                if not on_error_yield:
-                    self._fail(exc)
-                    raise
-                value = Failure(item, exc)
-            out.append(value)
-            waiter = self._waiter
-            if waiter is not None:
-                self._waiter = None
-                if not waiter.done():
-                    waiter.set_result(None)
-
-    async def _ordered_worker(self) -> None:
-        """Worker for a sync input, results in input order."""
-        source: Iterator[Any] = self._source  # type: ignore[assignment]
-        action = self._action
-        on_error_yield = self._on_error_yield
-        while True:
-            if self._credits > 0:
-                self._credits -= 1
-            else:
-                await self._take_credit()
-            try:
-                item = next(source)
-            except StopIteration:
-                self._credits += 1
-                return
-            except Exception as exc:
-                self._fail(exc)
-                raise
-            index = self._pulled
-            self._pulled = index + 1
-            try:
-                if isinstance(item, tuple | list):
-                    value = await action(*item)
-                else:
-                    value = await action(item)
-            except Exception as exc:
-                if not on_error_yield:
-                    self._fail(exc)
-                    raise
-                value = Failure(item, exc)
-            self._deliver(index, value)
-
-    async def _async_source_worker(self) -> None:
-        """Worker for an async input; one worker at a time awaits the next item."""
-        source: AsyncIterator[Any] = self._source  # type: ignore[assignment]
-        lock = self._pull_lock
-        assert lock is not None
-        action = self._action
-        on_error_yield = self._on_error_yield
-        while True:
-            if self._credits > 0:
-                self._credits -= 1
-            else:
-                await self._take_credit()
-            async with lock:
+        # Take the credit for the next pull before pulling (see the invariants).
+        if self._credits > 0:
+            self._credits -= 1
+        else:
+            await self._take_credit()
+        try:
+            for item in source:
                 try:
-                    item = await anext(source)
-                except StopAsyncIteration:
-                    self._credits += 1
-                    return
+                    # issubclass(type()) rather than isinstance(): isinstance looks up
+                    # item.__class__ whenever the type does not match, every time.
+                    if issubclass(type(item), _UNPACKED):
+                        value = await action(*item)
+                    else:
+                        value = await action(item)
                 except Exception as exc:
-                    self._fail(exc)
-                    raise
-                index = self._pulled
-                self._pulled = index + 1
+                    if not on_error_yield:
+                        self._fail(exc)
+                        raise
+                    value = Failure(item, exc)
+                out.append(value)
+                waiter = self._waiter
+                if waiter is not None:
+                    self._waiter = None
+                    if not waiter.done():
+                        waiter.set_result(None)
+                if self._credits > 0:
+                    self._credits -= 1
+                else:
+                    await self._take_credit()
+        except Exception as exc:
+            self._fail(exc)  # from the input; an action's error was recorded above
+            raise
+        self._credits += 1  # the input is exhausted: give back the unused credit
+
+    async def _general_worker(self) -> None:  # noqa: C901, PLR0912 - one loop, no calls per item
+        """Worker for ordered results and for async inputs."""
+        sync_source = self._sync_source
+        async_source = self._async_source
+        lock = self._pull_lock
+        action = self._action
+        on_error_yield = self._on_error_yield
+        while True:
+            if self._credits > 0:
+                self._credits -= 1
+            else:
+                await self._take_credit()
             try:
-                if isinstance(item, tuple | list):
+                if sync_source is not None:
+                    item = next(sync_source)
+                    index = self._pulled
+                    self._pulled = index + 1
+                else:
+                    assert async_source is not None
+                    assert lock is not None
+                    # An async generator cannot be advanced by two tasks at once.
+                    async with lock:
+                        item = await anext(async_source)
+                        # Number the item while holding the lock: input order.
+                        index = self._pulled
+                        self._pulled = index + 1
+            except (StopIteration, StopAsyncIteration):
+                self._credits += 1
+                return
+            except Exception as exc:
+                self._fail(exc)
+                raise
+            try:
+                if issubclass(type(item), _UNPACKED):
                     value = await action(*item)
                 else:
                     value = await action(item)
@@ -489,7 +469,13 @@ class Run(Generic[T_co]):
                     self._fail(exc)
                     raise
                 value = Failure(item, exc)
-            self._deliver(index, value)
+            if self._ordered:
+                self._pending[index] = value
+                if index == self._next_index:
+                    self._wake_consumer()
+            else:
+                self._out.append(value)
+                self._wake_consumer()
 
 
 @final
@@ -515,7 +501,10 @@ class _Results:
         run = self._run
         # The fast path, once per result: take it and give its credit back.
         if out and run._error is None:  # noqa: SLF001
-            run._give_credit()  # noqa: SLF001
+            # Run._give_credit(), inlined: this runs once per result.
+            run._credits += 1  # noqa: SLF001
+            if run._credit_waiters and run._credits == run._wake_threshold:  # noqa: SLF001
+                run._wake_worker()  # noqa: SLF001
             return out.popleft()
         return await run._next_slow()  # noqa: SLF001
 
