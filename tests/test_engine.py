@@ -76,16 +76,19 @@ def test_article_usage_with_url_strings(run: Any) -> None:
     assert sorted(run(collect(parallelize(noop, urls, numworkers=100)))) == sorted(urls)
 
 
-def test_tuples_and_lists_are_unpacked(run: Any) -> None:
+@pytest.mark.parametrize("ordered", [False, True])
+def test_tuples_and_lists_are_unpacked(run: Any, ordered: bool) -> None:
     """A tuple, list or namedtuple item becomes positional arguments; a dict does not."""
     point = namedtuple("point", "x y")  # noqa: PYI024 - plain on purpose
 
     async def action(*args: Any) -> tuple[Any, ...]:
         return args
 
-    items: list[Any] = [(1, 2), [3, 4], point(5, 6), {"k": 1}, ((7, 8),), 9]
-    results = run(collect(parallelize(action, items, 3, ordered=True)))
-    assert results == [(1, 2), (3, 4), (5, 6), ({"k": 1},), ((7, 8),), (9,)]
+    items: list[Any] = [(1, 2), [3, 4], point(5, 6), {"k": 1}, ((7, 8),), 9, "ab", (10,)]
+    expected = [(1, 2), (3, 4), (5, 6), ({"k": 1},), ((7, 8),), (9,), ("ab",), (10,)]
+    # One worker sees every item in turn: the per-type decision must follow each change.
+    results = run(collect(parallelize(action, items, 1, ordered=ordered)))
+    assert results == expected
 
 
 def test_completion_order_by_default(run: Any) -> None:

@@ -35,6 +35,7 @@ import contextvars
 import enum
 import functools
 import inspect
+import weakref
 from collections import deque
 from collections.abc import (
     AsyncGenerator,
@@ -135,6 +136,7 @@ class Run(Generic[T_co]):
         "_pending",
         "_pull_lock",
         "_pulled",
+        "_results_ref",
         "_state",
         "_supervisor",
         "_sync_source",
@@ -167,6 +169,7 @@ class Run(Generic[T_co]):
         self._pending: dict[int, Any] = {}  # index -> result, ordered mode
         self._next_index = 0  # ordered mode: index of the next result to yield
         self._pulled = 0  # items taken from the input so far
+        self._results_ref: weakref.ref[_Results] | None = None
         self._waiter: asyncio.Future[None] | None = None  # the consumer, asleep
         self._error: BaseException | None = None
         self._done = False  # every worker has finished
@@ -194,7 +197,11 @@ class Run(Generic[T_co]):
             raise RuntimeError(msg)
         self._state = _State.RUNNING
         self._start()
-        return _OrderedResults(self) if self._ordered else _Results(self)
+        if self._ordered:
+            return _OrderedResults(self)
+        results = _Results(self)
+        self._results_ref = weakref.ref(results)
+        return results
 
     async def __aenter__(self) -> Self:
         return self
@@ -331,8 +338,7 @@ class Run(Generic[T_co]):
                     group.create_task(worker())
         except BaseExceptionGroup as group_error:
             # Workers record the first error themselves; this catches anything else.
-            if self._error is None:
-                self._error = group_error.exceptions[0]
+            self._fail(group_error.exceptions[0])
         finally:
             self._done = True
             self._wake_consumer()
@@ -346,8 +352,7 @@ class Run(Generic[T_co]):
                 try:
                     await source.aclose()
                 except Exception as exc:
-                    if self._error is None:
-                        self._error = exc
+                    self._fail(exc)
 
     def _fail(self, error: BaseException) -> None:
         """Record the run's first error and drop what the consumer has not taken."""
@@ -355,6 +360,11 @@ class Run(Generic[T_co]):
             self._error = error
             self._out.clear()
             self._pending.clear()
+            # The iterator's fast path reads its own reference to the buffer and does
+            # not look at _error: blind it, so that no result is yielded after this.
+            results = self._results_ref() if self._results_ref is not None else None
+            if results is not None:
+                results.blind()
             self._wake_consumer()
 
     def _wake_consumer(self) -> None:
@@ -383,7 +393,7 @@ class Run(Generic[T_co]):
         if self._credits > 0 and self._credit_waiters:
             self._wake_worker()  # pass the baton: more credits are free
 
-    async def _worker(self) -> None:
+    async def _worker(self) -> None:  # noqa: C901, PLR0912 - the hot path, inlined on purpose
         """Worker for a sync input, results in completion order: the hot path.
 
         Every operation here runs once per item; keep it that way.
@@ -393,6 +403,8 @@ class Run(Generic[T_co]):
         action = self._action
         out = self._out
         on_error_yield = self._on_error_yield
+        last_kind: type | None = None
+        unpack = False
         # Take the credit for the next pull before pulling (see the invariants).
         if self._credits > 0:
             self._credits -= 1
@@ -400,10 +412,14 @@ class Run(Generic[T_co]):
             await self._take_credit()
         try:
             for item in source:
+                # Unpack tuples and lists (and their subclasses). Inputs are nearly
+                # always of one type: decide once per type, not once per item.
+                kind = type(item)
+                if kind is not last_kind:
+                    last_kind = kind
+                    unpack = issubclass(kind, _UNPACKED)
                 try:
-                    # issubclass(type()) rather than isinstance(): isinstance looks up
-                    # item.__class__ whenever the type does not match, every time.
-                    if issubclass(type(item), _UNPACKED):
+                    if unpack:
                         value = await action(*item)
                     else:
                         value = await action(item)
@@ -418,8 +434,9 @@ class Run(Generic[T_co]):
                     self._waiter = None
                     if not waiter.done():
                         waiter.set_result(None)
-                if self._credits > 0:
-                    self._credits -= 1
+                free = self._credits  # never negative
+                if free:
+                    self._credits = free - 1
                 else:
                     await self._take_credit()
         except Exception as exc:
@@ -427,13 +444,15 @@ class Run(Generic[T_co]):
             raise
         self._credits += 1  # the input is exhausted: give back the unused credit
 
-    async def _general_worker(self) -> None:  # noqa: C901, PLR0912 - one loop, no calls per item
+    async def _general_worker(self) -> None:  # noqa: C901, PLR0912, PLR0915 - inlined per item
         """Worker for ordered results and for async inputs."""
         sync_source = self._sync_source
         async_source = self._async_source
         lock = self._pull_lock
         action = self._action
         on_error_yield = self._on_error_yield
+        last_kind: type | None = None
+        unpack = False
         while True:
             if self._credits > 0:
                 self._credits -= 1
@@ -459,8 +478,12 @@ class Run(Generic[T_co]):
             except Exception as exc:
                 self._fail(exc)
                 raise
+            kind = type(item)
+            if kind is not last_kind:
+                last_kind = kind
+                unpack = issubclass(kind, _UNPACKED)
             try:
-                if issubclass(type(item), _UNPACKED):
+                if unpack:
                     value = await action(*item)
                 else:
                     value = await action(item)
@@ -487,26 +510,32 @@ class _Results:
     only do that one loop iteration later, from a task of their own).
     """
 
-    __slots__ = ("_out", "_run")
+    __slots__ = ("__weakref__", "_out", "_run", "_wake_at")
 
     def __init__(self, run: Run[Any]) -> None:
         self._run = run
-        self._out = run._out  # noqa: SLF001 - the run's own iterator
+        self._out: deque[Any] | tuple[()] = run._out  # noqa: SLF001 - the run's own iterator
+        self._wake_at = run._wake_threshold  # noqa: SLF001
 
     def __aiter__(self) -> Self:
         return self
 
+    def blind(self) -> None:
+        """Stop the fast path: the run failed, and nothing more may be yielded."""
+        self._out = ()
+
     async def __anext__(self) -> Any:
+        # The fast path, once per result: take it and give its credit back
+        # (Run._give_credit(), inlined). After an error, _out is blinded.
         out = self._out
-        run = self._run
-        # The fast path, once per result: take it and give its credit back.
-        if out and run._error is None:  # noqa: SLF001
-            # Run._give_credit(), inlined: this runs once per result.
-            run._credits += 1  # noqa: SLF001
-            if run._credit_waiters and run._credits == run._wake_threshold:  # noqa: SLF001
+        if out:
+            run = self._run
+            free = run._credits + 1  # noqa: SLF001
+            run._credits = free  # noqa: SLF001
+            if free == self._wake_at:
                 run._wake_worker()  # noqa: SLF001
             return out.popleft()
-        return await run._next_slow()  # noqa: SLF001
+        return await self._run._next_slow()  # noqa: SLF001
 
     def __del__(self) -> None:
         self._run._abandon()  # noqa: SLF001
