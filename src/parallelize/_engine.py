@@ -35,6 +35,7 @@ import contextvars
 import enum
 import functools
 import inspect
+import threading
 import weakref
 from collections import deque
 from collections.abc import (
@@ -128,6 +129,7 @@ class Run(Generic[T_co]):
         "_executor",
         "_is_sync_action",
         "_loop",
+        "_loop_thread",
         "_next_index",
         "_numworkers",
         "_on_error_yield",
@@ -175,6 +177,7 @@ class Run(Generic[T_co]):
         self._done = False  # every worker has finished
         self._state = _State.NEW
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread = 0
         self._supervisor: asyncio.Task[None] | None = None
         # Exactly one of these is set when the run starts.
         self._sync_source: Iterator[Any] | None = None
@@ -282,8 +285,13 @@ class Run(Generic[T_co]):
         cancelled supervisor finishes on its own, and ``aclose()`` still awaits it.
         """
         task = self._supervisor
-        if task is not None and not task.done():
+        loop = self._loop
+        if task is None or task.done() or loop is None or loop.is_closed():
+            return
+        if threading.get_ident() == self._loop_thread:
             task.cancel()
+        else:  # the garbage collector may run finalizers in any thread
+            loop.call_soon_threadsafe(task.cancel)
 
     async def aclose(self) -> None:
         """Stop the run: stop reading input, cancel in-flight actions, await all tasks.
@@ -309,6 +317,7 @@ class Run(Generic[T_co]):
     def _start(self) -> None:
         loop = asyncio.get_running_loop()
         self._loop = loop
+        self._loop_thread = threading.get_ident()
         action = self._action
         if self._is_sync_action:
             self._executor = ThreadPoolExecutor(

@@ -1,0 +1,34 @@
+"""Static checks of the public API's types (run by mypy, never by pytest)."""
+
+from __future__ import annotations
+
+from typing import assert_type
+
+from parallelize import Failure, Run, parallelize
+
+
+async def fetch(url: str) -> bytes:
+    return url.encode()
+
+
+def blocking(url: str) -> int:
+    return len(url)
+
+
+async def check() -> None:
+    assert_type(parallelize(fetch, ["u"], 10), Run[bytes])
+    assert_type(parallelize(fetch, ["u"], 10, ordered=True), Run[bytes])
+    assert_type(parallelize(fetch, ["u"], 10, on_error="raise"), Run[bytes])
+    assert_type(parallelize(fetch, ["u"], 10, on_error="yield"), Run[bytes | Failure])
+    assert_type(parallelize(blocking, ["u"], 10), Run[int])
+    assert_type(parallelize(blocking, ["u"], 10, on_error="yield"), Run[int | Failure])
+
+    async with parallelize(fetch, ["u"], 10) as results:
+        async for body in results:
+            assert_type(body, bytes)
+
+    async for outcome in parallelize(fetch, ["u"], 10, on_error="yield"):
+        if isinstance(outcome, Failure):
+            assert_type(outcome.exception, BaseException)
+        else:
+            assert_type(outcome, bytes)
