@@ -171,7 +171,7 @@ class Run(Generic[T_co]):
         self._pending: dict[int, Any] = {}  # index -> result, ordered mode
         self._next_index = 0  # ordered mode: index of the next result to yield
         self._pulled = 0  # items taken from the input so far
-        self._results_ref: weakref.ref[_Results] | None = None
+        self._results_ref: weakref.ref[AsyncGenerator[Any, None]] | None = None
         self._waiter: asyncio.Future[None] | None = None  # the consumer, asleep
         self._error: BaseException | None = None
         self._done = False  # every worker has finished
@@ -200,11 +200,49 @@ class Run(Generic[T_co]):
             raise RuntimeError(msg)
         self._state = _State.RUNNING
         self._start()
-        if self._ordered:
-            return _OrderedResults(self)
-        results = _Results(self)
-        self._results_ref = weakref.ref(results)
+        # An async generator (its C-level __anext__ is the cheapest per result) that
+        # the run references only weakly: when the consumer drops it (break), the
+        # weakref's callback cancels the run's work at once.
+        results = self._ordered_results() if self._ordered else self._results()
+        self._results_ref = weakref.ref(results, self._on_results_dropped)
         return results
+
+    def _on_results_dropped(self, _ref: object) -> None:
+        self._abandon()
+
+    async def _results(self) -> AsyncGenerator[Any, None]:
+        """Yield results in completion order."""
+        out = self._out
+        wake_at = self._wake_threshold
+        while True:
+            if out and self._error is None:
+                # The fast path, once per result: take it and give its credit back
+                # (_give_credit(), inlined).
+                free = self._credits + 1
+                self._credits = free
+                if free == wake_at:
+                    self._wake_worker()
+                yield out.popleft()
+            else:
+                value = await self._next_slow()
+                if value is _MISSING:
+                    return
+                yield value
+
+    async def _ordered_results(self) -> AsyncGenerator[Any, None]:
+        """Yield results in input order, holding early finishers in ``_pending``."""
+        pending = self._pending
+        while True:
+            value = pending.pop(self._next_index, _MISSING)
+            if value is not _MISSING and self._error is None:
+                self._next_index += 1
+                self._give_credit()
+                yield value
+            else:
+                value = await self._next_slow()
+                if value is _MISSING:
+                    return
+                yield value
 
     async def __aenter__(self) -> Self:
         return self
@@ -239,7 +277,10 @@ class Run(Generic[T_co]):
             self._wake_worker()
 
     async def _next_slow(self) -> Any:
-        """Wait for the next result when none is ready (the consumer's slow path)."""
+        """Wait for the next result when none is ready (the consumer's slow path).
+
+        Returns the result, or ``_MISSING`` once every result was yielded.
+        """
         try:
             while True:
                 value = self._take_ready()
@@ -253,7 +294,7 @@ class Run(Generic[T_co]):
             # The consumer was cancelled, or the run failed: end it before leaving.
             await self.aclose()
             raise
-        raise StopAsyncIteration
+        return _MISSING  # the end of the results
 
     async def _sleep(self) -> None:
         """Wait for a worker to deliver, after handing out any free credits."""
@@ -369,11 +410,6 @@ class Run(Generic[T_co]):
             self._error = error
             self._out.clear()
             self._pending.clear()
-            # The iterator's fast path reads its own reference to the buffer and does
-            # not look at _error: blind it, so that no result is yielded after this.
-            results = self._results_ref() if self._results_ref is not None else None
-            if results is not None:
-                results.blind()
             self._wake_consumer()
 
     def _wake_consumer(self) -> None:
@@ -508,62 +544,3 @@ class Run(Generic[T_co]):
             else:
                 self._out.append(value)
                 self._wake_consumer()
-
-
-@final
-class _Results:
-    """The consumer's iterator over a run's results, in completion order.
-
-    It is not referenced by its run, so a ``break`` out of ``async for`` drops it at
-    once and ``__del__`` cancels the run's work (asyncio's async-generator hooks would
-    only do that one loop iteration later, from a task of their own).
-    """
-
-    __slots__ = ("__weakref__", "_out", "_run", "_wake_at")
-
-    def __init__(self, run: Run[Any]) -> None:
-        self._run = run
-        self._out: deque[Any] | tuple[()] = run._out  # noqa: SLF001 - the run's own iterator
-        self._wake_at = run._wake_threshold  # noqa: SLF001
-
-    def __aiter__(self) -> Self:
-        return self
-
-    def blind(self) -> None:
-        """Stop the fast path: the run failed, and nothing more may be yielded."""
-        self._out = ()
-
-    async def __anext__(self) -> Any:
-        # The fast path, once per result: take it and give its credit back
-        # (Run._give_credit(), inlined). After an error, _out is blinded.
-        out = self._out
-        if out:
-            run = self._run
-            free = run._credits + 1  # noqa: SLF001
-            run._credits = free  # noqa: SLF001
-            if free == self._wake_at:
-                run._wake_worker()  # noqa: SLF001
-            return out.popleft()
-        return await self._run._next_slow()  # noqa: SLF001
-
-    def __del__(self) -> None:
-        self._run._abandon()  # noqa: SLF001
-
-
-@final
-class _OrderedResults:
-    """The consumer's iterator over a run's results, in input order."""
-
-    __slots__ = ("_run",)
-
-    def __init__(self, run: Run[Any]) -> None:
-        self._run = run
-
-    def __aiter__(self) -> Self:
-        return self
-
-    async def __anext__(self) -> Any:
-        return await self._run._next_slow()  # noqa: SLF001
-
-    def __del__(self) -> None:
-        self._run._abandon()  # noqa: SLF001
