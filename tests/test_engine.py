@@ -359,6 +359,32 @@ def test_early_exit_leaves_nothing_behind(run: Any, how: str) -> None:
     run(main())
 
 
+def test_dropping_a_live_iterator_in_a_returning_frame(run: Any) -> None:
+    """An iterator dropped un-exhausted as its frame returns ends the run, no crash.
+
+    uvloop's debug mode crashed here while the loop's async-generator finalizer hook
+    scheduled the iterator's closing (uvloop issue 730); the run keeps its results
+    iterator away from those hooks.
+    """
+
+    async def main() -> None:
+        spy = InFlightSpy(gated=True)
+
+        async def action(i: int) -> int:
+            return i if i == 0 else await spy(i)
+
+        async def take_one() -> int:
+            it = aiter(parallelize(action, range(1000), 10))
+            return await anext(it)
+
+        assert await take_one() == 0
+        await settle(10)
+        assert spy.in_flight == 0
+        assert not other_tasks()
+
+    run(main())
+
+
 def test_cancelling_the_consumer_cancels_everything(run: Any) -> None:
     """A cancelled consumer gets CancelledError; every action is cancelled and awaited."""
 

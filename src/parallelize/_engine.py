@@ -35,6 +35,7 @@ import contextvars
 import enum
 import functools
 import inspect
+import sys
 import threading
 import weakref
 from collections import deque
@@ -96,6 +97,27 @@ def _thread_action(action: Callable[..., Any], executor: ThreadPoolExecutor) -> 
 
     functools.update_wrapper(run_in_thread, action)
     return run_in_thread
+
+
+def _start_without_hooks(generator: AsyncGenerator[Any, None]) -> None:
+    """Advance ``generator`` to its first ``yield`` with no async-generator hooks set.
+
+    The event loop's hooks (``sys.set_asyncgen_hooks``) are bound to an async
+    generator on its first step. Without them, a generator the consumer drops before
+    the end is closed at once by the garbage collector, instead of by a task that the
+    loop's finalizer hook schedules for later. That task would outlive ``aclose()``,
+    and scheduling it from a finalizer crashes uvloop in debug mode (uvloop issue
+    730). Our generators need no async clean-up: the run's own ``aclose()`` does it.
+    """
+    hooks = sys.get_asyncgen_hooks()
+    sys.set_asyncgen_hooks(firstiter=None, finalizer=None)
+    try:
+        # The first step only reaches the generator's opening ``yield _MISSING``.
+        generator.asend(None).send(None)
+    except StopIteration:
+        pass
+    finally:
+        sys.set_asyncgen_hooks(*hooks)
 
 
 @final
@@ -204,6 +226,7 @@ class Run(Generic[T_co]):
         # the run references only weakly: when the consumer drops it (break), the
         # weakref's callback cancels the run's work at once.
         results = self._ordered_results() if self._ordered else self._results()
+        _start_without_hooks(results)
         self._results_ref = weakref.ref(results, self._on_results_dropped)
         return results
 
@@ -212,6 +235,7 @@ class Run(Generic[T_co]):
 
     async def _results(self) -> AsyncGenerator[Any, None]:
         """Yield results in completion order."""
+        yield _MISSING  # taken by _start_without_hooks()
         out = self._out
         wake_at = self._wake_threshold
         while True:
@@ -231,6 +255,7 @@ class Run(Generic[T_co]):
 
     async def _ordered_results(self) -> AsyncGenerator[Any, None]:
         """Yield results in input order, holding early finishers in ``_pending``."""
+        yield _MISSING  # taken by _start_without_hooks()
         pending = self._pending
         while True:
             value = pending.pop(self._next_index, _MISSING)
