@@ -4,8 +4,9 @@ Layers, each importing only the ones below it::
 
     _api        parallelize(): validate the arguments, build a Run
     _engine     Run: input -> workers (one TaskGroup) -> bounded buffer -> consumer
-    _outcomes   Failure, the value yielded for a failed item
-    _errors     the exception tree        _util   argument validators
+    _threads    plain-function actions in the run's thread pool
+    _aio        asyncio plumbing          _outcomes   Failure, yielded for a failed item
+    _errors     the exception tree        _util       argument validators
 """
 
 from ._api import parallelize as parallelize

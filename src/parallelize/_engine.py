@@ -31,11 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import enum
-import functools
-import inspect
-import sys
 import threading
 import weakref
 from collections import deque
@@ -50,8 +46,9 @@ from collections.abc import (
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar, final
 
-from ._errors import ActionError
+from ._aio import start_without_hooks
 from ._outcomes import Failure
+from ._threads import thread_action
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -70,54 +67,6 @@ class _State(enum.Enum):
     NEW = "new"
     RUNNING = "running"
     CLOSED = "closed"
-
-
-def _thread_action(action: Callable[..., Any], executor: ThreadPoolExecutor) -> Callable[..., Any]:
-    """Wrap a plain function so that each call runs in ``executor``'s threads."""
-
-    def call_in_context(ctx: contextvars.Context, args: tuple[Any, ...]) -> Any:
-        result = ctx.run(action, *args)
-        if inspect.isawaitable(result):
-            if inspect.iscoroutine(result):
-                result.close()
-            name = getattr(action, "__qualname__", type(action).__name__)
-            msg = (
-                f"action {name} is a plain function, so it runs in a worker thread, but it "
-                f"returned the awaitable {type(result).__name__}; define the action with "
-                f"`async def` (a lambda cannot be async) so that it is awaited on the loop"
-            )
-            raise ActionError(msg)
-        return result
-
-    async def run_in_thread(*args: Any) -> Any:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(
-            executor, call_in_context, contextvars.copy_context(), args
-        )
-
-    functools.update_wrapper(run_in_thread, action)
-    return run_in_thread
-
-
-def _start_without_hooks(generator: AsyncGenerator[Any, None]) -> None:
-    """Advance ``generator`` to its first ``yield`` with no async-generator hooks set.
-
-    The event loop's hooks (``sys.set_asyncgen_hooks``) are bound to an async
-    generator on its first step. Without them, a generator the consumer drops before
-    the end is closed at once by the garbage collector, instead of by a task that the
-    loop's finalizer hook schedules for later. That task would outlive ``aclose()``,
-    and scheduling it from a finalizer crashes uvloop in debug mode (uvloop issue
-    730). Our generators need no async clean-up: the run's own ``aclose()`` does it.
-    """
-    hooks = sys.get_asyncgen_hooks()
-    sys.set_asyncgen_hooks(firstiter=None, finalizer=None)
-    try:
-        # The first step only reaches the generator's opening ``yield _MISSING``.
-        generator.asend(None).send(None)
-    except StopIteration:
-        pass
-    finally:
-        sys.set_asyncgen_hooks(*hooks)
 
 
 @final
@@ -226,7 +175,7 @@ class Run(Generic[T_co]):
         # the run references only weakly: when the consumer drops it (break), the
         # weakref's callback cancels the run's work at once.
         results = self._ordered_results() if self._ordered else self._results()
-        _start_without_hooks(results)
+        start_without_hooks(results)
         self._results_ref = weakref.ref(results, self._on_results_dropped)
         return results
 
@@ -235,7 +184,7 @@ class Run(Generic[T_co]):
 
     async def _results(self) -> AsyncGenerator[Any, None]:
         """Yield results in completion order."""
-        yield _MISSING  # taken by _start_without_hooks()
+        yield _MISSING  # taken by start_without_hooks()
         out = self._out
         wake_at = self._wake_threshold
         while True:
@@ -255,7 +204,7 @@ class Run(Generic[T_co]):
 
     async def _ordered_results(self) -> AsyncGenerator[Any, None]:
         """Yield results in input order, holding early finishers in ``_pending``."""
-        yield _MISSING  # taken by _start_without_hooks()
+        yield _MISSING  # taken by start_without_hooks()
         pending = self._pending
         while True:
             value = pending.pop(self._next_index, _MISSING)
@@ -389,7 +338,7 @@ class Run(Generic[T_co]):
             self._executor = ThreadPoolExecutor(
                 max_workers=self._numworkers, thread_name_prefix="parallelize"
             )
-            self._action = _thread_action(action, self._executor)
+            self._action = thread_action(action, self._executor)
         argslist = self._argslist
         if isinstance(argslist, AsyncIterable):
             self._async_source = aiter(argslist)
