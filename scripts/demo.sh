@@ -7,11 +7,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-python=${PYTHON:-python3}
-venv=${VENV:-.venv}
-
-if [ ! -x "$venv/bin/python" ]; then
-    "$python" -m venv "$venv"
-fi
-"$venv/bin/python" -m pip install --quiet --disable-pip-version-check -e ".[http]"
+. scripts/_venv.sh
+ensure_venv http
 exec "$venv/bin/python" examples/crawl.py "$@"

@@ -8,14 +8,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-python=${PYTHON:-python3}
-venv=${VENV:-.venv}
-
-if [ ! -x "$venv/bin/python" ]; then
-    "$python" -m venv "$venv"
-fi
-"$venv/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
-"$venv/bin/python" -m pip install --quiet --disable-pip-version-check -e ".[test]"
+. scripts/_venv.sh
+ensure_venv test
 
 echo "== $("$venv/bin/python" --version): ruff, mypy --strict, pytest"
 "$venv/bin/python" -m ruff check src tests benchmarks examples

@@ -12,8 +12,7 @@ from ._util import (
     check_argslist,
     check_bool,
     check_choice,
-    check_nonnegative_int,
-    check_positive_int,
+    check_int,
 )
 
 __all__ = ("parallelize",)
@@ -122,13 +121,11 @@ def parallelize(
     """
     kind = check_action(action)
     checked_argslist = check_argslist(argslist)
-    checked_numworkers = check_positive_int("numworkers", numworkers)
+    checked_numworkers = check_int("numworkers", numworkers, 1)
     check_bool("ordered", ordered)
     check_choice("on_error", on_error, ("raise", "yield"))
     buffered = (
-        checked_numworkers
-        if max_buffered is None
-        else check_nonnegative_int("max_buffered", max_buffered)
+        checked_numworkers if max_buffered is None else check_int("max_buffered", max_buffered, 0)
     )
     return Run(
         action,

@@ -14,8 +14,9 @@ from typing import Any, Literal
 __all__ = (
     "check_action",
     "check_argslist",
+    "check_bool",
     "check_choice",
-    "check_positive_int",
+    "check_int",
     "is_async_callable",
 )
 
@@ -25,22 +26,13 @@ def _short_repr(value: object, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def check_positive_int(name: str, value: object) -> int:
-    """Return ``value`` if it is an int >= 1, else raise naming ``name``."""
+def check_int(name: str, value: object, minimum: int) -> int:
+    """Return ``value`` if it is an int >= ``minimum``, else raise naming ``name``."""
     # bool is an int subclass, but numworkers=True is always a mistake.
     if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int >= 1, got {_short_repr(value)}")
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, got {value}")
-    return value
-
-
-def check_nonnegative_int(name: str, value: object) -> int:
-    """Return ``value`` if it is an int >= 0, else raise naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int >= 0, got {_short_repr(value)}")
-    if value < 0:
-        raise ValueError(f"{name} must be >= 0, got {value}")
+        raise TypeError(f"{name} must be an int >= {minimum}, got {_short_repr(value)}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
     return value
 
 
