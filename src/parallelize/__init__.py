@@ -4,6 +4,8 @@ Layers, each importing only the ones below it::
 
     _api        parallelize(): validate the arguments, build a Run
     _engine     Run: input -> workers (one TaskGroup) -> bounded buffer -> consumer
+    _policies   Retry, Backoff, per-item timeouts: pure math and one attempt
+    _limits     RateLimit (GCRA), shared by the workers
     _threads    plain-function actions in the run's thread pool
     _aio        asyncio plumbing          _outcomes   Failure, yielded for a failed item
     _errors     the exception tree        _util       argument validators
@@ -12,14 +14,47 @@ Layers, each importing only the ones below it::
 from ._api import parallelize as parallelize
 from ._engine import Run as Run
 from ._errors import ActionError as ActionError
+from ._errors import MissingDependencyError as MissingDependencyError
 from ._errors import ParallelizeError as ParallelizeError
+from ._errors import RetriesExhausted as RetriesExhausted
+from ._limits import RateLimit as RateLimit
 from ._outcomes import Failure as Failure
+from ._policies import Backoff as Backoff
+from ._policies import Retry as Retry
+from ._policies import parse_retry_after as parse_retry_after
+from ._policies import retry_after_of as retry_after_of
 
-__all__ = ("ActionError", "Failure", "ParallelizeError", "Run", "parallelize")
+__all__ = (
+    "ActionError",
+    "Backoff",
+    "Failure",
+    "MissingDependencyError",
+    "ParallelizeError",
+    "RateLimit",
+    "RetriesExhausted",
+    "Retry",
+    "Run",
+    "parallelize",
+    "parse_retry_after",
+    "retry_after_of",
+)
 
 __version__ = "0.1.0.dev0"
 
 # Show public names in reprs and tracebacks, not private module paths.
-for _obj in (parallelize, Run, Failure, ActionError, ParallelizeError):
+for _obj in (
+    parallelize,
+    Run,
+    Failure,
+    ActionError,
+    MissingDependencyError,
+    ParallelizeError,
+    RetriesExhausted,
+    RateLimit,
+    Backoff,
+    Retry,
+    parse_retry_after,
+    retry_after_of,
+):
     _obj.__module__ = "parallelize"
 del _obj

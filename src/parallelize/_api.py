@@ -6,13 +6,16 @@ from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
 from typing import Any, Literal, TypeVar, overload
 
 from ._engine import Run
+from ._limits import RateLimit
 from ._outcomes import Failure
+from ._policies import ItemPolicy, Retry
 from ._util import (
     check_action,
     check_argslist,
     check_bool,
     check_choice,
     check_int,
+    check_seconds,
 )
 
 __all__ = ("parallelize",)
@@ -31,6 +34,10 @@ def parallelize(
     ordered: bool = ...,
     on_error: Literal["raise"] = ...,
     max_buffered: int | None = ...,
+    timeout: float | None = ...,
+    deadline: float | None = ...,
+    retry: Retry | None = ...,
+    rate_limit: RateLimit | None = ...,
 ) -> Run[T]: ...
 @overload
 def parallelize(
@@ -41,6 +48,10 @@ def parallelize(
     ordered: bool = ...,
     on_error: Literal["yield"],
     max_buffered: int | None = ...,
+    timeout: float | None = ...,
+    deadline: float | None = ...,
+    retry: Retry | None = ...,
+    rate_limit: RateLimit | None = ...,
 ) -> Run[T | Failure]: ...
 @overload
 def parallelize(
@@ -51,6 +62,10 @@ def parallelize(
     ordered: bool = ...,
     on_error: Literal["raise"] = ...,
     max_buffered: int | None = ...,
+    timeout: float | None = ...,
+    deadline: float | None = ...,
+    retry: Retry | None = ...,
+    rate_limit: RateLimit | None = ...,
 ) -> Run[T]: ...
 @overload
 def parallelize(
@@ -61,6 +76,10 @@ def parallelize(
     ordered: bool = ...,
     on_error: Literal["yield"],
     max_buffered: int | None = ...,
+    timeout: float | None = ...,
+    deadline: float | None = ...,
+    retry: Retry | None = ...,
+    rate_limit: RateLimit | None = ...,
 ) -> Run[T | Failure]: ...
 def parallelize(
     action: Callable[..., Any],
@@ -70,6 +89,10 @@ def parallelize(
     ordered: bool = False,
     on_error: OnError = "raise",
     max_buffered: int | None = None,
+    timeout: float | None = None,
+    deadline: float | None = None,
+    retry: Retry | None = None,
+    rate_limit: RateLimit | None = None,
 ) -> Run[Any]:
     """Run ``action`` over every item of ``argslist`` with ``numworkers`` workers.
 
@@ -98,6 +121,15 @@ def parallelize(
             from iterating ``argslist`` always propagates.
         max_buffered: How many finished results may wait for a slow consumer before
             the workers pause (default: ``numworkers``).
+        timeout: Seconds one attempt of an action may take; it is then cancelled
+            and fails with ``TimeoutError`` (retried if ``retry`` names it). Default
+            None: no limit.
+        deadline: Seconds an item may take over all its attempts and the waits
+            between them; no attempt starts after it. Default None: no limit.
+        retry: A :class:`~parallelize.Retry` policy: which failures are tried
+            again, how often, after what delay. Default None: no retries.
+        rate_limit: A :class:`~parallelize.RateLimit` that every attempt waits for,
+            shared by all workers (and by other runs given the same object).
 
     Returns:
         A :class:`~parallelize.Run`: iterate it with ``async for``; use it as an
@@ -107,8 +139,8 @@ def parallelize(
         TypeError: ``action`` is not callable (or is a coroutine object, such as
             ``fetch(url)`` instead of ``fetch``), ``argslist`` is not iterable (or is a
             str), or ``numworkers`` is not an int.
-        ValueError: ``numworkers`` < 1, ``max_buffered`` < 0, or an unknown
-            ``on_error``.
+        ValueError: ``numworkers`` < 1, ``max_buffered`` < 0, an unknown
+            ``on_error``, or a ``timeout`` or ``deadline`` that is not > 0.
 
     Example:
         >>> async with aiohttp.ClientSession() as session:
@@ -127,6 +159,18 @@ def parallelize(
     buffered = (
         checked_numworkers if max_buffered is None else check_int("max_buffered", max_buffered, 0)
     )
+    policy = None
+    if timeout is not None or deadline is not None or retry is not None or rate_limit is not None:
+        if retry is not None and not isinstance(retry, Retry):
+            raise TypeError(f"retry must be a Retry(...) or None, got {retry!r}")
+        if rate_limit is not None and not isinstance(rate_limit, RateLimit):
+            raise TypeError(f"rate_limit must be a RateLimit(...) or None, got {rate_limit!r}")
+        policy = ItemPolicy(
+            timeout=None if timeout is None else check_seconds("timeout", timeout),
+            deadline=None if deadline is None else check_seconds("deadline", deadline),
+            retry=retry,
+            rate_limit=rate_limit,
+        )
     return Run(
         action,
         checked_argslist,
@@ -135,4 +179,5 @@ def parallelize(
         ordered=ordered,
         on_error_yield=on_error == "yield",
         max_buffered=buffered,
+        policy=policy,
     )

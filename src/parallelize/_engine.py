@@ -32,6 +32,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import heapq
+import itertools
+import logging
+import random
 import threading
 import weakref
 from collections import deque
@@ -48,12 +52,15 @@ from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar, final
 
 from ._aio import start_without_hooks
 from ._outcomes import Failure
+from ._policies import DONE, RETRY, ItemPolicy, ItemState
 from ._threads import thread_action
 
 if TYPE_CHECKING:
     from types import TracebackType
 
 __all__ = ("Run",)
+
+logger = logging.getLogger("parallelize")
 
 T_co = TypeVar("T_co", covariant=True)
 
@@ -67,6 +74,11 @@ class _State(enum.Enum):
     NEW = "new"
     RUNNING = "running"
     CLOSED = "closed"
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 @final
@@ -98,6 +110,7 @@ class Run(Generic[T_co]):
         "_done",
         "_error",
         "_executor",
+        "_exhausted",
         "_is_sync_action",
         "_loop",
         "_loop_thread",
@@ -107,9 +120,13 @@ class Run(Generic[T_co]):
         "_ordered",
         "_out",
         "_pending",
+        "_policy",
         "_pull_lock",
         "_pulled",
+        "_random",
         "_results_ref",
+        "_retries",
+        "_retry_seq",
         "_state",
         "_supervisor",
         "_sync_source",
@@ -127,6 +144,7 @@ class Run(Generic[T_co]):
         ordered: bool,
         on_error_yield: bool,
         max_buffered: int,
+        policy: ItemPolicy | None = None,
     ) -> None:
         self._action = action
         self._argslist = argslist
@@ -134,7 +152,10 @@ class Run(Generic[T_co]):
         self._numworkers = numworkers
         self._ordered = ordered
         self._on_error_yield = on_error_yield
-        self._capacity = numworkers + max_buffered
+        self._policy = policy
+        # Items waiting for a retry keep their credit: make room for them.
+        retry_room = 10 * numworkers if policy is not None and policy.retry is not None else 0
+        self._capacity = numworkers + max_buffered + retry_room
         self._credits = self._capacity
         self._wake_threshold = max(1, self._capacity // 2)
         self._credit_waiters: deque[asyncio.Future[None]] = deque()
@@ -142,6 +163,10 @@ class Run(Generic[T_co]):
         self._pending: dict[int, Any] = {}  # index -> result, ordered mode
         self._next_index = 0  # ordered mode: index of the next result to yield
         self._pulled = 0  # items taken from the input so far
+        self._exhausted = False  # the input has no more items (policy workers)
+        self._retries: list[tuple[float, int, ItemState]] = []  # heap by due loop time
+        self._retry_seq = itertools.count()
+        self._random = random.Random()  # noqa: S311 - backoff jitter, not cryptography
         self._results_ref: weakref.ref[AsyncGenerator[Any, None]] | None = None
         self._waiter: asyncio.Future[None] | None = None  # the consumer, asleep
         self._error: BaseException | None = None
@@ -352,7 +377,9 @@ class Run(Generic[T_co]):
         self._supervisor = loop.create_task(self._supervise(numworkers))
 
     async def _supervise(self, numworkers: int) -> None:
-        if self._ordered or self._pull_lock is not None:
+        if self._policy is not None:
+            worker = self._policy_worker
+        elif self._ordered or self._pull_lock is not None:
             worker = self._general_worker
         else:
             worker = self._worker
@@ -518,3 +545,156 @@ class Run(Generic[T_co]):
             else:
                 self._out.append(value)
                 self._wake_consumer()
+
+    # -- the policy worker: timeouts, retries, rate limit ---------------------------
+
+    async def _pull(self) -> tuple[int, Any] | None:
+        """Take the next input item with its index; None once the input is exhausted."""
+        sync_source = self._sync_source
+        try:
+            if sync_source is not None:
+                item = next(sync_source)
+            else:
+                assert self._async_source is not None
+                assert self._pull_lock is not None
+                async with self._pull_lock:
+                    item = await anext(self._async_source)
+        except (StopIteration, StopAsyncIteration):
+            return None
+        index = self._pulled
+        self._pulled = index + 1
+        return index, item
+
+    def _deliver(self, index: int, value: Any) -> None:
+        if self._ordered:
+            self._pending[index] = value
+            if index == self._next_index:
+                self._wake_consumer()
+        else:
+            self._out.append(value)
+            self._wake_consumer()
+
+    def _wake_all_workers(self) -> None:
+        waiters = self._credit_waiters
+        while waiters:
+            waiter = waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def _wait_for_work(self) -> None:
+        """Sleep until a credit is returned, a retry falls due, or the input ends.
+
+        A worker never sleeps past the earliest waiting retry: it sets its own timer
+        for it. (Loop timers may fire a little early, uvloop's by up to a millisecond;
+        a woken worker that finds nothing due simply sleeps again, with a new timer.)
+        """
+        loop = self._loop
+        assert loop is not None
+        waiter = loop.create_future()
+        self._credit_waiters.append(waiter)
+        timer = None
+        if self._retries:
+            timer = loop.call_at(self._retries[0][0], _wake, waiter)
+        try:
+            await waiter
+        finally:
+            if timer is not None:
+                timer.cancel()
+
+    def _due_retry(self, now: float) -> ItemState | None:
+        retries = self._retries
+        # Within a millisecond counts as due: timers are no finer than that.
+        if retries and retries[0][0] <= now + 0.001:
+            return heapq.heappop(retries)[2]
+        return None
+
+    def _schedule_retry(self, state: ItemState, failure: object, delay: float) -> None:
+        """Park ``state`` until its retry is due; its worker goes on with other items."""
+        assert self._loop is not None
+        due = self._loop.time() + delay
+        heapq.heappush(self._retries, (due, next(self._retry_seq), state))
+        # The timer wakes a sleeping worker, if there is one, when the retry is due.
+        self._loop.call_at(due, self._wake_worker)
+        logger.debug(
+            "retrying %r in %.3f s after attempt %d: %r",
+            state.item,
+            delay,
+            state.attempts,
+            failure,
+            extra={"item": state.item, "attempt": state.attempts, "error": failure},
+        )
+
+    async def _policy_worker(self) -> None:  # noqa: C901 - one loop over the item's life
+        """Worker for runs with timeouts, retries or a rate limit, in any mode."""
+        policy = self._policy
+        assert policy is not None
+        assert self._loop is not None
+        loop = self._loop
+        action = self._action
+        last_kind: type | None = None
+        unpack = False
+        while True:
+            state = self._due_retry(loop.time())
+            if state is None:
+                if self._exhausted:
+                    if not self._retries:
+                        self._wake_all_workers()  # so that the idle ones end too
+                        return
+                    await self._wait_for_work()
+                    continue
+                if not self._credits:
+                    await self._wait_for_work()
+                    continue
+                self._credits -= 1
+                if self._credits and self._credit_waiters:
+                    self._wake_worker()  # pass the baton: more credits are free
+                try:
+                    pulled = await self._pull()
+                except Exception as exc:
+                    self._fail(exc)
+                    raise
+                if pulled is None:
+                    self._credits += 1
+                    self._exhausted = True
+                    continue
+                state = policy.new_state(pulled[0], pulled[1], loop.time())
+            kind = type(state.item)
+            if kind is not last_kind:
+                last_kind = kind
+                unpack = issubclass(kind, _UNPACKED)
+            verdict, payload, delay, expected = await policy.attempt(
+                action, unpack, state, self._random.random()
+            )
+            if verdict == RETRY:
+                self._schedule_retry(state, payload, delay)
+                continue
+            if verdict == DONE:
+                self._deliver(state.index, payload)
+                continue
+            self._log_failure(state, payload, expected=expected)
+            if not self._on_error_yield:
+                self._fail(payload)
+                raise payload
+            elapsed = loop.time() - state.started
+            failure = Failure(state.item, payload, state.attempts, elapsed, expected)
+            self._deliver(state.index, failure)
+
+    def _log_failure(self, state: ItemState, error: BaseException, *, expected: bool) -> None:
+        fields = {"item": state.item, "attempt": state.attempts, "error": error}
+        if expected:
+            logger.warning(
+                "item %r failed after %d attempts: %r",
+                state.item,
+                state.attempts,
+                error,
+                extra=fields,
+            )
+        else:
+            logger.error(
+                "item %r failed with an unexpected error on attempt %d: %r",
+                state.item,
+                state.attempts,
+                error,
+                exc_info=error,
+                extra=fields,
+            )

@@ -6,6 +6,7 @@ has to say::
 
     ParallelizeError
     ├── ActionError             (an action misbehaved in a way found only while running)
+    ├── RetriesExhausted        (an item's result still asked for a retry after the last)
     └── MissingDependencyError  (an optional extra is not installed; also an ImportError)
 
 Bad arguments to :func:`parallelize.parallelize` are plain :class:`TypeError` and
@@ -15,7 +16,9 @@ Bad arguments to :func:`parallelize.parallelize` are plain :class:`TypeError` an
 
 from __future__ import annotations
 
-__all__ = ("ActionError", "MissingDependencyError", "ParallelizeError")
+from typing import Any
+
+__all__ = ("ActionError", "MissingDependencyError", "ParallelizeError", "RetriesExhausted")
 
 
 class ParallelizeError(Exception):
@@ -44,4 +47,25 @@ class MissingDependencyError(ParallelizeError, ImportError):
         super().__init__(
             f'{feature} needs the {module!r} package: pip install "parallelize[{extra}]"',
             name=module,
+        )
+
+
+class RetriesExhausted(ParallelizeError):  # noqa: N818 - says what happened, as it reads
+    """An item's action kept returning a result that ``Retry.if_result`` rejects.
+
+    When the last attempt *raises*, the item fails with that exception itself;
+    this is for results that were retried without raising (an HTTP 503 response).
+
+    Attributes:
+        item: The input item.
+        attempts: How many times the action was called for it.
+        last_result: What the last attempt returned.
+    """
+
+    def __init__(self, item: Any, attempts: int, last_result: Any) -> None:
+        self.item = item
+        self.attempts = attempts
+        self.last_result = last_result
+        super().__init__(
+            f"item {item!r}: still retryable after {attempts} attempts, last result {last_result!r}"
         )

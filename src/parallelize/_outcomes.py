@@ -19,8 +19,15 @@ class Failure:
 
     Attributes:
         item: The input item exactly as it came from ``argslist``.
-        exception: The exception raised by the last attempt, unchanged.
+        exception: The exception that ended the item, unchanged: what the last
+            attempt raised, or :class:`~parallelize.RetriesExhausted` when its result
+            was still one to retry.
         attempts: How many times the action was called for this item (at least 1).
+        elapsed: Seconds from the item's first attempt to its end, when retries or
+            timeouts are in use; None otherwise (it is not measured then).
+        expected: True for a failure named by the user (``Retry.on``,
+            ``Retry.if_exception``, ``Retry.if_result``) or a ``timeout``; False for an
+            unexpected exception, which is also logged with its traceback.
 
     Example:
         >>> async for outcome in parallelize(fetch, urls, 100, on_error="yield"):
@@ -31,8 +38,12 @@ class Failure:
     item: Any
     exception: BaseException
     attempts: int = 1
+    elapsed: float | None = None
+    expected: bool = False
 
     def __repr__(self) -> str:
+        extra = "" if self.elapsed is None else f", elapsed={self.elapsed:.3f}"
         return (
-            f"Failure(item={self.item!r}, exception={self.exception!r}, attempts={self.attempts})"
+            f"Failure(item={self.item!r}, exception={self.exception!r}, "
+            f"attempts={self.attempts}{extra}, expected={self.expected})"
         )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import math
 from collections.abc import AsyncIterable, Iterable
 from typing import Any, Literal
 
@@ -17,6 +18,7 @@ __all__ = (
     "check_bool",
     "check_choice",
     "check_int",
+    "check_seconds",
     "is_async_callable",
 )
 
@@ -34,6 +36,15 @@ def check_int(name: str, value: object, minimum: int) -> int:
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
     return value
+
+
+def check_seconds(name: str, value: object) -> float:
+    """Return ``value`` as float seconds if it is a finite number > 0, else raise."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{name} must be a number of seconds > 0, got {_short_repr(value)}")
+    if not (value > 0 and math.isfinite(value)):
+        raise ValueError(f"{name} must be > 0 seconds, got {value!r}")
+    return float(value)
 
 
 def check_choice(name: str, value: object, choices: tuple[str, ...]) -> str:

@@ -1,9 +1,18 @@
 """A local HTTP server with routes named by behaviour, for tests, benchmarks and demos.
 
-Routes:
-    ``/page/{n}``        200, a small text body naming the page.
-    ``/status/{code}``   that status, with a short body.
-    ``/slow/{ms}``       200 after sleeping ``ms`` milliseconds.
+Routes (every one also takes ``?retry_after=S``, sent as a ``Retry-After`` header
+on a response that is not a 200):
+
+    ``/page/{n}``              200, a small text body naming the page.
+    ``/status/{code}``         that status, with a short body.
+    ``/slow/{ms}``             200 after sleeping ``ms`` milliseconds.
+    ``/flaky/{key}?fail=N&status=S``
+                               the first N requests for ``key`` get status S (default
+                               503), the next ones 200: a service that recovers.
+    ``/random/{percent}?seed=K`` a 500 for about ``percent``% of requests (a seeded
+                               draw per request number), else 200.
+    ``/reset``                 closes the connection without answering.
+    ``/hang``                  never answers (until the client gives up).
 """
 
 from __future__ import annotations
@@ -12,9 +21,11 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import random
 import socket
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
+from http import HTTPStatus
 from typing import TYPE_CHECKING
 
 from parallelize._errors import MissingDependencyError
@@ -39,6 +50,62 @@ class ServerStats:
     requests: int = 0
     in_flight: int = 0
     peak_in_flight: int = 0
+    by_key: dict[str, int] = dataclasses.field(default_factory=dict)  # /flaky hits per key
+
+
+class _Routes:
+    """The handlers, sharing the server's counters."""
+
+    def __init__(self, counters: ServerStats) -> None:
+        self.counters = counters
+        self.draws = random.Random()  # noqa: S311 - fault injection, not cryptography
+
+    @staticmethod
+    def answer(request: web.Request, code: int, text: str) -> web.Response:
+        from aiohttp import web  # noqa: PLC0415 - an optional extra, imported where used
+
+        headers = {}
+        retry_after = request.query.get("retry_after")
+        if retry_after is not None and code != HTTPStatus.OK:
+            headers["Retry-After"] = retry_after
+        return web.Response(status=code, text=text, headers=headers)
+
+    async def page(self, request: web.Request) -> web.Response:
+        return self.answer(request, HTTPStatus.OK, f"page {request.match_info['n']}\n")
+
+    async def status(self, request: web.Request) -> web.Response:
+        code = int(request.match_info["code"])
+        return self.answer(request, code, f"status {code}\n")
+
+    async def slow(self, request: web.Request) -> web.Response:
+        await asyncio.sleep(int(request.match_info["ms"]) / 1000)
+        return self.answer(request, HTTPStatus.OK, "slow\n")
+
+    async def flaky(self, request: web.Request) -> web.Response:
+        key = request.match_info["key"]
+        by_key = self.counters.by_key
+        seen = by_key[key] = by_key.get(key, 0) + 1
+        if seen <= int(request.query.get("fail", "1")):
+            code = int(request.query.get("status", "503"))
+            return self.answer(request, code, f"flaky {key}: failure {seen}\n")
+        return self.answer(request, HTTPStatus.OK, f"flaky {key}: ok after {seen - 1}\n")
+
+    async def chance(self, request: web.Request) -> web.Response:
+        self.draws.seed(f"{request.query.get('seed', '0')}/{self.counters.requests}")
+        if self.draws.random() * 100 < float(request.match_info["percent"]):
+            return self.answer(request, HTTPStatus.INTERNAL_SERVER_ERROR, "random failure\n")
+        return self.answer(request, HTTPStatus.OK, "random success\n")
+
+    async def reset(self, request: web.Request) -> web.Response:
+        transport = request.transport
+        if transport is not None:
+            transport.abort()  # the client sees the connection reset, no response
+        msg = "/reset closed the connection on purpose"
+        raise ConnectionResetError(msg)
+
+    async def hang(self, _request: web.Request) -> web.Response:
+        await asyncio.Event().wait()
+        raise AssertionError  # pragma: no cover - the wait never ends
 
 
 def make_app(stats: ServerStats | None = None) -> web.Application:
@@ -61,21 +128,15 @@ def make_app(stats: ServerStats | None = None) -> web.Application:
         finally:
             counters.in_flight -= 1
 
-    async def page(request: web.Request) -> web.Response:
-        return web.Response(text=f"page {request.match_info['n']}\n")
-
-    async def status(request: web.Request) -> web.Response:
-        code = int(request.match_info["code"])
-        return web.Response(status=code, text=f"status {code}\n")
-
-    async def slow(request: web.Request) -> web.Response:
-        await asyncio.sleep(int(request.match_info["ms"]) / 1000)
-        return web.Response(text="slow\n")
-
+    routes = _Routes(counters)
     app = web.Application(middlewares=[count])
-    app.router.add_get("/page/{n}", page)
-    app.router.add_get("/status/{code:\\d+}", status)
-    app.router.add_get("/slow/{ms:\\d+}", slow)
+    app.router.add_get("/page/{n}", routes.page)
+    app.router.add_get("/status/{code:\\d+}", routes.status)
+    app.router.add_get("/slow/{ms:\\d+}", routes.slow)
+    app.router.add_get("/flaky/{key}", routes.flaky)
+    app.router.add_get("/random/{percent}", routes.chance)
+    app.router.add_get("/reset", routes.reset)
+    app.router.add_get("/hang", routes.hang)
     return app
 
 

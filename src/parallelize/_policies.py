@@ -1,0 +1,308 @@
+"""Per-item policies: retry, backoff, timeouts, and reading a service's Retry-After.
+
+The math here is pure (functions of the attempt number, the settings, a random
+draw and the current time) so that it can be tested without an event loop; the
+engine does the waiting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import email.utils
+import math
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, final
+
+from ._errors import RetriesExhausted
+
+__all__ = (
+    "Backoff",
+    "ItemPolicy",
+    "ItemState",
+    "Retry",
+    "parse_retry_after",
+    "retry_after_of",
+)
+
+
+def _check_seconds(name: str, value: object, *, allow_zero: bool = True) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{name} must be a number of seconds, got {value!r}")
+    if math.isnan(value) or value < 0 or (value == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"{name} must be {bound} seconds, got {value!r}")
+    return float(value)
+
+
+@final
+@dataclasses.dataclass(frozen=True, slots=True)
+class Backoff:
+    """Exponential backoff with jitter and a cap, between the attempts of one item.
+
+    The delay before retry ``n`` (1 for the first retry) is
+    ``min(maximum, initial * multiplier ** (n - 1))``, reduced by a random fraction
+    of at most ``jitter`` of itself: ``jitter=0`` waits exactly that long,
+    ``jitter=1`` anywhere between 0 and that long ("full jitter"). Jitter spreads
+    the retries of items that failed together, so they do not hit the service
+    again at the same moment.
+
+    Attributes:
+        initial: Seconds before the first retry (default 0.1).
+        maximum: The cap on any one delay, in seconds (default 30).
+        multiplier: Growth factor per retry, >= 1 (default 2).
+        jitter: Fraction of the delay drawn at random, between 0 and 1 (default 0.5).
+
+    Added in 0.1.
+    """
+
+    initial: float = 0.1
+    maximum: float = 30.0
+    multiplier: float = 2.0
+    jitter: float = 0.5
+
+    def __post_init__(self) -> None:
+        _check_seconds("Backoff.initial", self.initial)
+        _check_seconds("Backoff.maximum", self.maximum)
+        if isinstance(self.multiplier, bool) or not isinstance(self.multiplier, int | float):
+            raise TypeError(f"Backoff.multiplier must be a number >= 1, got {self.multiplier!r}")
+        if not self.multiplier >= 1:
+            raise ValueError(f"Backoff.multiplier must be >= 1, got {self.multiplier!r}")
+        if isinstance(self.jitter, bool) or not isinstance(self.jitter, int | float):
+            raise TypeError(f"Backoff.jitter must be a number in [0, 1], got {self.jitter!r}")
+        if not 0 <= self.jitter <= 1:
+            raise ValueError(f"Backoff.jitter must be in [0, 1], got {self.jitter!r}")
+
+    def delay(self, retry: int, draw: float) -> float:
+        """Return the seconds to wait before retry number ``retry`` (>= 1).
+
+        Args:
+            retry: 1 before the second attempt, 2 before the third, ...
+            draw: A uniform random number in [0, 1).
+        """
+        try:
+            base = self.initial * self.multiplier ** (retry - 1)
+        except OverflowError:  # a huge retry number: the cap applies anyway
+            base = self.maximum
+        return min(self.maximum, base) * (1 - self.jitter * draw)
+
+
+def _check_exception_types(
+    value: object,
+) -> tuple[type[Exception], ...]:
+    types = value if isinstance(value, tuple) else (value,)
+    for kind in types:
+        if not (isinstance(kind, type) and issubclass(kind, BaseException)):
+            raise TypeError(f"Retry.on must be an exception type or a tuple of them, got {value!r}")
+        if not issubclass(kind, Exception):
+            # CancelledError, KeyboardInterrupt, SystemExit: retrying them breaks
+            # cancellation and timeouts (tenacity issue 529).
+            raise ValueError(  # noqa: TRY004 - a type, but not an allowed one
+                f"Retry.on must name Exception subclasses; {kind.__name__} is a "
+                f"BaseException that parallelize never retries"
+            )
+    return types
+
+
+@final
+@dataclasses.dataclass(frozen=True, slots=True)
+class Retry:
+    """Which failures of an item are tried again, how often, and after how long.
+
+    ``on`` has no default on purpose: name the failures you expect (a retry of a
+    bug only hides it). An exception of one of the ``on`` types (or one for which
+    ``if_exception`` returns True) is an *expected* failure and is retried; any other
+    exception is *unexpected*: it ends the item at once and is logged with its
+    traceback. A result for which ``if_result`` returns True (an HTTP 503 response,
+    say) is retried like an expected failure without anything being raised.
+
+    Before each retry the item waits for the service's own ``Retry-After`` if the
+    failure carries one (see :func:`retry_after_of`), else for the backoff delay.
+    While it waits, its worker serves other items. Cancellation is never retried.
+
+    Attributes:
+        on: The exception types that are retried (``TimeoutError`` covers the
+            per-attempt ``timeout``).
+        attempts: The most calls of the action for one item, first one included
+            (default 3; 1 disables retries).
+        backoff: The delays between attempts (default ``Backoff()``).
+        if_exception: Also retry an exception for which this returns True.
+        if_result: Retry a returned value for which this returns True; if the last
+            attempt still returns such a value, the item fails with
+            :class:`~parallelize.RetriesExhausted` carrying it.
+        retry_after: Reads a service's requested delay from a failure (an exception
+            or a result); default :func:`retry_after_of`. None ignores them.
+
+    Example:
+        >>> Retry(on=(aiohttp.ClientError, TimeoutError), attempts=5,
+        ...       if_result=lambda resp: resp.status in (429, 502, 503, 504))
+
+    Added in 0.1.
+    """
+
+    on: type[Exception] | tuple[type[Exception], ...]
+    attempts: int = 3
+    backoff: Backoff = Backoff()
+    if_exception: Callable[[Exception], bool] | None = None
+    if_result: Callable[[Any], bool] | None = None
+    retry_after: Callable[[object], float | None] | None = dataclasses.field(
+        default_factory=lambda: retry_after_of
+    )
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "on", _check_exception_types(self.on))
+        if isinstance(self.attempts, bool) or not isinstance(self.attempts, int):
+            raise TypeError(f"Retry.attempts must be an int >= 1, got {self.attempts!r}")
+        if self.attempts < 1:
+            raise ValueError(f"Retry.attempts must be >= 1, got {self.attempts}")
+        if not isinstance(self.backoff, Backoff):
+            raise TypeError(f"Retry.backoff must be a Backoff, got {self.backoff!r}")
+        for name in ("if_exception", "if_result", "retry_after"):
+            value = getattr(self, name)
+            if value is not None and not callable(value):
+                raise TypeError(f"Retry.{name} must be a function or None, got {value!r}")
+
+    def is_expected(self, error: Exception) -> bool:
+        """Tell whether ``error`` is one of the failures this policy retries."""
+        if isinstance(error, self.on):
+            return True
+        return self.if_exception is not None and bool(self.if_exception(error))
+
+
+def parse_retry_after(value: str, *, now: float | None = None) -> float | None:
+    """Parse an HTTP ``Retry-After`` value: delay-seconds or an HTTP-date.
+
+    Returns:
+        The seconds to wait (never negative), or None if the value is neither.
+    """
+    text = value.strip()
+    if text.isdigit():
+        return float(text)
+    try:
+        when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+    current = time.time() if now is None else now
+    return max(0.0, when.timestamp() - current)
+
+
+def _headers_of(thing: object) -> Mapping[str, str] | None:
+    headers = getattr(thing, "headers", None)
+    if headers is None:  # httpx.HTTPStatusError carries the response
+        headers = getattr(getattr(thing, "response", None), "headers", None)
+    return headers if isinstance(headers, Mapping) else None
+
+
+def retry_after_of(failure: object) -> float | None:
+    """Return the delay a failure asks for, in seconds, or None.
+
+    Understands, without importing any HTTP client: an exception or result with a
+    ``retry_after`` attribute (seconds); an object with ``headers`` holding
+    ``Retry-After`` (aiohttp's ``ClientResponse`` and ``ClientResponseError``,
+    httpx's ``Response``); and one whose ``response`` has such headers (httpx's
+    ``HTTPStatusError``).
+    """
+    explicit = getattr(failure, "retry_after", None)
+    if isinstance(explicit, int | float) and not isinstance(explicit, bool):
+        return max(0.0, float(explicit))
+    headers = _headers_of(failure)
+    if headers is None:
+        return None
+    value = headers.get("Retry-After")
+    return parse_retry_after(value) if isinstance(value, str) else None
+
+
+@final
+class ItemState:
+    """One item's progress through its attempts (internal, mutable)."""
+
+    __slots__ = ("attempts", "deadline_at", "index", "item", "started")
+
+    def __init__(self, index: int, item: Any, started: float, deadline_at: float | None) -> None:
+        self.index = index
+        self.item = item
+        self.attempts = 0
+        self.started = started  # loop time of the first attempt's start
+        self.deadline_at = deadline_at  # loop time after which no attempt may run
+
+
+# What an attempt comes to: the engine's next step for the item.
+DONE = 0  # payload: the result
+RETRY = 1  # payload: the failure (exception or result); delay: seconds to wait
+FAIL = 2  # payload: the exception that ends the item; expected: named by the user
+
+Verdict = tuple[int, Any, float, bool]  # (kind, payload, delay, expected)
+
+
+@final
+@dataclasses.dataclass(frozen=True, slots=True)
+class ItemPolicy:
+    """Timeouts, retries and the rate limit that every attempt of an item goes through."""
+
+    timeout: float | None = None
+    deadline: float | None = None
+    retry: Retry | None = None
+    rate_limit: Any = None  # a RateLimit; Any keeps this module free of the limits
+
+    def new_state(self, index: int, item: Any, now: float) -> ItemState:
+        deadline_at = None if self.deadline is None else now + self.deadline
+        return ItemState(index, item, now, deadline_at)
+
+    async def attempt(
+        self, action: Callable[..., Any], unpack: bool, state: ItemState, draw: float
+    ) -> Verdict:
+        """Run one attempt of ``state``'s item and tell what comes next."""
+        if self.rate_limit is not None:
+            await self.rate_limit.acquire()
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        limit = None if self.timeout is None else now + self.timeout
+        if state.deadline_at is not None:
+            if now >= state.deadline_at:
+                error = TimeoutError(f"the item's deadline of {self.deadline} s has passed")
+                return FAIL, error, 0.0, True
+            limit = state.deadline_at if limit is None else min(limit, state.deadline_at)
+        state.attempts += 1
+        item = state.item
+        timer = asyncio.timeout_at(limit)
+        try:
+            async with timer:
+                value = await (action(*item) if unpack else action(item))
+        except Exception as error:
+            # timer.expired(): our timeout (or deadline) ended the attempt, as opposed
+            # to a TimeoutError raised by the action itself.
+            return self._after_exception(error, state, draw, loop.time(), timer.expired())
+        retry = self.retry
+        if retry is None or retry.if_result is None or not retry.if_result(value):
+            return DONE, value, 0.0, False
+        return self._after_retryable(value, state, draw, loop.time())
+
+    def _after_exception(
+        self, error: Exception, state: ItemState, draw: float, now: float, timed_out: bool
+    ) -> Verdict:
+        retry = self.retry
+        if retry is None or not retry.is_expected(error):
+            return FAIL, error, 0.0, timed_out
+        return self._after_retryable(error, state, draw, now)
+
+    def _after_retryable(
+        self, failure: object, state: ItemState, draw: float, now: float
+    ) -> Verdict:
+        retry = self.retry
+        assert retry is not None
+        error = failure if isinstance(failure, Exception) else None
+        if state.attempts >= retry.attempts:
+            return FAIL, error or RetriesExhausted(state.item, state.attempts, failure), 0.0, True
+        asked = None if retry.retry_after is None else retry.retry_after(failure)
+        if asked is not None:
+            delay = asked
+            if self.rate_limit is not None:
+                # The service asked everybody to wait, not only this item.
+                self.rate_limit.pause_until(time.monotonic() + asked)
+        else:
+            delay = retry.backoff.delay(state.attempts, draw)
+        if state.deadline_at is not None and now + delay >= state.deadline_at:
+            # No time left for another attempt: end with this failure now.
+            return FAIL, error or RetriesExhausted(state.item, state.attempts, failure), 0.0, True
+        return RETRY, failure, delay, True
