@@ -490,7 +490,7 @@ class Run(Generic[T_co]):
             raise
         self._credits += 1  # the input is exhausted: give back the unused credit
 
-    async def _general_worker(self) -> None:  # noqa: C901, PLR0912, PLR0915 - inlined per item
+    async def _general_worker(self) -> None:
         """Worker for ordered results and for async inputs."""
         sync_source = self._sync_source
         async_source = self._async_source
@@ -538,13 +538,7 @@ class Run(Generic[T_co]):
                     self._fail(exc)
                     raise
                 value = Failure(item, exc)
-            if self._ordered:
-                self._pending[index] = value
-                if index == self._next_index:
-                    self._wake_consumer()
-            else:
-                self._out.append(value)
-                self._wake_consumer()
+            self._deliver(index, value)
 
     # -- the policy worker: timeouts, retries, rate limit ---------------------------
 
@@ -566,6 +560,7 @@ class Run(Generic[T_co]):
         return index, item
 
     def _deliver(self, index: int, value: Any) -> None:
+        """Hand a result (or Failure) to the consumer: in order, or as it comes."""
         if self._ordered:
             self._pending[index] = value
             if index == self._next_index:

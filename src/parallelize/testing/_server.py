@@ -6,9 +6,10 @@ on a response that is not a 200):
     ``/page/{n}``              200, a small text body naming the page.
     ``/status/{code}``         that status, with a short body.
     ``/slow/{ms}``             200 after sleeping ``ms`` milliseconds.
-    ``/flaky/{key}?fail=N&status=S``
+    ``/flaky/{key}?fail=N&status=S&ms=M``
                                the first N requests for ``key`` get status S (default
-                               503), the next ones 200: a service that recovers.
+                               503) at once, the next ones 200 after M milliseconds
+                               (default 0): a service that recovers.
     ``/random/{percent}?seed=K`` a 500 for about ``percent``% of requests (a seeded
                                draw per request number), else 200.
     ``/reset``                 closes the connection without answering.
@@ -88,6 +89,7 @@ class _Routes:
         if seen <= int(request.query.get("fail", "1")):
             code = int(request.query.get("status", "503"))
             return self.answer(request, code, f"flaky {key}: failure {seen}\n")
+        await asyncio.sleep(int(request.query.get("ms", "0")) / 1000)
         return self.answer(request, HTTPStatus.OK, f"flaky {key}: ok after {seen - 1}\n")
 
     async def chance(self, request: web.Request) -> web.Response:
