@@ -478,3 +478,33 @@ def test_async_callable_object_and_partial_are_awaited(run: Any) -> None:
 
     assert sorted(run(collect(parallelize(Doubler(), [1, 2], 2)))) == [2, 4]
     assert sorted(run(collect(parallelize(functools.partial(add, 10), [1, 2], 2)))) == [11, 12]
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"ordered": True}, {"timeout": 5.0}, {"adaptive": True}],
+    ids=["plain", "ordered", "policy", "adaptive"],
+)
+def test_no_action_starts_after_the_consumer_breaks(run: Any, options: dict[str, Any]) -> None:
+    """After a break, no worker starts another action (not even one woken meanwhile)."""
+    started_after: list[int] = []
+    closed = False
+
+    async def action(i: int) -> int:
+        if closed:
+            started_after.append(i)
+        for _ in range(i % 3):
+            await asyncio.sleep(0)
+        return i
+
+    async def main() -> None:
+        nonlocal closed
+        for _ in range(20):
+            async for _ in parallelize(action, range(1000), 8, **options):
+                break
+            closed = True  # the caller goes on, closing its HTTP client, say
+            await settle(10)
+            closed = False
+
+    run(main())
+    assert started_after == []

@@ -5,7 +5,7 @@ Layers, each importing only the ones below it::
     _api        parallelize(): validate the arguments, build a Run
     _engine     Run: input -> workers (one TaskGroup) -> bounded buffer -> consumer
     _policies   Retry, Backoff, per-item timeouts: pure math and one attempt
-    _limits     RateLimit (GCRA), shared by the workers
+    _limits     RateLimit (GCRA) and AdaptiveLimit (latency and overload), shared by the workers
     _threads    plain-function actions in the run's thread pool
     _aio        asyncio plumbing          _outcomes   Failure, yielded for a failed item
     _errors     the exception tree        _util       argument validators
@@ -17,7 +17,11 @@ from ._errors import ActionError as ActionError
 from ._errors import MissingDependencyError as MissingDependencyError
 from ._errors import ParallelizeError as ParallelizeError
 from ._errors import RetriesExhausted as RetriesExhausted
+from ._limits import AdaptiveLimit as AdaptiveLimit
+from ._limits import AdaptiveStatistics as AdaptiveStatistics
 from ._limits import RateLimit as RateLimit
+from ._limits import RateLimitStatistics as RateLimitStatistics
+from ._limits import overload_of as overload_of
 from ._outcomes import Failure as Failure
 from ._policies import Backoff as Backoff
 from ._policies import Retry as Retry
@@ -26,14 +30,18 @@ from ._policies import retry_after_of as retry_after_of
 
 __all__ = (
     "ActionError",
+    "AdaptiveLimit",
+    "AdaptiveStatistics",
     "Backoff",
     "Failure",
     "MissingDependencyError",
     "ParallelizeError",
     "RateLimit",
+    "RateLimitStatistics",
     "RetriesExhausted",
     "Retry",
     "Run",
+    "overload_of",
     "parallelize",
     "parse_retry_after",
     "retry_after_of",
@@ -51,6 +59,10 @@ for _obj in (
     ParallelizeError,
     RetriesExhausted,
     RateLimit,
+    RateLimitStatistics,
+    AdaptiveLimit,
+    AdaptiveStatistics,
+    overload_of,
     Backoff,
     Retry,
     parse_retry_after,

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
 from typing import Any, Literal, TypeVar, overload
 
 from ._engine import Run
-from ._limits import RateLimit
+from ._limits import AdaptiveLimit, RateLimit
 from ._outcomes import Failure
 from ._policies import ItemPolicy, Retry
 from ._util import (
@@ -38,6 +38,7 @@ def parallelize(
     deadline: float | None = ...,
     retry: Retry | None = ...,
     rate_limit: RateLimit | None = ...,
+    adaptive: AdaptiveLimit | bool = ...,
 ) -> Run[T]: ...
 @overload
 def parallelize(
@@ -52,6 +53,7 @@ def parallelize(
     deadline: float | None = ...,
     retry: Retry | None = ...,
     rate_limit: RateLimit | None = ...,
+    adaptive: AdaptiveLimit | bool = ...,
 ) -> Run[T | Failure]: ...
 @overload
 def parallelize(
@@ -66,6 +68,7 @@ def parallelize(
     deadline: float | None = ...,
     retry: Retry | None = ...,
     rate_limit: RateLimit | None = ...,
+    adaptive: AdaptiveLimit | bool = ...,
 ) -> Run[T]: ...
 @overload
 def parallelize(
@@ -80,6 +83,7 @@ def parallelize(
     deadline: float | None = ...,
     retry: Retry | None = ...,
     rate_limit: RateLimit | None = ...,
+    adaptive: AdaptiveLimit | bool = ...,
 ) -> Run[T | Failure]: ...
 def parallelize(
     action: Callable[..., Any],
@@ -93,6 +97,7 @@ def parallelize(
     deadline: float | None = None,
     retry: Retry | None = None,
     rate_limit: RateLimit | None = None,
+    adaptive: AdaptiveLimit | bool = False,
 ) -> Run[Any]:
     """Run ``action`` over every item of ``argslist`` with ``numworkers`` workers.
 
@@ -130,6 +135,12 @@ def parallelize(
             again, how often, after what delay. Default None: no retries.
         rate_limit: A :class:`~parallelize.RateLimit` that every attempt waits for,
             shared by all workers (and by other runs given the same object).
+        adaptive: Keep the number of actions in flight at what the service can
+            take, between 1 and ``numworkers``: ``True`` for the defaults, or an
+            :class:`~parallelize.AdaptiveLimit` to tune it and read its current
+            ``limit``. It grows while the latency stays flat and backs off on rising
+            latency and on overload (timeouts, connection errors, 429/503/504).
+            Default False: always ``numworkers`` at once.
 
     Returns:
         A :class:`~parallelize.Run`: iterate it with ``async for``; use it as an
@@ -140,7 +151,8 @@ def parallelize(
             ``fetch(url)`` instead of ``fetch``), ``argslist`` is not iterable (or is a
             str), or ``numworkers`` is not an int.
         ValueError: ``numworkers`` < 1, ``max_buffered`` < 0, an unknown
-            ``on_error``, or a ``timeout`` or ``deadline`` that is not > 0.
+            ``on_error``, a ``timeout`` or ``deadline`` that is not > 0, or an
+            ``adaptive`` limit whose bounds are above ``numworkers``.
 
     Example:
         >>> async with aiohttp.ClientSession() as session:
@@ -159,8 +171,15 @@ def parallelize(
     buffered = (
         checked_numworkers if max_buffered is None else check_int("max_buffered", max_buffered, 0)
     )
+    adaptive_limit = _check_adaptive(adaptive, checked_numworkers)
     policy = None
-    if timeout is not None or deadline is not None or retry is not None or rate_limit is not None:
+    if (
+        timeout is not None
+        or deadline is not None
+        or retry is not None
+        or rate_limit is not None
+        or adaptive_limit is not None
+    ):
         if retry is not None and not isinstance(retry, Retry):
             raise TypeError(f"retry must be a Retry(...) or None, got {retry!r}")
         if rate_limit is not None and not isinstance(rate_limit, RateLimit):
@@ -170,6 +189,7 @@ def parallelize(
             deadline=None if deadline is None else check_seconds("deadline", deadline),
             retry=retry,
             rate_limit=rate_limit,
+            adaptive=adaptive_limit,
         )
     return Run(
         action,
@@ -181,3 +201,22 @@ def parallelize(
         max_buffered=buffered,
         policy=policy,
     )
+
+
+def _check_adaptive(adaptive: object, numworkers: int) -> AdaptiveLimit | None:
+    if adaptive is True:
+        adaptive = AdaptiveLimit()
+    elif adaptive is False or adaptive is None:
+        return None
+    if not isinstance(adaptive, AdaptiveLimit):
+        raise TypeError(f"adaptive must be True, False or an AdaptiveLimit(...), got {adaptive!r}")
+    for name in ("min_limit", "max_limit"):
+        bound = getattr(adaptive, name)
+        if bound is not None and bound > numworkers:
+            raise ValueError(
+                f"AdaptiveLimit.{name} ({bound}) is above numworkers ({numworkers}): a run "
+                f"never has more than numworkers actions in flight; raise numworkers or "
+                f"lower {name}"
+            )
+    adaptive._bind(numworkers)  # noqa: SLF001 - the run's numworkers caps the limit
+    return adaptive

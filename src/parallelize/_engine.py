@@ -132,6 +132,7 @@ class Run(Generic[T_co]):
         "_sync_source",
         "_waiter",
         "_wake_threshold",
+        "_workers",
     )
 
     def __init__(
@@ -175,6 +176,7 @@ class Run(Generic[T_co]):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread = 0
         self._supervisor: asyncio.Task[None] | None = None
+        self._workers: list[asyncio.Task[None]] = []
         # Exactly one of these is set when the run starts.
         self._sync_source: Iterator[Any] | None = None
         self._async_source: AsyncIterator[Any] | None = None
@@ -329,9 +331,22 @@ class Run(Generic[T_co]):
         if task is None or task.done() or loop is None or loop.is_closed():
             return
         if threading.get_ident() == self._loop_thread:
-            task.cancel()
+            self._cancel()
         else:  # the garbage collector may run finalizers in any thread
-            loop.call_soon_threadsafe(task.cancel)
+            loop.call_soon_threadsafe(self._cancel)
+
+    def _cancel(self) -> None:
+        """Cancel the supervisor, and every worker at once.
+
+        The task group would cancel the workers too, but only once the supervisor
+        runs again; until then a worker woken in the same loop iteration (by a free
+        place in a limit, say) would start one more action, perhaps on a client
+        that the consumer is closing.
+        """
+        assert self._supervisor is not None
+        self._supervisor.cancel()
+        for worker in self._workers:
+            worker.cancel()
 
     async def aclose(self) -> None:
         """Stop the run: stop reading input, cancel in-flight actions, await all tasks.
@@ -345,7 +360,7 @@ class Run(Generic[T_co]):
         if task is None:
             return
         if not task.done():
-            task.cancel()
+            self._cancel()
             # wait() returns when the task is done without raising its CancelledError;
             # if *we* are cancelled meanwhile, that propagates as it should.
             await asyncio.wait((task,))
@@ -385,13 +400,13 @@ class Run(Generic[T_co]):
             worker = self._worker
         try:
             async with asyncio.TaskGroup() as group:
-                for _ in range(numworkers):
-                    group.create_task(worker())
+                self._workers = [group.create_task(worker()) for _ in range(numworkers)]
         except BaseExceptionGroup as group_error:
             # Workers record the first error themselves; this catches anything else.
             self._fail(group_error.exceptions[0])
         finally:
             self._done = True
+            self._workers = []
             self._wake_consumer()
             self._credit_waiters.clear()
             if self._executor is not None:

@@ -238,12 +238,13 @@ Verdict = tuple[int, Any, float, bool]  # (kind, payload, delay, expected)
 @final
 @dataclasses.dataclass(frozen=True, slots=True)
 class ItemPolicy:
-    """Timeouts, retries and the rate limit that every attempt of an item goes through."""
+    """Timeouts, retries and the limits that every attempt of an item goes through."""
 
     timeout: float | None = None
     deadline: float | None = None
     retry: Retry | None = None
     rate_limit: Any = None  # a RateLimit; Any keeps this module free of the limits
+    adaptive: Any = None  # an AdaptiveLimit
 
     def new_state(self, index: int, item: Any, now: float) -> ItemState:
         deadline_at = None if self.deadline is None else now + self.deadline
@@ -253,6 +254,26 @@ class ItemPolicy:
         self, action: Callable[..., Any], unpack: bool, state: ItemState, draw: float
     ) -> Verdict:
         """Run one attempt of ``state``'s item and tell what comes next."""
+        adaptive = self.adaptive
+        if adaptive is None:
+            return await self._attempt(action, unpack, state, draw, None)
+        # The adaptive limit's place is taken before the rate limit's slot: taking
+        # them the other way round would let slots granted while waiting for a
+        # place bunch up into a burst.
+        ticket = await adaptive._acquire()  # noqa: SLF001 - the engine's side of the limit
+        try:
+            return await self._attempt(action, unpack, state, draw, ticket)
+        finally:
+            adaptive._release(ticket)  # noqa: SLF001
+
+    async def _attempt(
+        self,
+        action: Callable[..., Any],
+        unpack: bool,
+        state: ItemState,
+        draw: float,
+        ticket: Any,
+    ) -> Verdict:
         if self.rate_limit is not None:
             await self.rate_limit.acquire()
         loop = asyncio.get_running_loop()
@@ -266,13 +287,19 @@ class ItemPolicy:
         state.attempts += 1
         item = state.item
         timer = asyncio.timeout_at(limit)
+        if ticket is not None:
+            self.adaptive._begin(ticket)  # noqa: SLF001 - the engine's side of the limit
         try:
             async with timer:
                 value = await (action(*item) if unpack else action(item))
         except Exception as error:
+            if ticket is not None:
+                ticket.outcome = error
             # timer.expired(): our timeout (or deadline) ended the attempt, as opposed
             # to a TimeoutError raised by the action itself.
             return self._after_exception(error, state, draw, loop.time(), timer.expired())
+        if ticket is not None:
+            ticket.outcome = value
         retry = self.retry
         if retry is None or retry.if_result is None or not retry.if_result(value):
             return DONE, value, 0.0, False

@@ -1,5 +1,12 @@
 """Limits shared by the workers of a run (or of several runs)."""
 
-from ._rate import RateLimit
+from ._adaptive import AdaptiveLimit, AdaptiveStatistics, overload_of
+from ._rate import RateLimit, RateLimitStatistics
 
-__all__ = ("RateLimit",)
+__all__ = (
+    "AdaptiveLimit",
+    "AdaptiveStatistics",
+    "RateLimit",
+    "RateLimitStatistics",
+    "overload_of",
+)

@@ -5,6 +5,6 @@ can be exercised without the internet. It needs the ``http`` extra
 (``pip install "parallelize[http]"``).
 """
 
-from ._server import ServerStats, local_server, make_app, page_urls
+from ._server import Capacity, ServerStats, local_server, make_app, page_urls
 
-__all__ = ("ServerStats", "local_server", "make_app", "page_urls")
+__all__ = ("Capacity", "ServerStats", "local_server", "make_app", "page_urls")

@@ -14,6 +14,11 @@ on a response that is not a 200):
                                draw per request number), else 200.
     ``/reset``                 closes the connection without answering.
     ``/hang``                  never answers (until the client gives up).
+    ``/capacity/{n}``          a service with a hidden capacity (see :class:`Capacity`):
+                               up to ``k`` requests are served at once in ``ms``
+                               milliseconds, the next ``k`` queue for their turn, and
+                               beyond ``2 * k`` in the service the answer is 503 at once.
+    ``/capacity/set?k=K&ms=M`` changes the capacity while the server runs.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import dataclasses
 import random
 import socket
 import sys
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from http import HTTPStatus
 from typing import TYPE_CHECKING
@@ -34,7 +40,7 @@ from parallelize._errors import MissingDependencyError
 if TYPE_CHECKING:
     from aiohttp import web
 
-__all__ = ("ServerStats", "local_server", "make_app", "page_urls")
+__all__ = ("Capacity", "ServerStats", "local_server", "make_app", "page_urls")
 
 
 def _require_aiohttp() -> None:
@@ -54,11 +60,86 @@ class ServerStats:
     by_key: dict[str, int] = dataclasses.field(default_factory=dict)  # /flaky hits per key
 
 
+@dataclasses.dataclass(slots=True)
+class Capacity:
+    """A service that can take ``k`` requests at once, for adaptive concurrency.
+
+    Up to ``k`` requests are served in parallel, each in ``ms`` milliseconds; the
+    next ``k`` wait in line (first come, first served), so latency grows with the
+    queue; a request arriving while ``2 * k`` are in the service gets a 503 at once.
+    Change ``k`` or ``ms`` at any time (directly, or with ``GET /capacity/set?k=16``):
+    waiting requests start as soon as the new ``k`` lets them.
+
+    Attributes:
+        k: Requests served at once (>= 1).
+        ms: Milliseconds to serve one request.
+        served: Requests answered 200 so far.
+        rejected: Requests answered 503 so far.
+    """
+
+    k: int = 64
+    ms: float = 20.0
+    served: int = 0
+    rejected: int = 0
+    _busy: int = dataclasses.field(default=0, init=False, repr=False)
+    _queue: deque[asyncio.Future[None]] = dataclasses.field(
+        default_factory=deque, init=False, repr=False
+    )
+
+    @property
+    def in_service(self) -> int:
+        """Requests being served or waiting in line."""
+        return self._busy + len(self._queue)
+
+    def resize(self, k: int | None = None, ms: float | None = None) -> None:
+        """Change the capacity (and the service time) now."""
+        if k is not None:
+            if k < 1:
+                raise ValueError(f"k must be >= 1, got {k}")
+            self.k = k
+        if ms is not None:
+            self.ms = ms
+        self._admit()
+
+    def _admit(self) -> None:
+        while self._queue and self._busy < self.k:
+            waiter = self._queue.popleft()
+            if not waiter.done():
+                self._busy += 1
+                waiter.set_result(None)
+
+    async def serve(self) -> bool:
+        """Serve one request; return False if it was turned away (503)."""
+        if self.in_service >= 2 * self.k:
+            self.rejected += 1
+            return False
+        if self._busy < self.k and not self._queue:
+            self._busy += 1
+        else:
+            waiter = asyncio.get_running_loop().create_future()
+            self._queue.append(waiter)
+            try:
+                await waiter
+            except BaseException:
+                if waiter.done() and not waiter.cancelled():
+                    self._busy -= 1  # admitted, then cancelled: give the place back
+                    self._admit()
+                raise
+        try:
+            await asyncio.sleep(self.ms / 1000)
+        finally:
+            self._busy -= 1
+            self._admit()
+        self.served += 1
+        return True
+
+
 class _Routes:
     """The handlers, sharing the server's counters."""
 
-    def __init__(self, counters: ServerStats) -> None:
+    def __init__(self, counters: ServerStats, capacity: Capacity) -> None:
         self.counters = counters
+        self.capacity = capacity
         self.draws = random.Random()  # noqa: S311 - fault injection, not cryptography
 
     @staticmethod
@@ -98,6 +179,17 @@ class _Routes:
             return self.answer(request, HTTPStatus.INTERNAL_SERVER_ERROR, "random failure\n")
         return self.answer(request, HTTPStatus.OK, "random success\n")
 
+    async def limited(self, request: web.Request) -> web.Response:
+        if await self.capacity.serve():
+            return self.answer(request, HTTPStatus.OK, f"served {request.match_info['n']}\n")
+        return self.answer(request, HTTPStatus.SERVICE_UNAVAILABLE, "over capacity\n")
+
+    async def resize(self, request: web.Request) -> web.Response:
+        k = request.query.get("k")
+        ms = request.query.get("ms")
+        self.capacity.resize(None if k is None else int(k), None if ms is None else float(ms))
+        return self.answer(request, HTTPStatus.OK, f"k={self.capacity.k} ms={self.capacity.ms}\n")
+
     async def reset(self, request: web.Request) -> web.Response:
         transport = request.transport
         if transport is not None:
@@ -114,8 +206,12 @@ class _Routes:
         raise ConnectionResetError("the client went away")
 
 
-def make_app(stats: ServerStats | None = None) -> web.Application:
-    """Build the aiohttp application; ``stats`` (if given) counts requests."""
+def make_app(stats: ServerStats | None = None, capacity: Capacity | None = None) -> web.Application:
+    """Build the aiohttp application; ``stats`` (if given) counts requests.
+
+    ``capacity`` is the hidden capacity behind ``/capacity/{n}`` (default: a new
+    :class:`Capacity`, 64 at once in 20 ms).
+    """
     _require_aiohttp()
     from aiohttp import web  # noqa: PLC0415 - an optional extra, imported where used
 
@@ -134,13 +230,15 @@ def make_app(stats: ServerStats | None = None) -> web.Application:
         finally:
             counters.in_flight -= 1
 
-    routes = _Routes(counters)
+    routes = _Routes(counters, capacity if capacity is not None else Capacity())
     app = web.Application(middlewares=[count])
     app.router.add_get("/page/{n}", routes.page)
     app.router.add_get("/status/{code:\\d+}", routes.status)
     app.router.add_get("/slow/{ms:\\d+}", routes.slow)
     app.router.add_get("/flaky/{key}", routes.flaky)
     app.router.add_get("/random/{percent}", routes.chance)
+    app.router.add_get("/capacity/set", routes.resize)
+    app.router.add_get("/capacity/{n}", routes.limited)
     app.router.add_get("/reset", routes.reset)
     app.router.add_get("/hang", routes.hang)
     return app
@@ -148,7 +246,11 @@ def make_app(stats: ServerStats | None = None) -> web.Application:
 
 @contextlib.asynccontextmanager
 async def local_server(
-    stats: ServerStats | None = None, *, host: str = "127.0.0.1", port: int = 0
+    stats: ServerStats | None = None,
+    *,
+    capacity: Capacity | None = None,
+    host: str = "127.0.0.1",
+    port: int = 0,
 ) -> AsyncIterator[str]:
     """Serve :func:`make_app` in this event loop; yield its base URL (no trailing /).
 
@@ -156,7 +258,7 @@ async def local_server(
         >>> async with local_server() as base:
         ...     urls = page_urls(base, 1000)
     """
-    app = make_app(stats)
+    app = make_app(stats, capacity)
     from aiohttp import web  # noqa: PLC0415 - an optional extra, imported where used
 
     # Bind the socket ourselves so that port 0 gives a free port we can read back.
@@ -179,8 +281,8 @@ def page_urls(base: str, count: int) -> list[str]:
     return [f"{base}/page/{n}" for n in range(count)]
 
 
-async def _serve_forever(port: int) -> None:
-    async with local_server(port=port) as base:
+async def _serve_forever(port: int, capacity: Capacity) -> None:
+    async with local_server(port=port, capacity=capacity) as base:
         sys.stdout.write(f"{base}\n")
         sys.stdout.flush()
         await asyncio.Event().wait()
@@ -190,6 +292,12 @@ def main(argv: list[str] | None = None) -> None:
     """Run the server until interrupted, printing its base URL on the first line."""
     parser = argparse.ArgumentParser(prog="python -m parallelize.testing")
     parser.add_argument("--port", type=int, default=0, help="port (default: any free one)")
+    parser.add_argument(
+        "--capacity", type=int, default=64, help="/capacity/{n}: requests served at once"
+    )
+    parser.add_argument(
+        "--ms", type=float, default=20.0, help="/capacity/{n}: milliseconds per request"
+    )
     args = parser.parse_args(argv)
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve_forever(args.port))
+        asyncio.run(_serve_forever(args.port, Capacity(args.capacity, args.ms)))

@@ -1,0 +1,519 @@
+"""Adaptive concurrency: find and track how many calls at once a service can take.
+
+The algorithm (``docs/adaptive.md`` tells the story and the measurements) works in
+*rounds* of about one round-trip time, like TCP congestion control, and watches two
+signals:
+
+* **Latency against the no-load latency** (Vegas, Netflix's Gradient2, Envoy's
+  adaptive concurrency filter). ``min_rtt`` is the mean latency of a round at low
+  concurrency; each round compares its own mean latency ``rtt`` with it. By Little's
+  law a service that queues what it cannot serve has ``rtt / min_rtt`` close to
+  ``limit / capacity`` once the limit passes its capacity, so the limit that puts the
+  latency at ``tolerance * min_rtt`` is ``limit * tolerance * min_rtt / rtt``: the
+  limit moves towards it: down by half the way in one round, up by at most
+  ``sqrt(limit)`` (after a start that doubles it per round, TCP's slow start, until
+  the latency rises). It grows only while the run really uses it (Gradient2's rule
+  against growing an idle limit without bound).
+* **Overload** (loss, in TCP terms): a timeout, a connection error, a 429/503/504, or
+  whatever the user's ``overload`` predicate says. The limit is cut by ``backoff`` at
+  once, and only once for all the calls that were already in flight then (TCP
+  NewReno's recovery point): a burst of 503s is one signal, not a hundred.
+
+The no-load latency drifts up if it is only ever measured under load, so every
+``probe_interval`` seconds the limit drops to a few calls for one short round that
+measures it again, then returns to where it was (Envoy's minimum-RTT window, BBR's
+ProbeRTT); this costs about two round trips of reduced concurrency per interval.
+
+``_Estimator`` is the arithmetic, pure: samples in, limit out, time passed in by
+the caller. :class:`AdaptiveLimit` is the async gate around it that the workers go
+through.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import enum
+import logging
+import math
+import random
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import final
+
+from parallelize._util import check_int, check_seconds
+
+__all__ = ("AdaptiveLimit", "AdaptiveStatistics", "overload_of")
+
+logger = logging.getLogger("parallelize")
+
+# HTTP statuses that say "too much": too many requests, service unavailable, and a
+# gateway that timed out waiting for the service.
+_OVERLOAD_STATUSES = frozenset({429, 503, 504})
+# Connection failures of the HTTP clients we know, by class name, so that none has
+# to be imported: aiohttp's ClientConnectionError (refused, reset, disconnected),
+# httpx's NetworkError and TimeoutException families and RemoteProtocolError.
+_OVERLOAD_ERROR_NAMES = frozenset(
+    {"ClientConnectionError", "NetworkError", "TimeoutException", "RemoteProtocolError"}
+)
+
+
+def _status_of(outcome: object) -> object:
+    status = getattr(outcome, "status", None)  # aiohttp response or error
+    if status is None:
+        status = getattr(outcome, "status_code", None)  # httpx response
+    if status is None:  # httpx.HTTPStatusError carries the response
+        status = getattr(getattr(outcome, "response", None), "status_code", None)
+    return status
+
+
+def overload_of(outcome: object) -> bool:
+    """Tell whether an attempt's outcome (a result or an exception) means overload.
+
+    The default ``overload`` predicate of :class:`AdaptiveLimit`. True for a
+    ``TimeoutError`` (the ``timeout`` option's too) or ``ConnectionError``; for
+    aiohttp's ``ClientConnectionError`` and httpx's network, timeout and protocol
+    errors; and for anything with an HTTP status of 429, 503 or 504 (an aiohttp or
+    httpx response, ``ClientResponseError``, ``HTTPStatusError``). Any other
+    exception is neither overload nor a latency sample; any other result is a
+    latency sample.
+
+    Added in 0.1.
+    """
+    if isinstance(outcome, TimeoutError | ConnectionError):
+        return True
+    if isinstance(outcome, BaseException) and any(
+        kind.__name__ in _OVERLOAD_ERROR_NAMES for kind in type(outcome).__mro__
+    ):
+        return True
+    return _status_of(outcome) in _OVERLOAD_STATUSES
+
+
+@final
+@dataclasses.dataclass(frozen=True, slots=True)
+class AdaptiveStatistics:
+    """A snapshot of an :class:`AdaptiveLimit`.
+
+    Attributes:
+        limit: The current limit on calls in flight.
+        in_flight: Calls holding a place now (running, or waiting for a rate limit).
+        rtt: Mean latency of the last measured round, in seconds (None before one).
+        min_rtt: The no-load latency the limit steers by, in seconds (None before
+            the first round).
+        samples: Latency samples taken.
+        overloads: Overload signals seen (timeouts, 503s, ...).
+        decreases: Times the limit was cut because of overload.
+        probes: Times the no-load latency was measured again.
+        phase: ``"start"`` (doubling), ``"steady"`` or ``"probe"``.
+    """
+
+    limit: int
+    in_flight: int
+    rtt: float | None
+    min_rtt: float | None
+    samples: int
+    overloads: int
+    decreases: int
+    probes: int
+    phase: str
+
+
+class _Phase(enum.Enum):
+    START = "start"  # double per round until the latency rises or overload
+    STEADY = "steady"  # track tolerance * min_rtt
+    PROBE = "probe"  # a few calls at once, to measure min_rtt again
+
+
+# Calls at once while the no-load latency is measured again (Envoy's default is 3).
+_PROBE_LIMIT = 3
+# Samples that make a probe round.
+_PROBE_SAMPLES = 10
+# Samples that make a round at least.
+_MIN_ROUND = 4
+
+
+@final
+class _Estimator:
+    """The limit's arithmetic: feed it samples, read ``limit``. No I/O, no clock.
+
+    Each sample carries the sequence number of its call (calls are numbered as they
+    take a place), so that samples of calls started before a change of the limit
+    (which measure the old limit) are told apart from those after it.
+    """
+
+    __slots__ = (
+        "backoff",
+        "decreases",
+        "high",
+        "limit",
+        "low",
+        "min_rtt",
+        "next_probe",
+        "overloads",
+        "phase",
+        "probe_interval",
+        "probe_rtts",
+        "probes",
+        "recovery_seq",
+        "round_n",
+        "round_peak",
+        "round_start",
+        "round_sum",
+        "rtt",
+        "samples",
+        "saved_limit",
+        "tolerance",
+    )
+
+    def __init__(
+        self,
+        *,
+        low: int,
+        high: float,
+        initial: int,
+        tolerance: float,
+        backoff: float,
+        probe_interval: float,
+        now: float,
+    ) -> None:
+        self.low = low
+        self.high = high
+        self.tolerance = tolerance
+        self.backoff = backoff
+        self.probe_interval = probe_interval
+        self.limit = float(min(high, max(low, initial)))
+        self.phase = _Phase.START
+        self.min_rtt: float | None = None
+        self.rtt: float | None = None
+        self.next_probe = now + probe_interval
+        self.probe_rtts: list[float] = []
+        self.saved_limit = self.limit
+        self.recovery_seq = 0  # overload of calls numbered below this is already handled
+        self.round_start = 0  # samples of calls numbered below this are stale
+        self.round_n = 0
+        self.round_sum = 0.0
+        self.round_peak = 0
+        self.samples = 0
+        self.overloads = 0
+        self.decreases = 0
+        self.probes = 0
+
+    @property
+    def gate(self) -> int:
+        """The limit as a whole number of calls."""
+        return max(self.low, int(self.limit))
+
+    def _new_round(self, next_seq: int) -> None:
+        self.round_start = next_seq
+        self.round_n = 0
+        self.round_sum = 0.0
+        self.round_peak = 0
+
+    def overload(self, seq: int, next_seq: int) -> None:
+        """Record that call ``seq`` met overload (``next_seq`` numbers the next call)."""
+        self.overloads += 1
+        if seq < self.recovery_seq:
+            return  # started before the last cut: part of the same signal
+        self.recovery_seq = next_seq
+        self.decreases += 1
+        if self.phase is _Phase.PROBE:  # give up the probe: cut the limit it saved
+            self.limit = self.saved_limit
+        self.limit = max(float(self.low), self.limit * self.backoff)
+        self.phase = _Phase.STEADY
+        self._new_round(next_seq)
+
+    def started(self, running: int) -> None:
+        """Record that a call started with ``running`` calls (itself included) running."""
+        self.round_peak = max(self.round_peak, running)
+
+    def sample(self, seq: int, rtt: float, next_seq: int, now: float) -> None:
+        """Record that call ``seq`` succeeded in ``rtt`` seconds."""
+        if seq < self.round_start:
+            return  # it measured an older limit
+        self.samples += 1
+        if self.phase is _Phase.PROBE:
+            self._probe_sample(rtt, next_seq, now)
+            return
+        self.round_n += 1
+        self.round_sum += rtt
+        if self.round_n < max(_MIN_ROUND, self.gate):
+            return
+        self._end_round(next_seq, now)
+
+    def _end_round(self, next_seq: int, now: float) -> None:
+        rtt = self.rtt = self.round_sum / self.round_n
+        if self.min_rtt is None or rtt < self.min_rtt:
+            self.min_rtt = rtt
+        ratio = rtt / self.min_rtt if self.min_rtt > 0 else 1.0
+        # Grow only a limit that the run fills: the latency of a half-idle limit
+        # says nothing about a larger one.
+        used = self.round_peak >= self.gate
+        limit = self.limit
+        if self.phase is _Phase.START:
+            if ratio >= self.tolerance:
+                self.phase = _Phase.STEADY
+            elif ratio < (1 + self.tolerance) / 2:
+                # Double while the latency is flat; a round between the midpoint and
+                # the tolerance (noise, or the first sign of a queue) grows the
+                # limit the steady way without leaving the start.
+                self.limit = min(self.high, limit * 2 if used else limit)
+                self._new_round(next_seq)
+                return
+        target = limit * self.tolerance / ratio
+        if target < limit:
+            # Halfway to the target (and never below half): one slow round (a
+            # pause of the client's own process, say) costs little.
+            limit = max((limit + target) / 2, limit / 2)
+        elif used:
+            limit = min(target, limit + max(1.0, math.sqrt(limit)))
+        self.limit = min(self.high, max(float(self.low), limit))
+        if self.phase is _Phase.STEADY and now >= self.next_probe:
+            self._start_probe(now)
+        self._new_round(next_seq)
+
+    def _start_probe(self, now: float) -> None:
+        self.phase = _Phase.PROBE
+        self.probes += 1
+        self.saved_limit = self.limit
+        self.limit = float(max(self.low, min(self.gate, _PROBE_LIMIT)))
+        self.probe_rtts = []
+        self.next_probe = now + self.probe_interval
+
+    def _probe_sample(self, rtt: float, next_seq: int, now: float) -> None:
+        rtts = self.probe_rtts
+        rtts.append(rtt)
+        if len(rtts) < _PROBE_SAMPLES:
+            return
+        rtts.sort()
+        # The median: one slow call does not move the baseline of the next interval.
+        self.min_rtt = rtts[len(rtts) // 2]
+        self.limit = self.saved_limit
+        self.phase = _Phase.STEADY
+        self.next_probe = now + self.probe_interval
+        self._new_round(next_seq)
+
+
+@final
+class _Ticket:
+    """One call's place in an :class:`AdaptiveLimit` (internal)."""
+
+    __slots__ = ("outcome", "seq", "started")
+
+    def __init__(self, seq: int) -> None:
+        self.seq = seq
+        self.started = 0.0
+        self.outcome: object = _NO_OUTCOME
+
+
+_NO_OUTCOME = object()
+
+
+def _check_number(name: str, value: object, low: float, high: float, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{name} must be a number {what}, got {value!r}")
+    if not low < value < high:
+        raise ValueError(f"{name} must be {what}, got {value!r}")
+    return float(value)
+
+
+@final
+class AdaptiveLimit:
+    """A limit on calls in flight that follows what the service can take.
+
+    Pass it as ``parallelize(..., adaptive=AdaptiveLimit(...))``, or write
+    ``adaptive=True`` for the defaults. The limit moves between ``min_limit`` and
+    ``max_limit`` (default: the run's ``numworkers``): it grows while the latency
+    stays flat, shrinks when the latency rises above ``tolerance`` times the no-load
+    latency, and is cut at once on overload (timeouts, connection errors, 429, 503,
+    504: see :func:`overload_of`). Every attempt of every item (retries included)
+    takes a place; one object may be shared by several runs to share one service.
+
+    Args:
+        min_limit: The limit never goes below this (default 1): at least this many
+            calls stay in flight while there is work.
+        max_limit: The limit never goes above this (default: ``numworkers``).
+        initial: The limit to start from (default 4, within the bounds).
+        tolerance: How much latency above the no-load latency is fine, as a ratio
+            (default 1.5: up to 50% slower than unloaded). Higher keeps more calls
+            queued at the service; 1.1 keeps it nearly idle.
+        backoff: The factor the limit is multiplied by on overload (default 0.7).
+        overload: Tells an overload from an outcome (an exception or a result);
+            default :func:`overload_of`.
+        probe_interval: Seconds between two measurements of the no-load latency at
+            low concurrency (default 30, with 10% jitter).
+
+    Example:
+        >>> limit = AdaptiveLimit(min_limit=2, tolerance=2.0)
+        >>> async for page in parallelize(fetch, urls, 500, adaptive=limit):
+        ...     print(limit.limit, page)
+
+    Added in 0.1.
+    """
+
+    __slots__ = (
+        "_estimator",
+        "_held",
+        "_in_action",
+        "_initial",
+        "_next_seq",
+        "_overload",
+        "_random",
+        "_waiters",
+        "backoff",
+        "max_limit",
+        "min_limit",
+        "probe_interval",
+        "tolerance",
+    )
+
+    def __init__(
+        self,
+        *,
+        min_limit: int = 1,
+        max_limit: int | None = None,
+        initial: int = 4,
+        tolerance: float = 1.5,
+        backoff: float = 0.7,
+        overload: Callable[[object], bool] = overload_of,
+        probe_interval: float = 30.0,
+    ) -> None:
+        self.min_limit = check_int("min_limit", min_limit, 1)
+        if max_limit is not None:
+            check_int("max_limit", max_limit, 1)
+            if max_limit < min_limit:
+                raise ValueError(f"max_limit ({max_limit}) must be >= min_limit ({min_limit})")
+        self.max_limit = max_limit
+        self._initial = check_int("initial", initial, 1)
+        self.tolerance = _check_number("tolerance", tolerance, 1.0, math.inf, "> 1")
+        self.backoff = _check_number("backoff", backoff, 0.0, 1.0, "between 0 and 1 (exclusive)")
+        if not callable(overload):
+            raise TypeError(f"overload must be a function of an outcome, got {overload!r}")
+        self._overload = overload
+        self.probe_interval = check_seconds("probe_interval", probe_interval)
+        self._random = random.Random()  # noqa: S311 - jitter, not cryptography
+        self._estimator = self._new_estimator(max_limit)
+        self._held = 0  # places taken: calls running or waiting for a rate limit
+        self._in_action = 0  # calls running
+        self._next_seq = 0
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    def _new_estimator(self, high: int | None) -> _Estimator:
+        return _Estimator(
+            low=self.min_limit,
+            high=math.inf if high is None else high,
+            initial=self._initial,
+            tolerance=self.tolerance,
+            backoff=self.backoff,
+            probe_interval=self.probe_interval * (0.9 + 0.2 * self._random.random()),
+            now=time.monotonic(),
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"AdaptiveLimit(min_limit={self.min_limit}, max_limit={self.max_limit}, "
+            f"tolerance={self.tolerance:g}, backoff={self.backoff:g}, limit={self.limit})"
+        )
+
+    @property
+    def limit(self) -> int:
+        """The current limit on calls in flight."""
+        return self._estimator.gate
+
+    def statistics(self) -> AdaptiveStatistics:
+        """Return a snapshot of the limit, the latencies and the signals seen."""
+        e = self._estimator
+        return AdaptiveStatistics(
+            limit=e.gate,
+            in_flight=self._held,
+            rtt=e.rtt,
+            min_rtt=e.min_rtt,
+            samples=e.samples,
+            overloads=e.overloads,
+            decreases=e.decreases,
+            probes=e.probes,
+            phase=e.phase.value,
+        )
+
+    def _bind(self, numworkers: int) -> None:
+        """Cap the limit at a run's ``numworkers`` when no ``max_limit`` was given."""
+        if self.max_limit is None:
+            e = self._estimator
+            e.high = numworkers
+            e.limit = min(e.limit, float(numworkers))
+            e.saved_limit = min(e.saved_limit, float(numworkers))
+
+    # -- the gate ------------------------------------------------------------------
+
+    async def _acquire(self) -> _Ticket:
+        """Wait for a place (first come, first served) and take it."""
+        if self._held < self._estimator.gate and not self._waiters:
+            self._held += 1
+        else:
+            await self._wait_for_place()
+        seq = self._next_seq
+        self._next_seq = seq + 1
+        return _Ticket(seq)
+
+    async def _wait_for_place(self) -> None:
+        loop = asyncio.get_running_loop()
+        first = False
+        while True:
+            waiter = loop.create_future()
+            if first:
+                self._waiters.appendleft(waiter)
+            else:
+                self._waiters.append(waiter)
+            try:
+                await waiter  # the place is handed over with the result
+            except BaseException:
+                if waiter.done() and not waiter.cancelled():
+                    self._held -= 1  # handed a place, then cancelled: pass it on
+                    self._admit()
+                raise
+            if self._held <= self._estimator.gate:
+                return
+            # The limit was cut between the hand-over and now: the place is no
+            # longer there. Give it back and wait again, first in line.
+            self._held -= 1
+            first = True
+
+    def _begin(self, ticket: _Ticket) -> None:
+        """Mark the call of ``ticket`` as started (after any rate limit)."""
+        self._in_action += 1
+        self._estimator.started(self._in_action)
+        ticket.started = time.monotonic()
+
+    def _release(self, ticket: _Ticket) -> None:
+        """Give the place back; learn from the call's outcome, if it has one."""
+        if ticket.started:
+            self._in_action -= 1
+        self._held -= 1
+        outcome = ticket.outcome
+        if outcome is not _NO_OUTCOME:
+            e = self._estimator
+            before = e.gate
+            if self._overload(outcome):
+                e.overload(ticket.seq, self._next_seq)
+                if e.gate < before:
+                    logger.debug(
+                        "overload (%r): concurrency limit %d -> %d",
+                        outcome,
+                        before,
+                        e.gate,
+                        extra={"error": outcome, "limit": e.gate},
+                    )
+            elif not isinstance(outcome, BaseException):
+                now = time.monotonic()
+                e.sample(ticket.seq, now - ticket.started, self._next_seq, now)
+        self._admit()
+
+    def _admit(self) -> None:
+        """Hand free places to the waiters, in order."""
+        waiters = self._waiters
+        gate = self._estimator.gate
+        while waiters and self._held < gate:
+            waiter = waiters.popleft()
+            if not waiter.done():
+                self._held += 1
+                waiter.set_result(None)

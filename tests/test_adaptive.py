@@ -1,0 +1,435 @@
+"""AdaptiveLimit: the limit's arithmetic without a loop, then the gate inside real runs."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import random
+from typing import Any
+
+import aiohttp
+import httpx
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from parallelize import (
+    AdaptiveLimit,
+    Backoff,
+    RateLimit,
+    Retry,
+    overload_of,
+    parallelize,
+)
+from parallelize._limits._adaptive import _Estimator
+from spies import InFlightSpy
+
+# -- the arithmetic, fed by a model service ------------------------------------------
+
+
+def estimator(
+    *, low: int = 1, high: float = 1000, initial: int = 4, probe_interval: float = 1e9
+) -> _Estimator:
+    return _Estimator(
+        low=low,
+        high=high,
+        initial=initial,
+        tolerance=1.5,
+        backoff=0.7,
+        probe_interval=probe_interval,
+        now=0.0,
+    )
+
+
+@dataclasses.dataclass
+class ModelService:
+    """A service that serves ``k`` calls at once in ``s`` seconds and queues the rest.
+
+    By Little's law its latency at ``n`` calls in flight is ``s * max(1, n / k)``.
+    ``feed`` runs one round trip: the limit's worth of calls start together, then
+    all of them finish.
+    """
+
+    k: float
+    s: float = 0.02
+    seq: int = 0
+    now: float = 0.0
+
+    def feed(self, e: _Estimator, running: int | None = None) -> None:
+        n = e.gate if running is None else min(running, e.gate)
+        first = self.seq
+        self.seq += n
+        for _ in range(n):
+            e.started(n)
+        rtt = self.s * max(1.0, n / self.k)
+        self.now += rtt
+        for seq in range(first, first + n):
+            e.sample(seq, rtt, self.seq, self.now)
+
+    def settle(self, e: _Estimator, trips: int) -> list[int]:
+        limits = []
+        for _ in range(trips):
+            self.feed(e)
+            limits.append(e.gate)
+        return limits
+
+
+def test_the_limit_doubles_from_the_start_then_settles_at_the_tolerated_latency() -> None:
+    """Flat latency doubles the limit per round trip; past capacity it settles near 1.5 K."""
+    e = estimator()
+    limits = ModelService(k=64).settle(e, 40)
+    assert limits[:5] == [8, 16, 32, 64, 128]
+    assert e.phase.value == "steady"
+    assert 0.85 * 96 <= limits[-1] <= 1.15 * 96
+    assert e.min_rtt == pytest.approx(0.02)
+
+
+def test_the_limit_follows_the_capacity_down_and_back_up() -> None:
+    """When the capacity drops to a quarter and comes back, the limit follows both ways."""
+    e = estimator()
+    service = ModelService(k=64)
+    service.settle(e, 40)
+    service.k = 16
+    down = service.settle(e, 10)
+    assert 16 <= down[-1] <= 32
+    assert down.index(next(x for x in down if x <= 32)) <= 4  # within five round trips
+    service.k = 64
+    up = service.settle(e, 40)
+    assert 64 <= up[-1] <= 128
+
+
+def test_the_limit_grows_to_its_maximum_while_the_latency_stays_flat() -> None:
+    """A service that never slows down gets the maximum, and no more."""
+    e = estimator(high=300)
+    limits = ModelService(k=10**9).settle(e, 30)
+    assert max(limits) == limits[-1] == 300
+
+
+def test_a_limit_the_run_does_not_fill_does_not_grow() -> None:
+    """With only 3 calls available at a time, a limit of 8 stays 8 however flat it is."""
+    e = estimator(initial=8)
+    service = ModelService(k=10**9)
+    for _ in range(20):
+        service.feed(e, running=3)
+    assert e.gate == 8
+
+
+def test_overload_cuts_the_limit_once_for_the_calls_already_in_flight() -> None:
+    """Fifty 503s from calls started before the cut are one signal; a later one is another."""
+    e = estimator(initial=100)
+    for seq in range(50):
+        e.overload(seq, next_seq=100)
+    assert e.gate == 70
+    assert (e.overloads, e.decreases) == (50, 1)
+    e.overload(100, next_seq=150)  # a call started after the cut
+    assert e.gate == 49
+    assert e.decreases == 2
+
+
+def test_overload_never_takes_the_limit_below_its_minimum() -> None:
+    """However many overloads, min_limit calls stay allowed."""
+    e = estimator(low=3, initial=50)
+    for seq in range(100):
+        e.overload(seq, next_seq=seq + 1)
+    assert e.gate == 3
+
+
+def test_the_no_load_latency_is_measured_again_at_low_concurrency() -> None:
+    """After probe_interval, a round at 3 calls re-measures min_rtt; the limit comes back."""
+    e = estimator(initial=64, probe_interval=1.0)
+    service = ModelService(k=64, s=0.02)
+    while e.phase.value != "probe":
+        service.feed(e)
+    assert service.now >= 1.0
+    assert e.probes == 1
+    assert e.gate == 3
+    saved = e.saved_limit
+    service.s = 0.05  # the service got slower meanwhile
+    while e.phase.value == "probe":
+        service.feed(e)
+    assert e.min_rtt == pytest.approx(0.05)
+    assert e.limit == saved
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    low=st.integers(1, 10),
+    span=st.integers(0, 200),
+    events=st.lists(
+        st.tuples(st.booleans(), st.floats(0.001, 1.0), st.integers(1, 300)), max_size=300
+    ),
+)
+def test_the_limit_stays_within_its_bounds(
+    low: int, span: int, events: list[tuple[bool, float, int]]
+) -> None:
+    """Whatever the samples and overloads, min_limit <= limit <= max_limit."""
+    high = low + span
+    e = estimator(low=low, high=high, probe_interval=0.5)
+    now = 0.0
+    for seq, (overloaded, rtt, running) in enumerate(events):
+        now += rtt / 10
+        e.started(running)
+        if overloaded:
+            e.overload(seq, seq + 1)
+        else:
+            e.sample(seq, rtt, seq + 1, now)
+        assert low <= e.gate <= high
+
+
+# -- what counts as overload ------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Response:
+    status: int
+
+
+def test_overload_of_knows_timeouts_connection_errors_and_busy_statuses() -> None:
+    """Timeouts, refused/reset connections and 429/503/504, from aiohttp and httpx alike."""
+    request = httpx.Request("GET", "http://127.0.0.1/")
+    busy = httpx.Response(503, request=request)
+    overloads: list[object] = [
+        TimeoutError(),
+        ConnectionResetError(),
+        aiohttp.ServerDisconnectedError(),
+        aiohttp.ServerTimeoutError(),
+        httpx.ConnectError("refused"),
+        httpx.ReadTimeout("slow"),
+        httpx.PoolTimeout("busy"),
+        httpx.RemoteProtocolError("closed"),
+        httpx.HTTPStatusError("busy", request=request, response=busy),
+        busy,
+        Response(429),
+        Response(504),
+    ]
+    fine: list[object] = [
+        ValueError("bug"),
+        httpx.Response(404, request=request),
+        Response(200),
+        Response(500),
+        503,  # a plain number is not a response
+        None,
+    ]
+    assert [overload_of(x) for x in overloads] == [True] * len(overloads)
+    assert [overload_of(x) for x in fine] == [False] * len(fine)
+
+
+# -- the gate, inside real runs --------------------------------------------------------
+
+
+class Service:
+    """An action whose calls answer 503 when ``busy`` says so, after a short sleep.
+
+    It records, at every call's start, how many calls were running and the limit.
+    """
+
+    def __init__(self, limit: AdaptiveLimit, busy: Any = lambda _item: False) -> None:
+        self.limit = limit
+        self.busy = busy
+        self.running = 0
+        self.starts: list[tuple[int, int]] = []
+        self.calls: list[Any] = []
+
+    async def __call__(self, item: Any) -> Response:
+        self.calls.append(item)
+        self.running += 1
+        self.starts.append((self.running, self.limit.limit))
+        try:
+            for _ in range(3):
+                await asyncio.sleep(0)
+        finally:
+            self.running -= 1
+        return Response(503 if self.busy(item) else 200)
+
+
+def test_true_means_the_defaults_capped_at_numworkers(run: Any) -> None:
+    """adaptive=True adapts between 1 and numworkers: a flat service gets numworkers."""
+    spy = InFlightSpy()
+
+    async def main() -> list[int]:
+        return [x async for x in parallelize(spy, range(2000), 16, adaptive=True)]
+
+    assert sorted(run(main())) == list(range(2000))
+    assert spy.peak == 16
+
+
+@settings(max_examples=10, deadline=None)
+@given(
+    seed=st.integers(0, 10**6),
+    numworkers=st.integers(1, 40),
+    max_limit=st.integers(1, 40),
+    ordered=st.booleans(),
+)
+def test_calls_never_exceed_the_limit_and_every_item_ends_once(
+    run: Any, seed: int, numworkers: int, max_limit: int, ordered: bool
+) -> None:
+    """With random overloads moving the limit, no call starts above it; one outcome per item."""
+    draws = random.Random(seed)
+    busy = {i for i in range(300) if draws.random() < 0.2}
+    max_limit = min(max_limit, numworkers)
+    limit = AdaptiveLimit(max_limit=max_limit)
+    service = Service(limit, busy.__contains__)
+
+    async def main() -> list[Response]:
+        run_ = parallelize(service, range(300), numworkers, adaptive=limit, ordered=ordered)
+        return [r async for r in run_]
+
+    results = run(main())
+    assert len(results) == 300
+    assert sorted(service.calls) == list(range(300))
+    assert all(running <= allowed <= max_limit for running, allowed in service.starts)
+    assert limit.statistics().in_flight == 0
+
+
+def test_after_a_cut_no_new_call_starts_above_the_new_limit(run: Any) -> None:
+    """Ten calls at once answer 503: the limit drops to 7 (once) and new calls respect it."""
+    limit = AdaptiveLimit(initial=10, max_limit=10)
+    first_ten = asyncio.Event()
+    service = Service(limit, lambda item: item < 10)
+
+    async def action(item: int) -> Response:
+        if item < 10:
+            if item == 9:
+                first_ten.set()
+            await first_ten.wait()
+        return await service(item)
+
+    async def main() -> int:
+        return len([r async for r in parallelize(action, range(100), 10, adaptive=limit)])
+
+    assert run(main()) == 100
+    assert max(running for running, _ in service.starts[:10]) == 10
+    after = service.starts[10:]
+    assert {allowed for _, allowed in after[:4]} == {7}
+    assert all(running <= allowed for running, allowed in after)
+
+
+def test_the_minimum_stays_in_flight_when_everything_is_overloaded(run: Any) -> None:
+    """Every call answering 503 drives the limit to min_limit, never to zero: no stall."""
+    limit = AdaptiveLimit(min_limit=3, initial=20)
+    service = Service(limit, lambda _item: True)
+
+    async def main() -> int:
+        return len([r async for r in parallelize(service, range(500), 20, adaptive=limit)])
+
+    assert run(main()) == 500
+    assert limit.limit == 3
+    assert max(running for running, _ in service.starts[-100:]) == 3
+
+
+def test_overloads_retried_with_backoff_and_a_rate_limit_all_end_in_order(run: Any) -> None:
+    """Adaptive, retry on the 503 result, a rate limit and ordered=True compose."""
+    limit = AdaptiveLimit()
+    seen: dict[int, int] = {}
+
+    def busy(item: int) -> bool:
+        seen[item] = seen.get(item, 0) + 1
+        return item % 3 == 0 and seen[item] == 1  # every third item: one 503 first
+
+    service = Service(limit, busy)
+    retry = Retry(
+        on=TimeoutError,
+        attempts=3,
+        backoff=Backoff(0.001),
+        if_result=lambda r: r.status == 503,
+    )
+
+    async def main() -> list[int]:
+        run_ = parallelize(
+            service,
+            range(200),
+            20,
+            adaptive=limit,
+            retry=retry,
+            rate_limit=RateLimit(5000, burst=50),
+            ordered=True,
+        )
+        return [r.status async for r in run_]
+
+    assert run(main()) == [200] * 200
+    assert sorted(seen) == list(range(200))
+    assert limit.statistics().overloads == 67
+
+
+def test_one_limit_shared_by_two_runs_bounds_both_together(run: Any) -> None:
+    """Two runs through one AdaptiveLimit never have more calls running than its limit."""
+    limit = AdaptiveLimit(max_limit=6)
+    service = Service(limit)
+
+    async def one(items: range) -> int:
+        return len([r async for r in parallelize(service, items, 10, adaptive=limit)])
+
+    async def main() -> list[int]:
+        return list(await asyncio.gather(one(range(300)), one(range(300, 600))))
+
+    assert run(main()) == [300, 300]
+    assert max(running for running, _ in service.starts) <= 6
+    assert limit.statistics().in_flight == 0
+
+
+def test_leaving_early_gives_every_place_back(run: Any) -> None:
+    """A break while calls run and others wait for a place leaves the limit empty."""
+    limit = AdaptiveLimit(initial=4, max_limit=4)
+    spy = InFlightSpy(gated=True)
+
+    async def open_gate() -> None:
+        await spy.wait_for_calls(4)  # four running, forty-six waiting for a place
+        spy.gate.set()
+
+    async def main() -> None:
+        async with asyncio.TaskGroup() as group:
+            group.create_task(open_gate())
+            async with parallelize(spy, range(100), 50, adaptive=limit) as results:
+                async for _ in results:
+                    break
+        assert limit.statistics().in_flight == 0
+
+    run(main())
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (
+            {"adaptive": AdaptiveLimit(min_limit=20)},
+            (
+                r"^AdaptiveLimit.min_limit \(20\) is above numworkers \(10\): a run never "
+                r"has more than numworkers actions in flight; raise numworkers or lower min_limit$"
+            ),
+        ),
+        (
+            {"adaptive": AdaptiveLimit(max_limit=11)},
+            r"^AdaptiveLimit.max_limit \(11\) is above numworkers \(10\)",
+        ),
+    ],
+)
+def test_bounds_above_numworkers_are_refused(options: dict[str, Any], message: str) -> None:
+    """An AdaptiveLimit that could never be reached says which bound to change."""
+    with pytest.raises(ValueError, match=message):
+        parallelize(InFlightSpy(), range(3), 10, **options)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"min_limit": 0}, ValueError, r"^min_limit must be >= 1, got 0$"),
+        ({"max_limit": 2, "min_limit": 3}, ValueError, r"^max_limit \(2\) must be >= min_limit"),
+        ({"tolerance": 1.0}, ValueError, r"^tolerance must be > 1, got 1.0$"),
+        ({"backoff": 1}, ValueError, r"^backoff must be between 0 and 1 \(exclusive\), got 1$"),
+        ({"probe_interval": 0}, ValueError, r"^probe_interval must be > 0 seconds, got 0$"),
+        ({"initial": 2.5}, TypeError, r"^initial must be an int >= 1, got 2.5$"),
+        ({"overload": 503}, TypeError, r"^overload must be a function of an outcome"),
+    ],
+)
+def test_bad_settings_are_refused(
+    kwargs: dict[str, Any], error: type[Exception], message: str
+) -> None:
+    """Each setting is checked on construction, naming it and the value."""
+    with pytest.raises(error, match=message):
+        AdaptiveLimit(**kwargs)
+
+
+def test_adaptive_must_be_a_bool_or_a_limit() -> None:
+    """adaptive='yes' is a TypeError that shows the right spellings."""
+    with pytest.raises(TypeError, match=r"^adaptive must be True, False or an AdaptiveLimit"):
+        parallelize(InFlightSpy(), range(3), 10, adaptive="yes")  # type: ignore[call-overload]
