@@ -246,11 +246,16 @@ def test_true_means_the_defaults_capped_at_numworkers(run: Any) -> None:
     """adaptive=True adapts between 1 and numworkers: a flat service gets numworkers."""
     spy = InFlightSpy()
 
+    run_ = parallelize(spy, range(2000), 16, adaptive=True)
+
     async def main() -> list[int]:
-        return [x async for x in parallelize(spy, range(2000), 16, adaptive=True)]
+        return [x async for x in run_]
 
     assert sorted(run(main())) == list(range(2000))
     assert spy.peak == 16
+    assert run_.adaptive is not None
+    assert 1 <= run_.adaptive.limit <= 16  # a no-op's latency is all noise
+    assert parallelize(spy, [], 1).adaptive is None
 
 
 @settings(max_examples=10, deadline=None)

@@ -58,6 +58,8 @@ from ._threads import thread_action
 if TYPE_CHECKING:
     from types import TracebackType
 
+    from ._limits import AdaptiveLimit
+
 __all__ = ("Run",)
 
 logger = logging.getLogger("parallelize")
@@ -186,6 +188,15 @@ class Run(Generic[T_co]):
     def __repr__(self) -> str:
         name = getattr(self._action, "__qualname__", type(self._action).__name__)
         return f"<parallelize.Run {self._state.value} action={name} numworkers={self._numworkers}>"
+
+    @property
+    def adaptive(self) -> AdaptiveLimit | None:
+        """The run's :class:`~parallelize.AdaptiveLimit` (``adaptive=True`` makes one).
+
+        None without ``adaptive=``. Read its ``limit`` or ``statistics()`` at any
+        time, for a progress display or metrics.
+        """
+        return None if self._policy is None else self._policy.adaptive
 
     # -- the consumer's side -----------------------------------------------------
 

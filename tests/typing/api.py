@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import assert_type
 
-from parallelize import Failure, Run, parallelize
+from parallelize import AdaptiveLimit, AdaptiveStatistics, Failure, Run, overload_of, parallelize
 
 
 async def fetch(url: str) -> bytes:
@@ -32,3 +32,15 @@ async def check() -> None:
             assert_type(outcome.exception, BaseException)
         else:
             assert_type(outcome, bytes)
+
+
+def check_adaptive() -> None:
+    run = parallelize(fetch, ["u"], 10, adaptive=True)
+    assert_type(run, Run[bytes])
+    assert_type(run.adaptive, AdaptiveLimit | None)
+    limit = AdaptiveLimit(min_limit=2, overload=overload_of)
+    assert_type(limit.limit, int)
+    assert_type(limit.statistics(), AdaptiveStatistics)
+    assert_type(
+        parallelize(fetch, ["u"], 10, adaptive=limit, on_error="yield"), Run[bytes | Failure]
+    )
