@@ -243,7 +243,12 @@ class _Estimator:
 
     def _end_round(self, next_seq: int, now: float) -> None:
         rtt = self.rtt = self.round_sum / self.round_n
-        if self.min_rtt is None or rtt < self.min_rtt:
+        if self.min_rtt is None or rtt < self.min_rtt or self.round_peak <= _PROBE_LIMIT:
+            # A round at a probe's concurrency is a probe: its latency *is* the
+            # no-load latency, even above the old minimum. This also heals a minimum
+            # dragged down by fast answers the overload predicate did not recognise
+            # (a 503 returned as a bare int), which would otherwise pin the limit to
+            # its floor until the next probe.
             self.min_rtt = rtt
         ratio = rtt / self.min_rtt if self.min_rtt > 0 else 1.0
         # Grow only a limit that the run fills: the latency of a half-idle limit
