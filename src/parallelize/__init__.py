@@ -6,6 +6,7 @@ Layers, each importing only the ones below it::
     _engine     Run: input -> workers (one TaskGroup) -> bounded buffer -> consumer
     _policies   Retry, Backoff, per-item timeouts: pure math and one attempt
     _limits     RateLimit (GCRA) and AdaptiveLimit (latency and overload), shared by the workers
+    _journal    Journal protocol, SQLiteJournal, the session that skips and records
     _threads    plain-function actions in the run's thread pool
     _aio        asyncio plumbing          _outcomes   Failure, yielded for a failed item
     _errors     the exception tree        _util       argument validators
@@ -14,9 +15,14 @@ Layers, each importing only the ones below it::
 from ._api import parallelize as parallelize
 from ._engine import Run as Run
 from ._errors import ActionError as ActionError
+from ._errors import JournalError as JournalError
 from ._errors import MissingDependencyError as MissingDependencyError
 from ._errors import ParallelizeError as ParallelizeError
 from ._errors import RetriesExhausted as RetriesExhausted
+from ._journal import Journal as Journal
+from ._journal import JsonCodec as JsonCodec
+from ._journal import RecordedError as RecordedError
+from ._journal import SQLiteJournal as SQLiteJournal
 from ._limits import AdaptiveLimit as AdaptiveLimit
 from ._limits import AdaptiveStatistics as AdaptiveStatistics
 from ._limits import RateLimit as RateLimit
@@ -34,13 +40,18 @@ __all__ = (
     "AdaptiveStatistics",
     "Backoff",
     "Failure",
+    "Journal",
+    "JournalError",
+    "JsonCodec",
     "MissingDependencyError",
     "ParallelizeError",
     "RateLimit",
     "RateLimitStatistics",
+    "RecordedError",
     "RetriesExhausted",
     "Retry",
     "Run",
+    "SQLiteJournal",
     "overload_of",
     "parallelize",
     "parse_retry_after",
@@ -63,6 +74,11 @@ for _obj in (
     AdaptiveLimit,
     AdaptiveStatistics,
     overload_of,
+    JournalError,
+    Journal,
+    JsonCodec,
+    RecordedError,
+    SQLiteJournal,
     Backoff,
     Retry,
     parse_retry_after,

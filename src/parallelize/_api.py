@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
 from typing import Any, Literal, TypeVar, overload
 
 from ._engine import Run
+from ._journal import Journal, SQLiteJournal
 from ._limits import AdaptiveLimit, RateLimit
 from ._outcomes import Failure
 from ._policies import ItemPolicy, Retry
@@ -39,6 +41,8 @@ def parallelize(
     retry: Retry | None = ...,
     rate_limit: RateLimit | None = ...,
     adaptive: AdaptiveLimit | bool = ...,
+    journal: str | os.PathLike[str] | Journal | None = ...,
+    key: Callable[[Any], int | str] | None = ...,
 ) -> Run[T]: ...
 @overload
 def parallelize(
@@ -54,6 +58,8 @@ def parallelize(
     retry: Retry | None = ...,
     rate_limit: RateLimit | None = ...,
     adaptive: AdaptiveLimit | bool = ...,
+    journal: str | os.PathLike[str] | Journal | None = ...,
+    key: Callable[[Any], int | str] | None = ...,
 ) -> Run[T | Failure]: ...
 @overload
 def parallelize(
@@ -69,6 +75,8 @@ def parallelize(
     retry: Retry | None = ...,
     rate_limit: RateLimit | None = ...,
     adaptive: AdaptiveLimit | bool = ...,
+    journal: str | os.PathLike[str] | Journal | None = ...,
+    key: Callable[[Any], int | str] | None = ...,
 ) -> Run[T]: ...
 @overload
 def parallelize(
@@ -84,6 +92,8 @@ def parallelize(
     retry: Retry | None = ...,
     rate_limit: RateLimit | None = ...,
     adaptive: AdaptiveLimit | bool = ...,
+    journal: str | os.PathLike[str] | Journal | None = ...,
+    key: Callable[[Any], int | str] | None = ...,
 ) -> Run[T | Failure]: ...
 def parallelize(
     action: Callable[..., Any],
@@ -98,6 +108,8 @@ def parallelize(
     retry: Retry | None = None,
     rate_limit: RateLimit | None = None,
     adaptive: AdaptiveLimit | bool = False,
+    journal: str | os.PathLike[str] | Journal | None = None,
+    key: Callable[[Any], int | str] | None = None,
 ) -> Run[Any]:
     """Run ``action`` over every item of ``argslist`` with ``numworkers`` workers.
 
@@ -141,6 +153,16 @@ def parallelize(
             ``limit``. It grows while the latency stays flat and backs off on rising
             latency and on overload (timeouts, connection errors, 429/503/504).
             Default False: always ``numworkers`` at once.
+        journal: Record every item's final outcome durably, and on a rerun skip
+            the items already done: a path (a :class:`~parallelize.SQLiteJournal`
+            file, created owner-only) or a journal object. An outcome is recorded
+            once the consumer has taken it (when it asks for the next one), so a
+            crash loses nothing the consumer got; items in flight or not yet
+            flushed at a crash run again. Default None.
+        key: With a journal, identifies an item across runs (``key(item)``: a str
+            or an int), for inputs whose order or content changes between runs.
+            Default: the item's position in the input, checked against a hash of
+            the item so that a changed input is refused instead of mixed up.
 
     Returns:
         A :class:`~parallelize.Run`: iterate it with ``async for``; use it as an
@@ -191,6 +213,11 @@ def parallelize(
             rate_limit=rate_limit,
             adaptive=adaptive_limit,
         )
+    if key is not None:
+        if journal is None:
+            raise ValueError("key= identifies items in a journal: pass journal= too")
+        if not callable(key):
+            raise TypeError(f"key must be a function of an item, got {key!r}")
     return Run(
         action,
         checked_argslist,
@@ -200,6 +227,8 @@ def parallelize(
         on_error_yield=on_error == "yield",
         max_buffered=buffered,
         policy=policy,
+        journal=_check_journal(journal),
+        key=key,
     )
 
 
@@ -220,3 +249,17 @@ def _check_adaptive(adaptive: object, numworkers: int) -> AdaptiveLimit | None:
             )
     adaptive._bind(numworkers)  # noqa: SLF001 - the run's numworkers caps the limit
     return adaptive
+
+
+def _check_journal(journal: object) -> Journal | None:
+    if journal is None:
+        return None
+    if isinstance(journal, str | os.PathLike):
+        return SQLiteJournal(journal)
+    for name in ("open", "lookup", "append", "close"):
+        if not callable(getattr(journal, name, None)):
+            raise TypeError(
+                f"journal must be a path or a journal object such as "
+                f"SQLiteJournal('crawl.db'), got {journal!r}"
+            )
+    return journal  # type: ignore[return-value]

@@ -51,6 +51,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar, final
 
 from ._aio import start_without_hooks
+from ._journal import JournalSession
 from ._outcomes import Failure
 from ._policies import DONE, RETRY, ItemPolicy, ItemState
 from ._threads import thread_action
@@ -58,6 +59,7 @@ from ._threads import thread_action
 if TYPE_CHECKING:
     from types import TracebackType
 
+    from ._journal import Entry, Journal
     from ._limits import AdaptiveLimit
 
 __all__ = ("Run",)
@@ -114,6 +116,8 @@ class Run(Generic[T_co]):
         "_executor",
         "_exhausted",
         "_is_sync_action",
+        "_journal",
+        "_journal_spec",
         "_loop",
         "_loop_thread",
         "_next_index",
@@ -148,6 +152,8 @@ class Run(Generic[T_co]):
         on_error_yield: bool,
         max_buffered: int,
         policy: ItemPolicy | None = None,
+        journal: Journal | None = None,
+        key: Callable[[Any], Any] | None = None,
     ) -> None:
         self._action = action
         self._argslist = argslist
@@ -155,7 +161,11 @@ class Run(Generic[T_co]):
         self._numworkers = numworkers
         self._ordered = ordered
         self._on_error_yield = on_error_yield
-        self._policy = policy
+        # A journaled run goes through the policy worker, which knows each item's
+        # attempts and timing, even without any policy.
+        self._policy = policy if policy is not None or journal is None else ItemPolicy()
+        self._journal_spec = (journal, key)
+        self._journal: JournalSession | None = None  # opened when the run starts
         # Items waiting for a retry keep their credit: make room for them.
         retry_room = 10 * numworkers if policy is not None and policy.retry is not None else 0
         self._capacity = numworkers + max_buffered + retry_room
@@ -213,6 +223,9 @@ class Run(Generic[T_co]):
         # the run references only weakly: when the consumer drops it (break), the
         # weakref's callback cancels the run's work at once.
         results = self._ordered_results() if self._ordered else self._results()
+        if self._journal is not None:
+            start_without_hooks(results)
+            results = self._journaled_results(results)
         start_without_hooks(results)
         self._results_ref = weakref.ref(results, self._on_results_dropped)
         return results
@@ -255,6 +268,28 @@ class Run(Generic[T_co]):
                 if value is _MISSING:
                     return
                 yield value
+
+    async def _journaled_results(
+        self, results: AsyncGenerator[Any, None]
+    ) -> AsyncGenerator[Any, None]:
+        """Yield the outcomes of a journaled run; record each once it was taken.
+
+        An outcome is recorded when the consumer asks for the next one: its
+        ``async for`` body is done with it. Items come tagged by the workers as
+        ``(entry, outcome, attempts, elapsed)``.
+        """
+        yield _MISSING  # taken by start_without_hooks()
+        journal = self._journal
+        assert journal is not None
+        taken: tuple[Entry, Any, int, float | None] | None = None
+        async for tagged in results:
+            if taken is not None:
+                journal.record(*taken)
+            taken = tagged
+            yield tagged[1]
+        if taken is not None:
+            journal.record(*taken)
+        journal.close(finished=True)
 
     async def __aenter__(self) -> Self:
         return self
@@ -326,7 +361,9 @@ class Run(Generic[T_co]):
         if task is not None and not task.done():
             # After an error the group is already cancelling the other workers.
             await asyncio.wait((task,))
-        await self.aclose()
+        await self._stop()  # the journal, if any, is closed by its consumer
+        if self._error is not None and self._journal is not None:
+            self._journal.close(finished=False)
         if self._error is not None:
             error, self._error = self._error, None
             raise error
@@ -343,8 +380,19 @@ class Run(Generic[T_co]):
             return
         if threading.get_ident() == self._loop_thread:
             self._cancel()
+            self._close_journal()
         else:  # the garbage collector may run finalizers in any thread
             loop.call_soon_threadsafe(self._cancel)
+            loop.call_soon_threadsafe(self._close_journal)
+
+    def _close_journal(self) -> None:
+        """Record what the consumer took and release the journal (it is gone).
+
+        At once, not when the supervisor ends: a rerun right after a ``break``
+        must find the journal free.
+        """
+        if self._journal is not None:
+            self._journal.close(finished=False)
 
     def _cancel(self) -> None:
         """Cancel the supervisor, and every worker at once.
@@ -366,6 +414,14 @@ class Run(Generic[T_co]):
         are dropped. Threads already running a plain-function action cannot be
         interrupted; they finish in the background and their results are dropped.
         """
+        try:
+            await self._stop()
+        finally:
+            if self._journal is not None:
+                self._journal.close(finished=False)  # no-op after a finished run
+
+    async def _stop(self) -> None:
+        """End the tasks of the run (``aclose()`` without releasing the journal)."""
         self._state = _State.CLOSED
         task = self._supervisor
         if task is None:
@@ -381,6 +437,16 @@ class Run(Generic[T_co]):
     # -- the workers' side -------------------------------------------------------
 
     def _start(self) -> None:
+        argslist = self._argslist
+        journal, key = self._journal_spec
+        if journal is not None:
+            # First: a journal that cannot be used fails before anything starts.
+            name = getattr(self._action, "__qualname__", type(self._action).__name__)
+            self._journal = session = JournalSession(journal, key=key, action_name=name)
+            if isinstance(argslist, AsyncIterable):
+                argslist = session.wrap_async(argslist)
+            else:
+                argslist = session.wrap(argslist)
         loop = asyncio.get_running_loop()
         self._loop = loop
         self._loop_thread = threading.get_ident()
@@ -390,7 +456,6 @@ class Run(Generic[T_co]):
                 max_workers=self._numworkers, thread_name_prefix="parallelize"
             )
             self._action = thread_action(action, self._executor)
-        argslist = self._argslist
         if isinstance(argslist, AsyncIterable):
             self._async_source = aiter(argslist)
             self._pull_lock = asyncio.Lock()
@@ -399,7 +464,7 @@ class Run(Generic[T_co]):
         # No more workers than items, when the input knows its length.
         numworkers = self._numworkers
         with contextlib.suppress(TypeError):
-            numworkers = min(numworkers, len(argslist))  # type: ignore[arg-type]
+            numworkers = min(numworkers, len(self._argslist))  # type: ignore[arg-type]
         self._supervisor = loop.create_task(self._supervise(numworkers))
 
     async def _supervise(self, numworkers: int) -> None:
@@ -418,6 +483,11 @@ class Run(Generic[T_co]):
         finally:
             self._done = True
             self._workers = []
+            if self._journal is not None:
+                try:
+                    self._journal.flush()  # what the consumer took, even if it left
+                except Exception as exc:
+                    self._fail(exc)
             self._wake_consumer()
             self._credit_waiters.clear()
             if self._executor is not None:
@@ -645,40 +715,65 @@ class Run(Generic[T_co]):
             extra={"item": state.item, "attempt": state.attempts, "error": failure},
         )
 
-    async def _policy_worker(self) -> None:  # noqa: C901 - one loop over the item's life
-        """Worker for runs with timeouts, retries or a rate limit, in any mode."""
+    async def _next_state(self) -> ItemState | None:  # noqa: C901 - each way to find work
+        """Return the next item for a policy worker: a due retry, or a new item.
+
+        Sleeps while there is nothing to do; returns None once there never will be.
+        """
+        policy = self._policy
+        assert policy is not None
+        assert self._loop is not None
+        loop = self._loop
+        journal = self._journal
+        while True:
+            state = self._due_retry(loop.time())
+            if state is not None:
+                return state
+            if self._exhausted:
+                if not self._retries:
+                    self._wake_all_workers()  # so that the idle ones end too
+                    return None
+                await self._wait_for_work()
+                continue
+            if not self._credits:
+                await self._wait_for_work()
+                continue
+            self._credits -= 1
+            if self._credits and self._credit_waiters:
+                self._wake_worker()  # pass the baton: more credits are free
+            try:
+                pulled = await self._pull()
+            except Exception as exc:
+                self._fail(exc)
+                raise
+            if pulled is None:
+                self._credits += 1
+                self._exhausted = True
+                continue
+            index, item = pulled
+            if journal is None:
+                return policy.new_state(index, item, loop.time())
+            entry: Entry = item
+            if entry.stored is not None:
+                self._replay(index, entry, journal)
+                continue
+            state = policy.new_state(index, entry.item, loop.time())
+            state.tag = entry
+            return state
+
+    async def _policy_worker(self) -> None:
+        """Worker for runs with timeouts, retries, limits or a journal, in any mode."""
         policy = self._policy
         assert policy is not None
         assert self._loop is not None
         loop = self._loop
         action = self._action
+        journal = self._journal
+        # A journal alone (no timeout, retry or limit) does not make failures log.
+        log_failures = self._journal_spec[0] is None or policy != ItemPolicy()
         last_kind: type | None = None
         unpack = False
-        while True:
-            state = self._due_retry(loop.time())
-            if state is None:
-                if self._exhausted:
-                    if not self._retries:
-                        self._wake_all_workers()  # so that the idle ones end too
-                        return
-                    await self._wait_for_work()
-                    continue
-                if not self._credits:
-                    await self._wait_for_work()
-                    continue
-                self._credits -= 1
-                if self._credits and self._credit_waiters:
-                    self._wake_worker()  # pass the baton: more credits are free
-                try:
-                    pulled = await self._pull()
-                except Exception as exc:
-                    self._fail(exc)
-                    raise
-                if pulled is None:
-                    self._credits += 1
-                    self._exhausted = True
-                    continue
-                state = policy.new_state(pulled[0], pulled[1], loop.time())
+        while (state := await self._next_state()) is not None:
             kind = type(state.item)
             if kind is not last_kind:
                 last_kind = kind
@@ -689,16 +784,29 @@ class Run(Generic[T_co]):
             if verdict == RETRY:
                 self._schedule_retry(state, payload, delay)
                 continue
+            elapsed = loop.time() - state.started
             if verdict == DONE:
+                if journal is not None:
+                    payload = (state.tag, payload, state.attempts, elapsed)
                 self._deliver(state.index, payload)
                 continue
-            self._log_failure(state, payload, expected=expected)
+            if log_failures:
+                self._log_failure(state, payload, expected=expected)
             if not self._on_error_yield:
                 self._fail(payload)
                 raise payload
-            elapsed = loop.time() - state.started
-            failure = Failure(state.item, payload, state.attempts, elapsed, expected)
+            failure: Any = Failure(state.item, payload, state.attempts, elapsed, expected)
+            if journal is not None:
+                failure = (state.tag, failure, state.attempts, elapsed)
             self._deliver(state.index, failure)
+
+    def _replay(self, index: int, entry: Entry, journal: JournalSession) -> None:
+        """Deliver a journaled item's stored outcome without running it."""
+        outcome = journal.replayed_outcome(entry)
+        if isinstance(outcome, Failure) and not self._on_error_yield:
+            self._fail(outcome.exception)
+            raise outcome.exception
+        self._deliver(index, (entry, outcome, 0, None))
 
     def _log_failure(self, state: ItemState, error: BaseException, *, expected: bool) -> None:
         fields = {"item": state.item, "attempt": state.attempts, "error": error}

@@ -7,6 +7,7 @@ has to say::
     ParallelizeError
     ├── ActionError             (an action misbehaved in a way found only while running)
     ├── RetriesExhausted        (an item's result still asked for a retry after the last)
+    ├── JournalError            (a journal cannot be used: corrupt, locked, mismatched...)
     └── MissingDependencyError  (an optional extra is not installed; also an ImportError)
 
 Bad arguments to :func:`parallelize.parallelize` are plain :class:`TypeError` and
@@ -18,7 +19,13 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ("ActionError", "MissingDependencyError", "ParallelizeError", "RetriesExhausted")
+__all__ = (
+    "ActionError",
+    "JournalError",
+    "MissingDependencyError",
+    "ParallelizeError",
+    "RetriesExhausted",
+)
 
 
 class ParallelizeError(Exception):
@@ -32,6 +39,20 @@ class ActionError(ParallelizeError, TypeError):
     because it is a ``lambda`` or a ``def`` that calls an ``async def`` without
     awaiting it.
     """
+
+
+class JournalError(ParallelizeError):
+    """A journal cannot be used for this run, or a result cannot be stored in it.
+
+    The message says why and what to do; nothing already recorded is changed.
+
+    Attributes:
+        path: The journal's location (a file path, a URL), or None.
+    """
+
+    def __init__(self, message: str, path: str | None = None) -> None:
+        self.path = path
+        super().__init__(message)
 
 
 class MissingDependencyError(ParallelizeError, ImportError):

@@ -217,7 +217,7 @@ def retry_after_of(failure: object) -> float | None:
 class ItemState:
     """One item's progress through its attempts (internal, mutable)."""
 
-    __slots__ = ("attempts", "deadline_at", "index", "item", "started")
+    __slots__ = ("attempts", "deadline_at", "index", "item", "started", "tag")
 
     def __init__(self, index: int, item: Any, started: float, deadline_at: float | None) -> None:
         self.index = index
@@ -225,6 +225,7 @@ class ItemState:
         self.attempts = 0
         self.started = started  # loop time of the first attempt's start
         self.deadline_at = deadline_at  # loop time after which no attempt may run
+        self.tag: Any = None  # the journal's entry for the item, in a journaled run
 
 
 # What an attempt comes to: the engine's next step for the item.

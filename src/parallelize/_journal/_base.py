@@ -1,0 +1,172 @@
+"""What a journal stores, and the small interface every journal implements.
+
+A journal records each item's *final* outcome (a result, or a failure with its
+attempts and timing) under the item's key, durably, so that a rerun of the same job
+skips what is done. The engine talks to it through :class:`Journal`; the SQLite
+journal is the embedded default, and a shared store (Redis Streams) implements the
+same methods.
+
+Keys: by default an item's key is its position in the input (an int), checked on
+resume against a short hash of the item so that a journal is never applied to a
+different input; with ``key=`` it is whatever the function returns (str or int).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Sequence
+from typing import Any, Protocol, final, runtime_checkable
+
+__all__ = (
+    "Codec",
+    "Journal",
+    "JsonCodec",
+    "Record",
+    "RecordedError",
+    "RunInfo",
+    "item_digest",
+)
+
+Key = int | str
+
+
+@final
+@dataclasses.dataclass(frozen=True, slots=True)
+class RunInfo:
+    """What a run tells its journal when it opens it, to refuse a mismatch.
+
+    Attributes:
+        identity: ``"position"`` (keys are input positions) or ``"key"`` (keys come
+            from the user's ``key=`` function).
+        action: The action's qualified name (informational).
+        codec: The codec's name; results stored by one cannot be read by another.
+    """
+
+    identity: str
+    action: str
+    codec: str
+
+
+@final
+@dataclasses.dataclass(frozen=True, slots=True)
+class Record:
+    """One item's final outcome, as stored.
+
+    Attributes:
+        key: The item's key.
+        ok: True for a result, False for a failure.
+        data: The result encoded by the codec (ok), or None.
+        error_type: The failure's exception type, ``module.QualName`` (failed).
+        error_message: ``str()`` of the failure's exception (failed).
+        attempts: Calls of the action it took.
+        elapsed: Seconds from its first attempt to its end, or None.
+        expected: Whether the failure was an expected one (failed).
+        digest: A short hash of the item, for positional keys (else None).
+    """
+
+    key: Key
+    ok: bool
+    data: str | None
+    error_type: str | None
+    error_message: str | None
+    attempts: int
+    elapsed: float | None
+    expected: bool
+    digest: bytes | None
+
+
+class RecordedError(Exception):
+    """A failure read back from a journal: the original exception's type and message.
+
+    The original exception object is not stored (a journal is data: loading it must
+    not run code), so a replayed failure carries this instead.
+
+    Attributes:
+        type_name: The original exception's type, ``module.QualName``.
+        message: ``str()`` of the original exception.
+    """
+
+    def __init__(self, type_name: str, message: str) -> None:
+        super().__init__(f"{type_name}: {message}" if message else type_name)
+        self.type_name = type_name
+        self.message = message
+
+
+@runtime_checkable
+class Codec(Protocol):
+    """Turns results into text and back; the default is :class:`JsonCodec`."""
+
+    name: str
+
+    def encode(self, value: Any) -> str:
+        """Return ``value`` as text; raise TypeError or ValueError if it cannot."""
+
+    def decode(self, text: str) -> Any:
+        """Return the value that ``encode`` turned into ``text``."""
+
+
+@final
+class JsonCodec:
+    """JSON: str, int, float, bool, None, lists and dicts with str keys.
+
+    Never pickle by default: a journal is data, and reading one must not run code.
+    """
+
+    name = "json"
+
+    def encode(self, value: Any) -> str:
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=True)
+
+    def decode(self, text: str) -> Any:
+        return json.loads(text)
+
+
+def item_digest(item: object) -> bytes | None:
+    """Return 8 bytes identifying ``item`` across runs, or None if it cannot.
+
+    JSON when the item is plain data (a URL, a tuple of numbers), else its repr; a
+    repr holding a memory address (``<object at 0x...>``) differs in every process
+    and gives None (not checked).
+    """
+    try:
+        text = json.dumps(item, sort_keys=True, separators=(",", ":"))
+    except (TypeError, ValueError):
+        text = repr(item)
+        if " at 0x" in text:
+            return None
+    return hashlib.blake2b(text.encode(), digest_size=8).digest()
+
+
+class Journal(Protocol):
+    """The storage behind ``parallelize(..., journal=...)``.
+
+    A journal is opened once per run, looked up in batches while the input is read,
+    appended to in batches as outcomes become final, and closed at the end. The
+    methods are synchronous and quick (a batch at a time); the engine calls them
+    from the event loop.
+    """
+
+    replay: bool  # yield stored results again on a rerun (else only the new ones)
+    retry_failed: bool  # run items whose stored outcome is a failure again
+    codec: Codec  # turns results into text and back
+    flush_every: int  # outcomes per append()
+    flush_interval: float  # the most seconds an outcome waits for its append()
+
+    def open(self, info: RunInfo) -> None:
+        """Create the store, or check that it belongs to a run like ``info``.
+
+        Raises:
+            JournalError: The store is corrupt, locked by a live run, from a newer
+                version, or was written by a run that cannot match this one.
+        """
+
+    def lookup(self, keys: Sequence[Key]) -> dict[Key, Record]:
+        """Return the stored records among ``keys`` (missing keys are not done)."""
+
+    def append(self, records: Sequence[Record]) -> None:
+        """Store ``records`` durably before returning (one transaction)."""
+
+    def close(self, *, finished: bool) -> None:
+        """Release the store; ``finished`` says whether the whole input was done."""

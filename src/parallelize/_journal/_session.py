@@ -1,0 +1,243 @@
+"""One run's use of a journal: skip what is done, record what finishes.
+
+The session wraps the run's input: it reads items a batch at a time, numbers them
+(their key: position, or the user's ``key=``), looks the batch up in the journal,
+and hands the engine only the items to run, each as an :class:`Entry`; an item
+already done is skipped, or handed over with its stored outcome to be replayed
+without running. Memory stays one batch, whatever the journal's size.
+
+Outcomes are recorded when the consumer has *taken* them: an item's outcome is
+appended when the consumer asks for the next one (the ``async for`` body finished
+with it), so a crash never records an outcome that the consumer did not get.
+Appends are batched: one transaction per ``flush_every`` outcomes or per
+``flush_interval`` seconds, whichever comes first; at a crash, the items in flight,
+the results buffered for the consumer and the last unflushed batch are run again on
+resume, and nothing else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    AsyncIterator,
+    Callable,
+    Iterable,
+    Iterator,
+)
+from typing import Any, final
+
+from parallelize._errors import JournalError
+from parallelize._outcomes import Failure
+
+from ._base import Journal, Key, Record, RecordedError, RunInfo, item_digest
+
+__all__ = ("Entry", "JournalSession")
+
+_BATCH = 256  # input items looked up in the journal at once
+
+
+@final
+class Entry:
+    """An input item on its way through a journaled run (internal)."""
+
+    __slots__ = ("digest", "item", "key", "stored")
+
+    def __init__(self, key: Key, item: Any, digest: bytes | None, stored: Record | None) -> None:
+        self.key = key
+        self.item = item
+        self.digest = digest
+        self.stored = stored  # set when the item is replayed, not run
+
+
+def _type_name(error: BaseException) -> str:
+    kind = type(error)
+    return (
+        kind.__qualname__
+        if kind.__module__ == "builtins"
+        else f"{kind.__module__}.{kind.__qualname__}"
+    )
+
+
+@final
+class JournalSession:
+    """Connects one run to its journal (see the module docstring)."""
+
+    __slots__ = (
+        "_buffer",
+        "_closed",
+        "_codec",
+        "_flush_every",
+        "_flush_interval",
+        "_journal",
+        "_key",
+        "_timer",
+        "recorded",
+        "replayed",
+        "skipped",
+    )
+
+    def __init__(
+        self, journal: Journal, *, key: Callable[[Any], Key] | None, action_name: str
+    ) -> None:
+        self._journal = journal
+        self._key = key
+        codec = self._codec = journal.codec
+        self._flush_every = journal.flush_every
+        self._flush_interval = journal.flush_interval
+        self._buffer: list[Record] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._closed = False
+        self.recorded = 0
+        self.skipped = 0
+        self.replayed = 0
+        journal.open(RunInfo("position" if key is None else "key", action_name, codec.name))
+
+    # -- the input side ----------------------------------------------------------
+
+    def _decide(self, batch: list[tuple[Key, Any]]) -> list[Entry]:
+        """Look a batch up: the entries to hand to the engine, in input order."""
+        journal = self._journal
+        positional = self._key is None
+        stored = journal.lookup([key for key, _ in batch])
+        entries = []
+        for key, item in batch:
+            digest = item_digest(item) if positional else None
+            record = stored.get(key)
+            if record is None or (not record.ok and journal.retry_failed):
+                entries.append(Entry(key, item, digest, None))
+                continue
+            if positional and record.digest and digest and record.digest != digest:
+                raise JournalError(
+                    f"input item {key} is {item!r}, but the journal recorded a different "
+                    f"item at that position: the input changed since the journal was "
+                    f"written. Use a new journal, or give key= to identify items by "
+                    f"content instead of position",
+                    str(getattr(journal, "path", "")) or None,
+                )
+            if journal.replay:
+                self.replayed += 1
+                entries.append(Entry(key, item, digest, record))
+            else:
+                self.skipped += 1
+        return entries
+
+    def _keyed(self, position: int, item: Any) -> tuple[Key, Any]:
+        if self._key is None:
+            return position, item
+        key = self._key(item)
+        if isinstance(key, bool) or not isinstance(key, int | str):
+            raise TypeError(f"key= must return a str or an int, got {key!r} for item {item!r}")
+        return key, item
+
+    def wrap(self, source: Iterable[Any]) -> Iterator[Entry]:
+        """Return the entries of a sync input to run or replay, lazily."""
+        batch: list[tuple[Key, Any]] = []
+        for position, item in enumerate(source):
+            batch.append(self._keyed(position, item))
+            if len(batch) == _BATCH:
+                yield from self._decide(batch)
+                batch = []
+        if batch:
+            yield from self._decide(batch)
+
+    async def wrap_async(self, source: AsyncIterable[Any]) -> AsyncIterator[Entry]:
+        """Return the entries of an async input to run or replay, lazily."""
+        batch: list[tuple[Key, Any]] = []
+        position = 0
+        items = aiter(source)
+        try:
+            async for item in items:
+                batch.append(self._keyed(position, item))
+                position += 1
+                if len(batch) == _BATCH:
+                    for entry in self._decide(batch):
+                        yield entry
+                    batch = []
+            if batch:
+                for entry in self._decide(batch):
+                    yield entry
+        finally:
+            if isinstance(items, AsyncGenerator):
+                # Close the user's generator within the run, not in the collector.
+                await items.aclose()
+
+    # -- the output side ---------------------------------------------------------
+
+    def replayed_outcome(self, entry: Entry) -> Any:
+        """Return what to yield for a replayed entry: its result, or a Failure."""
+        record = entry.stored
+        assert record is not None
+        if record.ok:
+            return None if record.data is None else self._codec.decode(record.data)
+        error = RecordedError(record.error_type or "Exception", record.error_message or "")
+        return Failure(entry.item, error, record.attempts, record.elapsed, record.expected)
+
+    def record(self, entry: Entry, outcome: Any, attempts: int, elapsed: float | None) -> None:
+        """Buffer the final outcome of ``entry`` (taken by the consumer)."""
+        if self._closed:
+            raise RuntimeError("a closed journal session cannot record (a bug in parallelize)")
+        if entry.stored is not None:
+            return  # a replay: stored already
+        if isinstance(outcome, Failure):
+            error = outcome.exception
+            record = Record(
+                entry.key,
+                False,  # noqa: FBT003 - a field of the record
+                None,
+                _type_name(error),
+                str(error),
+                outcome.attempts,
+                outcome.elapsed,
+                outcome.expected,
+                entry.digest,
+            )
+        else:
+            try:
+                data = self._codec.encode(outcome)
+            except (TypeError, ValueError) as exc:
+                raise JournalError(
+                    f"cannot store the result of item {entry.item!r} in the journal: "
+                    f"{exc}. Return plain data from the action (str, numbers, lists, "
+                    f"dicts), or give the journal a codec that can encode "
+                    f"{type(outcome).__name__}"
+                ) from exc
+            record = Record(
+                entry.key,
+                True,  # noqa: FBT003 - a field of the record
+                data,
+                None,
+                None,
+                attempts,
+                elapsed,
+                False,  # noqa: FBT003
+                entry.digest,
+            )
+        self._buffer.append(record)
+        if len(self._buffer) >= self._flush_every:
+            self.flush()
+        elif self._timer is None:
+            loop = asyncio.get_running_loop()
+            self._timer = loop.call_later(self._flush_interval, self.flush)
+
+    def flush(self) -> None:
+        """Append the buffered outcomes now, in one transaction."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        buffer = self._buffer
+        if buffer and not self._closed:
+            self._journal.append(buffer)
+            self.recorded += len(buffer)
+            self._buffer = []
+
+    def close(self, *, finished: bool) -> None:
+        """Flush, then release the journal (idempotent)."""
+        if self._closed:
+            return
+        try:
+            self.flush()
+        finally:
+            self._closed = True
+            self._journal.close(finished=finished)

@@ -1,0 +1,267 @@
+"""The SQLite journal: resume a run, replay it, refuse what cannot match, survive SIGKILL."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from parallelize import Failure, JournalError, RecordedError, SQLiteJournal, parallelize
+
+HERE = Path(__file__).parent
+
+
+class Calls:
+    """An action that counts its calls per item; items in ``bad`` raise ValueError."""
+
+    def __init__(self, bad: frozenset[int] = frozenset()) -> None:
+        self.bad = bad
+        self.calls: Counter[Any] = Counter()
+
+    async def __call__(self, item: Any) -> dict[str, Any]:
+        self.calls[item] += 1
+        await asyncio.sleep(0)
+        if item in self.bad:
+            raise ValueError(f"bad {item}")
+        return {"item": item}
+
+
+async def take(run: Any, count: int | None = None) -> list[Any]:
+    """The first ``count`` outcomes of ``run`` (all if None), leaving by break."""
+    out = []
+    async with run:
+        async for outcome in run:
+            out.append(outcome)
+            if count is not None and len(out) == count:
+                break
+    return out
+
+
+def test_a_rerun_skips_what_the_consumer_took_and_runs_the_rest(run: Any, tmp_path: Path) -> None:
+    """Break after 300 of 1000: the rerun calls the action only for what was not taken."""
+    path = tmp_path / "j.db"
+    first, second = Calls(), Calls()
+    taken = run(take(parallelize(first, range(1000), 10, journal=path), 300))
+    rest = run(take(parallelize(second, range(1000), 10, journal=path)))
+    # The 300th was taken but its loop body did not finish (break): it runs again.
+    assert len(rest) == 701
+    assert sorted(o["item"] for o in taken[:299] + rest) == list(range(1000))
+    assert set(second.calls) == set(range(1000)) - {o["item"] for o in taken[:299]}
+    assert SQLiteJournal(path).counts() == {"ok": 1000, "failed": 0}
+    assert (path.stat().st_mode & 0o777) == 0o600
+
+
+def test_replay_yields_the_stored_outcomes_in_their_place(run: Any, tmp_path: Path) -> None:
+    """With replay=True and ordered=True a finished run comes back whole, in order, uncalled."""
+    path = tmp_path / "j.db"
+    bad = frozenset({3, 50})
+    run(take(parallelize(Calls(bad), range(100), 8, journal=path, on_error="yield")))
+    again = Calls(bad)
+    journal = SQLiteJournal(path, replay=True)
+    out = run(
+        take(parallelize(again, range(100), 8, journal=journal, on_error="yield", ordered=True))
+    )
+    assert not again.calls
+    assert [o["item"] for o in out if not isinstance(o, Failure)] == sorted(set(range(100)) - bad)
+    failures = [o for o in out if isinstance(o, Failure)]
+    assert [f.item for f in failures] == [3, 50]
+    assert isinstance(failures[0].exception, RecordedError)
+    assert str(failures[0].exception) == "ValueError: bad 3"
+    assert failures[0].attempts == 1
+
+
+def test_failures_are_final_unless_retry_failed(run: Any, tmp_path: Path) -> None:
+    """A stored failure is skipped on a rerun; retry_failed=True runs it again, stores the fix."""
+    path = tmp_path / "j.db"
+    run(take(parallelize(Calls(frozenset({7})), range(20), 4, journal=path, on_error="yield")))
+    skip = Calls()
+    assert run(take(parallelize(skip, range(20), 4, journal=path, on_error="yield"))) == []
+    retry = Calls()
+    journal = SQLiteJournal(path, retry_failed=True)
+    assert run(take(parallelize(retry, range(20), 4, journal=journal, on_error="yield"))) == [
+        {"item": 7}
+    ]
+    assert dict(retry.calls) == {7: 1}
+    assert SQLiteJournal(path).counts() == {"ok": 20, "failed": 0}
+
+
+def test_a_failure_under_on_error_raise_is_not_recorded(run: Any, tmp_path: Path) -> None:
+    """The run stopped on the error: a rerun tries that item again."""
+    path = tmp_path / "j.db"
+    with pytest.raises(ValueError, match=r"^bad 5$"):
+        run(take(parallelize(Calls(frozenset({5})), range(10), 1, journal=path)))
+    rerun = Calls()
+    run(take(parallelize(rerun, range(10), 1, journal=path)))
+    assert 5 in rerun.calls
+
+
+def test_an_async_input_resumes_too(run: Any, tmp_path: Path) -> None:
+    """Async generators are numbered and skipped like sync inputs, and closed in the run."""
+    path = tmp_path / "j.db"
+    closed: list[bool] = []
+
+    async def numbers() -> AsyncIterator[int]:
+        try:
+            for i in range(200):
+                yield i
+        finally:
+            closed.append(True)
+
+    run(take(parallelize(Calls(), numbers(), 5, journal=path), 50))
+    second = Calls()
+    rest = run(take(parallelize(second, numbers(), 5, journal=path)))
+    assert len(rest) == 151
+    assert closed == [True, True]
+
+
+def test_a_changed_input_is_refused_before_anything_is_skipped(run: Any, tmp_path: Path) -> None:
+    """Positional keys are checked against a hash of the item: another input is an error."""
+    path = tmp_path / "j.db"
+    run(take(parallelize(Calls(), [f"u{i}" for i in range(10)], 2, journal=path)))
+    other = Calls()
+    message = r"^input item 0 is 'v0', but the journal recorded a different item at that position"
+    with pytest.raises(JournalError, match=message):
+        run(take(parallelize(other, [f"v{i}" for i in range(10)], 2, journal=path)))
+    assert not other.calls
+
+
+def test_key_identifies_items_whose_order_changes(run: Any, tmp_path: Path) -> None:
+    """With key=, a shuffled rerun of the same items calls nothing."""
+    path = tmp_path / "j.db"
+    urls = [f"https://example.org/{i}" for i in range(300)]
+    run(take(parallelize(Calls(), urls, 10, journal=path, key=str)))
+    random.Random(1).shuffle(urls)
+    again = Calls()
+    assert run(
+        take(parallelize(again, [*urls, "https://example.org/new"], 10, journal=path, key=str))
+    ) == [{"item": "https://example.org/new"}]
+
+
+def test_a_journal_cannot_switch_between_positions_and_keys(run: Any, tmp_path: Path) -> None:
+    """Reopening a positional journal with key= says how it was written."""
+    path = tmp_path / "j.db"
+    run(take(parallelize(Calls(), range(3), 1, journal=path)))
+    with pytest.raises(JournalError, match=r"identifies items by position in the input, but"):
+        run(take(parallelize(Calls(), range(3), 1, journal=path, key=str)))
+
+
+def test_a_journal_in_use_by_a_live_run_is_refused(run: Any, tmp_path: Path) -> None:
+    """Two runs on one journal at once: the second fails at once, the first goes on."""
+    path = tmp_path / "j.db"
+
+    async def main() -> list[Any]:
+        async with parallelize(Calls(), range(100), 2, journal=path) as first:
+            outcomes = aiter(first)
+            got = [await anext(outcomes)]
+            with pytest.raises(JournalError, match=r"is in use by another run"):
+                await take(parallelize(Calls(), range(100), 2, journal=path))
+            got += [o async for o in outcomes]
+        return got
+
+    assert len(run(main())) == 100
+
+
+def test_a_corrupt_file_is_refused_and_left_as_it_was(run: Any, tmp_path: Path) -> None:
+    """A file that is not a journal is an error naming it; its bytes are untouched."""
+    path = tmp_path / "j.db"
+    path.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(JournalError, match=r"is not a parallelize journal, or it is corrupt"):
+        run(take(parallelize(Calls(), range(3), 1, journal=path)))
+    assert path.read_bytes() == b"this is not a database" * 100
+
+
+def test_a_journal_from_a_newer_version_is_refused(run: Any, tmp_path: Path) -> None:
+    """A higher format number asks for an upgrade instead of guessing."""
+    path = tmp_path / "j.db"
+    run(take(parallelize(Calls(), range(3), 1, journal=path)))
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE meta SET value = '99' WHERE name = 'format'")
+    with pytest.raises(JournalError, match=r"newer parallelize \(format 99"):
+        run(take(parallelize(Calls(), range(3), 1, journal=path)))
+
+
+def test_a_result_json_cannot_store_is_a_clear_error_and_keeps_the_rest(
+    run: Any, tmp_path: Path
+) -> None:
+    """Returning an object JSON cannot encode fails naming the item; earlier outcomes stay."""
+    path = tmp_path / "j.db"
+
+    async def action(item: int) -> object:
+        return object() if item == 5 else item
+
+    with pytest.raises(JournalError, match=r"^cannot store the result of item 5 in the journal"):
+        run(take(parallelize(action, range(10), 1, journal=path)))
+    assert SQLiteJournal(path).counts() == {"ok": 5, "failed": 0}
+
+
+def test_key_without_a_journal_is_refused() -> None:
+    """key= alone would do nothing: say what it is for."""
+    with pytest.raises(
+        ValueError, match=r"^key= identifies items in a journal: pass journal= too$"
+    ):
+        parallelize(Calls(), range(3), 1, key=str)
+
+
+# -- crashes: SIGKILL at random moments, then resume -------------------------------------
+
+
+def read_calls(path: Path) -> Counter[int]:
+    if not path.exists():
+        return Counter()
+    return Counter(int(line) for line in path.read_text().split())
+
+
+def stored(path: Path) -> dict[int, int]:
+    with sqlite3.connect(path) as conn:
+        return dict(conn.execute("SELECT key, CAST(data AS INTEGER) FROM outcomes WHERE ok = 1"))
+
+
+@pytest.mark.timeout(180)
+def test_sigkill_at_twenty_moments_loses_nothing_and_records_nothing_twice(tmp_path: Path) -> None:
+    """20,000 items, killed 20 times at random moments and resumed: each item has exactly one
+    outcome, and only items in flight, buffered or unflushed at a kill ran twice."""
+    items, workers = 20_000, 20
+    journal, calls_log = tmp_path / "crash.db", tmp_path / "calls.log"
+    draws = random.Random(20261123)
+    command = [sys.executable, str(HERE / "crash_worker.py"), str(journal), str(calls_log)]
+    # What a kill can cost: the items in flight (workers), the results waiting for the
+    # consumer (max_buffered = workers) and the outcomes not yet flushed (at most
+    # flush_every = 1000, in practice flush_interval = 50 ms of work).
+    bound = workers + workers + 1000
+    rerun_per_kill = []
+    for kill in range(20):
+        before = read_calls(calls_log)
+        done_before = set(stored(journal)) if journal.exists() else set()
+        worker = subprocess.Popen([*command, str(items), str(workers), str(kill)])  # noqa: S603 - our own script
+        time.sleep(draws.uniform(0.3, 0.7))
+        worker.send_signal(signal.SIGKILL)
+        worker.wait()
+        after = read_calls(calls_log)
+        called_now = set((after - before).keys())
+        done_after = set(stored(journal)) if journal.exists() else set()
+        assert done_before <= done_after  # nothing recorded is ever lost
+        rerun_per_kill.append(len(called_now - done_after))  # will run again
+    final = subprocess.run(  # noqa: S603 - our own script
+        [*command, str(items), str(workers), "99"], capture_output=True, text=True, check=True
+    )
+    assert final.stdout.startswith("done ")
+    outcomes = stored(journal)
+    assert sorted(outcomes) == list(range(items))
+    assert all(value == 2 * key for key, value in outcomes.items())
+    calls = read_calls(calls_log)
+    assert set(calls) == set(range(items))
+    twice = sum(1 for count in calls.values() if count > 1)
+    sys.stdout.write(f"\nran more than once: {twice} items; per kill: {rerun_per_kill}\n")
+    assert max(rerun_per_kill) <= bound
+    assert twice <= sum(rerun_per_kill)
+    assert journal.stat().st_mode & 0o777 == 0o600
