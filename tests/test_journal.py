@@ -265,3 +265,72 @@ def test_sigkill_at_twenty_moments_loses_nothing_and_records_nothing_twice(tmp_p
     assert max(rerun_per_kill) <= bound
     assert twice <= sum(rerun_per_kill)
     assert journal.stat().st_mode & 0o777 == 0o600
+
+
+# -- SIGINT / SIGTERM: a graceful stop, and a second signal --------------------------------
+
+
+def start_signal_worker(
+    tmp_path: Path, items: int, sleep: float, grace: float
+) -> subprocess.Popen[str]:
+    command = [
+        sys.executable,
+        str(HERE / "signal_worker.py"),
+        str(tmp_path / "j.db"),
+        str(tmp_path / "calls.log"),
+        str(items),
+        "10",
+        str(sleep),
+        str(grace),
+    ]
+    worker = subprocess.Popen(  # noqa: S603 - our own script
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    assert worker.stdout is not None
+    assert worker.stdout.readline() == "progress\n"
+    return worker
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_stops_the_run_gracefully_and_it_resumes_without_rerunning(
+    tmp_path: Path, signum: int
+) -> None:
+    """The items in flight finish and are recorded; the rerun runs each other item once."""
+    worker = start_signal_worker(tmp_path, 2000, 0.02, 10.0)
+    time.sleep(0.3)
+    worker.send_signal(signum)
+    _, stderr = worker.communicate(timeout=30)
+    assert worker.returncode == 130
+    name = signal.Signals(signum).name
+    assert f"stopped by {name}; " in stderr
+    assert f"outcomes were recorded in '{tmp_path / 'j.db'}' by this run" in stderr
+    journal = tmp_path / "j.db"
+    called = read_calls(tmp_path / "calls.log")
+    assert set(stored(journal)) == set(called)  # every item started was finished and kept
+    assert 0 < len(called) < 2000
+    again = start_signal_worker(tmp_path, 2000, 0.0, 10.0)
+    again.communicate(timeout=30)
+    assert again.returncode == 0
+    assert sorted(stored(journal)) == list(range(2000))
+    assert set(read_calls(tmp_path / "calls.log").values()) == {1}  # nothing ran twice
+
+
+@pytest.mark.timeout(60)
+def test_a_second_signal_cancels_at_once_and_the_journal_stays_sound(tmp_path: Path) -> None:
+    """Items that would take 30 s: the second Ctrl-C ends the process at once, journal intact."""
+    worker = start_signal_worker(tmp_path, 100, 30.0, 30.0)
+    time.sleep(0.2)
+    worker.send_signal(signal.SIGINT)
+    time.sleep(0.2)
+    started = time.monotonic()
+    worker.send_signal(signal.SIGINT)
+    _, stderr = worker.communicate(timeout=20)
+    assert time.monotonic() - started < 5
+    assert worker.returncode == 130, stderr
+    journal = tmp_path / "j.db"
+    with sqlite3.connect(journal) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    again = start_signal_worker(tmp_path, 100, 0.0, 10.0)
+    assert again.communicate(timeout=30)[0].startswith("done ")
+    assert sorted(stored(journal)) == list(range(100))

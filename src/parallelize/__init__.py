@@ -7,6 +7,7 @@ Layers, each importing only the ones below it::
     _policies   Retry, Backoff, per-item timeouts: pure math and one attempt
     _limits     RateLimit (GCRA) and AdaptiveLimit (latency and overload), shared by the workers
     _journal    Journal protocol, SQLiteJournal, the session that skips and records
+    _signals    SIGINT/SIGTERM handlers for a graceful stop
     _threads    plain-function actions in the run's thread pool
     _aio        asyncio plumbing          _outcomes   Failure, yielded for a failed item
     _errors     the exception tree        _util       argument validators
@@ -15,6 +16,7 @@ Layers, each importing only the ones below it::
 from ._api import parallelize as parallelize
 from ._engine import Run as Run
 from ._errors import ActionError as ActionError
+from ._errors import Interrupted as Interrupted
 from ._errors import JournalError as JournalError
 from ._errors import MissingDependencyError as MissingDependencyError
 from ._errors import ParallelizeError as ParallelizeError
@@ -40,6 +42,7 @@ __all__ = (
     "AdaptiveStatistics",
     "Backoff",
     "Failure",
+    "Interrupted",
     "Journal",
     "JournalError",
     "JsonCodec",
@@ -76,6 +79,7 @@ for _obj in (
     overload_of,
     JournalError,
     Journal,
+    Interrupted,
     JsonCodec,
     RecordedError,
     SQLiteJournal,

@@ -43,6 +43,7 @@ def parallelize(
     adaptive: AdaptiveLimit | bool = ...,
     journal: str | os.PathLike[str] | Journal | None = ...,
     key: Callable[[Any], int | str] | None = ...,
+    handle_signals: bool | float = ...,
 ) -> Run[T]: ...
 @overload
 def parallelize(
@@ -60,6 +61,7 @@ def parallelize(
     adaptive: AdaptiveLimit | bool = ...,
     journal: str | os.PathLike[str] | Journal | None = ...,
     key: Callable[[Any], int | str] | None = ...,
+    handle_signals: bool | float = ...,
 ) -> Run[T | Failure]: ...
 @overload
 def parallelize(
@@ -77,6 +79,7 @@ def parallelize(
     adaptive: AdaptiveLimit | bool = ...,
     journal: str | os.PathLike[str] | Journal | None = ...,
     key: Callable[[Any], int | str] | None = ...,
+    handle_signals: bool | float = ...,
 ) -> Run[T]: ...
 @overload
 def parallelize(
@@ -94,6 +97,7 @@ def parallelize(
     adaptive: AdaptiveLimit | bool = ...,
     journal: str | os.PathLike[str] | Journal | None = ...,
     key: Callable[[Any], int | str] | None = ...,
+    handle_signals: bool | float = ...,
 ) -> Run[T | Failure]: ...
 def parallelize(
     action: Callable[..., Any],
@@ -110,6 +114,7 @@ def parallelize(
     adaptive: AdaptiveLimit | bool = False,
     journal: str | os.PathLike[str] | Journal | None = None,
     key: Callable[[Any], int | str] | None = None,
+    handle_signals: bool | float = False,
 ) -> Run[Any]:
     """Run ``action`` over every item of ``argslist`` with ``numworkers`` workers.
 
@@ -163,6 +168,13 @@ def parallelize(
             or an int), for inputs whose order or content changes between runs.
             Default: the item's position in the input, checked against a hash of
             the item so that a changed input is refused instead of mixed up.
+        handle_signals: While the run goes on, the first SIGINT (Ctrl-C) or SIGTERM
+            stops it gracefully: no new item is taken, the items in flight get a
+            grace period (``True``: 10 s; or a number of seconds) and the consumer
+            their outcomes, the journal is flushed, and then the ``async for``
+            raises :class:`~parallelize.Interrupted` saying how to resume. A second
+            signal cancels the items in flight at once. The previous handlers are
+            restored when the run ends. Main thread only. Default False.
 
     Returns:
         A :class:`~parallelize.Run`: iterate it with ``async for``; use it as an
@@ -229,6 +241,7 @@ def parallelize(
         policy=policy,
         journal=_check_journal(journal),
         key=key,
+        grace=_check_grace(handle_signals),
     )
 
 
@@ -263,3 +276,16 @@ def _check_journal(journal: object) -> Journal | None:
                 f"SQLiteJournal('crawl.db'), got {journal!r}"
             )
     return journal  # type: ignore[return-value]
+
+
+def _check_grace(handle_signals: object) -> float | None:
+    if handle_signals is False:
+        return None
+    if handle_signals is True:
+        return 10.0
+    if isinstance(handle_signals, bool) or not isinstance(handle_signals, int | float):
+        raise TypeError(
+            f"handle_signals must be True, False or a grace period in seconds, "
+            f"got {handle_signals!r}"
+        )
+    return check_seconds("handle_signals", handle_signals)

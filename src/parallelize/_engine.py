@@ -36,6 +36,7 @@ import heapq
 import itertools
 import logging
 import random
+import signal
 import threading
 import weakref
 from collections import deque
@@ -51,9 +52,11 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar, final
 
 from ._aio import start_without_hooks
+from ._errors import Interrupted
 from ._journal import JournalSession
 from ._outcomes import Failure
 from ._policies import DONE, RETRY, ItemPolicy, ItemState
+from ._signals import SignalHandlers
 from ._threads import thread_action
 
 if TYPE_CHECKING:
@@ -115,6 +118,9 @@ class Run(Generic[T_co]):
         "_error",
         "_executor",
         "_exhausted",
+        "_grace",
+        "_grace_timer",
+        "_interrupted",
         "_is_sync_action",
         "_journal",
         "_journal_spec",
@@ -133,7 +139,9 @@ class Run(Generic[T_co]):
         "_results_ref",
         "_retries",
         "_retry_seq",
+        "_signals",
         "_state",
+        "_stopping",
         "_supervisor",
         "_sync_source",
         "_waiter",
@@ -154,6 +162,7 @@ class Run(Generic[T_co]):
         policy: ItemPolicy | None = None,
         journal: Journal | None = None,
         key: Callable[[Any], Any] | None = None,
+        grace: float | None = None,
     ) -> None:
         self._action = action
         self._argslist = argslist
@@ -163,7 +172,15 @@ class Run(Generic[T_co]):
         self._on_error_yield = on_error_yield
         # A journaled run goes through the policy worker, which knows each item's
         # attempts and timing, even without any policy.
-        self._policy = policy if policy is not None or journal is None else ItemPolicy()
+        self._policy = (
+            policy if policy is not None or (journal is None and grace is None) else ItemPolicy()
+        )
+        # handle_signals: the grace period for in-flight items after SIGINT/SIGTERM.
+        self._grace = grace
+        self._grace_timer: asyncio.TimerHandle | None = None
+        self._signals: SignalHandlers | None = None
+        self._interrupted: int | None = None  # the signal that stopped the run
+        self._stopping = False  # take no new item
         self._journal_spec = (journal, key)
         self._journal: JournalSession | None = None  # opened when the run starts
         # Items waiting for a retry keep their credit: make room for them.
@@ -282,13 +299,17 @@ class Run(Generic[T_co]):
         journal = self._journal
         assert journal is not None
         taken: tuple[Entry, Any, int, float | None] | None = None
-        async for tagged in results:
+        while True:
             if taken is not None:
+                # The consumer asks for the next outcome: it is done with this one.
                 journal.record(*taken)
+                taken = None
+            try:
+                tagged = await anext(results)
+            except StopAsyncIteration:
+                break
             taken = tagged
             yield tagged[1]
-        if taken is not None:
-            journal.record(*taken)
         journal.close(finished=True)
 
     async def __aenter__(self) -> Self:
@@ -364,6 +385,13 @@ class Run(Generic[T_co]):
         await self._stop()  # the journal, if any, is closed by its consumer
         if self._error is not None and self._journal is not None:
             self._journal.close(finished=False)
+        if self._error is None and self._interrupted is not None:
+            journal = self._journal
+            raise Interrupted(
+                self._interrupted,
+                None if journal is None else journal.location,
+                0 if journal is None else journal.recorded,
+            )
         if self._error is not None:
             error, self._error = self._error, None
             raise error
@@ -450,6 +478,9 @@ class Run(Generic[T_co]):
         loop = asyncio.get_running_loop()
         self._loop = loop
         self._loop_thread = threading.get_ident()
+        if self._grace is not None:
+            self._signals = SignalHandlers(loop, self._on_signal)
+            self._signals.install()
         action = self._action
         if self._is_sync_action:
             self._executor = ThreadPoolExecutor(
@@ -481,17 +512,7 @@ class Run(Generic[T_co]):
             # Workers record the first error themselves; this catches anything else.
             self._fail(group_error.exceptions[0])
         finally:
-            self._done = True
-            self._workers = []
-            if self._journal is not None:
-                try:
-                    self._journal.flush()  # what the consumer took, even if it left
-                except Exception as exc:
-                    self._fail(exc)
-            self._wake_consumer()
-            self._credit_waiters.clear()
-            if self._executor is not None:
-                self._executor.shutdown(wait=False, cancel_futures=True)
+            self._wind_down()
             source = self._async_source
             if isinstance(source, AsyncGenerator):
                 # Our own iterator over the user's async input: close it here, inside
@@ -500,6 +521,46 @@ class Run(Generic[T_co]):
                     await source.aclose()
                 except Exception as exc:
                     self._fail(exc)
+
+    def _wind_down(self) -> None:
+        """Finish the supervisor's work once every worker has ended."""
+        self._done = True
+        self._workers = []
+        if self._grace_timer is not None:
+            self._grace_timer.cancel()
+        if self._signals is not None:
+            self._signals.restore()
+        if self._journal is not None:
+            try:
+                self._journal.flush()  # what the consumer took, even if it left
+            except Exception as exc:
+                self._fail(exc)
+        self._wake_consumer()
+        self._credit_waiters.clear()
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def _on_signal(self, signum: int) -> None:
+        """SIGINT/SIGTERM: first stop taking items (grace), then cancel at once."""
+        name = signal.Signals(signum).name
+        assert self._loop is not None
+        if self._interrupted is not None:
+            logger.warning("%s again: cancelling the items in flight now", name)
+            self._cancel()
+            return
+        self._interrupted = signum
+        self._stopping = True
+        logger.warning(
+            "%s: stopping: no new items; those in flight may finish for %g s "
+            "(%s again to cancel them now)",
+            name,
+            self._grace,
+            name,
+            extra={"signal": name},
+        )
+        self._wake_all_workers()  # sleeping workers see the stop and end
+        assert self._grace is not None
+        self._grace_timer = self._loop.call_later(self._grace, self._cancel)
 
     def _fail(self, error: BaseException) -> None:
         """Record the run's first error and drop what the consumer has not taken."""
@@ -726,6 +787,11 @@ class Run(Generic[T_co]):
         loop = self._loop
         journal = self._journal
         while True:
+            if self._stopping:
+                # Items waiting for a retry are dropped: not recorded, they run again
+                # on resume.
+                self._wake_all_workers()
+                return None
             state = self._due_retry(loop.time())
             if state is not None:
                 return state

@@ -8,6 +8,7 @@ has to say::
     ├── ActionError             (an action misbehaved in a way found only while running)
     ├── RetriesExhausted        (an item's result still asked for a retry after the last)
     ├── JournalError            (a journal cannot be used: corrupt, locked, mismatched...)
+    ├── Interrupted             (a run stopped on SIGINT/SIGTERM, after saving its work)
     └── MissingDependencyError  (an optional extra is not installed; also an ImportError)
 
 Bad arguments to :func:`parallelize.parallelize` are plain :class:`TypeError` and
@@ -21,6 +22,7 @@ from typing import Any
 
 __all__ = (
     "ActionError",
+    "Interrupted",
     "JournalError",
     "MissingDependencyError",
     "ParallelizeError",
@@ -39,6 +41,35 @@ class ActionError(ParallelizeError, TypeError):
     because it is a ``lambda`` or a ``def`` that calls an ``async def`` without
     awaiting it.
     """
+
+
+class Interrupted(ParallelizeError):  # noqa: N818 - says what happened, as it reads
+    """A run with ``handle_signals=True`` was stopped by SIGINT or SIGTERM.
+
+    Raised out of the ``async for`` once the run has stopped: no new item was taken
+    after the signal, the items in flight had their grace period, and a journal, if
+    any, holds every outcome the consumer took. The message says how to resume.
+
+    Attributes:
+        signal: The signal's number (``signal.SIGINT``...).
+        journal: Where the outcomes are recorded (a path), or None without a journal.
+    """
+
+    def __init__(self, signal: int, journal: str | None, recorded: int) -> None:
+        import signal as signals  # noqa: PLC0415 - only for the name in the message
+
+        self.signal = signal
+        self.journal = journal
+        self.recorded = recorded
+        name = signals.Signals(signal).name
+        if journal is None:
+            how = "nothing was recorded (no journal=): a rerun starts over"
+        else:
+            how = (
+                f"{recorded} outcomes were recorded in {journal!r} by this run: run the "
+                f"same job again with that journal to resume where it stopped"
+            )
+        super().__init__(f"stopped by {name}; {how}")
 
 
 class JournalError(ParallelizeError):

@@ -94,6 +94,12 @@ class JournalSession:
         self.replayed = 0
         journal.open(RunInfo("position" if key is None else "key", action_name, codec.name))
 
+    @property
+    def location(self) -> str | None:
+        """Where the journal is (its path), for messages."""
+        path = getattr(self._journal, "path", None)
+        return None if path is None else str(path)
+
     # -- the input side ----------------------------------------------------------
 
     def _decide(self, batch: list[tuple[Key, Any]]) -> list[Entry]:
