@@ -287,18 +287,24 @@ class ItemPolicy:
             limit = state.deadline_at if limit is None else min(limit, state.deadline_at)
         state.attempts += 1
         item = state.item
-        timer = asyncio.timeout_at(limit)
+        # No timer without a time limit (a journal or a rate limit alone): a timeout
+        # context costs a few microseconds per attempt for nothing.
+        timer = None if limit is None else asyncio.timeout_at(limit)
         if ticket is not None:
             self.adaptive._begin(ticket)  # noqa: SLF001 - the engine's side of the limit
         try:
-            async with timer:
+            if timer is None:
                 value = await (action(*item) if unpack else action(item))
+            else:
+                async with timer:
+                    value = await (action(*item) if unpack else action(item))
         except Exception as error:
             if ticket is not None:
                 ticket.outcome = error
             # timer.expired(): our timeout (or deadline) ended the attempt, as opposed
             # to a TimeoutError raised by the action itself.
-            return self._after_exception(error, state, draw, loop.time(), timer.expired())
+            expired = timer is not None and timer.expired()
+            return self._after_exception(error, state, draw, loop.time(), expired)
         if ticket is not None:
             ticket.outcome = value
         retry = self.retry

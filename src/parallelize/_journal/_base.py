@@ -14,10 +14,10 @@ different input; with ``key=`` it is whatever the function returns (str or int).
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 from collections.abc import Sequence
-from typing import Any, Protocol, final, runtime_checkable
+from hashlib import blake2b
+from typing import Any, NamedTuple, Protocol, final, runtime_checkable
 
 __all__ = (
     "Codec",
@@ -49,10 +49,8 @@ class RunInfo:
     codec: str
 
 
-@final
-@dataclasses.dataclass(frozen=True, slots=True)
-class Record:
-    """One item's final outcome, as stored.
+class Record(NamedTuple):
+    """One item's final outcome, as stored (a tuple: cheap to build, one per item).
 
     Attributes:
         key: The item's key.
@@ -114,13 +112,22 @@ class JsonCodec:
     Never pickle by default: a journal is data, and reading one must not run code.
     """
 
+    __slots__ = ("_encode",)
+
     name = "json"
 
+    def __init__(self) -> None:
+        # One encoder, made once: json.dumps() with options builds a new one per call.
+        self._encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
     def encode(self, value: Any) -> str:
-        return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=True)
+        return self._encode(value)
 
     def decode(self, text: str) -> Any:
         return json.loads(text)
+
+
+_digest_encode = json.JSONEncoder(sort_keys=True, separators=(",", ":")).encode
 
 
 def item_digest(item: object) -> bytes | None:
@@ -130,13 +137,19 @@ def item_digest(item: object) -> bytes | None:
     repr holding a memory address (``<object at 0x...>``) differs in every process
     and gives None (not checked).
     """
-    try:
-        text = json.dumps(item, sort_keys=True, separators=(",", ":"))
-    except (TypeError, ValueError):
+    kind = type(item)
+    if kind is str:
+        text: str = item  # type: ignore[assignment]  # the common case, a URL
+    elif kind is int:
         text = repr(item)
-        if " at 0x" in text:
-            return None
-    return hashlib.blake2b(text.encode(), digest_size=8).digest()
+    else:
+        try:
+            text = _digest_encode(item)
+        except (TypeError, ValueError):
+            text = repr(item)
+            if " at 0x" in text:
+                return None
+    return blake2b(text.encode(), digest_size=8).digest()
 
 
 class Journal(Protocol):
@@ -144,8 +157,10 @@ class Journal(Protocol):
 
     A journal is opened once per run, looked up in batches while the input is read,
     appended to in batches as outcomes become final, and closed at the end. The
-    methods are synchronous and quick (a batch at a time); the engine calls them
-    from the event loop.
+    methods are synchronous. ``open``, ``lookup`` and ``close`` are called from the
+    event loop's thread and should be quick; ``append`` is called from the run's
+    writer thread (one call at a time, never concurrently with ``close``), so it may
+    wait for the disk.
     """
 
     replay: bool  # yield stored results again on a rerun (else only the new ones)

@@ -18,6 +18,8 @@ resume, and nothing else.
 from __future__ import annotations
 
 import asyncio
+import queue
+import threading
 from collections.abc import (
     AsyncGenerator,
     AsyncIterable,
@@ -65,14 +67,18 @@ class JournalSession:
     """Connects one run to its journal (see the module docstring)."""
 
     __slots__ = (
+        "_batches",
         "_buffer",
         "_closed",
         "_codec",
+        "_failure",
+        "_failure_raised",
         "_flush_every",
         "_flush_interval",
         "_journal",
         "_key",
         "_timer",
+        "_writer",
         "recorded",
         "replayed",
         "skipped",
@@ -93,6 +99,11 @@ class JournalSession:
         self.skipped = 0
         self.replayed = 0
         journal.open(RunInfo("position" if key is None else "key", action_name, codec.name))
+        self._batches: queue.SimpleQueue[list[Record] | None] = queue.SimpleQueue()
+        self._failure: Exception | None = None
+        self._failure_raised = False
+        self._writer = threading.Thread(target=self._write, name="parallelize-journal", daemon=True)
+        self._writer.start()
 
     @property
     def location(self) -> str | None:
@@ -107,6 +118,10 @@ class JournalSession:
         journal = self._journal
         positional = self._key is None
         stored = journal.lookup([key for key, _ in batch])
+        if not stored:  # the common case: nothing of this batch is done
+            if positional:
+                return [Entry(key, item, item_digest(item), None) for key, item in batch]
+            return [Entry(key, item, None, None) for key, item in batch]
         entries = []
         for key, item in batch:
             digest = item_digest(item) if positional else None
@@ -228,22 +243,52 @@ class JournalSession:
             self._timer = loop.call_later(self._flush_interval, self.flush)
 
     def flush(self) -> None:
-        """Append the buffered outcomes now, in one transaction."""
+        """Hand the buffered outcomes to the writer thread: one transaction."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        self._check_writer()
         buffer = self._buffer
         if buffer and not self._closed:
-            self._journal.append(buffer)
+            self._batches.put(buffer)
             self.recorded += len(buffer)
             self._buffer = []
 
+    def _write(self) -> None:
+        """Append batches until told to stop (None): the writer thread.
+
+        The event loop never waits for the disk (nor for an fsync, with
+        ``durable=True``); SQLite releases the GIL while it writes.
+        """
+        while (batch := self._batches.get()) is not None:
+            if self._failure is not None:
+                continue  # after a failure, drain without writing: close() reports it
+            try:
+                self._journal.append(batch)
+            except Exception as exc:
+                self._failure = exc
+
+    def _check_writer(self) -> None:
+        failure = self._failure
+        if failure is not None and not self._failure_raised:
+            self._failure_raised = True
+            raise JournalError(
+                f"writing the journal failed: {failure!r}; the outcomes recorded "
+                f"before are kept, the run stops here",
+                self.location,
+            ) from failure
+
     def close(self, *, finished: bool) -> None:
-        """Flush, then release the journal (idempotent)."""
+        """Flush, wait for the writer, then release the journal (idempotent)."""
         if self._closed:
             return
         try:
             self.flush()
         finally:
             self._closed = True
-            self._journal.close(finished=finished)
+            self._batches.put(None)
+            self._writer.join()
+            try:
+                self._check_writer()
+            finally:
+                self._journal.close(finished=finished and self._failure is None)

@@ -38,10 +38,12 @@ __all__ = ("SQLiteJournal",)
 FORMAT = 1  # the layout written by this version; a newer file is refused
 _LOOKUP_CHUNK = 500  # keys per SELECT ... IN (...): well under SQLite's variable limit
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+_META = "CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)"
+# Positions are integers: the key is then the rowid itself, one B-tree instead of a
+# table and an index. Keys from key= may be str or int: no type (no conversion).
+_OUTCOMES = """
 CREATE TABLE IF NOT EXISTS outcomes (
-    key PRIMARY KEY,
+    key {key_type} PRIMARY KEY,
     ok INTEGER NOT NULL,
     data TEXT,
     error_type TEXT,
@@ -49,22 +51,20 @@ CREATE TABLE IF NOT EXISTS outcomes (
     attempts INTEGER NOT NULL,
     elapsed REAL,
     expected INTEGER NOT NULL,
-    digest BLOB,
-    finished_at REAL NOT NULL
-);
+    digest BLOB
+)
 """
 
 # A key already stored keeps its outcome (an outcome stored twice is stored once),
 # unless the stored one is a failure that this run tried again.
 _INSERT = """
 INSERT INTO outcomes
-    (key, ok, data, error_type, error_message, attempts, elapsed, expected, digest, finished_at)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+    (key, ok, data, error_type, error_message, attempts, elapsed, expected, digest)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (key) DO UPDATE SET
     ok = excluded.ok, data = excluded.data, error_type = excluded.error_type,
     error_message = excluded.error_message, attempts = excluded.attempts,
-    elapsed = excluded.elapsed, expected = excluded.expected, digest = excluded.digest,
-    finished_at = excluded.finished_at
+    elapsed = excluded.elapsed, expected = excluded.expected, digest = excluded.digest
 WHERE outcomes.ok = 0
 """
 
@@ -104,7 +104,9 @@ class SQLiteJournal:
     """
 
     __slots__ = (
+        "_appender",
         "_conn",
+        "_last_int_key",
         "_lock_file",
         "codec",
         "durable",
@@ -135,7 +137,12 @@ class SQLiteJournal:
             raise TypeError(f"codec must have name, encode() and decode(), got {codec!r}")
         self.flush_every = check_int("flush_every", flush_every, 1)
         self.flush_interval = check_seconds("flush_interval", flush_interval)
-        self._conn: sqlite3.Connection | None = None
+        self._conn: sqlite3.Connection | None = None  # the run's thread: meta, lookups
+        self._appender: sqlite3.Connection | None = None  # the writer thread: appends
+        # The highest int key stored when the run opened the file (None: nothing
+        # stored): keys above it need no lookup, so a new run, or a resumed one past
+        # what was done, reads nothing back.
+        self._last_int_key: int | None = None
         self._lock_file: IO[bytes] | None = None
 
     def __repr__(self) -> str:
@@ -186,8 +193,11 @@ class SQLiteJournal:
         try:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute(f"PRAGMA synchronous={'FULL' if self.durable else 'NORMAL'}")
-            conn.executescript(_SCHEMA)
+            conn.execute(_META)
             meta = dict(conn.execute("SELECT name, value FROM meta").fetchall())
+            if not meta:
+                key_type = "INTEGER" if info.identity == "position" else ""
+                conn.execute(_OUTCOMES.format(key_type=key_type))
         except sqlite3.DatabaseError as exc:
             raise self._error(
                 f"{str(self.path)!r} is not a parallelize journal, or it is corrupt "
@@ -206,6 +216,17 @@ class SQLiteJournal:
         else:
             self._check(meta, info)
         self._write_meta({"state": "running"})
+        last = conn.execute("SELECT max(key), count(*) FROM outcomes").fetchone()
+        if last[1] == 0:
+            self._last_int_key = None
+        elif info.identity == "position":
+            self._last_int_key = last[0]
+        else:  # str keys (key=): every batch is looked up
+            self._last_int_key = -1
+        # Appends come from the session's writer thread, on a connection of their
+        # own; in WAL mode the lookups of the run's thread never wait for them.
+        self._appender = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._appender.execute(f"PRAGMA synchronous={'FULL' if self.durable else 'NORMAL'}")
 
     def _check(self, meta: dict[str, str], info: RunInfo) -> None:
         path = str(self.path)
@@ -238,8 +259,8 @@ class SQLiteJournal:
             )
 
     @contextlib.contextmanager
-    def _transaction(self) -> Any:
-        conn = self._conn
+    def _transaction(self, conn: sqlite3.Connection | None = None) -> Any:
+        conn = conn or self._conn
         assert conn is not None
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -253,6 +274,12 @@ class SQLiteJournal:
         """Return the stored records among ``keys``."""
         conn = self._conn
         assert conn is not None
+        last = self._last_int_key
+        if last is None or not keys:
+            return {}  # nothing was stored before this run
+        first = keys[0]
+        if last >= 0 and isinstance(first, int) and first > last:
+            return {}  # positions come in ascending batches: all past what was done
         found: dict[Key, Record] = {}
         for start in range(0, len(keys), _LOOKUP_CHUNK):
             chunk = keys[start : start + _LOOKUP_CHUNK]
@@ -265,25 +292,9 @@ class SQLiteJournal:
         return found
 
     def append(self, records: Sequence[Record]) -> None:
-        """Store ``records`` in one transaction."""
-        now = time.time()
-        rows = [
-            (
-                r.key,
-                int(r.ok),
-                r.data,
-                r.error_type,
-                r.error_message,
-                r.attempts,
-                r.elapsed,
-                int(r.expected),
-                r.digest,
-                now,
-            )
-            for r in records
-        ]
-        with self._transaction() as conn:
-            conn.executemany(_INSERT, rows)
+        """Store ``records`` in one transaction (from any one thread at a time)."""
+        with self._transaction(self._appender) as conn:
+            conn.executemany(_INSERT, records)  # a Record is the row, in column order
 
     def close(self, *, finished: bool) -> None:
         """Mark the run finished (or interrupted) and release the file."""
@@ -295,9 +306,10 @@ class SQLiteJournal:
             self._release()
 
     def _release(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            conn.close()
+        for conn in (self._appender, self._conn):
+            if conn is not None:
+                conn.close()
+        self._appender = self._conn = None
         lock_file, self._lock_file = self._lock_file, None
         if lock_file is not None:
             lock_file.close()  # releases the flock
