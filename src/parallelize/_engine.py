@@ -499,7 +499,9 @@ class Run(Generic[T_co]):
         self._supervisor = loop.create_task(self._supervise(numworkers))
 
     async def _supervise(self, numworkers: int) -> None:
-        if self._policy is not None:
+        if self._journal is not None and self._policy == ItemPolicy():
+            worker = self._journal_worker
+        elif self._policy is not None:
             worker = self._policy_worker
         elif self._ordered or self._pull_lock is not None:
             worker = self._general_worker
@@ -865,6 +867,32 @@ class Run(Generic[T_co]):
             if journal is not None:
                 failure = (state.tag, failure, state.attempts, elapsed)
             self._deliver(state.index, failure)
+
+    async def _journal_worker(self) -> None:
+        """Worker for a journaled run without policies: one attempt, timed, tagged."""
+        assert self._loop is not None
+        time = self._loop.time
+        action = self._action
+        on_error_yield = self._on_error_yield
+        last_kind: type | None = None
+        unpack = False
+        while (state := await self._next_state()) is not None:
+            item = state.item
+            kind = type(item)
+            if kind is not last_kind:
+                last_kind = kind
+                unpack = issubclass(kind, _UNPACKED)
+            try:
+                value = await (action(*item) if unpack else action(item))
+            except Exception as exc:
+                if not on_error_yield:
+                    self._fail(exc)
+                    raise
+                elapsed = time() - state.started
+                failure = Failure(item, exc, 1, elapsed)
+                self._deliver(state.index, (state.tag, failure, 1, elapsed))
+                continue
+            self._deliver(state.index, (state.tag, value, 1, time() - state.started))
 
     def _replay(self, index: int, entry: Entry, journal: JournalSession) -> None:
         """Deliver a journaled item's stored outcome without running it."""

@@ -69,6 +69,16 @@ WHERE outcomes.ok = 0
 """
 
 
+_INSERT_OK = """
+INSERT INTO outcomes (key, ok, data, attempts, elapsed, expected, digest)
+VALUES (?, 1, ?, ?, ?, 0, ?)
+ON CONFLICT (key) DO UPDATE SET
+    ok = 1, data = excluded.data, error_type = NULL, error_message = NULL,
+    attempts = excluded.attempts, elapsed = excluded.elapsed, expected = 0,
+    digest = excluded.digest
+WHERE outcomes.ok = 0
+"""
+
 _SELECT = (
     "SELECT key, ok, data, error_type, error_message, attempts, elapsed, expected, digest "
     "FROM outcomes WHERE key IN ({marks})"
@@ -104,7 +114,6 @@ class SQLiteJournal:
     """
 
     __slots__ = (
-        "_appender",
         "_conn",
         "_last_int_key",
         "_lock_file",
@@ -137,8 +146,7 @@ class SQLiteJournal:
             raise TypeError(f"codec must have name, encode() and decode(), got {codec!r}")
         self.flush_every = check_int("flush_every", flush_every, 1)
         self.flush_interval = check_seconds("flush_interval", flush_interval)
-        self._conn: sqlite3.Connection | None = None  # the run's thread: meta, lookups
-        self._appender: sqlite3.Connection | None = None  # the writer thread: appends
+        self._conn: sqlite3.Connection | None = None
         # The highest int key stored when the run opened the file (None: nothing
         # stored): keys above it need no lookup, so a new run, or a resumed one past
         # what was done, reads nothing back.
@@ -223,10 +231,6 @@ class SQLiteJournal:
             self._last_int_key = last[0]
         else:  # str keys (key=): every batch is looked up
             self._last_int_key = -1
-        # Appends come from the session's writer thread, on a connection of their
-        # own; in WAL mode the lookups of the run's thread never wait for them.
-        self._appender = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self._appender.execute(f"PRAGMA synchronous={'FULL' if self.durable else 'NORMAL'}")
 
     def _check(self, meta: dict[str, str], info: RunInfo) -> None:
         path = str(self.path)
@@ -259,8 +263,8 @@ class SQLiteJournal:
             )
 
     @contextlib.contextmanager
-    def _transaction(self, conn: sqlite3.Connection | None = None) -> Any:
-        conn = conn or self._conn
+    def _transaction(self) -> Any:
+        conn = self._conn
         assert conn is not None
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -292,9 +296,16 @@ class SQLiteJournal:
         return found
 
     def append(self, records: Sequence[Record]) -> None:
-        """Store ``records`` in one transaction (from any one thread at a time)."""
-        with self._transaction(self._appender) as conn:
-            conn.executemany(_INSERT, records)  # a Record is the row, in column order
+        """Store ``records`` in one transaction."""
+        # Successes bind 6 values (their error columns stay NULL), failures all 9:
+        # binding is most of the cost of a row.
+        ok = [(r[0], r[2], r[5], r[6], r[8]) for r in records if r[1]]
+        failed = [r for r in records if not r[1]]
+        with self._transaction() as conn:
+            if ok:
+                conn.executemany(_INSERT_OK, ok)
+            if failed:
+                conn.executemany(_INSERT, failed)
 
     def close(self, *, finished: bool) -> None:
         """Mark the run finished (or interrupted) and release the file."""
@@ -306,10 +317,9 @@ class SQLiteJournal:
             self._release()
 
     def _release(self) -> None:
-        for conn in (self._appender, self._conn):
-            if conn is not None:
-                conn.close()
-        self._appender = self._conn = None
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
         lock_file, self._lock_file = self._lock_file, None
         if lock_file is not None:
             lock_file.close()  # releases the flock
