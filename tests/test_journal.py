@@ -334,3 +334,25 @@ def test_a_second_signal_cancels_at_once_and_the_journal_stays_sound(tmp_path: P
     again = start_signal_worker(tmp_path, 100, 0.0, 10.0)
     assert again.communicate(timeout=30)[0].startswith("done ")
     assert sorted(stored(journal)) == list(range(100))
+
+
+def test_policies_and_the_journal_record_attempts_and_timing(run: Any, tmp_path: Path) -> None:
+    """With retries, the journal stores each item's attempts; replay gives them back."""
+    path = tmp_path / "j.db"
+    seen: Counter[int] = Counter()
+
+    async def flaky(item: int) -> int:
+        seen[item] += 1
+        await asyncio.sleep(0)
+        return -1 if seen[item] == 1 and item % 2 else item  # odd items: one bad answer
+
+    from parallelize import Backoff, Retry  # noqa: PLC0415 - only this test
+
+    retry = Retry(on=ValueError, attempts=3, backoff=Backoff(0.001), if_result=lambda v: v == -1)
+    out = run(take(parallelize(flaky, range(10), 4, journal=path, retry=retry, ordered=True)))
+    assert out == list(range(10))
+    with sqlite3.connect(path) as conn:
+        attempts = dict(conn.execute("SELECT key, attempts FROM outcomes"))
+        elapsed = [e for (e,) in conn.execute("SELECT elapsed FROM outcomes")]
+    assert attempts == {i: 2 if i % 2 else 1 for i in range(10)}
+    assert all(e is not None and e >= 0 for e in elapsed)
