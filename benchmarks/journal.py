@@ -47,6 +47,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from run import http_server as run_http_server  # the same W4 server as the main harness
+
 HERE = Path(__file__).resolve().parent
 PROJECT_ROOT = HERE.parent
 OUT_DIR = HERE / "out"
@@ -219,31 +221,10 @@ def http_spec(n: int, url: str, journal: str | None) -> dict[str, Any]:
 
 @contextmanager
 def http_server() -> Iterator[str]:
-    """benchmarks/server.py on 127.0.0.1, as run.py starts it; stopped however we leave."""
-    cmd = [sys.executable, str(HERE / "server.py"), "--max-seconds", "3600"]
-    try:
-        import uvloop  # noqa: PLC0415, F401
-
-        cmd.append("--uvloop")
-    except ImportError:
-        pass
-    server = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    try:
-        assert server.stdout is not None
-        port = int(server.stdout.readline())
-        yield f"http://127.0.0.1:{port}/"
-    finally:
-        assert server.stdin is not None
-        server.stdin.close()  # the server exits when its stdin closes
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.terminate()
-            try:
-                server.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait()
+    """benchmarks/server.py on 127.0.0.1, started and stopped as run.py does."""
+    with run_http_server(needed=True) as url:
+        assert url is not None
+        yield url
 
 
 def log(part: str, label: str, sample: dict[str, Any], n: int | None = None) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import signal
 import sqlite3
@@ -184,8 +185,9 @@ def test_a_journal_from_a_newer_version_is_refused(run: Any, tmp_path: Path) -> 
     """A higher format number asks for an upgrade instead of guessing."""
     path = tmp_path / "j.db"
     run(take(parallelize(Calls(), range(3), 1, journal=path)))
-    with sqlite3.connect(path) as conn:
+    with contextlib.closing(sqlite3.connect(path)) as conn:
         conn.execute("UPDATE meta SET value = '99' WHERE name = 'format'")
+        conn.commit()
     with pytest.raises(JournalError, match=r"newer parallelize \(format 99"):
         run(take(parallelize(Calls(), range(3), 1, journal=path)))
 
@@ -222,7 +224,7 @@ def read_calls(path: Path) -> Counter[int]:
 
 
 def stored(path: Path) -> dict[int, int]:
-    with sqlite3.connect(path) as conn:
+    with contextlib.closing(sqlite3.connect(path)) as conn:
         return dict(conn.execute("SELECT key, CAST(data AS INTEGER) FROM outcomes WHERE ok = 1"))
 
 
@@ -329,7 +331,7 @@ def test_a_second_signal_cancels_at_once_and_the_journal_stays_sound(tmp_path: P
     assert time.monotonic() - started < 5
     assert worker.returncode == 130, stderr
     journal = tmp_path / "j.db"
-    with sqlite3.connect(journal) as conn:
+    with contextlib.closing(sqlite3.connect(journal)) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     again = start_signal_worker(tmp_path, 100, 0.0, 10.0)
     assert again.communicate(timeout=30)[0].startswith("done ")
@@ -351,7 +353,7 @@ def test_policies_and_the_journal_record_attempts_and_timing(run: Any, tmp_path:
     retry = Retry(on=ValueError, attempts=3, backoff=Backoff(0.001), if_result=lambda v: v == -1)
     out = run(take(parallelize(flaky, range(10), 4, journal=path, retry=retry, ordered=True)))
     assert out == list(range(10))
-    with sqlite3.connect(path) as conn:
+    with contextlib.closing(sqlite3.connect(path)) as conn:
         attempts = dict(conn.execute("SELECT key, attempts FROM outcomes"))
         elapsed = [e for (e,) in conn.execute("SELECT elapsed FROM outcomes")]
     assert attempts == {i: 2 if i % 2 else 1 for i in range(10)}
