@@ -358,3 +358,15 @@ def test_policies_and_the_journal_record_attempts_and_timing(run: Any, tmp_path:
         elapsed = [e for (e,) in conn.execute("SELECT elapsed FROM outcomes")]
     assert attempts == {i: 2 if i % 2 else 1 for i in range(10)}
     assert all(e is not None and e >= 0 for e in elapsed)
+
+
+def test_a_journal_or_signal_handling_alone_logs_no_failures(
+    run: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Failures are logged under the user's policies only, as in a plain run."""
+    for options in ({"journal": tmp_path / "j.db"}, {"handle_signals": True}):
+        out = run(
+            take(parallelize(Calls(frozenset({1})), range(3), 1, on_error="yield", **options))
+        )
+        assert sum(isinstance(o, Failure) for o in out) == 1
+    assert not [r for r in caplog.records if r.name == "parallelize"]

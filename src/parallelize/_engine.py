@@ -124,6 +124,7 @@ class Run(Generic[T_co]):
         "_is_sync_action",
         "_journal",
         "_journal_spec",
+        "_log_failures",
         "_loop",
         "_loop_thread",
         "_next_index",
@@ -175,6 +176,9 @@ class Run(Generic[T_co]):
         self._policy = (
             policy if policy is not None or (journal is None and grace is None) else ItemPolicy()
         )
+        # Failures are logged under the policies the user asked for (retries name
+        # the expected ones); a journal or signal handling alone logs nothing.
+        self._log_failures = policy is not None
         # handle_signals: the grace period for in-flight items after SIGINT/SIGTERM.
         self._grace = grace
         self._grace_timer: asyncio.TimerHandle | None = None
@@ -837,8 +841,7 @@ class Run(Generic[T_co]):
         loop = self._loop
         action = self._action
         journal = self._journal
-        # A journal alone (no timeout, retry or limit) does not make failures log.
-        log_failures = self._journal_spec[0] is None or policy != ItemPolicy()
+        log_failures = self._log_failures
         last_kind: type | None = None
         unpack = False
         while (state := await self._next_state()) is not None:
