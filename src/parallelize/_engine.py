@@ -243,10 +243,14 @@ class Run(Generic[T_co]):
         # An async generator (its C-level __anext__ is the cheapest per result) that
         # the run references only weakly: when the consumer drops it (break), the
         # weakref's callback cancels the run's work at once.
-        results = self._ordered_results() if self._ordered else self._results()
-        if self._journal is not None:
+        if self._journal is None:
+            results = self._ordered_results() if self._ordered else self._results()
+        elif self._ordered:
+            results = self._ordered_results()
             start_without_hooks(results)
-            results = self._journaled_results(results)
+            results = self._recorded(results)
+        else:
+            results = self._journaled_results()
         start_without_hooks(results)
         self._results_ref = weakref.ref(results, self._on_results_dropped)
         return results
@@ -290,10 +294,39 @@ class Run(Generic[T_co]):
                     return
                 yield value
 
-    async def _journaled_results(
-        self, results: AsyncGenerator[Any, None]
-    ) -> AsyncGenerator[Any, None]:
-        """Yield the outcomes of a journaled run; record each once it was taken.
+    async def _journaled_results(self) -> AsyncGenerator[Any, None]:
+        """Yield a journaled run's outcomes in completion order; record each once taken.
+
+        ``_results()`` and ``_recorded()`` in one: an outcome is recorded when the
+        consumer asks for the next one (its ``async for`` body is done with it).
+        Outcomes come tagged by the workers as ``(entry, outcome, attempts, elapsed)``.
+        """
+        yield _MISSING  # taken by start_without_hooks()
+        journal = self._journal
+        assert journal is not None
+        record = journal.record
+        out = self._out
+        wake_at = self._wake_threshold
+        taken: Any = None
+        while True:
+            if taken is not None:
+                record(*taken)  # the consumer is done with it
+                taken = None
+            if out and self._error is None:
+                free = self._credits + 1  # _give_credit(), inlined as in _results()
+                self._credits = free
+                if free == wake_at:
+                    self._wake_worker()
+                taken = out.popleft()
+            else:
+                taken = await self._next_slow()
+                if taken is _MISSING:
+                    break
+            yield taken[1]
+        journal.close(finished=True)
+
+    async def _recorded(self, results: AsyncGenerator[Any, None]) -> AsyncGenerator[Any, None]:
+        """Yield the outcomes of tagged ``results``; record each once it was taken.
 
         An outcome is recorded when the consumer asks for the next one: its
         ``async for`` body is done with it. Items come tagged by the workers as
@@ -504,7 +537,8 @@ class Run(Generic[T_co]):
 
     async def _supervise(self, numworkers: int) -> None:
         if self._journal is not None and self._policy == ItemPolicy():
-            worker = self._journal_worker
+            plain = self._sync_source is not None
+            worker = self._journal_worker if plain else self._journal_async_worker
         elif self._policy is not None:
             worker = self._policy_worker
         elif self._ordered or self._pull_lock is not None:
@@ -601,6 +635,20 @@ class Run(Generic[T_co]):
         self._credits -= 1
         if self._credits > 0 and self._credit_waiters:
             self._wake_worker()  # pass the baton: more credits are free
+
+    async def _take_credit_unless_stopping(self) -> bool:
+        """Wait for a credit and take it; False (none taken) once the run stops."""
+        assert self._loop is not None
+        while self._credits <= 0 and not self._stopping:
+            waiter = self._loop.create_future()
+            self._credit_waiters.append(waiter)
+            await waiter
+        if self._stopping:
+            return False
+        self._credits -= 1
+        if self._credits > 0 and self._credit_waiters:
+            self._wake_worker()  # pass the baton: more credits are free
+        return True
 
     async def _worker(self) -> None:  # noqa: C901, PLR0912 - the hot path, inlined on purpose
         """Worker for a sync input, results in completion order: the hot path.
@@ -872,7 +920,62 @@ class Run(Generic[T_co]):
             self._deliver(state.index, failure)
 
     async def _journal_worker(self) -> None:
-        """Worker for a journaled run without policies: one attempt, timed, tagged."""
+        """Worker for a journaled run over a sync input, without policies.
+
+        The hot path's shape (see ``_worker``) plus what a journal needs: each
+        outcome timed and tagged with its entry, stored outcomes replayed, and a
+        stop (``handle_signals``) seen before every new item.
+        """
+        source = self._sync_source
+        journal = self._journal
+        loop = self._loop
+        assert source is not None
+        assert journal is not None
+        assert loop is not None
+        time = loop.time
+        action = self._action
+        on_error_yield = self._on_error_yield
+        last_kind: type | None = None
+        unpack = False
+        while True:
+            # Take the credit for the next pull, or end once stopping.
+            free = self._credits
+            if free > 0 and not self._stopping:
+                self._credits = free - 1
+            elif not await self._take_credit_unless_stopping():
+                return
+            try:
+                entry: Entry = next(source)
+            except StopIteration:
+                self._credits += 1
+                return
+            except Exception as exc:
+                self._fail(exc)
+                raise
+            index = self._pulled
+            self._pulled = index + 1
+            if entry.stored is not None:
+                self._replay(index, entry, journal)
+                continue
+            item = entry.item
+            kind = type(item)
+            if kind is not last_kind:
+                last_kind = kind
+                unpack = issubclass(kind, _UNPACKED)
+            started = time()
+            try:
+                value = await (action(*item) if unpack else action(item))
+            except Exception as exc:
+                if not on_error_yield:
+                    self._fail(exc)
+                    raise
+                elapsed = time() - started
+                self._deliver(index, (entry, Failure(item, exc, 1, elapsed), 1, elapsed))
+                continue
+            self._deliver(index, (entry, value, 1, time() - started))
+
+    async def _journal_async_worker(self) -> None:
+        """Worker for a journaled run over an async input, without policies."""
         assert self._loop is not None
         time = self._loop.time
         action = self._action
