@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import random
 import signal
 import sqlite3
@@ -172,6 +173,80 @@ def test_a_journal_in_use_by_a_live_run_is_refused(run: Any, tmp_path: Path) -> 
     assert len(run(main())) == 100
 
 
+def dead_pid() -> int:
+    """The id of a process that has ended."""
+    child = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return int(child.stdout)
+
+
+@pytest.mark.timeout(30)
+def test_a_dead_runs_writer_is_waited_for_then_the_journal_opens(run: Any, tmp_path: Path) -> None:
+    """The lock is held but its run is dead: its writer process is storing the last
+    batches it was sent. A resume waits for it instead of refusing (or skipping it)."""
+    path = tmp_path / "j.db"
+    run(take(parallelize(Calls(), range(10), 2, journal=path)))
+    lock = Path(f"{path}.lock")
+    lock.write_text(str(dead_pid()))
+    holder = subprocess.Popen(  # noqa: S603 - a stand-in for the draining writer
+        [sys.executable, "-c", HOLD_LOCK, str(lock), "0.5"], stdout=subprocess.PIPE, text=True
+    )
+    assert holder.stdout is not None
+    assert holder.stdout.readline() == "locked\n"
+    started = time.monotonic()
+    calls = Calls()
+    run(take(parallelize(calls, range(12), 2, journal=path)))
+    assert time.monotonic() - started >= 0.3  # it waited for the writer
+    assert set(calls.calls) == {10, 11}
+    holder.communicate()
+    assert holder.returncode == 0
+
+
+HOLD_LOCK = """
+import fcntl, sys, time
+with open(sys.argv[1], "r+b") as f:
+    fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+    print("locked", flush=True)
+    time.sleep(float(sys.argv[2]))
+"""
+
+
+@pytest.mark.timeout(30)
+def test_a_writer_process_that_dies_is_a_clear_error(run: Any, tmp_path: Path) -> None:
+    """The writer process is killed mid-run: the run ends with a JournalError that
+    says so, and everything stored before stays stored."""
+    path = tmp_path / "j.db"
+    journal = SQLiteJournal(path, flush_every=10)
+
+    async def main() -> int:
+        taken = 0
+        async with parallelize(Calls(), range(1000), 4, journal=journal) as outcomes:
+            async for _ in outcomes:
+                taken += 1
+                if taken == 50:
+                    writer = journal._writer
+                    assert writer is not None
+                    writer.kill()
+                    writer.wait()
+        return taken
+
+    with pytest.raises(JournalError, match=r"writer process of journal .* failed"):
+        run(main())
+    assert 10 <= len(stored_ok(path)) < 1000
+    calls = Calls()
+    run(take(parallelize(calls, range(1000), 4, journal=path)))
+    assert len(stored_ok(path)) == 1000  # the resume ran the rest
+
+
+def stored_ok(path: Path) -> list[int]:
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        return [key for (key,) in conn.execute("SELECT key FROM outcomes WHERE ok = 1")]
+
+
 def test_a_corrupt_file_is_refused_and_left_as_it_was(run: Any, tmp_path: Path) -> None:
     """A file that is not a journal is an error naming it; its bytes are untouched."""
     path = tmp_path / "j.db"
@@ -223,6 +298,14 @@ def read_calls(path: Path) -> Counter[int]:
     return Counter(int(line) for line in path.read_text().split())
 
 
+def wait_for_the_writer(journal: Path) -> None:
+    """Wait until a killed run's writer process has stored its last batches."""
+    lock = Path(f"{journal}.lock")
+    if lock.exists():
+        with lock.open("r+b") as file:
+            fcntl.flock(file.fileno(), fcntl.LOCK_EX)  # the test's timeout bounds it
+
+
 def stored(path: Path) -> dict[int, int]:
     with contextlib.closing(sqlite3.connect(path)) as conn:
         return dict(conn.execute("SELECT key, CAST(data AS INTEGER) FROM outcomes WHERE ok = 1"))
@@ -248,6 +331,7 @@ def test_sigkill_at_twenty_moments_loses_nothing_and_records_nothing_twice(tmp_p
         time.sleep(draws.uniform(0.3, 0.7))
         worker.send_signal(signal.SIGKILL)
         worker.wait()
+        wait_for_the_writer(journal)  # it stores what it was sent, then lets go
         after = read_calls(calls_log)
         called_now = set((after - before).keys())
         done_after = set(stored(journal)) if journal.exists() else set()

@@ -16,8 +16,8 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Sequence
-from hashlib import blake2b
 from typing import Any, NamedTuple, Protocol, final, runtime_checkable
+from zlib import crc32
 
 __all__ = (
     "Codec",
@@ -131,7 +131,10 @@ _digest_encode = json.JSONEncoder(sort_keys=True, separators=(",", ":")).encode
 
 
 def item_digest(item: object) -> bytes | None:
-    """Return 8 bytes identifying ``item`` across runs, or None if it cannot.
+    """Return 4 bytes (a CRC-32) identifying ``item`` across runs, or None if it cannot.
+
+    A guard against resuming with a changed input, not a cryptographic identity: a
+    changed input differs in many items, and the first that differs is caught.
 
     JSON when the item is plain data (a URL, a tuple of numbers), else its repr; a
     repr holding a memory address (``<object at 0x...>``) differs in every process
@@ -149,7 +152,7 @@ def item_digest(item: object) -> bytes | None:
             text = repr(item)
             if " at 0x" in text:
                 return None
-    return blake2b(text.encode(), digest_size=8).digest()
+    return crc32(text.encode()).to_bytes(4, "little")
 
 
 class Journal(Protocol):

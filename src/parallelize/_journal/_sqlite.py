@@ -16,8 +16,11 @@ locks SQLite owns and a stray ``close()`` would drop).
 from __future__ import annotations
 
 import contextlib
+import marshal
 import os
 import sqlite3
+import subprocess
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,6 +29,7 @@ from typing import IO, Any, final
 from parallelize._errors import JournalError
 from parallelize._util import check_bool, check_int, check_seconds
 
+from . import _writer
 from ._base import Codec, JsonCodec, Key, Record, RunInfo
 
 try:
@@ -36,6 +40,9 @@ except ImportError:  # pragma: no cover - Windows: no advisory locks, no lock ch
 __all__ = ("SQLiteJournal",)
 
 FORMAT = 1  # the layout written by this version; a newer file is refused
+_DRAIN_WAIT = 30.0  # seconds to wait for a dead run's writer process to finish
+_CLOSE_WAIT = 60.0  # seconds to wait for our own writer process at close
+_PIPE_SIZE = 1 << 20  # bytes of outcomes in the pipe before the run waits for the writer
 _LOOKUP_CHUNK = 500  # keys per SELECT ... IN (...): well under SQLite's variable limit
 
 _META = "CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)"
@@ -53,30 +60,6 @@ CREATE TABLE IF NOT EXISTS outcomes (
     expected INTEGER NOT NULL,
     digest BLOB
 )
-"""
-
-# A key already stored keeps its outcome (an outcome stored twice is stored once),
-# unless the stored one is a failure that this run tried again.
-_INSERT = """
-INSERT INTO outcomes
-    (key, ok, data, error_type, error_message, attempts, elapsed, expected, digest)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT (key) DO UPDATE SET
-    ok = excluded.ok, data = excluded.data, error_type = excluded.error_type,
-    error_message = excluded.error_message, attempts = excluded.attempts,
-    elapsed = excluded.elapsed, expected = excluded.expected, digest = excluded.digest
-WHERE outcomes.ok = 0
-"""
-
-
-_INSERT_OK = """
-INSERT INTO outcomes (key, ok, data, attempts, elapsed, expected, digest)
-VALUES (?, 1, ?, ?, ?, 0, ?)
-ON CONFLICT (key) DO UPDATE SET
-    ok = 1, data = excluded.data, error_type = NULL, error_message = NULL,
-    attempts = excluded.attempts, elapsed = excluded.elapsed, expected = 0,
-    digest = excluded.digest
-WHERE outcomes.ok = 0
 """
 
 _SELECT = (
@@ -114,9 +97,11 @@ class SQLiteJournal:
     """
 
     __slots__ = (
+        "_appended",
         "_conn",
         "_last_int_key",
         "_lock_file",
+        "_writer",
         "codec",
         "durable",
         "flush_every",
@@ -152,6 +137,8 @@ class SQLiteJournal:
         # what was done, reads nothing back.
         self._last_int_key: int | None = None
         self._lock_file: IO[bytes] | None = None
+        self._writer: subprocess.Popen[bytes] | None = None
+        self._appended = 0  # batches appended by this run
 
     def __repr__(self) -> str:
         return (
@@ -163,18 +150,35 @@ class SQLiteJournal:
         return JournalError(message, str(self.path))
 
     def _lock(self) -> None:
+        """Take the file for this run, or say who holds it.
+
+        The lock file names the run's process. When that process is gone but the
+        lock is still held, its writer process is storing the last outcomes it was
+        sent (the run was killed): wait for it, then every stored outcome counts.
+        """
         lock_path = f"{self.path}.lock"
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
         lock_file = os.fdopen(fd, "r+b")
         if fcntl is not None:
-            try:
-                fcntl.flock(lock_file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                lock_file.close()
-                raise self._error(
-                    f"journal {str(self.path)!r} is in use by another run (it holds "
-                    f"{lock_path!r}); wait for it to finish, or use another journal file"
-                ) from None
+            deadline = time.monotonic() + _DRAIN_WAIT
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    holder = _pid_in(lock_file)
+                    if (holder is None or _alive(holder)) or time.monotonic() > deadline:
+                        lock_file.close()
+                        raise self._error(
+                            f"journal {str(self.path)!r} is in use by another run "
+                            f"(process {holder or '?'} holds {lock_path!r}); wait for it "
+                            f"to finish, or use another journal file"
+                        ) from None
+                    time.sleep(0.01)  # a dead run's writer is finishing its last batch
+            lock_file.seek(0)
+            lock_file.truncate()
+            lock_file.write(str(os.getpid()).encode())
+            lock_file.flush()
         self._lock_file = lock_file
 
     def open(self, info: RunInfo) -> None:
@@ -296,33 +300,126 @@ class SQLiteJournal:
         return found
 
     def append(self, records: Sequence[Record]) -> None:
-        """Store ``records`` in one transaction."""
-        # Successes bind 6 values (their error columns stay NULL), failures all 9:
-        # binding is most of the cost of a row.
+        """Store ``records``: the first batch here, the next ones by a writer process.
+
+        A batch handed to the writer process is stored even if this process is
+        killed right after: the writer commits everything it was sent before it
+        exits. A run of one batch never starts it.
+        """
         ok = [(r[0], r[2], r[5], r[6], r[8]) for r in records if r[1]]
-        failed = [r for r in records if not r[1]]
-        with self._transaction() as conn:
-            if ok:
-                conn.executemany(_INSERT_OK, ok)
-            if failed:
-                conn.executemany(_INSERT, failed)
+        failed = [tuple(r) for r in records if not r[1]]
+        self._appended += 1
+        if self._appended == 1:
+            assert self._conn is not None
+            _writer.write_rows(self._conn, ok, failed)
+            return
+        writer = self._writer if self._writer is not None else self._start_writer()
+        payload = marshal.dumps((ok, failed))
+        stream = writer.stdin
+        assert stream is not None
+        try:
+            stream.write(_writer.HEADER.pack(len(payload)))
+            stream.write(payload)
+            stream.flush()
+        except OSError as exc:  # BrokenPipeError: the writer is gone
+            raise self._writer_error(f"cannot hand outcomes to it ({exc})") from exc
+
+    def _start_writer(self) -> subprocess.Popen[bytes]:
+        assert self._lock_file is not None
+        command = [
+            sys.executable,
+            "-I",  # isolated: the standard library only, no user site, no PYTHON* vars
+            "-S",
+            _writer.__file__,
+            str(self.path),
+            "FULL" if self.durable else "NORMAL",
+        ]
+        try:
+            writer = subprocess.Popen(  # noqa: S603 - our own script, our own arguments
+                command,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                # It holds the run's lock too, until its last batch is stored.
+                pass_fds=(self._lock_file.fileno(),),
+                start_new_session=True,  # a Ctrl-C for the run is not for it
+            )
+        except OSError as exc:
+            raise self._error(f"cannot start the journal's writer process: {exc}") from exc
+        assert writer.stdin is not None
+        if hasattr(fcntl, "F_SETPIPE_SZ"):  # Linux
+            with contextlib.suppress(OSError):  # a system limit: keep the default
+                fcntl.fcntl(writer.stdin.fileno(), fcntl.F_SETPIPE_SZ, _PIPE_SIZE)
+        self._writer = writer
+        return writer
+
+    def _writer_error(self, what: str) -> JournalError:
+        """Return the error for a writer process that failed, with its own words."""
+        writer = self._writer
+        said = ""
+        if writer is not None:
+            with contextlib.suppress(OSError, ValueError):
+                assert writer.stdin is not None
+                writer.stdin.close()
+            try:
+                writer.wait(_CLOSE_WAIT)
+            except subprocess.TimeoutExpired:
+                writer.kill()
+                writer.wait()
+            assert writer.stderr is not None
+            said = writer.stderr.read().decode(errors="replace").strip()
+            writer.stderr.close()
+            self._writer = None
+        return self._error(
+            f"the writer process of journal {str(self.path)!r} failed: {what}"
+            f"{': ' + said if said else ''}. Outcomes it did not store run again on "
+            f"resume"
+        )
+
+    def _stop_writer(self) -> None:
+        """Let the writer process store what it was sent, and end."""
+        writer = self._writer
+        if writer is None:
+            return
+        assert writer.stdin is not None
+        try:
+            writer.stdin.close()
+            code = writer.wait(_CLOSE_WAIT)
+        except OSError as exc:
+            raise self._writer_error(f"cannot hand outcomes to it ({exc})") from exc
+        except subprocess.TimeoutExpired:
+            raise self._writer_error(f"still busy after {_CLOSE_WAIT:g} s") from None
+        if code != 0:
+            raise self._writer_error(f"exit status {code}")
+        assert writer.stderr is not None
+        writer.stderr.close()
+        self._writer = None
 
     def close(self, *, finished: bool) -> None:
         """Mark the run finished (or interrupted) and release the file."""
         if self._conn is None:
             return
         try:
+            self._stop_writer()
             self._write_meta({"state": "finished" if finished else "interrupted"})
         finally:
             self._release()
 
     def _release(self) -> None:
+        writer, self._writer = self._writer, None
+        if writer is not None:  # after an error: it stores what it has, and ends
+            for stream in (writer.stdin, writer.stderr):
+                with contextlib.suppress(OSError):
+                    stream.close()  # type: ignore[union-attr]
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                writer.wait(_CLOSE_WAIT)
         conn, self._conn = self._conn, None
         if conn is not None:
             conn.close()
         lock_file, self._lock_file = self._lock_file, None
         if lock_file is not None:
-            lock_file.close()  # releases the flock
+            lock_file.close()  # releases the flock (once the writer has ended too)
+        self._appended = 0
 
     def counts(self) -> dict[str, int]:
         """Return how many outcomes are stored: ``{"ok": ..., "failed": ...}``.
@@ -337,3 +434,20 @@ class SQLiteJournal:
             with contextlib.closing(sqlite3.connect(uri, uri=True)) as conn:
                 found = dict(conn.execute("SELECT ok, count(*) FROM outcomes GROUP BY ok"))
         return {"ok": found.get(1, 0), "failed": found.get(0, 0)}
+
+
+def _pid_in(lock_file: IO[bytes]) -> int | None:
+    """Return the process id written in a lock file, if any."""
+    lock_file.seek(0)
+    text = lock_file.read(32).strip()
+    return int(text) if text.isdigit() else None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
