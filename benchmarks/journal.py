@@ -109,12 +109,23 @@ async def run_http(spec: dict[str, Any]) -> dict[str, Any]:
                 return resp.status
 
         count = checksum = 0
+        cpu = client_cpu()
         start = time.perf_counter()
         async for status in parallelize(get, range(spec["n"]), spec["workers"], journal=journal):
             count += 1
             checksum += status
         elapsed = time.perf_counter() - start
-    return {"elapsed": elapsed, "count": count, "checksum": checksum}
+        cpu = client_cpu() - cpu  # the run ended: its writer process was waited for
+    return {"elapsed": elapsed, "count": count, "checksum": checksum, "cpu": cpu}
+
+
+def client_cpu() -> float:
+    """CPU seconds of this process and its ended children (the journal's writer)."""
+    total = 0.0
+    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+        usage = resource.getrusage(who)
+        total += usage.ru_utime + usage.ru_stime
+    return total
 
 
 def child(spec: dict[str, Any]) -> None:
@@ -395,16 +406,22 @@ def w1_table(args: argparse.Namespace, w1: dict[str, list[dict[str, Any]]]) -> s
 def w4_table(args: argparse.Namespace, w4: dict[str, list[dict[str, Any]]]) -> str:
     n = args.w4_n
     ref_time = median_of(w4["a"], "elapsed")
+    ref_cpu = median_of(w4["a"], "cpu")
     rows = []
     for mode, title in W4_MODES.items():
         elapsed = median_of(w4[mode], "elapsed")
         rate = None if elapsed is None else n / elapsed
         ratio = None if elapsed is None or ref_time is None else ref_time / elapsed
         paired = paired_ratio(w4["a"], w4[mode])
+        cpu = median_of(w4[mode], "cpu")
         rows.append(
             [
                 f"({mode}) {title}",
                 fmt(rate, ",.0f"),
+                fmt(None if cpu is None else cpu / n * 1e6, ".0f"),
+                "-"
+                if mode == "a" or cpu is None or ref_cpu is None
+                else fmt(cpu / ref_cpu - 1, "+.1%"),
                 fmt(ratio, ".3f", "x"),
                 "-" if mode == "a" else fmt(None if ratio is None else 1 - ratio, ".1%"),
                 "-" if mode == "a" else fmt(None if paired is None else 1 - paired, ".1%"),
@@ -415,6 +432,8 @@ def w4_table(args: argparse.Namespace, w4: dict[str, list[dict[str, Any]]]) -> s
     header = [
         "mode",
         "requests/s",
+        "client CPU us/request",
+        "client CPU vs (a)",
         "vs (a)",
         "overhead (1 - b/a)",
         "paired overhead",
