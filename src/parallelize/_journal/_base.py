@@ -161,7 +161,8 @@ class Journal(Protocol):
     A journal is opened once per run, looked up in batches while the input is read,
     appended to in batches as outcomes become final, and closed at the end. The
     methods are synchronous and called from the event loop's thread, a batch at a
-    time: keep them quick (an append of 1000 outcomes to SQLite takes about 3 ms).
+    time: keep them quick (the SQLite journal hands its batches to a writer
+    process; writing 1000 rows on the loop would stall it for 3-6 ms).
     """
 
     replay: bool  # yield stored results again on a rerun (else only the new ones)
@@ -182,7 +183,11 @@ class Journal(Protocol):
         """Return the stored records among ``keys`` (missing keys are not done)."""
 
     def append(self, records: Sequence[Record]) -> None:
-        """Store ``records`` durably before returning (one transaction)."""
+        """Store ``records`` as one transaction.
+
+        When it returns, the records must survive this process being killed: stored,
+        or handed to something (a writer process, a server) that stores them anyway.
+        """
 
     def close(self, *, finished: bool) -> None:
         """Release the store; ``finished`` says whether the whole input was done."""
