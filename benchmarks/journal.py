@@ -136,6 +136,8 @@ def child(spec: dict[str, Any]) -> None:
         import aiohttp  # noqa: PLC0415, F401
 
     report: dict[str, Any] = {}
+    if spec.get("pin"):
+        os.sched_setaffinity(0, {0})  # away from the server; the writer inherits it
     path = spec.get("journal")
     try:
         if path is not None and spec.get("expect_before") is not None:
@@ -280,7 +282,8 @@ def measure_rounds(
         part = f"[{round_no}/{args.rounds}] W4"
         fresh = str(tmp / f"w4-{round_no}.db")
         for mode, journal in (("a", None), ("b", fresh)):
-            sample = run_child(http_spec(args.w4_n, url, journal), args.timeout)
+            spec = http_spec(args.w4_n, url, journal) | {"pin": args.pin}
+            sample = run_child(spec, args.timeout)
             w4[mode].append(sample)
             log(part, f"({mode}) {W4_MODES[mode]}", sample, args.w4_n)
         remove_journal(fresh)
@@ -591,7 +594,8 @@ def setup_lines(args: argparse.Namespace, tmp: Path) -> list[str]:
             f"one fresh subprocess per measurement; parts: {', '.join(parts)}"
         ),
         f"W1: n={args.w1_n:,}, numworkers={WORKERS}; W4: n={args.w4_n:,}, numworkers={WORKERS}"
-        + ("" if args.no_memory else f"; memory: n={args.memory_n:,} and {2 * args.memory_n:,}"),
+        + ("" if args.no_memory else f"; memory: n={args.memory_n:,} and {2 * args.memory_n:,}")
+        + ("; W4 pinned: server on CPU 1, client and its writer on CPU 0" if args.pin else ""),
         (
             "journal: SQLiteJournal defaults (flush_every=1000, flush_interval=0.2, WAL, "
             "synchronous=NORMAL; durable=True: FULL)"
@@ -618,6 +622,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=None, help="rounds (default 5, --quick 2)")
     parser.add_argument("--quick", action="store_true", help="W1 50k, W4 5k, memory 2*10^5")
     parser.add_argument("--no-memory", action="store_true", help="skip the memory part")
+    parser.add_argument(
+        "--pin",
+        action="store_true",
+        help="W4 server on CPU 1, measured runs (and their writer process) on CPU 0",
+    )
     parser.add_argument("--memory-n", type=int, default=None, help="done items (10^6)")
     parser.add_argument("--tmpdir", type=Path, default=None, help="where journals are written")
     parser.add_argument("--timeout", type=float, default=300.0, help="per measurement, s (300)")
@@ -647,6 +656,8 @@ def main(argv: list[str] | None = None) -> int:
         setup = setup_lines(args, tmp)
         print("\n".join(setup), "", sep="\n", flush=True)
         started = time.perf_counter()
+        if args.pin:
+            os.sched_setaffinity(0, {1})  # the server inherits CPU 1
         with http_server() as url:
             w1, w4 = measure_rounds(args, tmp, url)
         memory = [] if args.no_memory else measure_memory(args, tmp)
