@@ -4,6 +4,7 @@
     .venv/bin/python benchmarks/journal.py --quick        # small sizes, 2 rounds, ~1 minute
     .venv/bin/python benchmarks/journal.py --rounds 3 --no-memory
     .venv/bin/python benchmarks/journal.py --profile      # cProfile one W1 journal run
+    .venv/bin/python benchmarks/journal.py --no-memory --pin   # W4 with client and server on their own CPUs
 
 Three parts, every measurement in a fresh subprocess (this script, re-invoked):
 
