@@ -625,19 +625,12 @@ class Run(Generic[T_co]):
                 waiter.set_result(None)
                 return
 
-    async def _take_credit(self) -> None:
-        """Wait until a credit is free and take it (the slow path of every worker)."""
-        assert self._loop is not None
-        while self._credits <= 0:
-            waiter = self._loop.create_future()
-            self._credit_waiters.append(waiter)
-            await waiter
-        self._credits -= 1
-        if self._credits > 0 and self._credit_waiters:
-            self._wake_worker()  # pass the baton: more credits are free
+    async def _take_credit(self) -> bool:
+        """Wait until a credit is free and take it (the slow path of every worker).
 
-    async def _take_credit_unless_stopping(self) -> bool:
-        """Wait for a credit and take it; False (none taken) once the run stops."""
+        Returns False, taking none, once the run is stopping (``handle_signals``):
+        the worker ends instead of pulling another item.
+        """
         assert self._loop is not None
         while self._credits <= 0 and not self._stopping:
             waiter = self._loop.create_future()
@@ -665,8 +658,8 @@ class Run(Generic[T_co]):
         # Take the credit for the next pull before pulling (see the invariants).
         if self._credits > 0:
             self._credits -= 1
-        else:
-            await self._take_credit()
+        elif not await self._take_credit():
+            return
         try:
             for item in source:
                 # Unpack tuples and lists (and their subclasses). Inputs are nearly
@@ -694,14 +687,14 @@ class Run(Generic[T_co]):
                 free = self._credits  # never negative
                 if free:
                     self._credits = free - 1
-                else:
-                    await self._take_credit()
+                elif not await self._take_credit():
+                    return
         except Exception as exc:
             self._fail(exc)  # from the input; an action's error was recorded above
             raise
         self._credits += 1  # the input is exhausted: give back the unused credit
 
-    async def _general_worker(self) -> None:
+    async def _general_worker(self) -> None:  # noqa: C901 - inlined, as _worker is
         """Worker for ordered results and for async inputs."""
         sync_source = self._sync_source
         async_source = self._async_source
@@ -713,8 +706,8 @@ class Run(Generic[T_co]):
         while True:
             if self._credits > 0:
                 self._credits -= 1
-            else:
-                await self._take_credit()
+            elif not await self._take_credit():
+                return
             try:
                 if sync_source is not None:
                     item = next(sync_source)
@@ -942,7 +935,7 @@ class Run(Generic[T_co]):
             free = self._credits
             if free > 0 and not self._stopping:
                 self._credits = free - 1
-            elif not await self._take_credit_unless_stopping():
+            elif not await self._take_credit():
                 return
             try:
                 entry: Entry = next(source)

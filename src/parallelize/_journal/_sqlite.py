@@ -24,7 +24,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import IO, Any, final
+from typing import IO, final
 
 from parallelize._errors import JournalError
 from parallelize._util import check_bool, check_int, check_seconds
@@ -259,24 +259,12 @@ class SQLiteJournal:
 
     def _write_meta(self, values: dict[str, str]) -> None:
         assert self._conn is not None
-        with self._transaction() as conn:
+        with _writer.transaction(self._conn) as conn:
             conn.executemany(
                 "INSERT INTO meta (name, value) VALUES (?, ?) "
                 "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
                 list(values.items()),
             )
-
-    @contextlib.contextmanager
-    def _transaction(self) -> Any:
-        conn = self._conn
-        assert conn is not None
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
 
     def lookup(self, keys: Sequence[Key]) -> dict[Key, Record]:
         """Return the stored records among ``keys``."""

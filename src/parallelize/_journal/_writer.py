@@ -21,12 +21,13 @@ the run must not cost the outcomes it already handed over.
 
 from __future__ import annotations
 
+import contextlib
 import marshal
 import signal
 import sqlite3
 import struct
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import IO
 
 HEADER = struct.Struct("<I")
@@ -59,20 +60,27 @@ WHERE outcomes.ok = 0
 BUSY_TIMEOUT_MS = 30_000
 
 
-def write_rows(
-    conn: sqlite3.Connection, ok: Sequence[Sequence[object]], failed: Sequence[Sequence[object]]
-) -> None:
-    """Store one batch in one transaction."""
+@contextlib.contextmanager
+def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """Run the block in one write transaction (rolled back if it raises)."""
     conn.execute("BEGIN IMMEDIATE")
     try:
-        if ok:
-            conn.executemany(INSERT_OK, ok)
-        if failed:
-            conn.executemany(INSERT_FAILED, failed)
+        yield conn
     except BaseException:
         conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
+
+
+def write_rows(
+    conn: sqlite3.Connection, ok: Sequence[Sequence[object]], failed: Sequence[Sequence[object]]
+) -> None:
+    """Store one batch in one transaction."""
+    with transaction(conn):
+        if ok:
+            conn.executemany(INSERT_OK, ok)
+        if failed:
+            conn.executemany(INSERT_FAILED, failed)
 
 
 def _read_exactly(stream: IO[bytes], size: int) -> bytes | None:
