@@ -7,6 +7,9 @@ Layers, each importing only the ones below it::
     _policies   Retry, Backoff, per-item timeouts: pure math and one attempt
     _limits     RateLimit (GCRA) and AdaptiveLimit (latency and overload), shared by the workers
     _journal    Journal protocol, SQLiteJournal, the session that skips and records
+    _progress   the progress bar (rich), an observer redrawn from a loop timer
+    _observe    Observer: hooks on a run's events
+    _stats      the counters, the latency histogram, the Statistics snapshot
     _signals    SIGINT/SIGTERM handlers for a graceful stop
     _threads    plain-function actions in the run's thread pool
     _aio        asyncio plumbing          _outcomes   Failure, yielded for a failed item
@@ -30,11 +33,15 @@ from ._limits import AdaptiveStatistics as AdaptiveStatistics
 from ._limits import RateLimit as RateLimit
 from ._limits import RateLimitStatistics as RateLimitStatistics
 from ._limits import overload_of as overload_of
+from ._observe import Observer as Observer
 from ._outcomes import Failure as Failure
 from ._policies import Backoff as Backoff
 from ._policies import Retry as Retry
 from ._policies import parse_retry_after as parse_retry_after
 from ._policies import retry_after_of as retry_after_of
+from ._progress import Progress as Progress
+from ._stats import Latency as Latency
+from ._stats import Statistics as Statistics
 
 __all__ = (
     "ActionError",
@@ -46,8 +53,11 @@ __all__ = (
     "Journal",
     "JournalError",
     "JsonCodec",
+    "Latency",
     "MissingDependencyError",
+    "Observer",
     "ParallelizeError",
+    "Progress",
     "RateLimit",
     "RateLimitStatistics",
     "RecordedError",
@@ -55,6 +65,7 @@ __all__ = (
     "Retry",
     "Run",
     "SQLiteJournal",
+    "Statistics",
     "overload_of",
     "parallelize",
     "parse_retry_after",
@@ -83,6 +94,10 @@ for _obj in (
     JsonCodec,
     RecordedError,
     SQLiteJournal,
+    Observer,
+    Progress,
+    Statistics,
+    Latency,
     Backoff,
     Retry,
     parse_retry_after,

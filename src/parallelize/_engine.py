@@ -35,9 +35,11 @@ import enum
 import heapq
 import itertools
 import logging
+import operator
 import random
 import signal
 import threading
+import time
 import weakref
 from collections import deque
 from collections.abc import (
@@ -54,12 +56,15 @@ from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar, final
 from ._aio import start_without_hooks
 from ._errors import Interrupted
 from ._journal import JournalSession
+from ._observe import ItemHooks, Observer
 from ._outcomes import Failure
 from ._policies import DONE, RETRY, ItemPolicy, ItemState
 from ._signals import SignalHandlers
+from ._stats import Latency, Statistics, StatsCounters
 from ._threads import thread_action
 
 if TYPE_CHECKING:
+    from collections.abc import Coroutine
     from types import TracebackType
 
     from ._journal import Entry, Journal
@@ -72,6 +77,18 @@ logger = logging.getLogger("parallelize")
 T_co = TypeVar("T_co", covariant=True)
 
 _MISSING: Any = object()
+
+# Actions slower than this (seconds) are timed one by one; faster ones are sampled.
+_TIME_EVERY_ITEM_OVER = 50e-6
+_first = operator.itemgetter(0)
+_SAMPLE_EVERY = 0.01  # seconds between two timed actions when actions are fast
+# Iterators whose length hint is exact: how many items they have left.
+_EXACT_HINTS: tuple[type, ...] = (
+    type(iter([])),
+    type(iter(())),
+    type(iter(range(1))),
+    type(iter(range(1 << 64))),
+)
 
 # Items of these types are unpacked as positional arguments: action(*item).
 _UNPACKED = (tuple, list)
@@ -120,6 +137,7 @@ class Run(Generic[T_co]):
         "_exhausted",
         "_grace",
         "_grace_timer",
+        "_hooks",
         "_interrupted",
         "_is_sync_action",
         "_journal",
@@ -129,6 +147,7 @@ class Run(Generic[T_co]):
         "_loop_thread",
         "_next_index",
         "_numworkers",
+        "_observers",
         "_on_error_yield",
         "_ordered",
         "_out",
@@ -142,9 +161,12 @@ class Run(Generic[T_co]):
         "_retry_seq",
         "_signals",
         "_state",
+        "_stats",
         "_stopping",
         "_supervisor",
         "_sync_source",
+        "_timing",
+        "_total",
         "_waiter",
         "_wake_threshold",
         "_workers",
@@ -164,6 +186,9 @@ class Run(Generic[T_co]):
         journal: Journal | None = None,
         key: Callable[[Any], Any] | None = None,
         grace: float | None = None,
+        stats: bool = False,
+        observers: tuple[Observer, ...] = (),
+        total: int | None = None,
     ) -> None:
         self._action = action
         self._argslist = argslist
@@ -171,10 +196,21 @@ class Run(Generic[T_co]):
         self._numworkers = numworkers
         self._ordered = ordered
         self._on_error_yield = on_error_yield
+        # Observers and statistics (counted only when asked for: they cost a little
+        # per item). Per-item hooks need the worker that knows each item's attempts.
+        self._observers = observers
+        self._hooks = ItemHooks(observers) if observers else None
+        self._stats = StatsCounters() if stats or observers else None
+        if total is None:
+            with contextlib.suppress(TypeError):
+                total = len(argslist)  # type: ignore[arg-type]
+        self._total = total
         # A journaled run goes through the policy worker, which knows each item's
         # attempts and timing, even without any policy.
         self._policy = (
-            policy if policy is not None or (journal is None and grace is None) else ItemPolicy()
+            policy
+            if policy is not None or (journal is None and grace is None and not self._hooks)
+            else ItemPolicy()
         )
         # Failures are logged under the policies the user asked for (retries name
         # the expected ones); a journal or signal handling alone logs nothing.
@@ -197,6 +233,7 @@ class Run(Generic[T_co]):
         self._pending: dict[int, Any] = {}  # index -> result, ordered mode
         self._next_index = 0  # ordered mode: index of the next result to yield
         self._pulled = 0  # items taken from the input so far
+        self._timing = False  # the observed worker times its next action
         self._exhausted = False  # the input has no more items (policy workers)
         self._retries: list[tuple[float, int, ItemState]] = []  # heap by due loop time
         self._retry_seq = itertools.count()
@@ -228,6 +265,81 @@ class Run(Generic[T_co]):
         time, for a progress display or metrics.
         """
         return None if self._policy is None else self._policy.adaptive
+
+    def statistics(self) -> Statistics:
+        """Return a snapshot of the run's progress: counts, rate, ETA, latency percentiles.
+
+        Cheap enough to call ten times a second; final once the run has ended
+        (``Statistics.finished``). Needs ``stats=True`` (or ``progress=`` or
+        ``observers=``): counting costs a little per item, so it is off by default.
+
+        Raises:
+            RuntimeError: The run was made without ``stats=True``.
+        """
+        stats = self._stats
+        if stats is None:
+            raise RuntimeError(
+                "statistics() needs a run that counts: parallelize(..., stats=True) "
+                "(progress= and observers= turn it on too)"
+            )
+        loop = self._loop
+        started = self._state is not _State.NEW and loop is not None
+        if stats.finished_at is not None:
+            now = stats.finished_at
+        else:
+            now = loop.time() if started and loop is not None else stats.started_at
+        in_flight = 0 if self._done or not started else self._in_flight()
+        if stats.derived:
+            # The lean worker counts the items it took and its failures only.
+            unfinished = stats.unfinished if self._done else in_flight
+            if stats.counter is not None:
+                # How far the counter has gone: "count(n)"; the zip takes a number
+                # for each item it passes on.
+                taken = int(repr(stats.counter)[6:-1])
+            else:
+                assert stats.hinted_from is not None
+                assert self._sync_source is not None
+                taken = stats.hinted_from - operator.length_hint(self._sync_source)
+            succeeded = taken - unfinished - stats.failed
+        else:
+            succeeded = stats.succeeded
+        # Without retries (every worker but the policy worker) one attempt per item.
+        attempts = stats.attempts if stats.per_attempt else succeeded + stats.failed + in_flight
+        journal = self._journal
+        replayed = 0 if journal is None else journal.replayed
+        skipped = 0 if journal is None else journal.skipped
+        done = succeeded + stats.failed + replayed + skipped
+        elapsed = max(0.0, now - stats.started_at) if started else 0.0
+        ran = succeeded + stats.failed
+        rate = ran / elapsed if elapsed > 0 else 0.0
+        total = self._total
+        eta = None
+        if total is not None and rate > 0:
+            eta = max(0, total - done) / rate
+        adaptive = self.adaptive
+        return Statistics(
+            total=total,
+            done=done,
+            succeeded=succeeded,
+            failed=stats.failed,
+            replayed=replayed,
+            skipped=skipped,
+            in_flight=in_flight,
+            waiting_retry=len(self._retries),
+            retries=stats.retries,
+            attempts=attempts,
+            elapsed=elapsed,
+            rate=rate,
+            eta=eta,
+            limit=self._numworkers if adaptive is None else adaptive.limit,
+            latency=Latency.of(stats.latency),
+            finished=self._done,
+        )
+
+    def _in_flight(self) -> int:
+        """Items that hold a credit but are neither buffered nor waiting to retry."""
+        held = self._capacity - self._credits
+        return max(0, held - len(self._out) - len(self._pending) - len(self._retries))
 
     # -- the consumer's side -----------------------------------------------------
 
@@ -535,22 +647,55 @@ class Run(Generic[T_co]):
             numworkers = min(numworkers, len(self._argslist))  # type: ignore[arg-type]
         self._supervisor = loop.create_task(self._supervise(numworkers))
 
-    async def _supervise(self, numworkers: int) -> None:
-        if self._journal is not None and self._policy == ItemPolicy():
+    def _choose_worker(self) -> Callable[[], Coroutine[Any, Any, None]]:
+        """Return the leanest worker that does everything this run asks for."""
+        stats = self._stats
+        general = self._ordered or self._pull_lock is not None
+        if self._journal is not None and self._policy == ItemPolicy() and not self._hooks:
             plain = self._sync_source is not None
-            worker = self._journal_worker if plain else self._journal_async_worker
-        elif self._policy is not None:
-            worker = self._policy_worker
-        elif self._ordered or self._pull_lock is not None:
-            worker = self._general_worker
-        else:
-            worker = self._worker
+            return self._journal_worker if plain else self._journal_async_worker
+        if self._policy is not None:
+            if stats is not None:
+                stats.per_attempt = True
+            return self._policy_worker
+        if stats is not None:
+            if general:
+                self._policy = ItemPolicy()  # counts as it goes: fine off the hot path
+                stats.per_attempt = True
+                return self._policy_worker
+            stats.derived = True
+            # Count the items taken without a bytecode per item: a list's, a tuple's
+            # or a range's iterator knows how many it has left; any other input is
+            # zipped with a C counter.
+            source = self._sync_source
+            assert source is not None
+            if isinstance(source, _EXACT_HINTS):
+                stats.hinted_from = operator.length_hint(source)
+            else:
+                stats.counter = counter = itertools.count()
+                self._sync_source = map(_first, zip(source, counter, strict=False))
+            self._timing = True  # the first action of each run is timed
+            return self._observed_worker
+        return self._general_worker if general else self._worker
+
+    async def _supervise(self, numworkers: int) -> None:
+        worker = self._choose_worker()
         try:
+            stats = self._stats
+            if stats is not None:
+                assert self._loop is not None
+                stats.started_at = self._loop.time()
+                if stats.derived:
+                    self._time_next()
+            for observer in self._observers:
+                observer.run_started(self)
             async with asyncio.TaskGroup() as group:
                 self._workers = [group.create_task(worker()) for _ in range(numworkers)]
         except BaseExceptionGroup as group_error:
             # Workers record the first error themselves; this catches anything else.
             self._fail(group_error.exceptions[0])
+        except Exception as exc:  # from an observer's run_started()
+            self._fail(exc)
         finally:
             self._wind_down()
             source = self._async_source
@@ -564,6 +709,9 @@ class Run(Generic[T_co]):
 
     def _wind_down(self) -> None:
         """Finish the supervisor's work once every worker has ended."""
+        stats = self._stats
+        if stats is not None:
+            self._stop_counting(stats)
         self._done = True
         self._workers = []
         if self._grace_timer is not None:
@@ -579,6 +727,21 @@ class Run(Generic[T_co]):
         self._credit_waiters.clear()
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
+        if stats is not None:
+            logger.info("finished: %s", self.statistics().summary().replace("\n", "; "))
+        for observer in self._observers:
+            try:
+                observer.run_finished(self, self._error)
+            except Exception as exc:
+                self._fail(exc)
+
+    def _stop_counting(self, stats: StatsCounters) -> None:
+        # What still holds a credit now was in flight when the run was cancelled.
+        stats.unfinished = self._in_flight()
+        if stats.timer is not None:
+            stats.timer.cancel()
+        assert self._loop is not None
+        stats.finished_at = self._loop.time()
 
     def _on_signal(self, signum: int) -> None:
         """SIGINT/SIGTERM: first stop taking items (grace), then cancel at once."""
@@ -693,6 +856,87 @@ class Run(Generic[T_co]):
             self._fail(exc)  # from the input; an action's error was recorded above
             raise
         self._credits += 1  # the input is exhausted: give back the unused credit
+
+    async def _observed_worker(self) -> None:  # noqa: C901, PLR0912 - as _worker
+        """``_worker`` that also counts, for ``stats=True`` and observers of the run.
+
+        It counts only the failures: the items taken are counted by the input's
+        iterator (see ``_choose_worker``), the finished ones are those minus the
+        ones in flight (see ``statistics()``). An action is timed when ``_timing``
+        is set: by a timer a hundred times a second, and for good while actions
+        take over 50 us. The cost per item is one attribute test.
+        """
+        source = self._sync_source
+        stats = self._stats
+        assert source is not None
+        assert stats is not None
+        action = self._action
+        out = self._out
+        on_error_yield = self._on_error_yield
+        last_kind: type | None = None
+        unpack = False
+        if self._credits > 0:
+            self._credits -= 1
+        elif not await self._take_credit():
+            return
+        try:
+            for item in source:
+                kind = type(item)
+                if kind is not last_kind:
+                    last_kind = kind
+                    unpack = issubclass(kind, _UNPACKED)
+                try:
+                    if self._timing:
+                        value = await self._timed(item, unpack)
+                    elif unpack:
+                        value = await action(*item)
+                    else:
+                        value = await action(item)
+                except Exception as exc:
+                    stats.failed += 1
+                    if not on_error_yield:
+                        self._fail(exc)
+                        raise
+                    value = Failure(item, exc)
+                out.append(value)
+                waiter = self._waiter
+                if waiter is not None:
+                    self._waiter = None
+                    if not waiter.done():
+                        waiter.set_result(None)
+                free = self._credits
+                if free:
+                    self._credits = free - 1
+                elif not await self._take_credit():
+                    return
+        except Exception as exc:
+            self._fail(exc)
+            raise
+        self._credits += 1
+
+    async def _timed(self, item: Any, unpack: bool) -> Any:
+        """Run and time one action for the observed worker; keep timing if slow."""
+        assert self._stats is not None
+        record = self._stats.latency.record
+        began = time.perf_counter()
+        try:
+            value = await (self._action(*item) if unpack else self._action(item))
+        except BaseException:
+            record(time.perf_counter() - began)
+            raise
+        duration = time.perf_counter() - began
+        record(duration)
+        # Slow actions are all timed: it costs nothing next to them.
+        self._timing = duration >= _TIME_EVERY_ITEM_OVER
+        return value
+
+    def _time_next(self) -> None:
+        """Have the next action timed (the observed worker's sampling timer)."""
+        self._timing = True
+        if not self._done:
+            assert self._loop is not None
+            assert self._stats is not None
+            self._stats.timer = self._loop.call_later(_SAMPLE_EVERY, self._time_next)
 
     async def _general_worker(self) -> None:  # noqa: C901 - inlined, as _worker is
         """Worker for ordered results and for async inputs."""
@@ -874,7 +1118,7 @@ class Run(Generic[T_co]):
             state.tag = entry
             return state
 
-    async def _policy_worker(self) -> None:
+    async def _policy_worker(self) -> None:  # noqa: C901 - each verdict inline
         """Worker for runs with timeouts, retries, limits or a journal, in any mode."""
         policy = self._policy
         assert policy is not None
@@ -883,6 +1127,8 @@ class Run(Generic[T_co]):
         action = self._action
         journal = self._journal
         log_failures = self._log_failures
+        observed = self._stats is not None
+        started_hooks = () if self._hooks is None else self._hooks.started
         last_kind: type | None = None
         unpack = False
         while (state := await self._next_state()) is not None:
@@ -890,13 +1136,18 @@ class Run(Generic[T_co]):
             if kind is not last_kind:
                 last_kind = kind
                 unpack = issubclass(kind, _UNPACKED)
+            for hook in started_hooks:
+                hook(state.item, state.attempts + 1)
+            attempts = state.attempts
             verdict, payload, delay, expected = await policy.attempt(
                 action, unpack, state, self._random.random()
             )
+            elapsed = loop.time() - state.started
+            if observed:
+                self._observe(state, attempts, verdict, payload, delay, elapsed, expected)
             if verdict == RETRY:
                 self._schedule_retry(state, payload, delay)
                 continue
-            elapsed = loop.time() - state.started
             if verdict == DONE:
                 if journal is not None:
                     payload = (state.tag, payload, state.attempts, elapsed)
@@ -904,15 +1155,49 @@ class Run(Generic[T_co]):
                 continue
             if log_failures:
                 self._log_failure(state, payload, expected=expected)
+            failure: Any = Failure(state.item, payload, state.attempts, elapsed, expected)
             if not self._on_error_yield:
                 self._fail(payload)
                 raise payload
-            failure: Any = Failure(state.item, payload, state.attempts, elapsed, expected)
             if journal is not None:
                 failure = (state.tag, failure, state.attempts, elapsed)
             self._deliver(state.index, failure)
 
-    async def _journal_worker(self) -> None:
+    def _observe(  # noqa: PLR0917 - one attempt's whole account
+        self,
+        state: ItemState,
+        attempts_before: int,
+        verdict: int,
+        payload: Any,
+        delay: float,
+        elapsed: float,
+        expected: bool,
+    ) -> None:
+        """Count one attempt of a policy worker and call the observers' hooks."""
+        stats = self._stats
+        hooks = self._hooks
+        assert stats is not None
+        if state.attempts != attempts_before:  # an attempt ran (not a passed deadline)
+            stats.attempts += 1
+            stats.latency.record(state.duration)
+        if verdict == RETRY:
+            stats.retries += 1
+            if hooks is not None:
+                for hook in hooks.retrying:
+                    hook(state.item, state.attempts, payload, delay)
+        elif verdict == DONE:
+            stats.succeeded += 1
+            if hooks is not None:
+                for hook in hooks.succeeded:
+                    hook(state.item, payload, state.attempts, elapsed)
+        else:
+            stats.failed += 1
+            if hooks is not None and hooks.failed:
+                failure = Failure(state.item, payload, state.attempts, elapsed, expected)
+                for hook in hooks.failed:
+                    hook(failure)
+
+    async def _journal_worker(self) -> None:  # noqa: C901, PLR0915 - inlined, as _worker
         """Worker for a journaled run over a sync input, without policies.
 
         The hot path's shape (see ``_worker``) plus what a journal needs: each
@@ -921,11 +1206,10 @@ class Run(Generic[T_co]):
         """
         source = self._sync_source
         journal = self._journal
-        loop = self._loop
         assert source is not None
         assert journal is not None
-        assert loop is not None
-        time = loop.time
+        clock = time.perf_counter
+        stats = self._stats
         action = self._action
         on_error_yield = self._on_error_yield
         last_kind: type | None = None
@@ -955,22 +1239,28 @@ class Run(Generic[T_co]):
             if kind is not last_kind:
                 last_kind = kind
                 unpack = issubclass(kind, _UNPACKED)
-            started = time()
+            started = clock()
             try:
                 value = await (action(*item) if unpack else action(item))
             except Exception as exc:
+                if stats is not None:
+                    stats.failed += 1
                 if not on_error_yield:
                     self._fail(exc)
                     raise
-                elapsed = time() - started
+                elapsed = clock() - started
                 self._deliver(index, (entry, Failure(item, exc, 1, elapsed), 1, elapsed))
                 continue
-            self._deliver(index, (entry, value, 1, time() - started))
+            elapsed = clock() - started
+            if stats is not None:
+                stats.succeeded += 1
+                stats.latency.record(elapsed)
+            self._deliver(index, (entry, value, 1, elapsed))
 
     async def _journal_async_worker(self) -> None:
         """Worker for a journaled run over an async input, without policies."""
-        assert self._loop is not None
-        time = self._loop.time
+        clock = time.perf_counter
+        stats = self._stats
         action = self._action
         on_error_yield = self._on_error_yield
         last_kind: type | None = None
@@ -981,17 +1271,24 @@ class Run(Generic[T_co]):
             if kind is not last_kind:
                 last_kind = kind
                 unpack = issubclass(kind, _UNPACKED)
+            started = clock()
             try:
                 value = await (action(*item) if unpack else action(item))
             except Exception as exc:
+                if stats is not None:
+                    stats.failed += 1
                 if not on_error_yield:
                     self._fail(exc)
                     raise
-                elapsed = time() - state.started
+                elapsed = clock() - started
                 failure = Failure(item, exc, 1, elapsed)
                 self._deliver(state.index, (state.tag, failure, 1, elapsed))
                 continue
-            self._deliver(state.index, (state.tag, value, 1, time() - state.started))
+            elapsed = clock() - started
+            if stats is not None:
+                stats.succeeded += 1
+                stats.latency.record(elapsed)
+            self._deliver(state.index, (state.tag, value, 1, elapsed))
 
     def _replay(self, index: int, entry: Entry, journal: JournalSession) -> None:
         """Deliver a journaled item's stored outcome without running it."""

@@ -217,7 +217,7 @@ def retry_after_of(failure: object) -> float | None:
 class ItemState:
     """One item's progress through its attempts (internal, mutable)."""
 
-    __slots__ = ("attempts", "deadline_at", "index", "item", "started", "tag")
+    __slots__ = ("attempts", "deadline_at", "duration", "index", "item", "started", "tag")
 
     def __init__(self, index: int, item: Any, started: float, deadline_at: float | None) -> None:
         self.index = index
@@ -226,6 +226,7 @@ class ItemState:
         self.started = started  # loop time of the first attempt's start
         self.deadline_at = deadline_at  # loop time after which no attempt may run
         self.tag: Any = None  # the journal's entry for the item, in a journaled run
+        self.duration = 0.0  # seconds the last attempt's action took (0: none ran)
 
 
 # What an attempt comes to: the engine's next step for the item.
@@ -282,6 +283,7 @@ class ItemPolicy:
         limit = None if self.timeout is None else now + self.timeout
         if state.deadline_at is not None:
             if now >= state.deadline_at:
+                state.duration = 0.0
                 error = TimeoutError(f"the item's deadline of {self.deadline} s has passed")
                 return FAIL, error, 0.0, True
             limit = state.deadline_at if limit is None else min(limit, state.deadline_at)
@@ -292,6 +294,8 @@ class ItemPolicy:
         timer = None if limit is None else asyncio.timeout_at(limit)
         if ticket is not None:
             self.adaptive._begin(ticket)  # noqa: SLF001 - the engine's side of the limit
+        # The duration by the performance counter: uvloop's loop.time() moves in ms.
+        began = time.perf_counter()
         try:
             if timer is None:
                 value = await (action(*item) if unpack else action(item))
@@ -299,12 +303,15 @@ class ItemPolicy:
                 async with timer:
                     value = await (action(*item) if unpack else action(item))
         except Exception as error:
+            state.duration = time.perf_counter() - began
+            end = loop.time()
             if ticket is not None:
                 ticket.outcome = error
             # timer.expired(): our timeout (or deadline) ended the attempt, as opposed
             # to a TimeoutError raised by the action itself.
             expired = timer is not None and timer.expired()
-            return self._after_exception(error, state, draw, loop.time(), expired)
+            return self._after_exception(error, state, draw, end, expired)
+        state.duration = time.perf_counter() - began
         if ticket is not None:
             ticket.outcome = value
         retry = self.retry

@@ -1,0 +1,182 @@
+"""The live progress display: a ``rich`` line on stderr, redrawn from a timer.
+
+The display never touches the workers: a loop timer reads :meth:`Run.statistics`
+ten times a second and redraws one line. So the run pays a handful of integer
+increments per item and the display a millisecond per redraw, whatever the rate.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from collections import deque
+from typing import IO, TYPE_CHECKING, Any, final
+
+from ._errors import MissingDependencyError
+from ._observe import Observer
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from ._engine import Run
+    from ._stats import Statistics
+
+__all__ = ("Progress",)
+
+# The rate (and so the ETA) is measured over this many seconds of recent progress.
+_RATE_WINDOW = 10.0
+
+
+@final
+@dataclasses.dataclass(frozen=True, slots=True)
+class Progress:
+    """How ``parallelize(..., progress=...)`` shows its progress bar.
+
+    ``progress=True`` is ``Progress()``. The bar is drawn with ``rich`` (the
+    ``progress`` extra) and only when ``file`` is a terminal: output redirected
+    to a file or a pipe never holds it. While it is shown, lines written to
+    ``sys.stdout`` and ``sys.stderr`` (print, logging to stderr) appear above it.
+
+    Attributes:
+        description: A word or two before the bar (default ``"parallelize"``).
+        file: The stream to draw on (default: ``sys.stderr`` when the run starts).
+        refresh_per_second: Redraws per second (default 10).
+    """
+
+    description: str = "parallelize"
+    file: IO[str] | None = None
+    refresh_per_second: float = 10.0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.description, str):
+            raise TypeError(f"Progress.description must be a str, got {self.description!r}")
+        rate: object = self.refresh_per_second
+        if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 < rate <= 100:
+            raise ValueError(
+                f"Progress.refresh_per_second must be a number in (0, 100], got {rate!r}"
+            )
+
+    def observer(self) -> Observer:
+        """Return the display for one run (an :class:`~parallelize.Observer`)."""
+        try:
+            import rich  # noqa: F401, PLC0415 - an optional extra, imported when used
+        except ImportError as exc:
+            raise MissingDependencyError("progress=", "progress", "rich") from exc
+        return _Display(self)
+
+
+class _Display(Observer):
+    """Draws one run's progress; inert when its stream is not a terminal."""
+
+    def __init__(self, settings: Progress) -> None:
+        self._settings = settings
+        self._run: Run[Any] | None = None
+        self._live: Any = None  # rich.live.Live while shown
+        self._timer: asyncio.TimerHandle | None = None
+        self._samples: deque[tuple[float, int]] = deque()
+
+    def run_started(self, run: Run[Any]) -> None:
+        stream = self._settings.file or sys.stderr
+        if not _is_terminal(stream):
+            return
+        from rich.console import Console  # noqa: PLC0415 - the extra, when shown
+        from rich.live import Live  # noqa: PLC0415
+
+        console = Console(file=stream)
+        self._run = run
+        self._live = Live(
+            console=console,
+            auto_refresh=False,  # redrawn by our loop timer: no thread
+            transient=False,  # the last line stays: the final counts
+            redirect_stdout=_is_terminal(sys.stdout),
+            redirect_stderr=True,
+        )
+        self._live.start()
+        self._tick()
+
+    def _tick(self) -> None:
+        run = self._run
+        assert run is not None
+        self._draw(run.statistics())
+        loop = run._loop  # noqa: SLF001 - the run's own loop, for the timer
+        assert loop is not None
+        self._timer = loop.call_later(1 / self._settings.refresh_per_second, self._tick)
+
+    def run_finished(self, run: Run[Any], error: BaseException | None) -> None:  # noqa: ARG002
+        if self._live is None:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        try:
+            self._draw(run.statistics())
+        finally:
+            self._live.stop()
+            self._live = None
+
+    def _draw(self, stats: Statistics) -> None:
+        self._live.update(self._render(stats), refresh=True)
+
+    def _recent_rate(self, stats: Statistics) -> float:
+        """Items per second over the last few seconds (the whole run's at the end)."""
+        samples = self._samples
+        ran = stats.succeeded + stats.failed
+        samples.append((stats.elapsed, ran))
+        while samples[0][0] < stats.elapsed - _RATE_WINDOW:
+            samples.popleft()
+        if stats.finished:
+            return stats.rate
+        then, before = samples[0]
+        span = stats.elapsed - then
+        return (ran - before) / span if span > 0 else stats.rate
+
+    def _render(self, stats: Statistics) -> Any:
+        from rich.progress_bar import ProgressBar  # noqa: PLC0415 - the extra
+        from rich.table import Table  # noqa: PLC0415
+
+        rate = self._recent_rate(stats)
+        total = stats.total
+        if total is not None:
+            count = f"{stats.done:,}/{total:,}"
+            left = max(0, total - stats.done)
+            eta = _clock(left / rate) if rate > 0 else "--:--"
+            eta = "done" if stats.finished else eta
+        else:
+            count = f"{stats.done:,}"
+            eta = "--:--" if not stats.finished else "done"
+        # The most telling first: a narrow terminal cuts the line's end.
+        parts = [count, f"{rate:,.0f}/s", f"ETA {eta}"]
+        if stats.failed:
+            parts.append(f"[red]failed {stats.failed:,}[/red]")
+        if stats.retries:
+            parts.append(f"retries {stats.retries:,}")
+        parts.append(f"in flight {stats.in_flight:,}")
+        parts.append(f"limit {stats.limit:,}")
+        if stats.replayed or stats.skipped:
+            parts.append(f"from journal {stats.replayed + stats.skipped:,}")
+        parts.append(f"elapsed {_clock(stats.elapsed)}")
+        grid = Table.grid(padding=(0, 1))
+        grid.add_column(no_wrap=True, min_width=len(self._settings.description))
+        grid.add_column(no_wrap=True, min_width=20)
+        grid.add_column(no_wrap=True, overflow="ellipsis")
+        grid.add_row(
+            self._settings.description,
+            ProgressBar(total=total, completed=stats.done, width=20),
+            " · ".join(parts),
+        )
+        return grid
+
+
+def _is_terminal(stream: object) -> bool:
+    isatty = getattr(stream, "isatty", None)
+    try:
+        return bool(isatty and isatty())
+    except ValueError:  # a closed stream
+        return False
+
+
+def _clock(seconds: float) -> str:
+    """``H:MM:SS`` (``M:SS`` under an hour)."""
+    whole = int(seconds + 0.5)
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
