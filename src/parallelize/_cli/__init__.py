@@ -1,0 +1,76 @@
+"""The ``parallelize`` command line: ``parallelize fetch`` and ``parallelize run``.
+
+Built on the public API only::
+
+    __init__   main(): parse, dispatch, turn errors into one line and an exit code
+    _parser    the grammar and the help texts
+    _fetch     parallelize fetch URLS: aiohttp, one JSON line per URL
+    _run       parallelize run MODULE:FUNCTION: one JSON line per call
+    _common    input lines, the batched output, the run, its summary and exit code
+
+Exit codes: 0 every item succeeded, 1 some failed, 2 usage error, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from ._common import EXIT_INTERRUPTED, EXIT_USAGE, UsageError, setup_logging
+from ._fetch import fetch_command
+from ._parser import build_parser
+from ._run import run_command
+
+__all__ = ("main",)
+
+# A closed stdout (parallelize fetch ... | head) ends the run as SIGPIPE would.
+_EXIT_BROKEN_PIPE = 141
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line ``argv`` (default: ``sys.argv[1:]``); return the exit code.
+
+    The console script ``parallelize`` and ``python -m parallelize`` call this.
+    Output goes to stdout (or ``-o FILE``), the summary and errors to stderr. A
+    usage error is one line on stderr, never a traceback.
+    """
+    args = sys.argv[1:] if argv is None else argv
+    parser = build_parser()
+    command = None
+    try:
+        options, unknown = parser.parse_known_args(args)
+        command = options.command
+        return _dispatch(options, unknown, args)
+    except UsageError as exc:
+        prog = exc.prog or (f"parallelize {command}" if command else "parallelize")
+        sys.stderr.write(f"{prog}: {exc}\n")
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        sys.stderr.write("parallelize: interrupted\n")
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # Python would complain again when it flushes stdout at exit: point it at
+        # /dev/null first.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return _EXIT_BROKEN_PIPE
+
+
+def _dispatch(options: argparse.Namespace, unknown: list[str], args: list[str]) -> int:
+    if unknown:  # said by the command's parser, not the top one as parse_args() would
+        where = "parallelize" if options.command is None else f"parallelize {options.command}"
+        raise UsageError(
+            f"unrecognized arguments: {' '.join(unknown)} (see '{where} --help')", prog=where
+        )
+    if options.command is None:
+        raise UsageError(
+            "choose a command: 'parallelize fetch URLS' or "
+            "'parallelize run MODULE:FUNCTION --input FILE' (see 'parallelize --help')",
+            prog="parallelize",
+        )
+    setup_logging(verbose=options.verbose)
+    if options.command == "fetch":
+        return fetch_command(options, args)
+    return run_command(options, args)

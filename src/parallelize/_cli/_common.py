@@ -1,0 +1,476 @@
+"""What both commands share: input lines, the output sink, options, the run's ending.
+
+The commands build a job (an action, its items and the options for
+:func:`~parallelize.parallelize`); :func:`execute` runs it, writes one JSON line per
+outcome, prints the summary and turns the way it ended into an exit code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import importlib.util
+import json
+import logging
+import os
+import shlex
+import shutil
+import signal
+import stat
+import sys
+import threading
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any, Self, TextIO, TypeVar
+
+from parallelize import (
+    AdaptiveLimit,
+    Failure,
+    Interrupted,
+    JournalError,
+    MissingDependencyError,
+    Progress,
+    RateLimit,
+    Retry,
+    Run,
+    SQLiteJournal,
+    parallelize,
+)
+
+__all__ = (
+    "ENCODE",
+    "EXIT_FAILED",
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "Job",
+    "Sink",
+    "UsageError",
+    "check_journal",
+    "command_line",
+    "count_items",
+    "error_text",
+    "execute",
+    "open_input",
+    "open_output",
+    "read_items",
+    "run_loop",
+    "setup_logging",
+    "wants_progress",
+)
+
+if TYPE_CHECKING:
+    import argparse
+
+T = TypeVar("T")
+
+EXIT_OK = 0  # every item succeeded
+EXIT_FAILED = 1  # some items failed (their records say why)
+EXIT_USAGE = 2  # a bad option, input, output, function or journal: nothing useful was done
+EXIT_INTERRUPTED = 130  # stopped by SIGINT or SIGTERM (128 + SIGINT, as shells report it)
+
+# One encoder, made once (json.dumps with options builds one per call). ASCII only:
+# the output is valid in any locale's encoding, and bytes-for-bytes stable.
+ENCODE = json.JSONEncoder(allow_nan=False).encode
+
+# Lines wait in memory at most this long (or this many) before they are written.
+_FLUSH_SECONDS = 0.2
+_FLUSH_LINES = 1024
+# A pipe on stdin is read by a thread, this many bytes at a time, at most this many
+# chunks ahead of the run.
+_CHUNK = 1 << 16
+_CHUNKS_AHEAD = 4
+
+
+class UsageError(Exception):
+    """A mistake in how the command was called: exit 2 with this one-line message.
+
+    Attributes:
+        prog: The command to name before the message (default: the one running).
+    """
+
+    def __init__(self, message: str, *, prog: str | None = None) -> None:
+        """Say what is wrong and what to do, in one line."""
+        super().__init__(message)
+        self.prog = prog
+
+
+def error_text(exc: BaseException) -> str:
+    """Return ``TypeName: message`` for an exception, as an error record's message."""
+    name = type(exc).__name__
+    text = str(exc)
+    return f"{name}: {text}" if text else name
+
+
+# -- input --------------------------------------------------------------------------
+
+Parse = Callable[[int, str], T | None]
+
+
+@contextlib.contextmanager
+def open_input(path: str, what: str) -> Iterator[IO[bytes]]:
+    """Open the input for reading (``-``: stdin, left open), or raise :class:`UsageError`."""
+    if path == "-":
+        yield sys.stdin.buffer
+        return
+    try:
+        stream = Path(path).open("rb")  # noqa: SIM115 - the with below closes it
+    except OSError as exc:
+        raise UsageError(f"cannot read {what} {path!r}: {exc.strerror or exc}") from exc
+    with stream:
+        yield stream
+
+
+def is_regular_file(stream: IO[bytes]) -> bool:
+    """Tell whether ``stream`` is a file on disk (not a pipe or a terminal)."""
+    try:
+        return stat.S_ISREG(os.fstat(stream.fileno()).st_mode)
+    except (OSError, ValueError):
+        return False
+
+
+def read_items(stream: IO[bytes], parse: Parse[T]) -> Iterable[T] | AsyncIterator[T]:
+    """Return the items of ``stream``: ``parse(number, text)`` of each line but None.
+
+    A file on disk is read as a plain iterator (it never blocks for long). A pipe or
+    a terminal is read by a thread, so that a slow writer cannot freeze the event
+    loop and every request in flight with it.
+    """
+    if is_regular_file(stream):
+        return _file_items(stream, parse)
+    return _pipe_items(stream, parse)
+
+
+def count_items(stream: IO[bytes], parse: Parse[Any]) -> int | None:
+    """How many items a file on disk holds (for the progress bar's ETA), or None."""
+    if not is_regular_file(stream):
+        return None
+    position = stream.tell()
+    try:
+        return sum(1 for _ in _file_items(stream, parse))
+    finally:
+        stream.seek(position)
+
+
+def _file_items(stream: IO[bytes], parse: Parse[T]) -> Iterator[T]:
+    for number, raw in enumerate(stream, 1):
+        item = parse(number, raw.decode("utf-8", "replace"))
+        if item is not None:
+            yield item
+
+
+async def _pipe_items(stream: IO[bytes], parse: Parse[T]) -> AsyncIterator[T]:
+    loop = asyncio.get_running_loop()
+    chunks: asyncio.Queue[bytes] = asyncio.Queue()
+    room = threading.Semaphore(_CHUNKS_AHEAD)  # backpressure: the reader stays ahead by 4
+    # A daemon thread, never joined: a read from a terminal cannot be interrupted, and
+    # waiting for it would hang the exit after Ctrl-C. It holds nothing but the fd.
+    threading.Thread(
+        target=_read_chunks,
+        args=(stream.fileno(), loop, chunks, room),
+        name="parallelize-stdin",
+        daemon=True,
+    ).start()
+    number = 0
+    rest = b""
+    while True:
+        data = await chunks.get()
+        room.release()
+        if not data:
+            break
+        lines = (rest + data).split(b"\n")
+        rest = lines.pop()
+        for raw in lines:
+            number += 1
+            item = parse(number, raw.decode("utf-8", "replace"))
+            if item is not None:
+                yield item
+    if rest:
+        item = parse(number + 1, rest.decode("utf-8", "replace"))
+        if item is not None:
+            yield item
+
+
+def _read_chunks(
+    fd: int,
+    loop: asyncio.AbstractEventLoop,
+    chunks: asyncio.Queue[bytes],
+    room: threading.Semaphore,
+) -> None:
+    """Read ``fd`` to its end in a thread, handing each chunk to the loop (b"": the end)."""
+    while True:
+        room.acquire()
+        try:
+            data = os.read(fd, _CHUNK)
+        except OSError:
+            data = b""
+        try:
+            loop.call_soon_threadsafe(chunks.put_nowait, data)
+        except RuntimeError:  # the loop is closed: nobody reads any more
+            return
+        if not data:
+            return
+
+
+def check_journal(path: str | None) -> None:
+    """Refuse a ``--journal`` path whose directory does not exist (before any work)."""
+    if path is None:
+        return
+    folder = Path(path).parent
+    if not folder.is_dir():
+        raise UsageError(
+            f"cannot create the journal {path!r}: no directory {str(folder)!r}; "
+            f"make it, or give another path"
+        )
+
+
+# -- output -------------------------------------------------------------------------
+
+
+def open_output(path: str | None) -> TextIO:
+    """Open the output file (None or ``-``: stdout), or raise :class:`UsageError`."""
+    if path is None or path == "-":
+        return sys.stdout
+    try:
+        return Path(path).open("w", encoding="utf-8", newline="\n")
+    except OSError as exc:
+        raise UsageError(f"cannot write the output file {path!r}: {exc.strerror or exc}") from exc
+
+
+class Sink:
+    """Lines to a text stream, written in batches: every 1024 lines or 0.2 s.
+
+    One ``write`` and one ``flush`` per batch instead of per line: at thousands of
+    lines a second a flush per line would cost more than the rest of the CLI. A loop
+    timer flushes what a slow tail leaves in the batch, so the output never lags by
+    more than 0.2 s. An error of the stream (a closed pipe) met by the timer is
+    raised by the next :meth:`write` or :meth:`close`.
+    """
+
+    def __init__(self, stream: TextIO) -> None:
+        """Write to ``stream``; call :meth:`start` on the event loop to flush by time."""
+        self.stream = stream
+        self.lines: list[str] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._error: OSError | None = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def start(self) -> None:
+        """Flush at least every 0.2 s from now on (until :meth:`close`)."""
+        self._timer = asyncio.get_running_loop().call_later(_FLUSH_SECONDS, self._tick)
+
+    def write(self, line: str) -> None:
+        """Add one line (without its newline)."""
+        if self._error is not None:
+            raise self._error
+        lines = self.lines
+        lines.append(line)
+        if len(lines) >= _FLUSH_LINES:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the waiting lines now."""
+        if self._error is not None:
+            raise self._error
+        lines = self.lines
+        if lines:
+            self.stream.write("\n".join(lines) + "\n")
+            lines.clear()
+        self.stream.flush()
+
+    def _tick(self) -> None:
+        try:
+            self.flush()
+        except OSError as exc:
+            self._error = exc
+            return
+        self.start()
+
+    def close(self) -> None:
+        """Write what waits, stop the timer; close the stream unless it is stdout."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        try:
+            self.flush()
+        finally:
+            if self.stream is not sys.stdout:
+                self.stream.close()
+
+
+# -- running ------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(slots=True)
+class Job:
+    """One command's work, ready for :func:`execute`.
+
+    Attributes:
+        action: What runs per item; returns the item's JSON line (so that a journal
+            stores, and replays, exactly what was written).
+        items: The items, from :func:`read_items`.
+        failure_line: Turns a :class:`~parallelize.Failure` into its JSON line.
+        noun: What the items are, plural, for messages ("URLs").
+        retry: The retry policy, or None.
+        key: With a journal, the function naming an item across runs, or None for
+            its position in the input.
+        reads_stdin: Whether the items come from stdin (said in the resume hint).
+        total: How many items there are, for the progress bar, or None.
+    """
+
+    action: Callable[..., Any]
+    items: Iterable[Any] | AsyncIterator[Any]
+    failure_line: Callable[[Failure], str]
+    noun: str
+    reads_stdin: bool = False
+    retry: Retry | None = None
+    key: Callable[[Any], int | str] | None = None
+    total: int | None = None
+
+
+def wants_progress(option: bool | None, quiet: bool) -> bool:
+    """Tell whether to show the progress bar: as asked, else when stderr is a terminal."""
+    if quiet:
+        return False
+    if option is None:
+        return sys.stderr.isatty() and importlib.util.find_spec("rich") is not None
+    return option
+
+
+async def execute(job: Job, options: argparse.Namespace, sink: Sink, argv: list[str]) -> int:
+    """Run ``job`` with the command's ``options``; write its lines; return the exit code.
+
+    Raises:
+        UsageError: The journal cannot be used, or an extra is missing.
+    """
+    progress = wants_progress(options.progress, options.quiet)
+    journal = options.journal
+    try:
+        run = parallelize(
+            job.action,
+            job.items,
+            options.workers,
+            on_error="yield",
+            timeout=options.timeout or None,
+            retry=job.retry,
+            rate_limit=None if options.rate is None else RateLimit(options.rate),
+            adaptive=AdaptiveLimit() if options.adaptive else False,
+            # A rerun writes every item again: the successes replayed from the
+            # journal, the failures and the rest run now (so -o FILE is whole).
+            journal=None
+            if journal is None
+            else SQLiteJournal(journal, replay=True, retry_failed=True),
+            key=None if journal is None else job.key,
+            handle_signals=True,
+            stats=True,
+            progress=Progress(description=job.noun) if progress else False,
+            total=job.total if progress else None,
+        )
+    except (MissingDependencyError, JournalError) as exc:  # --progress without rich...
+        raise UsageError(str(exc)) from exc
+    write = sink.write
+    failure_line = job.failure_line
+    sink.start()
+    try:
+        async with run:
+            async for outcome in run:
+                if isinstance(outcome, str):  # a result: its line, made by the action
+                    write(outcome)
+                else:
+                    write(failure_line(outcome))
+    except Interrupted as stop:
+        sink.flush()
+        report(run, options.quiet)
+        sys.stderr.write(_interrupted_line(run, stop, job, argv) + "\n")
+        return EXIT_INTERRUPTED
+    except JournalError as exc:
+        raise UsageError(str(exc)) from exc  # it names the journal and the way out
+    sink.flush()
+    report(run, options.quiet)
+    return EXIT_FAILED if run.statistics().failed else EXIT_OK
+
+
+def report(run: Run[Any], quiet: bool) -> None:
+    """Write the run's summary (counts, elapsed, rate, latency) to stderr."""
+    if not quiet:
+        sys.stderr.write(run.statistics().summary() + "\n")
+        sys.stderr.flush()
+
+
+def _interrupted_line(run: Run[Any], stop: Interrupted, job: Job, argv: list[str]) -> str:
+    stats = run.statistics()
+    name = signal.Signals(stop.signal).name
+    failed = f" ({stats.failed:,} failed)" if stats.failed else ""
+    done = f"stopped by {name} after {stats.done:,} {job.noun}{failed}"
+    if stop.journal is None:
+        return (
+            f"parallelize: {done}; nothing was recorded: with --journal FILE a rerun "
+            f"of the same command skips what is done"
+        )
+    stdin = " (with the same input on stdin)" if job.reads_stdin else ""
+    return f"parallelize: {done}; to resume, run the same command{stdin}: {command_line(argv)}"
+
+
+def command_line(argv: list[str]) -> str:
+    """Return the command line that ran this process, ready to paste into a shell."""
+    program = sys.argv[0] if sys.argv else "parallelize"
+    if Path(program).name == "__main__.py":  # python -m parallelize
+        head = [_on_path(sys.executable), "-m", "parallelize"]
+    else:
+        head = [_on_path(program)]
+    return shlex.join(head + argv)
+
+
+def _on_path(program: str) -> str:
+    """``program``'s bare name if the shell finds this same file by it, else its path."""
+    name = Path(program).name
+    found = shutil.which(name)
+    with contextlib.suppress(OSError):
+        if found is not None and Path(found).samefile(program):
+            return name
+    return program
+
+
+# -- logging ------------------------------------------------------------------------
+
+
+class _StderrHandler(logging.StreamHandler[TextIO]):
+    """The CLI's own handler, told apart from any other on the logger."""
+
+
+def setup_logging(verbose: bool) -> None:
+    """Show parallelize's warnings on stderr (a signal received, a journal's advice).
+
+    The per-item failure messages are left out unless ``verbose``: each failure is
+    in the output already, as its record.
+    """
+    handler = _StderrHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("parallelize: %(message)s"))
+    if not verbose:
+        handler.addFilter(lambda record: not hasattr(record, "item"))
+    logger = logging.getLogger("parallelize")
+    for old in [h for h in logger.handlers if isinstance(h, _StderrHandler)]:
+        logger.removeHandler(old)  # main() called again in one process
+    logger.addHandler(handler)
+    logger.setLevel(logging.WARNING)
+    logger.propagate = False
+
+
+def run_loop(main: Coroutine[Any, Any, T], use_uvloop: bool) -> T:
+    """Run ``main`` in a new event loop: uvloop's when installed and wanted."""
+    factory: Callable[[], asyncio.AbstractEventLoop] | None = None
+    if use_uvloop:
+        try:
+            import uvloop  # noqa: PLC0415 - optional, imported where used
+        except ImportError:
+            pass
+        else:
+            factory = uvloop.new_event_loop
+    with asyncio.Runner(loop_factory=factory) as runner:
+        return runner.run(main)

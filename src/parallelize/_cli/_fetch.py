@@ -1,0 +1,375 @@
+"""``parallelize fetch``: GET (or any method) every URL of a file, one JSON line each.
+
+One :class:`aiohttp.ClientSession` for the whole run, its connection pool as large
+as ``--workers``. The action returns the finished JSON line of a success, so that a
+journal stores, and a rerun replays, exactly what was written. Every failure (an
+HTTP status >= 400 included) is raised, so that parallelize retries it when it
+should, counts it as failed and, with a journal, runs it again on the next run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import hashlib
+import os
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+from parallelize import Failure, MissingDependencyError, Retry, parse_retry_after
+
+from ._common import (
+    ENCODE,
+    Job,
+    Sink,
+    UsageError,
+    check_journal,
+    count_items,
+    error_text,
+    execute,
+    open_input,
+    open_output,
+    read_items,
+    run_loop,
+    wants_progress,
+)
+
+if TYPE_CHECKING:
+    import argparse
+
+    import aiohttp
+    from yarl import URL
+
+__all__ = ("fetch_command", "parse_header")
+
+# Statuses worth another attempt: rate limited, and the server errors that a
+# retry can cure (not 501, 505...).
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+
+class HTTPStatusError(Exception):
+    """A response with a status >= 400: a failed item whose record keeps the response.
+
+    ``status`` and ``retry_after`` are read by parallelize itself: a 429, 503 or 504
+    backs off ``--adaptive``, and a ``Retry-After`` header sets the delay of the
+    next attempt.
+    """
+
+    def __init__(  # noqa: PLR0917 - one response's account, built in one place
+        self,
+        status: int,
+        reason: str | None,
+        final_url: str,
+        size: int,
+        file: str | None,
+        elapsed: float,
+        retry_after: float | None,
+    ) -> None:
+        """Describe the response; the message is ``"404 Not Found"``."""
+        super().__init__(f"{status} {reason}" if reason else str(status))
+        self.status = status
+        self.final_url = final_url
+        self.size = size
+        self.file = file
+        self.elapsed = elapsed
+        self.retry_after = retry_after
+
+
+class InvalidURLError(ValueError):
+    """A line that is not an absolute http:// or https:// URL."""
+
+
+class SaveError(OSError):
+    """The body could not be written under ``--save-dir``."""
+
+
+def parse_header(text: str) -> tuple[str, str]:
+    """``"Name: value"`` as ``("Name", "value")``; ValueError if it has no name."""
+    name, colon, value = text.partition(":")
+    name = name.strip()
+    if not colon or not name or any(c.isspace() for c in name):
+        raise ValueError(f"expected 'Name: value', got {text!r}")
+    return name, value.strip()
+
+
+def _parse_line(number: int, text: str) -> tuple[int, str] | None:
+    url = text.strip()
+    if not url or url.startswith("#"):
+        return None
+    return number, url
+
+
+def _url_of(item: tuple[int, str]) -> str:
+    """Return the journal's key of an item: its URL (so that lines may move between runs)."""
+    return item[1]
+
+
+def save_name(url: str) -> str:
+    """Return the file name of ``url``'s body under ``--save-dir``: its SHA-256, in hex."""
+    return hashlib.sha256(url.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def fetch_command(options: argparse.Namespace, argv: list[str]) -> int:
+    """Run ``parallelize fetch`` with its parsed ``options``; return the exit code.
+
+    Raises:
+        UsageError: aiohttp is missing, or the input, the output or the save
+            directory cannot be used (checked before any request).
+    """
+    try:
+        import aiohttp  # noqa: PLC0415, F401 - the http extra, imported where used
+    except ImportError as exc:
+        error = MissingDependencyError("this command", "http", "aiohttp")
+        raise UsageError(str(error)) from exc
+    check_journal(options.journal)
+    with open_input(options.urls, "the URLS file") as stream:
+        if options.save_dir is not None:
+            try:
+                Path(options.save_dir).mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise UsageError(
+                    f"cannot make the --save-dir directory {options.save_dir!r}: "
+                    f"{exc.strerror or exc}"
+                ) from exc
+        total = None
+        if wants_progress(options.progress, options.quiet):
+            total = count_items(stream, _parse_line)
+        with Sink(open_output(options.output)) as sink:
+            return run_loop(_fetch(options, stream, sink, argv, total), options.uvloop)
+
+
+async def _fetch(
+    options: argparse.Namespace, stream: IO[bytes], sink: Sink, argv: list[str], total: int | None
+) -> int:
+    """Fetch, on the event loop: the session, the action, the run."""
+    import aiohttp  # noqa: PLC0415 - the http extra, imported where used
+
+    connector = aiohttp.TCPConnector(limit=options.workers, ttl_dns_cache=300)
+    async with aiohttp.ClientSession(
+        connector=connector,
+        headers=options.headers,
+        timeout=aiohttp.ClientTimeout(total=None),  # --timeout is parallelize's
+        cookie_jar=aiohttp.DummyCookieJar(),  # no cookie of one URL sent to another
+    ) as session:
+        loop = asyncio.get_running_loop()
+        starts: dict[int, float] = {}  # line -> loop time of its item's first attempt
+        tries: dict[int, int] = {}  # line -> attempts so far
+        action = _make_fetch(
+            session, method=options.method, save_dir=options.save_dir, starts=starts, tries=tries
+        )
+        job = Job(
+            action=action,
+            items=read_items(stream, _parse_line),
+            failure_line=_make_failure_line(loop, starts, tries, options.timeout),
+            noun="URLs",
+            reads_stdin=options.urls == "-",
+            retry=None
+            if not options.retries
+            else Retry(on=(), attempts=options.retries + 1, if_exception=_is_retryable),
+            key=_url_of,
+            total=total,
+        )
+        return await execute(job, options, sink, argv)
+
+
+def _make_fetch(
+    session: aiohttp.ClientSession,
+    *,
+    method: str,
+    save_dir: str | None,
+    starts: dict[int, float],
+    tries: dict[int, int],
+) -> Callable[[int, str], Awaitable[str]]:
+    """Return the action: one request, its body drained or saved, its JSON line.
+
+    ``starts`` and ``tries`` keep, per line, the first attempt's time and the
+    attempts made, for the record of an item that was retried.
+    """
+    from yarl import URL  # noqa: PLC0415 - comes with aiohttp
+
+    clock = asyncio.get_running_loop().time
+    prefix = None if save_dir is None else os.path.join(save_dir, "")  # noqa: PTH118 - a str prefix, joined per item
+    request = session.request
+    encode = ENCODE
+
+    async def fetch(line: int, url: str) -> str:
+        first = starts.setdefault(line, clock())
+        attempt = tries[line] = tries.get(line, 0) + 1
+        target = _checked_url(URL, url)
+        file = None
+        async with request(method, target) as resp:
+            status = resp.status
+            if save_dir is None:
+                size = 0
+                content = resp.content
+                while chunk := await content.readany():
+                    size += len(chunk)
+            else:
+                file = f"{prefix}{save_name(url)}"
+                size = await _save(resp, file, line)
+            final_url = str(resp.url)
+            elapsed = round(clock() - first, 6)
+            if status >= 400:
+                header = resp.headers.get("Retry-After")
+                retry_after = None if header is None else parse_retry_after(header)
+                raise HTTPStatusError(
+                    status, resp.reason, final_url, size, file, elapsed, retry_after
+                )
+        del starts[line], tries[line]
+        record: dict[str, Any] = {
+            "url": url,
+            "final_url": final_url,
+            "status": status,
+            "bytes": size,
+            "elapsed": elapsed,
+            "attempts": attempt,
+            "error": None,
+        }
+        if file is not None:
+            record["file"] = file
+        return encode(record)
+
+    return fetch
+
+
+def _checked_url(make: type[URL], url: str) -> URL:
+    """Parse ``url``; raise :class:`InvalidURLError` unless it is absolute http(s)."""
+    try:
+        parsed = make(url)
+    except ValueError as exc:
+        raise InvalidURLError(f"not a valid URL: {exc}") from exc
+    if parsed.scheme not in ("http", "https"):
+        raise InvalidURLError("not an http:// or https:// URL")
+    if not parsed.host:
+        raise InvalidURLError("the URL has no host")
+    return parsed
+
+
+async def _save(resp: aiohttp.ClientResponse, file: str, line: int) -> int:
+    """Stream the body to ``file`` (through a ``.part`` file); return its size.
+
+    Written chunk by chunk, never held whole. The writes are plain blocking writes
+    on the loop: they go to the page cache in microseconds, less than a thread hop
+    per chunk would cost. The ``.part`` name carries the line number, so that two
+    lines with the same URL never write the same file at once.
+    """
+    part = Path(f"{file}.{line}.part")
+    try:
+        handle = part.open("wb")  # noqa: ASYNC230 - see the docstring
+    except OSError as exc:
+        raise SaveError(f"cannot write {str(part)!r}: {exc.strerror or exc}") from exc
+    size = 0
+    try:
+        content = resp.content
+        while chunk := await content.readany():
+            try:
+                handle.write(chunk)
+            except OSError as exc:
+                raise SaveError(f"cannot write {str(part)!r}: {exc.strerror or exc}") from exc
+            size += len(chunk)
+        handle.close()
+        try:
+            part.replace(file)  # noqa: ASYNC240 - see the docstring
+        except OSError as exc:
+            raise SaveError(f"cannot rename {str(part)!r}: {exc.strerror or exc}") from exc
+    except BaseException:
+        handle.close()
+        with contextlib.suppress(OSError):
+            part.unlink()  # noqa: ASYNC240 - see the docstring
+        raise
+    return size
+
+
+def _is_retryable(error: Exception) -> bool:
+    """``--retries``: timeouts, connection errors, cut bodies, 429, 500, 502, 503, 504."""
+    import aiohttp  # noqa: PLC0415 - imported already by then
+
+    if isinstance(error, HTTPStatusError):
+        return error.status in RETRY_STATUSES
+    if isinstance(error, aiohttp.ClientSSLError | aiohttp.InvalidURL):
+        return False  # a certificate or a URL does not get better with time
+    return isinstance(
+        error,
+        TimeoutError | ConnectionError | aiohttp.ClientConnectionError | aiohttp.ClientPayloadError,
+    )
+
+
+Kinds = tuple[tuple[type[BaseException] | tuple[type[BaseException], ...], str], ...]
+
+
+@functools.cache
+def _kinds() -> Kinds:
+    """Return the error kinds; the first class that matches wins (aiohttp is imported)."""
+    import aiohttp  # noqa: PLC0415 - imported already by then
+
+    # Classes of aiohttp 3.10+ (the extra allows 3.9): an empty tuple matches nothing.
+    dns_error = getattr(aiohttp, "ClientConnectorDNSError", ())
+    redirect_error = getattr(aiohttp, "RedirectClientError", ())
+    return (
+        (HTTPStatusError, "http"),
+        ((aiohttp.TooManyRedirects, *_types(redirect_error)), "redirect"),
+        ((InvalidURLError, aiohttp.InvalidURL), "invalid_url"),
+        (TimeoutError, "timeout"),
+        (_types(dns_error), "dns"),
+        (aiohttp.ClientSSLError, "tls"),
+        ((aiohttp.ClientConnectionError, ConnectionError), "connection"),
+        ((aiohttp.ClientPayloadError, aiohttp.ClientResponseError), "protocol"),
+        (SaveError, "save"),
+    )
+
+
+def _types(found: type[BaseException] | tuple[()]) -> tuple[type[BaseException], ...]:
+    return found if isinstance(found, tuple) else (found,)
+
+
+def error_kind(error: BaseException) -> str:
+    """Return the short, stable name of a failure: ``"timeout"``, ``"http"``, ..."""
+    for types, kind in _kinds():
+        if isinstance(error, types):
+            return kind
+    return "error"
+
+
+def _make_failure_line(
+    loop: asyncio.AbstractEventLoop,
+    starts: dict[int, float],
+    tries: dict[int, int],
+    timeout: float | None,
+) -> Callable[[Failure], str]:
+    def failure_line(failure: Failure) -> str:
+        line, url = failure.item
+        first = starts.pop(line, None)
+        tries.pop(line, None)
+        error = failure.exception
+        kind = error_kind(error)
+        if kind == "timeout" and not str(error) and timeout:
+            message = f"no complete answer within --timeout {timeout:g} s"
+        elif kind in ("http", "invalid_url", "save"):
+            message = str(error)
+        else:
+            message = error_text(error)
+        record: dict[str, Any] = {
+            "url": url,
+            "final_url": None,
+            "status": None,
+            "bytes": None,
+            "elapsed": None,
+            "attempts": failure.attempts,
+            "error": {"kind": kind, "message": message},
+        }
+        if isinstance(error, HTTPStatusError):
+            record["final_url"] = error.final_url
+            record["status"] = error.status
+            record["bytes"] = error.size
+            record["elapsed"] = error.elapsed
+            if error.file is not None:
+                record["file"] = error.file
+        elif failure.elapsed is not None:
+            record["elapsed"] = round(failure.elapsed, 6)
+        elif first is not None:
+            record["elapsed"] = round(loop.time() - first, 6)
+        return ENCODE(record)
+
+    return failure_line

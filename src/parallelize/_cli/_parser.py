@@ -1,0 +1,287 @@
+"""The command line's grammar and its help texts (argparse)."""
+
+from __future__ import annotations
+
+import argparse
+import math
+from typing import NoReturn
+
+from ._common import UsageError
+from ._fetch import parse_header
+
+__all__ = ("build_parser",)
+
+EXIT_CODES = """\
+exit codes:
+  0    every item succeeded
+  1    some items failed (their records say why; the others are written too)
+  2    usage error: a bad option, an input or output file that cannot be opened,
+       a MODULE:FUNCTION that cannot be imported, a journal that cannot be used
+  130  interrupted by Ctrl-C (SIGINT) or SIGTERM after a graceful stop
+  141  stdout was closed early (| head), as SIGPIPE would"""
+
+MAIN_DESCRIPTION = """\
+Run many I/O-bound jobs at once with a bounded pool of asyncio workers, and write
+one JSON line per job. Every command takes -w/--workers, --timeout, --retries,
+--rate, --adaptive, --journal and -o; see 'parallelize COMMAND --help'."""
+
+MAIN_EPILOG = f"""\
+examples:
+  parallelize fetch urls.txt -o results.jsonl
+  parallelize run mymodule:handle --input args.jsonl -w 20
+
+{EXIT_CODES}
+
+Full documentation: docs/cli.md"""
+
+FETCH_DESCRIPTION = """\
+Fetch every URL of URLS (a file, or - for stdin: one URL a line; blank lines and
+lines starting with # are skipped) and write one JSON line per URL, in the order
+they finish:
+
+  {"url": ..., "final_url": ..., "status": 200, "bytes": 5120, "elapsed": 0.031,
+   "attempts": 1, "error": null}
+
+A failure has "error": {"kind": ..., "message": ...}, with kind one of http
+(status >= 400; the status is kept), timeout, connection, dns, tls, redirect,
+protocol, invalid_url, save, error. A summary goes to stderr."""
+
+FETCH_EPILOG = f"""\
+examples:
+  parallelize fetch urls.txt -o results.jsonl
+  cut -f2 sites.tsv | parallelize fetch - -w 50 --retries 3 --timeout 10
+  parallelize fetch urls.txt --journal crawl.db -o crawl.jsonl --save-dir pages
+      (Ctrl-C it, run the same command again: it goes on where it stopped)
+  jq -r 'select(.error) | .url' results.jsonl     # the URLs that failed
+
+with --journal, a rerun of the same command writes every URL again: the ones
+done are replayed from the journal without a request, the failed and the
+missing ones are fetched. Run it until it exits 0.
+
+{EXIT_CODES}"""
+
+RUN_DESCRIPTION = """\
+Call FUNCTION (an async def, or a plain function, run in threads) once per line
+of --input, and write one JSON line per call, in the order they finish:
+
+  {"line": 3, "args": [1, 2], "ok": true, "result": 3}
+  {"line": 4, "args": {"x": 1}, "ok": false, "error": {"kind": "exception",
+   "message": "ValueError: ..."}}
+
+Each input line is one JSON value: an array is the positional arguments, an
+object the keyword arguments, anything else the single argument (wrap an array
+meant as one argument: [[1, 2]]). Blank lines are skipped. A line that is not
+JSON is a failure record (kind invalid_json). A result that JSON cannot hold is
+written as its repr() string. MODULE is imported from the current directory or
+PYTHONPATH."""
+
+RUN_EPILOG = f"""\
+examples:
+  parallelize run tasks:resize --input images.jsonl -o done.jsonl -w 8
+  seq 1 1000 | parallelize run mymodule:check --input - --retries 2 --timeout 5
+
+error kinds: invalid_json, timeout (--timeout), exception (FUNCTION raised).
+
+with --journal, a rerun of the same command writes every line again: the calls
+that succeeded are replayed from the journal without calling FUNCTION, the
+failed and the missing ones are called. Run it until it exits 0.
+
+{EXIT_CODES}"""
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line, not usage text (exit 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        """Raise a one-line :class:`UsageError` instead of printing the usage."""
+        raise UsageError(f"{message} (see '{self.prog} --help')", prog=self.prog)
+
+
+def _int_at_least(low: int) -> type[int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
+        return value
+
+    return parse  # type: ignore[return-value]  # argparse only calls it
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0 seconds (0: no limit), got {text!r}")
+    return value
+
+
+def _rate(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected calls per second, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0 per second, got {text!r}")
+    return value
+
+
+def _header(text: str) -> tuple[str, str]:
+    try:
+        return parse_header(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _add_common(parser: argparse.ArgumentParser, *, timeout: float | None, retried: str) -> None:
+    parser.add_argument(
+        "-o",
+        "--output",
+        metavar="FILE",
+        help="write the JSON lines to FILE (replaced) instead of stdout",
+    )
+    parser.add_argument(
+        "-w",
+        "--workers",
+        type=_int_at_least(1),
+        default=100,
+        metavar="N",
+        help="at most N at once (default 100; the ceiling with --adaptive)",
+    )
+    default = "no limit" if timeout is None else f"{timeout:g}"
+    parser.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=timeout,
+        metavar="SECONDS",
+        help=f"give up an attempt after SECONDS (default {default}; 0: no limit)",
+    )
+    parser.add_argument(
+        "--retries",
+        type=_int_at_least(0),
+        default=0,
+        metavar="N",
+        help=f"try again up to N more times, after a backoff, {retried} (default 0)",
+    )
+    parser.add_argument(
+        "--rate",
+        type=_rate,
+        metavar="PER_SECOND",
+        help="start at most PER_SECOND attempts a second, retries included",
+    )
+    parser.add_argument(
+        "--adaptive",
+        action="store_true",
+        help="find how many at once the service takes (up to --workers), and back "
+        "off on timeouts, connection errors and 429/503/504",
+    )
+    parser.add_argument(
+        "--journal",
+        metavar="FILE",
+        help="record every outcome in FILE (SQLite); the same command run again "
+        "replays what succeeded and redoes only the rest",
+    )
+    parser.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="show a progress bar on stderr (default: when stderr is a terminal)",
+    )
+    parser.add_argument(
+        "-q", "--quiet", action="store_true", help="no summary and no progress bar on stderr"
+    )
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="also log each failure on stderr (with the traceback of unexpected ones)",
+    )
+    parser.add_argument(
+        "--no-uvloop",
+        dest="uvloop",
+        action="store_false",
+        help="use asyncio's own event loop even when uvloop is installed",
+    )
+
+
+def build_parser() -> Parser:
+    """Return the ``parallelize`` command's parser, with ``fetch`` and ``run``."""
+    formatter = argparse.RawDescriptionHelpFormatter
+    parser = Parser(
+        prog="parallelize",
+        description=MAIN_DESCRIPTION,
+        epilog=MAIN_EPILOG,
+        formatter_class=formatter,
+    )
+    parser.add_argument("--version", action="version", version=_version())
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    fetch = commands.add_parser(
+        "fetch",
+        help="fetch URLs, one JSON line per URL",
+        description=FETCH_DESCRIPTION,
+        epilog=FETCH_EPILOG,
+        formatter_class=formatter,
+    )
+    fetch.add_argument("urls", metavar="URLS", help="a file of URLs, one a line; - for stdin")
+    _add_common(
+        fetch,
+        timeout=30.0,
+        retried="on a timeout, a connection error or a status 429, 500, 502, 503, 504 "
+        "(a Retry-After header sets the delay)",
+    )
+    fetch.add_argument(
+        "-X",
+        "--method",
+        default="GET",
+        type=str.upper,
+        help="the HTTP method (default GET)",
+    )
+    fetch.add_argument(
+        "-H",
+        "--header",
+        dest="headers",
+        action="append",
+        type=_header,
+        default=[],
+        metavar="'NAME: VALUE'",
+        help="send this header with every request (repeatable)",
+    )
+    fetch.add_argument(
+        "--save-dir",
+        metavar="DIR",
+        help="save each body to DIR/<sha256 of the URL, in hex> (the record's "
+        '"file"), streamed, never held in memory',
+    )
+
+    run = commands.add_parser(
+        "run",
+        help="call a Python function once per JSON line of arguments",
+        description=RUN_DESCRIPTION,
+        epilog=RUN_EPILOG,
+        formatter_class=formatter,
+    )
+    run.add_argument(
+        "function",
+        metavar="MODULE:FUNCTION",
+        help="the function to call, such as mypackage.tasks:handle",
+    )
+    run.add_argument(
+        "-i",
+        "--input",
+        required=True,
+        metavar="FILE",
+        help="JSON lines of arguments, one call per line; - for stdin",
+    )
+    _add_common(run, timeout=None, retried="on any exception of FUNCTION or a timeout")
+    return parser
+
+
+def _version() -> str:
+    import parallelize  # noqa: PLC0415 - only for --version
+
+    return f"parallelize {parallelize.__version__}"
