@@ -1,0 +1,235 @@
+"""Prometheus metrics for a run: ``parallelize(..., observers=[PrometheusExporter()])``.
+
+Needs the ``metrics`` extra (``pip install "parallelize[metrics]"``, which brings
+``prometheus-client``). The exporter reads :meth:`Run.statistics` when Prometheus
+scrapes, so it costs nothing per item; a scrape is answered from a snapshot taken
+on the run's event loop (never by reading the run's state from the server's
+thread). After the run ends, the exporter keeps serving its final values.
+
+Metrics (``namespace`` defaults to ``parallelize``; every one carries the
+exporter's ``labels``):
+
+    parallelize_items_total{outcome}      counter: succeeded, failed, replayed, skipped
+    parallelize_attempts_total            counter: calls of the action
+    parallelize_retries_total             counter: attempts tried again
+    parallelize_items_in_flight           gauge
+    parallelize_items_waiting_retry       gauge
+    parallelize_concurrency_limit         gauge: the adaptive limit, else numworkers
+    parallelize_items_expected            gauge: the input's length, when known
+    parallelize_action_duration_seconds   histogram of the actions' durations
+    parallelize_run_finished              gauge: 1 once the run has ended
+
+Example:
+    >>> exporter = PrometheusExporter(port=9464)  # http://127.0.0.1:9464/metrics
+    >>> async for page in parallelize(fetch, urls, 100, observers=[exporter]):
+    ...     ...
+    >>> exporter.close()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import dataclasses
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Self
+
+from ._errors import MissingDependencyError
+from ._observe import Observer
+from ._stats import LatencyHistogram, Statistics
+
+if TYPE_CHECKING:
+    from ._engine import Run
+
+try:
+    import prometheus_client
+    from prometheus_client.core import (
+        CounterMetricFamily,
+        GaugeMetricFamily,
+        HistogramMetricFamily,
+    )
+except ImportError as _exc:  # pragma: no cover - the extra is a test dependency
+    raise MissingDependencyError("parallelize.prometheus", "metrics", "prometheus_client") from _exc
+
+__all__ = ("DURATION_BUCKETS", "PrometheusExporter")
+
+# Bucket bounds of the duration histogram, in seconds: powers of two from 61 us to
+# 64 s, which are exact edges of the run's own latency histogram.
+DURATION_BUCKETS = tuple(2.0**exponent for exponent in range(-14, 7))
+
+# A scrape waits this long for the run's loop to take a snapshot; then it answers
+# with the last one.
+_SNAPSHOT_TIMEOUT = 2.0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Snapshot:
+    stats: Statistics
+    counts: dict[int, int]
+    total_seconds: float
+
+
+class PrometheusExporter(Observer):
+    """Expose a run's statistics as Prometheus metrics, scraped over HTTP.
+
+    Args:
+        port: Serve ``/metrics`` on this port (0: any free port, see ``port``
+            after construction). None (default): only register the metrics in
+            ``registry``, for an HTTP server or push gateway of your own.
+        addr: The address to listen on (default ``127.0.0.1``: this machine only;
+            ``0.0.0.0`` for a scraper elsewhere).
+        registry: The ``prometheus_client`` registry to register in (default:
+            the global ``REGISTRY``).
+        namespace: The metric names' prefix (default ``parallelize``).
+        labels: Labels added to every metric, such as ``{"job": "crawl"}``.
+
+    Attributes:
+        port: The port serving ``/metrics``, or None.
+
+    One exporter follows one run at a time: the last one it was given. Close it
+    with :meth:`close` (or use it as a context manager) to stop its server.
+    """
+
+    def __init__(
+        self,
+        *,
+        port: int | None = None,
+        addr: str = "127.0.0.1",
+        registry: Any = None,
+        namespace: str = "parallelize",
+        labels: Mapping[str, str] | None = None,
+    ) -> None:
+        """Register the metrics, and start the HTTP server when given a port."""
+        self._registry = prometheus_client.REGISTRY if registry is None else registry
+        self._namespace = namespace
+        self._labels = dict(labels or {})
+        self._run: Run[Any] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._last: _Snapshot | None = None
+        self._registry.register(self)
+        self._server: Any = None
+        self.port: int | None = None
+        if port is not None:
+            server, _thread = prometheus_client.start_http_server(
+                port, addr=addr, registry=self._registry
+            )
+            self._server = server
+            self.port = server.server_port
+
+    def close(self) -> None:
+        """Stop the HTTP server (if any) and unregister the metrics."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        with contextlib.suppress(KeyError):  # already closed
+            self._registry.unregister(self)
+
+    def __enter__(self) -> Self:
+        """Return the exporter; :meth:`close` it on exit."""
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        """Close the exporter."""
+        self.close()
+
+    # -- the run's side (on its loop) --------------------------------------------
+
+    def run_started(self, run: Run[Any]) -> None:
+        """Follow ``run`` from now on."""
+        self._run = run
+        self._loop = asyncio.get_running_loop()
+        self._last = self._snapshot()
+
+    def run_finished(self, run: Run[Any], error: BaseException | None) -> None:  # noqa: ARG002
+        """Keep the run's final values, to serve from now on."""
+        self._last = self._snapshot()
+        self._loop = None  # the final values are served from here on
+
+    def _snapshot(self) -> _Snapshot:
+        run = self._run
+        assert run is not None
+        histogram: LatencyHistogram = run._stats.latency  # type: ignore[union-attr]  # noqa: SLF001
+        return _Snapshot(run.statistics(), dict(histogram.counts), histogram.total)
+
+    # -- the scraper's side (any thread) -----------------------------------------
+
+    def _current(self) -> _Snapshot | None:
+        """Take a snapshot on the run's loop, or fall back on the last one."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return self._last
+        future: concurrent.futures.Future[_Snapshot] = concurrent.futures.Future()
+
+        def take() -> None:
+            if not future.cancelled():
+                try:
+                    future.set_result(self._snapshot())
+                except Exception as exc:  # handed to the scraper
+                    future.set_exception(exc)
+
+        try:
+            loop.call_soon_threadsafe(take)
+            self._last = future.result(timeout=_SNAPSHOT_TIMEOUT)
+        except (RuntimeError, concurrent.futures.TimeoutError):
+            future.cancel()  # the loop is closed or busy: serve the last values
+        return self._last
+
+    def describe(self) -> Iterator[Any]:
+        """Nothing up front: the metrics exist once a run has started."""
+        return iter(())
+
+    def collect(self) -> Iterator[Any]:
+        """Yield the metric families (called by ``prometheus_client`` on a scrape)."""
+        snapshot = self._current()
+        if snapshot is None:
+            return
+        stats = snapshot.stats
+        names = list(self._labels)
+        values = list(self._labels.values())
+        prefix = self._namespace + "_"
+
+        items = CounterMetricFamily(
+            prefix + "items", "Items that have ended, by outcome.", labels=[*names, "outcome"]
+        )
+        for outcome in ("succeeded", "failed", "replayed", "skipped"):
+            items.add_metric([*values, outcome], getattr(stats, outcome))
+        yield items
+        for name, help_text, value in (
+            ("attempts", "Calls of the action.", stats.attempts),
+            ("retries", "Attempts that failed and were tried again.", stats.retries),
+        ):
+            counter = CounterMetricFamily(prefix + name, help_text, labels=names)
+            counter.add_metric(values, value)
+            yield counter
+        gauges: list[tuple[str, str, float | None]] = [
+            ("items_in_flight", "Items being worked on now.", stats.in_flight),
+            ("items_waiting_retry", "Items waiting for their next attempt.", stats.waiting_retry),
+            ("concurrency_limit", "The most items that may be in flight now.", stats.limit),
+            ("items_expected", "How many items the input has.", stats.total),
+            ("run_finished", "1 once every worker has ended.", float(stats.finished)),
+        ]
+        for name, help_text, gauge_value in gauges:
+            if gauge_value is None:
+                continue
+            gauge = GaugeMetricFamily(prefix + name, help_text, labels=names)
+            gauge.add_metric(values, gauge_value)
+            yield gauge
+        histogram = HistogramMetricFamily(
+            prefix + "action_duration_seconds",
+            "Durations of the actions' attempts (fast ones sampled).",
+            labels=names,
+        )
+        measured = LatencyHistogram()
+        measured.counts = snapshot.counts
+        cumulative = measured.cumulative(DURATION_BUCKETS)
+        count = sum(snapshot.counts.values())
+        buckets = [(_bound(b), float(n)) for b, n in zip(DURATION_BUCKETS, cumulative, strict=True)]
+        buckets.append(("+Inf", float(count)))
+        histogram.add_metric(values, buckets, snapshot.total_seconds)
+        yield histogram
+
+
+def _bound(seconds: float) -> str:
+    return repr(seconds)

@@ -1,0 +1,90 @@
+"""The Prometheus exporter, scraped for real over HTTP while a run goes on."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import aiohttp
+import pytest
+
+prometheus_client = pytest.importorskip("prometheus_client")
+
+from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
+
+from parallelize import Failure, parallelize  # noqa: E402
+from parallelize.prometheus import PrometheusExporter  # noqa: E402
+
+
+def parse(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Samples by (name, sorted labels)."""
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+async def scrape(session: aiohttp.ClientSession, port: int) -> dict[Any, float]:
+    async with session.get(f"http://127.0.0.1:{port}/metrics") as response:
+        assert response.status == 200
+        return parse(await response.text())
+
+
+def test_metrics_are_scraped_over_http_during_and_after_a_run(run: Any) -> None:
+    registry = prometheus_client.CollectorRegistry()
+    exporter = PrometheusExporter(port=0, registry=registry, labels={"job": "test"})
+    assert exporter.port
+    job = (("job", "test"),)
+
+    async def slow(x: int) -> int:
+        await asyncio.sleep(0.02)
+        if x % 10 == 0:
+            raise ValueError(x)
+        return x
+
+    async def main() -> tuple[dict[Any, float], dict[Any, float]]:
+        async with aiohttp.ClientSession() as session:
+            results = parallelize(slow, range(200), 10, observers=[exporter], on_error="yield")
+            during: dict[Any, float] = {}
+            failures = 0
+            async for outcome in results:
+                failures += isinstance(outcome, Failure)
+                if failures == 5 and not during:
+                    assert exporter.port is not None
+                    during = await scrape(session, exporter.port)
+            assert exporter.port is not None
+            return during, await scrape(session, exporter.port)
+
+    try:
+        during, after = run(main())
+    finally:
+        exporter.close()
+    assert during[("parallelize_items_in_flight", job)] > 0
+    assert during[("parallelize_run_finished", job)] == 0
+    assert during[("parallelize_concurrency_limit", job)] == 10
+    assert during[("parallelize_items_expected", job)] == 200
+    assert 0 < during[("parallelize_items_total", (*job, ("outcome", "succeeded")))] < 180
+
+    assert after[("parallelize_run_finished", job)] == 1
+    assert after[("parallelize_items_in_flight", job)] == 0
+    assert after[("parallelize_items_total", (*job, ("outcome", "succeeded")))] == 180
+    assert after[("parallelize_items_total", (*job, ("outcome", "failed")))] == 20
+    assert after[("parallelize_attempts_total", job)] == 200
+    assert after[("parallelize_action_duration_seconds_count", job)] == 200
+    total = after[("parallelize_action_duration_seconds_sum", job)]
+    assert 200 * 0.02 <= total < 200 * 0.2
+    # Every action took 20+ ms: none in the buckets up to 2**-6 s (15.6 ms), all by 1 s.
+    le = "parallelize_action_duration_seconds_bucket"
+    assert after[(le, (*job, ("le", repr(2.0**-6))))] == 0
+    assert after[(le, (*job, ("le", "1.0")))] == 200
+    assert after[(le, (*job, ("le", "+Inf")))] == 200
+
+
+def test_an_exporter_without_a_run_exports_nothing_and_closes_twice() -> None:
+    registry = prometheus_client.CollectorRegistry()
+    exporter = PrometheusExporter(registry=registry)
+    assert exporter.port is None
+    assert prometheus_client.generate_latest(registry) == b""
+    exporter.close()
+    exporter.close()
