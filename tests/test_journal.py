@@ -267,6 +267,14 @@ def test_a_journal_from_a_newer_version_is_refused(run: Any, tmp_path: Path) -> 
         run(take(parallelize(Calls(), range(3), 1, journal=path)))
 
 
+def test_a_journal_in_a_missing_directory_is_a_journal_error(run: Any, tmp_path: Path) -> None:
+    """Not a bare FileNotFoundError: the message says what to check."""
+    calls = Calls()
+    with pytest.raises(JournalError, match="check that its directory exists"):
+        run(take(parallelize(calls, range(3), 1, journal=tmp_path / "nowhere" / "j.db")))
+    assert not calls.calls
+
+
 def test_a_result_json_cannot_store_is_a_clear_error_and_keeps_the_rest(
     run: Any, tmp_path: Path
 ) -> None:

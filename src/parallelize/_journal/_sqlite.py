@@ -157,7 +157,13 @@ class SQLiteJournal:
         sent (the run was killed): wait for it, then every stored outcome counts.
         """
         lock_path = f"{self.path}.lock"
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise self._error(
+                f"cannot create journal {str(self.path)!r}: {exc.strerror} "
+                f"({lock_path!r}); check that its directory exists and is writable"
+            ) from exc
         lock_file = os.fdopen(fd, "r+b")
         if fcntl is not None:
             deadline = time.monotonic() + _DRAIN_WAIT
