@@ -462,3 +462,40 @@ def test_the_console_script_runs_the_cli(server: str) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert sorted(by_url(result.stdout)) == sorted(urls)
+
+
+def test_metrics_port_serves_prometheus_metrics_during_the_run(server: str, tmp_path: Path) -> None:
+    pytest.importorskip("prometheus_client")
+    import socket  # noqa: PLC0415
+    import urllib.request  # noqa: PLC0415
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    urls = [f"{server}/slow/40" for _ in range(100)]
+    args = [sys.executable, "-m", "parallelize", "fetch", str(write_lines(tmp_path / "u", urls))]
+    proc = subprocess.Popen(  # noqa: S603 - our own CLI
+        [*args, "-w", "5", "--metrics-port", str(port), "-o", str(tmp_path / "out")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        text = ""
+        for _ in range(100):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+                    text = r.read().decode()
+                if "parallelize_items_in_flight 5.0" in text:
+                    break
+            except OSError:
+                pass
+            time.sleep(0.05)
+        assert "parallelize_items_in_flight 5.0" in text
+        assert "parallelize_concurrency_limit 5.0" in text
+        assert proc.wait(20) == 0
+    finally:
+        proc.kill()
+        proc.wait()
+        assert proc.stderr is not None
+        proc.stderr.close()

@@ -63,6 +63,8 @@ __all__ = (
 if TYPE_CHECKING:
     import argparse
 
+    from parallelize.prometheus import PrometheusExporter
+
 T = TypeVar("T")
 
 EXIT_OK = 0  # every item succeeded
@@ -351,6 +353,7 @@ async def execute(job: Job, options: argparse.Namespace, sink: Sink, argv: list[
     """
     progress = wants_progress(options.progress, options.quiet)
     journal = options.journal
+    exporter = _exporter(options.metrics_port)
     try:
         run = parallelize(
             job.action,
@@ -371,9 +374,37 @@ async def execute(job: Job, options: argparse.Namespace, sink: Sink, argv: list[
             stats=True,
             progress=Progress(description=job.noun) if progress else False,
             total=job.total if progress else None,
+            observers=() if exporter is None else [exporter],
         )
     except (MissingDependencyError, JournalError) as exc:  # --progress without rich...
+        if exporter is not None:
+            exporter.close()
         raise UsageError(str(exc)) from exc
+    try:
+        return await _consume(run, job, options, sink, argv)
+    finally:
+        if exporter is not None:
+            exporter.close()
+
+
+def _exporter(port: int | None) -> PrometheusExporter | None:
+    """Return the Prometheus exporter for ``--metrics-port``, serving; None without."""
+    if port is None:
+        return None
+    try:
+        from parallelize.prometheus import PrometheusExporter  # noqa: PLC0415 - the extra
+
+        return PrometheusExporter(port=port)
+    except MissingDependencyError as exc:
+        raise UsageError(str(exc)) from exc
+    except OSError as exc:
+        raise UsageError(f"cannot serve metrics on port {port}: {exc.strerror}") from exc
+
+
+async def _consume(
+    run: Run[Any], job: Job, options: argparse.Namespace, sink: Sink, argv: list[str]
+) -> int:
+    """Write the run's outcomes; return the exit code."""
     write = sink.write
     failure_line = job.failure_line
     sink.start()
@@ -441,7 +472,16 @@ def _on_path(program: str) -> str:
 
 
 class _StderrHandler(logging.StreamHandler[TextIO]):
-    """The CLI's own handler, told apart from any other on the logger."""
+    """The CLI's own handler, told apart from any other on the logger.
+
+    It writes to whatever ``sys.stderr`` is at the time, so that the progress bar,
+    which puts its own stream there while it is shown, keeps log lines above it.
+    """
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Write ``record`` to the current ``sys.stderr``."""
+        self.stream = sys.stderr
+        super().emit(record)
 
 
 def setup_logging(verbose: bool) -> None:
@@ -450,7 +490,7 @@ def setup_logging(verbose: bool) -> None:
     The per-item failure messages are left out unless ``verbose``: each failure is
     in the output already, as its record.
     """
-    handler = _StderrHandler(sys.stderr)
+    handler = _StderrHandler()
     handler.setFormatter(logging.Formatter("parallelize: %(message)s"))
     if not verbose:
         handler.addFilter(lambda record: not hasattr(record, "item"))

@@ -195,6 +195,13 @@ def _add_common(parser: argparse.ArgumentParser, *, timeout: float | None, retri
         "-q", "--quiet", action="store_true", help="no summary and no progress bar on stderr"
     )
     parser.add_argument(
+        "--metrics-port",
+        metavar="PORT",
+        type=int,
+        help="serve Prometheus metrics at http://127.0.0.1:PORT/metrics while the "
+        "run goes on (needs prometheus-client: the metrics extra)",
+    )
+    parser.add_argument(
         "-v",
         "--verbose",
         action="store_true",
