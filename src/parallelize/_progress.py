@@ -82,7 +82,8 @@ class _Display(Observer):
         from rich.console import Console  # noqa: PLC0415 - the extra, when shown
         from rich.live import Live  # noqa: PLC0415
 
-        console = Console(file=stream)
+        # soft_wrap: lines printed above the bar (JSON records) are never cut in two.
+        console = Console(file=stream, soft_wrap=True)
         self._run = run
         self._live = Live(
             console=console,
@@ -108,7 +109,8 @@ class _Display(Observer):
         if self._timer is not None:
             self._timer.cancel()
         try:
-            self._draw(run.statistics())
+            # The last frame: drawn once, by stop().
+            self._live.update(self._render(run.statistics()), refresh=False)
         finally:
             self._live.stop()
             self._live = None
@@ -139,10 +141,11 @@ class _Display(Observer):
             count = f"{stats.done:,}/{total:,}"
             left = max(0, total - stats.done)
             eta = _clock(left / rate) if rate > 0 else "--:--"
-            eta = "done" if stats.finished else eta
+            if stats.finished:
+                eta = "done" if not left else "stopped"
         else:
             count = f"{stats.done:,}"
-            eta = "--:--" if not stats.finished else "done"
+            eta = "--:--" if not stats.finished else "ended"
         # The most telling first: a narrow terminal cuts the line's end.
         parts = [count, f"{rate:,.0f}/s", f"ETA {eta}"]
         if stats.failed:

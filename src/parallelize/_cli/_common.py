@@ -253,6 +253,10 @@ class Sink:
     def __init__(self, stream: TextIO) -> None:
         """Write to ``stream``; call :meth:`start` on the event loop to flush by time."""
         self.stream = stream
+        # Lines for stdout go to whatever sys.stdout is when written: the progress
+        # bar, while shown on the same terminal, puts its own stream there, which
+        # prints them above the bar instead of into it.
+        self._stdout = stream is sys.stdout
         self.lines: list[str] = []
         self._timer: asyncio.TimerHandle | None = None
         self._error: OSError | None = None
@@ -280,11 +284,12 @@ class Sink:
         """Write the waiting lines now."""
         if self._error is not None:
             raise self._error
+        stream = sys.stdout if self._stdout else self.stream
         lines = self.lines
         if lines:
-            self.stream.write("\n".join(lines) + "\n")
+            stream.write("\n".join(lines) + "\n")
             lines.clear()
-        self.stream.flush()
+        stream.flush()
 
     def _tick(self) -> None:
         try:
@@ -302,7 +307,7 @@ class Sink:
         try:
             self.flush()
         finally:
-            if self.stream is not sys.stdout:
+            if not self._stdout:
                 self.stream.close()
 
 

@@ -1,0 +1,222 @@
+"""A terminal recording check: the progress bar as a user sees it in a real terminal.
+
+``parallelize fetch`` runs under :mod:`pexpect` in a pseudo-terminal (the console
+script, as a user types it) against the local test server, long enough (about a
+second of ``/slow/50`` requests) for several redraws. The bar must show a rate and an
+ETA on the terminal, and nothing of it may reach the JSON output: not with ``-o FILE``,
+not with stdout redirected to a file, and not at all when stderr is not a terminal.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pexpect = pytest.importorskip("pexpect")
+
+# 400 requests of 50 ms with 20 workers: about 1 s of run, ten redraws a second.
+COUNT = 400
+WORKERS = "20"
+# A live frame: a non-zero rate, then an ETA that is a clock (not "--:--" nor "done").
+LIVE_FRAME = re.compile(r"[1-9][\d,]*/s\W+ETA \d+:\d\d")
+SUMMARY = f"{COUNT:,} succeeded, 0 failed"
+TIMEOUT = 10  # seconds for any one expectation: the whole run takes about 2
+SCRIPT = Path(sys.executable).parent / "parallelize"
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[str]:
+    """The base URL of a local test server running in its own process."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "parallelize.testing"],
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    assert proc.stdout is not None
+    base = proc.stdout.readline().strip()
+    try:
+        assert base.startswith("http://127.0.0.1:"), base
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        proc.stdout.close()
+
+
+@pytest.fixture
+def urls(server: str, tmp_path: Path) -> Path:
+    """A file of distinct slow URLs, one a line."""
+    path = tmp_path / "urls.txt"
+    path.write_text("".join(f"{server}/slow/50?n={n}\n" for n in range(COUNT)))
+    return path
+
+
+@pytest.fixture(scope="module")
+def script() -> Path:
+    """The ``parallelize`` console script next to this interpreter."""
+    if not SCRIPT.exists():
+        pytest.skip(f"no console script at {SCRIPT}: install the project (pip install -e .)")
+    return SCRIPT
+
+
+def terminal_env() -> dict[str, str]:
+    """The environment of a real terminal: rich animates only on a capable TERM."""
+    env = dict(os.environ)
+    env["TERM"] = "xterm-256color"
+    for name in ("COLUMNS", "LINES", "NO_COLOR", "FORCE_COLOR", "TTY_COMPATIBLE"):
+        env.pop(name, None)  # rich would take these over the terminal's own settings
+    return env
+
+
+def spawn(command: str, args: list[str], cwd: Path) -> tuple[Any, io.StringIO]:
+    """Start ``command ARGS`` in a 30x160 pseudo-terminal; return it and its transcript."""
+    child = pexpect.spawn(
+        command,
+        args,
+        cwd=str(cwd),
+        env=terminal_env(),
+        dimensions=(30, 160),
+        encoding="utf-8",
+        codec_errors="replace",
+        timeout=TIMEOUT,
+    )
+    transcript = io.StringIO()
+    child.logfile_read = transcript  # everything the terminal received
+    return child, transcript
+
+
+def finish(child: Any) -> int:
+    """Wait for the end of ``child``; return its exit code."""
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.signalstatus is None, f"killed by signal {child.signalstatus}"
+    exitstatus: int = child.exitstatus
+    return exitstatus
+
+
+def check_jsonl(path: Path, urls: Path) -> None:
+    """``path`` holds one JSON record per URL of ``urls`` and nothing else."""
+    text = path.read_text(encoding="utf-8")
+    assert "\x1b" not in text
+    assert "ETA" not in text
+    assert "\r" not in text
+    lines = text.splitlines()
+    records = [json.loads(line) for line in lines]
+    assert len(records) == COUNT
+    assert sorted(r["url"] for r in records) == sorted(urls.read_text().split())
+    assert {r["status"] for r in records} == {200}
+    assert all(r["error"] is None for r in records)
+
+
+def test_progress_shows_rate_and_eta_on_a_terminal(script: Path, urls: Path) -> None:
+    """On a terminal the bar is redrawn with a rate and an ETA; -o FILE holds only JSON."""
+    out = urls.parent / "out.jsonl"
+    child, screen = spawn(
+        str(script), ["fetch", str(urls), "-o", str(out), "-w", WORKERS], urls.parent
+    )
+    try:
+        child.expect(LIVE_FRAME)
+        child.expect_exact(SUMMARY)
+        code = finish(child)
+    finally:
+        child.close(force=True)
+    transcript = screen.getvalue()
+    assert code == 0, transcript
+    assert f"{COUNT}/{COUNT}" in transcript  # the last frame: the final counts
+    assert "ETA done" in transcript
+    assert '"url"' not in transcript  # the records went to the file
+    check_jsonl(out, urls)
+
+
+def test_stdout_to_a_file_holds_no_progress(script: Path, urls: Path) -> None:
+    """stdout redirected to a file, stderr on the terminal: the bar shows, the file is JSON."""
+    out = urls.parent / "out.jsonl"
+    command = shlex.join([str(script), "fetch", str(urls), "-w", WORKERS])
+    child, screen = spawn(
+        "/bin/sh", ["-c", f"exec {command} > {shlex.quote(str(out))}"], urls.parent
+    )
+    try:
+        child.expect(LIVE_FRAME)
+        child.expect_exact(SUMMARY)
+        code = finish(child)
+    finally:
+        child.close(force=True)
+    transcript = screen.getvalue()
+    assert code == 0, transcript
+    assert '"url"' not in transcript
+    check_jsonl(out, urls)
+
+
+@pytest.mark.parametrize("option", [[], ["--progress"]], ids=["default", "--progress"])
+def test_no_terminal_no_progress(urls: Path, option: list[str]) -> None:
+    """Neither stream a terminal: no trace of the bar, even with --progress."""
+    out = urls.parent / "out.jsonl"
+    with out.open("w") as stdout:
+        done = subprocess.run(  # noqa: S603 - our own CLI
+            [sys.executable, "-m", "parallelize", "fetch", str(urls), "-w", WORKERS, *option],
+            stdin=subprocess.DEVNULL,
+            stdout=stdout,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=terminal_env(),  # a capable TERM: only the streams say "no terminal"
+            timeout=TIMEOUT,
+            check=False,
+        )
+    assert done.returncode == 0, done.stderr
+    assert SUMMARY in done.stderr  # the summary is for people: still on stderr
+    assert "ETA" not in done.stderr
+    assert "\x1b[" not in done.stderr
+    assert "━" not in done.stderr
+    check_jsonl(out, urls)
+
+
+@pytest.mark.parametrize(
+    ("option", "summary"),
+    [("--no-progress", True), ("--quiet", False)],
+    ids=["no-progress", "quiet"],
+)
+def test_no_progress_on_a_terminal(script: Path, urls: Path, option: str, summary: bool) -> None:
+    """--no-progress (or --quiet) on a terminal: no bar, no escape codes."""
+    out = urls.parent / "out.jsonl"
+    child, screen = spawn(
+        str(script), ["fetch", str(urls), "-o", str(out), "-w", WORKERS, option], urls.parent
+    )
+    try:
+        code = finish(child)
+    finally:
+        child.close(force=True)
+    transcript = screen.getvalue()
+    assert code == 0, transcript
+    assert "ETA" not in transcript
+    assert "\x1b[" not in transcript
+    assert (SUMMARY in transcript) is summary, transcript
+    check_jsonl(out, urls)
+
+
+def test_records_on_the_same_terminal_print_above_the_bar(script: Path, urls: Path) -> None:
+    """Without -o, each JSON line reaches the terminal whole, never glued into a frame."""
+    child, screen = spawn(str(script), ["fetch", str(urls), "-w", WORKERS], urls.parent)
+    try:
+        child.expect(LIVE_FRAME)
+        child.expect_exact(SUMMARY)
+        code = finish(child)
+    finally:
+        child.close(force=True)
+    transcript = screen.getvalue()
+    assert code == 0, transcript
+    plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", transcript)  # the escape codes out
+    pieces = [piece.strip() for piece in re.split(r"[\r\n]+", plain)]
+    records = [json.loads(piece) for piece in pieces if piece.startswith('{"url"')]
+    assert len(records) == COUNT
+    assert not [p for p in pieces if '{"url"' in p and not p.startswith('{"url"')]
