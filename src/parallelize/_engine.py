@@ -276,6 +276,10 @@ class Run(Generic[T_co]):
         Raises:
             RuntimeError: The run was made without ``stats=True``.
         """
+        return self._statistics(latency=True)
+
+    def _statistics(self, *, latency: bool) -> Statistics:
+        """``statistics()``, with the percentiles only if asked (they cost 20 us)."""
         stats = self._stats
         if stats is None:
             raise RuntimeError(
@@ -332,7 +336,7 @@ class Run(Generic[T_co]):
             rate=rate,
             eta=eta,
             limit=self._numworkers if adaptive is None else adaptive.limit,
-            latency=Latency.of(stats.latency),
+            latency=Latency.of(stats.latency) if latency else None,
             finished=self._done,
         )
 

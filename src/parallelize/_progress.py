@@ -25,6 +25,7 @@ __all__ = ("Progress",)
 
 # The rate (and so the ETA) is measured over this many seconds of recent progress.
 _RATE_WINDOW = 10.0
+_BAR = 20  # characters of the bar
 
 
 @final
@@ -98,7 +99,7 @@ class _Display(Observer):
     def _tick(self) -> None:
         run = self._run
         assert run is not None
-        self._draw(run.statistics())
+        self._draw(run._statistics(latency=False))  # noqa: SLF001 - no percentiles shown
         loop = run._loop  # noqa: SLF001 - the run's own loop, for the timer
         assert loop is not None
         self._timer = loop.call_later(1 / self._settings.refresh_per_second, self._tick)
@@ -110,7 +111,7 @@ class _Display(Observer):
             self._timer.cancel()
         try:
             # The last frame: drawn once, by stop().
-            self._live.update(self._render(run.statistics()), refresh=False)
+            self._live.update(self._render(run._statistics(latency=False)), refresh=False)  # noqa: SLF001
         finally:
             self._live.stop()
             self._live = None
@@ -132,8 +133,7 @@ class _Display(Observer):
         return (ran - before) / span if span > 0 else stats.rate
 
     def _render(self, stats: Statistics) -> Any:
-        from rich.progress_bar import ProgressBar  # noqa: PLC0415 - the extra
-        from rich.table import Table  # noqa: PLC0415
+        from rich.text import Text  # noqa: PLC0415 - the extra
 
         rate = self._recent_rate(stats)
         total = stats.total
@@ -157,16 +157,16 @@ class _Display(Observer):
         if stats.replayed or stats.skipped:
             parts.append(f"from journal {stats.replayed + stats.skipped:,}")
         parts.append(f"elapsed {_clock(stats.elapsed)}")
-        grid = Table.grid(padding=(0, 1))
-        grid.add_column(no_wrap=True, min_width=len(self._settings.description))
-        grid.add_column(no_wrap=True, min_width=20)
-        grid.add_column(no_wrap=True, overflow="ellipsis")
-        grid.add_row(
-            self._settings.description,
-            ProgressBar(total=total, completed=stats.done, width=20),
-            " · ".join(parts),
-        )
-        return grid
+        # One Text line (a table costs three times as much to draw): the description,
+        # a bar when the total is known, then the figures; cut at the terminal's edge.
+        line = Text(no_wrap=True, overflow="ellipsis")
+        line.append(self._settings.description + " ")
+        if total:
+            filled = min(_BAR, stats.done * _BAR // total)
+            line.append("━" * filled, style="green" if filled == _BAR else "magenta")
+            line.append("━" * (_BAR - filled) + " ", style="grey23")
+        line.append_text(Text.from_markup(" · ".join(parts)))
+        return line
 
 
 def _is_terminal(stream: object) -> bool:

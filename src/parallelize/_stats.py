@@ -61,18 +61,29 @@ class LatencyHistogram:
 
     def quantile(self, q: float) -> float:
         """Return the value below which a fraction ``q`` of the durations fall (0 if none)."""
+        return self.quantiles((q,))[0]
+
+    def quantiles(self, qs: tuple[float, ...]) -> list[float]:
+        """Return :meth:`quantile` of each of ``qs`` (ascending), in one pass."""
         if not self.count:
-            return 0.0
-        rank = q * self.count
+            return [0.0] * len(qs)
+        result: list[float] = []
         seen = 0
-        for bucket in sorted(self.counts):
-            seen += self.counts[bucket]
-            if seen >= rank:
-                # The middle of the bucket, within the exact bounds.
-                low = 0.0 if bucket == _ZERO else self.upper_bound(bucket - 1)
-                middle = (low + self.upper_bound(bucket)) / 2
-                return min(max(middle, self.minimum), self.maximum)
-        return self.maximum
+        buckets = iter(sorted(self.counts.items()))
+        bucket = _ZERO
+        for q in qs:
+            rank = q * self.count
+            while seen < rank:
+                try:
+                    bucket, n = next(buckets)
+                except StopIteration:  # rounding: q * count just above count
+                    break
+                seen += n
+            # The middle of the bucket, within the exact bounds.
+            low = 0.0 if bucket == _ZERO else self.upper_bound(bucket - 1)
+            middle = (low + self.upper_bound(bucket)) / 2
+            result.append(min(max(middle, self.minimum), self.maximum))
+        return result
 
     def cumulative(self, bounds: tuple[float, ...]) -> list[int]:
         """How many durations are <= each of ``bounds`` (as a Prometheus histogram).
@@ -154,12 +165,13 @@ class Latency:
         """Return the percentiles of ``histogram``; None when it is empty."""
         if not histogram.count:
             return None
+        p50, p90, p99 = histogram.quantiles((0.5, 0.9, 0.99))
         return cls(
             count=histogram.count,
             mean=histogram.total / histogram.count,
-            p50=histogram.quantile(0.5),
-            p90=histogram.quantile(0.9),
-            p99=histogram.quantile(0.99),
+            p50=p50,
+            p90=p90,
+            p99=p99,
             max=histogram.maximum,
         )
 
