@@ -84,7 +84,9 @@ class _Display(Observer):
         from rich.live import Live  # noqa: PLC0415
 
         # soft_wrap: lines printed above the bar (JSON records) are never cut in two.
-        console = Console(file=stream, soft_wrap=True)
+        # force_terminal: checked above; rich would check again, environment and all,
+        # dozens of times per redraw.
+        console = Console(file=stream, soft_wrap=True, force_terminal=True)
         self._run = run
         self._live = Live(
             console=console,
@@ -147,9 +149,9 @@ class _Display(Observer):
             count = f"{stats.done:,}"
             eta = "--:--" if not stats.finished else "ended"
         # The most telling first: a narrow terminal cuts the line's end.
-        parts = [count, f"{rate:,.0f}/s", f"ETA {eta}"]
+        parts: list[str | tuple[str, str]] = [count, f"{rate:,.0f}/s", f"ETA {eta}"]
         if stats.failed:
-            parts.append(f"[red]failed {stats.failed:,}[/red]")
+            parts.append((f"failed {stats.failed:,}", "red"))
         if stats.retries:
             parts.append(f"retries {stats.retries:,}")
         parts.append(f"in flight {stats.in_flight:,}")
@@ -165,7 +167,13 @@ class _Display(Observer):
             filled = min(_BAR, stats.done * _BAR // total)
             line.append("━" * filled, style="green" if filled == _BAR else "magenta")
             line.append("━" * (_BAR - filled) + " ", style="grey23")
-        line.append_text(Text.from_markup(" · ".join(parts)))
+        for number, part in enumerate(parts):
+            if number:
+                line.append(" · ")
+            if isinstance(part, tuple):
+                line.append(*part)
+            else:
+                line.append(part)
         return line
 
 
