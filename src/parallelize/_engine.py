@@ -80,7 +80,6 @@ _MISSING: Any = object()
 
 # Actions slower than this (seconds) are timed one by one; faster ones are sampled.
 _TIME_EVERY_ITEM_OVER = 50e-6
-_first = operator.itemgetter(0)
 _SAMPLE_EVERY = 0.01  # seconds between two timed actions when actions are fast
 # Iterators whose length hint is exact: how many items they have left.
 _EXACT_HINTS: tuple[type, ...] = (
@@ -297,9 +296,9 @@ class Run(Generic[T_co]):
             # The lean worker counts the items it took and its failures only.
             unfinished = stats.unfinished if self._done else in_flight
             if stats.counter is not None:
-                # How far the counter has gone: "count(n)"; the zip takes a number
-                # for each item it passes on.
-                taken = int(repr(stats.counter)[6:-1])
+                # How far the counter has gone: "count(n + 1)" after n items
+                # (compress() draws a number for each item it passes on).
+                taken = int(repr(stats.counter)[6:-1]) - 1
             else:
                 assert stats.hinted_from is not None
                 assert self._sync_source is not None
@@ -669,15 +668,16 @@ class Run(Generic[T_co]):
                 return self._policy_worker
             stats.derived = True
             # Count the items taken without a bytecode per item: a list's, a tuple's
-            # or a range's iterator knows how many it has left; any other input is
-            # zipped with a C counter.
+            # or a range's iterator knows how many it has left; any other input goes
+            # through itertools.compress() with a counter as its (always true)
+            # selectors: C code, a number drawn per item.
             source = self._sync_source
             assert source is not None
             if isinstance(source, _EXACT_HINTS):
                 stats.hinted_from = operator.length_hint(source)
             else:
-                stats.counter = counter = itertools.count()
-                self._sync_source = map(_first, zip(source, counter, strict=False))
+                stats.counter = counter = itertools.count(1)
+                self._sync_source = itertools.compress(source, counter)
             self._timing = True  # the first action of each run is timed
             return self._observed_worker
         return self._general_worker if general else self._worker
