@@ -499,3 +499,35 @@ def test_metrics_port_serves_prometheus_metrics_during_the_run(server: str, tmp_
         proc.wait()
         assert proc.stderr is not None
         proc.stderr.close()
+
+
+def test_ctrl_c_stops_at_once_while_waiting_for_stdin(server: str, tmp_path: Path) -> None:
+    """An idle pipe on stdin does not hold the run for the grace period."""
+    out = tmp_path / "out.jsonl"
+    proc = subprocess.Popen(  # noqa: S603 - our own CLI
+        [sys.executable, "-m", "parallelize", "fetch", "-", "-o", str(out), "--no-progress"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert proc.stdin is not None
+    try:
+        proc.stdin.write(f"{server}/page/1\n{server}/page/2\n")
+        proc.stdin.flush()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and (
+            not out.exists() or len(out.read_text().splitlines()) < 2
+        ):
+            time.sleep(0.05)
+        assert len(out.read_text().splitlines()) == 2
+        proc.send_signal(signal.SIGINT)
+        started = time.monotonic()
+        _, stderr = proc.communicate(timeout=8)
+        assert time.monotonic() - started < 3, "waited for the grace period"
+        assert proc.returncode == 130, stderr
+        assert "stopped by SIGINT after 2 " in stderr
+    finally:
+        proc.kill()
+        proc.wait()
