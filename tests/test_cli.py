@@ -501,11 +501,25 @@ def test_metrics_port_serves_prometheus_metrics_during_the_run(server: str, tmp_
         proc.stderr.close()
 
 
-def test_ctrl_c_stops_at_once_while_waiting_for_stdin(server: str, tmp_path: Path) -> None:
-    """An idle pipe on stdin does not hold the run for the grace period."""
+@pytest.mark.parametrize("journal", [[], ["--journal", "j.db"]], ids=["plain", "journal"])
+def test_ctrl_c_stops_at_once_while_waiting_for_stdin(
+    server: str, tmp_path: Path, journal: list[str]
+) -> None:
+    """An idle pipe on stdin does not hold the run for the grace period; with a
+    journal, the lines read so far run before the pipe says more."""
     out = tmp_path / "out.jsonl"
     proc = subprocess.Popen(  # noqa: S603 - our own CLI
-        [sys.executable, "-m", "parallelize", "fetch", "-", "-o", str(out), "--no-progress"],
+        [
+            sys.executable,
+            "-m",
+            "parallelize",
+            "fetch",
+            "-",
+            "-o",
+            str(out),
+            "--no-progress",
+            *journal,
+        ],
         stdin=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,

@@ -462,3 +462,62 @@ def test_a_journal_or_signal_handling_alone_logs_no_failures(
         )
         assert sum(isinstance(o, Failure) for o in out) == 1
     assert not [r for r in caplog.records if r.name == "parallelize"]
+
+
+def test_a_slow_async_input_is_not_held_back_by_the_lookup_batch(run: Any, tmp_path: Path) -> None:
+    """Items read before the input stalls run at once (a pipe, tail -f), not after 256."""
+    path = tmp_path / "j.db"
+
+    async def main() -> list[int]:
+        more = asyncio.Event()
+
+        async def stalling() -> AsyncIterator[int]:
+            yield 1
+            yield 2
+            await more.wait()  # the input goes quiet
+            yield 3
+
+        out = []
+        results = parallelize(Calls(), stalling(), 4, journal=path)
+        async with results:
+            async for outcome in results:
+                out.append(outcome["item"])
+                if len(out) == 2:
+                    more.set()  # only reached if 1 and 2 ran before the stall ended
+        return out
+
+    assert sorted(run(main())) == [1, 2, 3]
+    assert sorted(stored(path)) == [0, 1, 2]
+
+
+def test_leaving_while_the_async_input_stalls_closes_it_cleanly(run: Any, tmp_path: Path) -> None:
+    """A break while the input waits ends its pending step and closes it; nothing leaks."""
+    closed = []
+
+    async def stalling() -> AsyncIterator[int]:
+        try:
+            yield 1
+            await asyncio.Event().wait()  # never
+            yield 2
+        finally:
+            closed.append(True)
+
+    async def main() -> list[Any]:
+        results = parallelize(Calls(), stalling(), 2, journal=tmp_path / "j.db")
+        async with results:
+            async for outcome in results:
+                return [outcome["item"]]
+        return []
+
+    assert run(main()) == [1]
+    assert closed == [True]
+
+
+def test_an_error_from_a_stalled_async_input_propagates(run: Any, tmp_path: Path) -> None:
+    async def failing() -> AsyncIterator[int]:
+        yield 1
+        await asyncio.sleep(0.01)
+        raise OSError("the pipe broke")
+
+    with pytest.raises(OSError, match="the pipe broke"):
+        run(take(parallelize(Calls(), failing(), 2, journal=tmp_path / "j.db")))

@@ -18,11 +18,13 @@ resume, and nothing else.
 from __future__ import annotations
 
 import asyncio
+import types
 from collections.abc import (
     AsyncGenerator,
     AsyncIterable,
     AsyncIterator,
     Callable,
+    Generator,
     Iterable,
     Iterator,
     Sequence,
@@ -37,6 +39,51 @@ from ._base import Journal, JsonCodec, Key, Record, RecordedError, RunInfo, item
 __all__ = ("Entry", "JournalSession")
 
 _BATCH = 256  # input items looked up in the journal at once
+
+
+_END: Any = object()  # the async input has no more items
+
+
+def _start_next(items: AsyncIterator[Any]) -> tuple[Any, Any, Any]:
+    """Start ``items.__anext__()`` by hand, to see whether it must wait.
+
+    Returns ``(item, None, None)`` when the item was ready, ``(_END, None, None)``
+    at the end of the input, and ``(None, step, waiting_on)`` when ``step`` (the
+    started ``__anext__``) yielded ``waiting_on`` to wait for: ``await
+    _resume(step, waiting_on)`` then finishes it.
+    """
+    step: Any = anext(items)
+    try:
+        waiting_on = step.send(None)
+    except StopIteration as ready:
+        return ready.value, None, None
+    except StopAsyncIteration:
+        return _END, None, None
+    return None, step, waiting_on
+
+
+@types.coroutine
+def _resume(step: Any, waiting_on: Any) -> Generator[Any, Any, Any]:
+    """Await ``step``, an awaitable already started by hand that yielded ``waiting_on``.
+
+    What ``await`` does after a first ``send(None)``: hand each yielded future to
+    the task, send its results (or throw its exceptions, cancellation included)
+    back, and return the awaitable's value; ``_END`` at the end of the input.
+    """
+    while True:
+        try:
+            try:
+                sent = yield waiting_on
+            except BaseException as exc:  # thrown in by the task: pass it on
+                waiting_on = step.throw(exc)
+            else:
+                waiting_on = step.send(sent)
+        except StopIteration as done:
+            return done.value
+        except StopAsyncIteration:
+            return _END
+
+
 _new_record: Callable[[type[Record], tuple[Any, ...]], Record] = tuple.__new__
 
 
@@ -108,6 +155,8 @@ class JournalSession:
 
     def _decide(self, batch: Sequence[tuple[Key, Any]]) -> list[Entry]:
         """Look a batch up: the entries to hand to the engine, in input order."""
+        if not batch:
+            return []
         journal = self._journal
         positional = self._key is None
         stored = journal.lookup([key for key, _ in batch])
@@ -165,22 +214,39 @@ class JournalSession:
             yield from self._decide(batch)
 
     async def wrap_async(self, source: AsyncIterable[Any]) -> AsyncIterator[Entry]:
-        """Return the entries of an async input to run or replay, lazily."""
+        """Return the entries of an async input to run or replay, lazily.
+
+        Items are looked up a batch at a time, but a batch never waits for a slow
+        input: when the next item is not ready at once (a pipe that is idle, ``tail
+        -f``), the items read so far are looked up and handed on first.
+        """
         batch: list[tuple[Key, Any]] = []
         position = 0
         items = aiter(source)
+        step: Any = None  # the input's __anext__, started and waiting
         try:
-            async for item in items:
+            while True:
+                item, step, waiting_on = _start_next(items)
+                if step is not None:
+                    # Not ready: hand on what was read, then wait for it.
+                    for entry in self._decide(batch):
+                        yield entry
+                    batch = []
+                    item = await _resume(step, waiting_on)
+                    step = None
+                if item is _END:
+                    break
                 batch.append(self._keyed(position, item))
                 position += 1
                 if len(batch) == _BATCH:
                     for entry in self._decide(batch):
                         yield entry
                     batch = []
-            if batch:
-                for entry in self._decide(batch):
-                    yield entry
+            for entry in self._decide(batch):
+                yield entry
         finally:
+            if step is not None:
+                step.close()  # left waiting (the run was closed): end it first
             if isinstance(items, AsyncGenerator):
                 # Close the user's generator within the run, not in the collector.
                 await items.aclose()
