@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import subprocess
+import sys
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
@@ -86,3 +88,26 @@ def no_asyncio_errors() -> Iterator[None]:
         logger.removeHandler(handler)
     messages = [r.getMessage() for r in handler.records]
     assert not messages, f"asyncio logged errors: {messages}"
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[str]:
+    """The base URL of a local test server in its own process, for command line tests.
+
+    Its own session: a signal meant for the command line never reaches it.
+    """
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "parallelize.testing"],
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    assert proc.stdout is not None
+    base = proc.stdout.readline().strip()
+    try:
+        assert base.startswith("http://127.0.0.1:"), base
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        proc.stdout.close()

@@ -16,7 +16,6 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -45,26 +44,6 @@ async def nap(seconds):
 def as_set(*values):
     return set(values)
 """
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[str]:
-    """The base URL of a local test server running in its own process."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "parallelize.testing"],
-        stdout=subprocess.PIPE,
-        text=True,
-        start_new_session=True,  # a signal meant for the CLI never reaches it
-    )
-    assert proc.stdout is not None
-    base = proc.stdout.readline().strip()
-    try:
-        assert base.startswith("http://127.0.0.1:"), base
-        yield base
-    finally:
-        proc.terminate()
-        proc.wait(10)
-        proc.stdout.close()
 
 
 def cli(

@@ -16,7 +16,6 @@ import re
 import shlex
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,26 +31,6 @@ LIVE_FRAME = re.compile(r"[1-9][\d,]*/s\W+ETA \d+:\d\d")
 SUMMARY = f"{COUNT:,} succeeded, 0 failed"
 TIMEOUT = 10  # seconds for any one expectation: the whole run takes about 2
 SCRIPT = Path(sys.executable).parent / "parallelize"
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[str]:
-    """The base URL of a local test server running in its own process."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "parallelize.testing"],
-        stdout=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    assert proc.stdout is not None
-    base = proc.stdout.readline().strip()
-    try:
-        assert base.startswith("http://127.0.0.1:"), base
-        yield base
-    finally:
-        proc.terminate()
-        proc.wait(10)
-        proc.stdout.close()
 
 
 @pytest.fixture
