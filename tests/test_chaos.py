@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -25,6 +26,11 @@ class Unexpected(Exception):
     pass
 
 
+# The hang guard has room for the slowest examples hypothesis may draw: with one
+# worker, 400 items that hang wait out 400 * 20 ms = 8 s of timeouts alone, before the
+# retries' backoffs, and debug mode on a loaded machine is several times slower: the
+# whole test once went over the suite's 30 s in CI.
+@pytest.mark.timeout(120)
 @settings(
     max_examples=25,
     deadline=None,
