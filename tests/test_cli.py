@@ -214,6 +214,18 @@ def test_a_rerun_with_the_journal_replays_successes_and_redoes_failures(
     assert set(successes) <= set(second_lines)
 
 
+def interrupt(proc: subprocess.Popen[str], output: Path, signum: int) -> str:
+    """Send ``signum`` once ``output`` has lines; return the CLI's stderr at its end."""
+    try:
+        wait_for_lines(output, proc)
+        proc.send_signal(signum)
+        _, stderr = proc.communicate(timeout=15)
+    finally:
+        proc.kill()
+        proc.communicate()
+    return stderr
+
+
 def wait_for_lines(path: Path, proc: subprocess.Popen[str], deadline: float = 10.0) -> None:
     """Wait until the CLI has written a line to ``path`` (or fail)."""
     end = time.monotonic() + deadline
@@ -242,13 +254,7 @@ def test_ctrl_c_stops_and_the_printed_command_resumes(server: str, tmp_path: Pat
     write_lines(tmp_path / "urls.txt", urls)
     args = ["fetch", "urls.txt", "--journal", "crawl.db", "-o", "out.jsonl", "-w", "10"]
     proc = start(args, tmp_path)
-    try:
-        wait_for_lines(tmp_path / "out.jsonl", proc)
-        proc.send_signal(signal.SIGINT)
-        _, stderr = proc.communicate(timeout=15)
-    finally:
-        proc.kill()
-        proc.communicate()
+    stderr = interrupt(proc, tmp_path / "out.jsonl", signal.SIGINT)
     assert proc.returncode == 130, stderr
     last = stderr.splitlines()[-1]
     assert last.startswith("parallelize: stopped by SIGINT after "), last
@@ -281,13 +287,7 @@ def test_sigterm_without_a_journal_says_how_to_make_runs_resumable(
     """SIGTERM: exit 130; without --journal the line points to --journal."""
     write_lines(tmp_path / "urls.txt", [f"{server}/slow/300?n={n}" for n in range(100)])
     proc = start(["fetch", "urls.txt", "-o", "out.jsonl", "-w", "10"], tmp_path)
-    try:
-        wait_for_lines(tmp_path / "out.jsonl", proc)
-        proc.send_signal(signal.SIGTERM)
-        _, stderr = proc.communicate(timeout=15)
-    finally:
-        proc.kill()
-        proc.communicate()
+    stderr = interrupt(proc, tmp_path / "out.jsonl", signal.SIGTERM)
     assert proc.returncode == 130, stderr
     last = stderr.splitlines()[-1]
     assert last.startswith("parallelize: stopped by SIGTERM after "), last

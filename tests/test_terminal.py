@@ -84,6 +84,16 @@ def finish(child: Any) -> int:
     return exitstatus
 
 
+def watch(child: Any) -> int:
+    """See a live frame and the summary on ``child``'s terminal; return its exit code."""
+    try:
+        child.expect(LIVE_FRAME)
+        child.expect_exact(SUMMARY)
+        return finish(child)
+    finally:
+        child.close(force=True)
+
+
 def check_jsonl(path: Path, urls: Path) -> None:
     """``path`` holds one JSON record per URL of ``urls`` and nothing else."""
     text = path.read_text(encoding="utf-8")
@@ -104,12 +114,7 @@ def test_progress_shows_rate_and_eta_on_a_terminal(script: Path, urls: Path) -> 
     child, screen = spawn(
         str(script), ["fetch", str(urls), "-o", str(out), "-w", WORKERS], urls.parent
     )
-    try:
-        child.expect(LIVE_FRAME)
-        child.expect_exact(SUMMARY)
-        code = finish(child)
-    finally:
-        child.close(force=True)
+    code = watch(child)
     transcript = screen.getvalue()
     assert code == 0, transcript
     assert f"{COUNT}/{COUNT}" in transcript  # the last frame: the final counts
@@ -125,12 +130,7 @@ def test_stdout_to_a_file_holds_no_progress(script: Path, urls: Path) -> None:
     child, screen = spawn(
         "/bin/sh", ["-c", f"exec {command} > {shlex.quote(str(out))}"], urls.parent
     )
-    try:
-        child.expect(LIVE_FRAME)
-        child.expect_exact(SUMMARY)
-        code = finish(child)
-    finally:
-        child.close(force=True)
+    code = watch(child)
     transcript = screen.getvalue()
     assert code == 0, transcript
     assert '"url"' not in transcript
@@ -186,12 +186,7 @@ def test_no_progress_on_a_terminal(script: Path, urls: Path, option: str, summar
 def test_records_on_the_same_terminal_print_above_the_bar(script: Path, urls: Path) -> None:
     """Without -o, each JSON line reaches the terminal whole, never glued into a frame."""
     child, screen = spawn(str(script), ["fetch", str(urls), "-w", WORKERS], urls.parent)
-    try:
-        child.expect(LIVE_FRAME)
-        child.expect_exact(SUMMARY)
-        code = finish(child)
-    finally:
-        child.close(force=True)
+    code = watch(child)
     transcript = screen.getvalue()
     assert code == 0, transcript
     plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", transcript)  # the escape codes out
