@@ -274,7 +274,7 @@ def test_failures_as_values(run: Any) -> None:
     assert sorted(f.item for f in failures) == list(range(3, 100, 10))
     assert all(isinstance(f.exception, Boom) and f.attempts == 1 for f in failures)
     assert values == [i for i in range(100) if i % 10 != 3]
-    assert "Failure(item=3, exception=Boom(3), attempts=1, expected=False)" in {
+    assert "Failure(item=3, exception=Boom(3), attempts=1, expected=False, stage='action')" in {
         repr(f) for f in failures
     }
 

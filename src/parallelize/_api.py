@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
-from typing import Any, Literal, TypeVar, overload
+from typing import Any, Literal, TypedDict, TypeVar, overload
 
 from ._engine import Run
 from ._journal import Journal, SQLiteJournal
@@ -29,6 +29,26 @@ T = TypeVar("T")
 OnError = Literal["raise", "yield"]
 
 
+class StageOptions(TypedDict, total=False):
+    """The keyword options of :func:`parallelize` but ``on_error``, for :meth:`Run.then`."""
+
+    ordered: bool
+    max_buffered: int | None
+    timeout: float | None
+    deadline: float | None
+    retry: Retry | None
+    rate_limit: RateLimit | None
+    adaptive: AdaptiveLimit | bool
+    journal: str | os.PathLike[str] | Journal | None
+    key: Callable[[Any], int | str] | None
+    handle_signals: bool | float
+    stats: bool
+    progress: bool | Progress
+    observers: Iterable[Observer]
+    total: int | None
+    name: str | None
+
+
 @overload
 def parallelize(
     action: Callable[..., Awaitable[T]],
@@ -50,6 +70,7 @@ def parallelize(
     progress: bool | Progress = ...,
     observers: Iterable[Observer] = ...,
     total: int | None = ...,
+    name: str | None = ...,
 ) -> Run[T]: ...
 @overload
 def parallelize(
@@ -72,6 +93,7 @@ def parallelize(
     progress: bool | Progress = ...,
     observers: Iterable[Observer] = ...,
     total: int | None = ...,
+    name: str | None = ...,
 ) -> Run[T | Failure]: ...
 @overload
 def parallelize(
@@ -94,6 +116,7 @@ def parallelize(
     progress: bool | Progress = ...,
     observers: Iterable[Observer] = ...,
     total: int | None = ...,
+    name: str | None = ...,
 ) -> Run[T]: ...
 @overload
 def parallelize(
@@ -116,6 +139,7 @@ def parallelize(
     progress: bool | Progress = ...,
     observers: Iterable[Observer] = ...,
     total: int | None = ...,
+    name: str | None = ...,
 ) -> Run[T | Failure]: ...
 def parallelize(
     action: Callable[..., Any],
@@ -137,6 +161,7 @@ def parallelize(
     progress: bool | Progress = False,
     observers: Iterable[Observer] = (),
     total: int | None = None,
+    name: str | None = None,
 ) -> Run[Any]:
     """Run ``action`` over every item of ``argslist`` with ``numworkers`` workers.
 
@@ -214,6 +239,9 @@ def parallelize(
         total: How many items the input has, for the progress bar's ETA, when
             ``argslist`` has no ``len()`` (a generator, a file). Default: its
             ``len()`` when it has one, else unknown.
+        name: The run's name, for a pipeline's stage above all: in each
+            :class:`~parallelize.Failure` (``stage``), in logs and on the progress
+            bar. Default: the action's name.
 
     Returns:
         A :class:`~parallelize.Run`: iterate it with ``async for``; use it as an
@@ -268,6 +296,8 @@ def parallelize(
     observer_list = _check_observers(observers, progress)
     if total is not None:
         total = check_int("total", total, 0)
+    if name is not None and not isinstance(name, str):
+        raise TypeError(f"name must be a str, got {name!r}")
     if key is not None:
         if journal is None:
             raise ValueError("key= identifies items in a journal: pass journal= too")
@@ -288,6 +318,7 @@ def parallelize(
         stats=stats,
         observers=observer_list,
         total=total,
+        name=name,
     )
 
 

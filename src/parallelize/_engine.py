@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import functools
 import heapq
 import itertools
 import logging
@@ -51,7 +52,7 @@ from collections.abc import (
     Iterator,
 )
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar, final
+from typing import TYPE_CHECKING, Any, Generic, Literal, Self, TypeVar, Unpack, final, overload
 
 from ._aio import start_without_hooks
 from ._errors import Interrupted
@@ -64,9 +65,10 @@ from ._stats import Latency, Statistics, StatsCounters
 from ._threads import thread_action
 
 if TYPE_CHECKING:
-    from collections.abc import Coroutine
+    from collections.abc import Awaitable, Coroutine
     from types import TracebackType
 
+    from ._api import StageOptions
     from ._journal import Entry, Journal
     from ._limits import AdaptiveLimit
 
@@ -75,6 +77,7 @@ __all__ = ("Run",)
 logger = logging.getLogger("parallelize")
 
 T_co = TypeVar("T_co", covariant=True)
+U = TypeVar("U")
 
 _MISSING: Any = object()
 
@@ -97,6 +100,14 @@ class _State(enum.Enum):
     NEW = "new"
     RUNNING = "running"
     CLOSED = "closed"
+
+
+def _name_of(action: Callable[..., Any]) -> str:
+    """Return a short name for an action: a function's own name, or its class's."""
+    while isinstance(action, functools.partial):
+        action = action.func
+    name = getattr(action, "__name__", None)
+    return name if isinstance(name, str) else type(action).__name__
 
 
 def _wake(waiter: asyncio.Future[None]) -> None:
@@ -144,12 +155,14 @@ class Run(Generic[T_co]):
         "_log_failures",
         "_loop",
         "_loop_thread",
+        "_name",
         "_next_index",
         "_numworkers",
         "_observers",
         "_on_error_yield",
         "_ordered",
         "_out",
+        "_passthrough",
         "_pending",
         "_policy",
         "_pull_lock",
@@ -166,12 +179,14 @@ class Run(Generic[T_co]):
         "_sync_source",
         "_timing",
         "_total",
+        "_upstream",
+        "_upstream_of",
         "_waiter",
         "_wake_threshold",
         "_workers",
     )
 
-    def __init__(
+    def __init__(  # noqa: PLR0915 - one statement per slot
         self,
         action: Callable[..., Any],
         argslist: Iterable[Any] | AsyncIterable[Any],
@@ -188,8 +203,10 @@ class Run(Generic[T_co]):
         stats: bool = False,
         observers: tuple[Observer, ...] = (),
         total: int | None = None,
+        name: str | None = None,
     ) -> None:
         self._action = action
+        self._name = name or _name_of(action)
         self._argslist = argslist
         self._is_sync_action = is_sync_action
         self._numworkers = numworkers
@@ -251,10 +268,117 @@ class Run(Generic[T_co]):
         self._async_source: AsyncIterator[Any] | None = None
         self._pull_lock: asyncio.Lock | None = None
         self._executor: ThreadPoolExecutor | None = None
+        # A run whose input is another run (a pipeline's earlier stage): closed with
+        # this one, and the failures it yields pass through this one unchanged.
+        self._upstream = argslist if isinstance(argslist, Run) else None
+        self._passthrough = self._upstream is not None
+        self._upstream_of: Run[Any] | None = None  # the stage that then() added
 
     def __repr__(self) -> str:
-        name = getattr(self._action, "__qualname__", type(self._action).__name__)
-        return f"<parallelize.Run {self._state.value} action={name} numworkers={self._numworkers}>"
+        return (
+            f"<parallelize.Run {self._state.value} name={self._name!r} "
+            f"numworkers={self._numworkers}>"
+        )
+
+    @property
+    def name(self) -> str:
+        """The run's name: its ``name=``, by default the action's name.
+
+        Names the stage in a :class:`~parallelize.Failure`, in logs and on the
+        progress bar.
+        """
+        return self._name
+
+    @property
+    def stages(self) -> tuple[Run[Any], ...]:
+        """The runs of this pipeline, the first stage first and this run last.
+
+        A run whose input is another run (see :meth:`then`) is the last stage of a
+        pipeline; read each stage's :meth:`statistics` or ``name`` from here.
+        """
+        upstream = self._upstream
+        return (self,) if upstream is None else (*upstream.stages, self)
+
+    @overload
+    def then(
+        self,
+        action: Callable[..., Awaitable[U]],
+        numworkers: int,
+        *,
+        on_error: Literal["raise"] = ...,
+        **options: Unpack[StageOptions],
+    ) -> Run[U]: ...
+    @overload
+    def then(
+        self,
+        action: Callable[..., Awaitable[U]],
+        numworkers: int,
+        *,
+        on_error: Literal["yield"],
+        **options: Unpack[StageOptions],
+    ) -> Run[U | Failure]: ...
+    @overload
+    def then(
+        self,
+        action: Callable[..., U],
+        numworkers: int,
+        *,
+        on_error: Literal["raise"] = ...,
+        **options: Unpack[StageOptions],
+    ) -> Run[U]: ...
+    @overload
+    def then(
+        self,
+        action: Callable[..., U],
+        numworkers: int,
+        *,
+        on_error: Literal["yield"],
+        **options: Unpack[StageOptions],
+    ) -> Run[U | Failure]: ...
+    def then(
+        self,
+        action: Callable[..., Any],
+        numworkers: int,
+        *,
+        on_error: Literal["raise", "yield"] = "raise",
+        **options: Unpack[StageOptions],
+    ) -> Run[Any]:
+        """Add a stage: run ``action`` over this run's results, as they come.
+
+        ``run.then(action, n, ...)`` is ``parallelize(action, run, n, ...)``: the
+        same options, with this run as the input. The stages run at once, each with
+        its own workers and policies, joined by their bounded buffers: the first
+        results leave the last stage while the first is still reading its input, and
+        a slow stage holds back the ones before it instead of filling memory::
+
+            pages = (
+                parallelize(fetch, urls, 100, retry=Retry(on=OSError))
+                .then(parse, 2, executor="process")
+                .then(store, 1)
+            )
+            async with pages:
+                async for row in pages:
+                    ...
+
+        Iterate the last stage only. Closing it (or an error in any stage) ends
+        every stage and awaits all their tasks. An earlier stage's
+        :class:`~parallelize.Failure` (with ``on_error="yield"``) passes through
+        the later stages unchanged, naming the stage that failed.
+        """
+        from ._api import parallelize  # noqa: PLC0415 - _api builds on this module
+
+        if self._state is not _State.NEW:
+            raise RuntimeError(
+                f"{self!r} has started: add its stages with then() before iterating it"
+            )
+        if self._upstream_of is not None:
+            raise RuntimeError(
+                f"{self!r} already feeds the stage {self._upstream_of.name!r}: a run "
+                f"has one reader; call then() on the last stage"
+            )
+        stage = parallelize(action, self, numworkers, on_error=on_error, **options)
+        self._upstream_of = stage
+        return stage
 
     @property
     def adaptive(self) -> AdaptiveLimit | None:
@@ -710,6 +834,14 @@ class Run(Generic[T_co]):
                     await source.aclose()
                 except Exception as exc:
                     self._fail(exc)
+            if self._upstream is not None:
+                # An earlier stage ends with this one: its tasks are awaited here, so
+                # nothing of the pipeline outlives the last stage (and an error in a
+                # later stage stops the earlier ones).
+                try:
+                    await self._upstream.aclose()
+                except Exception as exc:
+                    self._fail(exc)
 
     def _wind_down(self) -> None:
         """Finish the supervisor's work once every worker has ended."""
@@ -844,7 +976,7 @@ class Run(Generic[T_co]):
                     if not on_error_yield:
                         self._fail(exc)
                         raise
-                    value = Failure(item, exc)
+                    value = Failure(item, exc, stage=self._name)
                 out.append(value)
                 waiter = self._waiter
                 if waiter is not None:
@@ -901,7 +1033,7 @@ class Run(Generic[T_co]):
                     if not on_error_yield:
                         self._fail(exc)
                         raise
-                    value = Failure(item, exc)
+                    value = Failure(item, exc, stage=self._name)
                 out.append(value)
                 waiter = self._waiter
                 if waiter is not None:
@@ -942,13 +1074,14 @@ class Run(Generic[T_co]):
             assert self._stats is not None
             self._stats.timer = self._loop.call_later(_SAMPLE_EVERY, self._time_next)
 
-    async def _general_worker(self) -> None:  # noqa: C901 - inlined, as _worker is
+    async def _general_worker(self) -> None:  # noqa: C901, PLR0912 - inlined, as _worker is
         """Worker for ordered results and for async inputs."""
         sync_source = self._sync_source
         async_source = self._async_source
         lock = self._pull_lock
         action = self._action
         on_error_yield = self._on_error_yield
+        passthrough = self._passthrough
         last_kind: type | None = None
         unpack = False
         while True:
@@ -980,6 +1113,10 @@ class Run(Generic[T_co]):
             if kind is not last_kind:
                 last_kind = kind
                 unpack = issubclass(kind, _UNPACKED)
+                if kind is Failure and passthrough:
+                    self._deliver(index, item)  # an earlier stage's: passed on
+                    last_kind = None  # and decided again for the next item
+                    continue
             try:
                 if unpack:
                     value = await action(*item)
@@ -989,7 +1126,7 @@ class Run(Generic[T_co]):
                 if not on_error_yield:
                     self._fail(exc)
                     raise
-                value = Failure(item, exc)
+                value = Failure(item, exc, stage=self._name)
             self._deliver(index, value)
 
     # -- the policy worker: timeouts, retries, rate limit ---------------------------
@@ -1076,11 +1213,9 @@ class Run(Generic[T_co]):
 
         Sleeps while there is nothing to do; returns None once there never will be.
         """
-        policy = self._policy
-        assert policy is not None
+        assert self._policy is not None
         assert self._loop is not None
         loop = self._loop
-        journal = self._journal
         while True:
             if self._stopping:
                 # Items waiting for a retry are dropped: not recorded, they run again
@@ -1111,16 +1246,31 @@ class Run(Generic[T_co]):
                 self._credits += 1
                 self._exhausted = True
                 continue
-            index, item = pulled
-            if journal is None:
-                return policy.new_state(index, item, loop.time())
-            entry: Entry = item
-            if entry.stored is not None:
-                self._replay(index, entry, journal)
-                continue
-            state = policy.new_state(index, entry.item, loop.time())
-            state.tag = entry
-            return state
+            state = self._new_state(*pulled)
+            if state is not None:
+                return state
+
+    def _new_state(self, index: int, item: Any) -> ItemState | None:
+        """Start a new item's state; None if it needs no action (delivered already)."""
+        policy = self._policy
+        journal = self._journal
+        assert policy is not None
+        assert self._loop is not None
+        if journal is None:
+            if self._passthrough and type(item) is Failure:
+                self._deliver(index, item)  # an earlier stage's: passed on
+                return None
+            return policy.new_state(index, item, self._loop.time())
+        entry: Entry = item
+        if entry.stored is not None:
+            self._replay(index, entry, journal)
+            return None
+        if self._passthrough and type(entry.item) is Failure:
+            self._deliver(index, (entry, entry.item, 0, None))
+            return None
+        state = policy.new_state(index, entry.item, self._loop.time())
+        state.tag = entry
+        return state
 
     async def _policy_worker(self) -> None:  # noqa: C901 - each verdict inline
         """Worker for runs with timeouts, retries, limits or a journal, in any mode."""
@@ -1159,7 +1309,9 @@ class Run(Generic[T_co]):
                 continue
             if log_failures:
                 self._log_failure(state, payload, expected=expected)
-            failure: Any = Failure(state.item, payload, state.attempts, elapsed, expected)
+            failure: Any = Failure(
+                state.item, payload, state.attempts, elapsed, expected, self._name
+            )
             if not self._on_error_yield:
                 self._fail(payload)
                 raise payload
@@ -1197,7 +1349,9 @@ class Run(Generic[T_co]):
         else:
             stats.failed += 1
             if hooks is not None and hooks.failed:
-                failure = Failure(state.item, payload, state.attempts, elapsed, expected)
+                failure = Failure(
+                    state.item, payload, state.attempts, elapsed, expected, self._name
+                )
                 for hook in hooks.failed:
                     hook(failure)
 
@@ -1253,7 +1407,8 @@ class Run(Generic[T_co]):
                     self._fail(exc)
                     raise
                 elapsed = clock() - started
-                self._deliver(index, (entry, Failure(item, exc, 1, elapsed), 1, elapsed))
+                failure = Failure(item, exc, 1, elapsed, stage=self._name)
+                self._deliver(index, (entry, failure, 1, elapsed))
                 continue
             elapsed = clock() - started
             if stats is not None:
@@ -1285,7 +1440,7 @@ class Run(Generic[T_co]):
                     self._fail(exc)
                     raise
                 elapsed = clock() - started
-                failure = Failure(item, exc, 1, elapsed)
+                failure = Failure(item, exc, 1, elapsed, stage=self._name)
                 self._deliver(state.index, (state.tag, failure, 1, elapsed))
                 continue
             elapsed = clock() - started

@@ -28,6 +28,10 @@ class Failure:
         expected: True for a failure named by the user (``Retry.on``,
             ``Retry.if_exception``, ``Retry.if_result``) or a ``timeout``; False for an
             unexpected exception, which is also logged with its traceback.
+        stage: The name of the run (the pipeline stage) whose action failed: its
+            ``name=``, by default the action's name. A failure from an earlier stage
+            passes through the later ones unchanged, so it keeps saying where it
+            happened; ``item`` is that stage's input.
 
     Example:
         >>> async for outcome in parallelize(fetch, urls, 100, on_error="yield"):
@@ -40,10 +44,12 @@ class Failure:
     attempts: int = 1
     elapsed: float | None = None
     expected: bool = False
+    stage: str | None = None
 
     def __repr__(self) -> str:
         extra = "" if self.elapsed is None else f", elapsed={self.elapsed:.3f}"
+        stage = "" if self.stage is None else f", stage={self.stage!r}"
         return (
             f"Failure(item={self.item!r}, exception={self.exception!r}, "
-            f"attempts={self.attempts}{extra}, expected={self.expected})"
+            f"attempts={self.attempts}{extra}, expected={self.expected}{stage})"
         )

@@ -39,17 +39,18 @@ class Progress:
     ``sys.stdout`` and ``sys.stderr`` (print, logging to stderr) appear above it.
 
     Attributes:
-        description: A word or two before the bar (default ``"parallelize"``).
+        description: A word or two before the bar (default: the run's ``name``,
+            which is its action's name unless ``name=`` says otherwise).
         file: The stream to draw on (default: ``sys.stderr`` when the run starts).
         refresh_per_second: Redraws per second (default 10).
     """
 
-    description: str = "parallelize"
+    description: str | None = None
     file: IO[str] | None = None
     refresh_per_second: float = 10.0
 
     def __post_init__(self) -> None:
-        if not isinstance(self.description, str):
+        if self.description is not None and not isinstance(self.description, str):
             raise TypeError(f"Progress.description must be a str, got {self.description!r}")
         rate: object = self.refresh_per_second
         if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 < rate <= 100:
@@ -162,7 +163,8 @@ class _Display(Observer):
         # One Text line (a table costs three times as much to draw): the description,
         # a bar when the total is known, then the figures; cut at the terminal's edge.
         line = Text(no_wrap=True, overflow="ellipsis")
-        line.append(self._settings.description + " ")
+        assert self._run is not None
+        line.append((self._settings.description or self._run.name) + " ")
         if total:
             filled = min(_BAR, stats.done * _BAR // total)
             line.append("━" * filled, style="green" if filled == _BAR else "magenta")

@@ -1,0 +1,356 @@
+"""Pipelines: runs chained with ``then()``, each stage with its own workers and policies.
+
+What crosses stages: every item exactly once (in order when every stage is ordered),
+the memory bound of each stage's buffer, errors (the first one ends every stage),
+cancellation (closing the last stage closes them all), and failures as values
+(passed on unchanged, naming the stage that failed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from parallelize import Failure, Retry, Run, parallelize
+
+SETTINGS = settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+
+
+class Boom(Exception):
+    pass
+
+
+def stage_tasks(run: Run[Any]) -> list[asyncio.Task[Any] | None]:
+    return [stage._supervisor for stage in run.stages]
+
+
+async def only_current_task() -> None:
+    """Let cancelled tasks finish, then check that none but the test's own is left."""
+    await asyncio.sleep(0)
+    assert asyncio.all_tasks() == {asyncio.current_task()}
+
+
+async def add(x: int, y: int = 1) -> int:
+    await asyncio.sleep(0)
+    return x + y
+
+
+def test_then_chains_stages_each_with_its_own_options(run: Any) -> None:
+    async def main() -> None:
+        async def double(x: int) -> int:
+            await asyncio.sleep(0)
+            return 2 * x
+
+        pipeline = parallelize(double, range(100), 8).then(add, 3, name="add").then(str, 2)
+        assert [stage.name for stage in pipeline.stages] == ["double", "add", "str"]
+        assert [stage._numworkers for stage in pipeline.stages] == [8, 3, 2]
+        results = [r async for r in pipeline]
+        assert sorted(results, key=int) == [str(2 * x + 1) for x in range(100)]
+        await only_current_task()
+
+    run(main())
+
+
+def test_a_run_feeds_one_stage_and_only_before_it_starts(run: Any) -> None:
+    async def main() -> None:
+        first = parallelize(add, range(3), 2)
+        first.then(add, 2)
+        with pytest.raises(RuntimeError, match="already feeds the stage 'add'"):
+            first.then(add, 2)
+        started = parallelize(add, range(3), 2)
+        async with started:
+            async for _ in started:
+                break
+        with pytest.raises(RuntimeError, match="has started"):
+            started.then(add, 2)
+
+    run(main())
+
+
+@SETTINGS
+@given(
+    n=st.integers(0, 150),
+    workers=st.lists(st.integers(1, 8), min_size=1, max_size=4),
+    yields=st.lists(st.integers(0, 3), min_size=150, max_size=150),
+    ordered=st.booleans(),
+)
+def test_every_item_passes_every_stage_exactly_once(
+    run: Any, n: int, workers: list[int], yields: list[int], ordered: bool
+) -> None:
+    """Each item is seen once by each stage; every stage ordered keeps the input order."""
+    seen: list[list[int]] = [[] for _ in workers]
+
+    def make_stage(number: int) -> Any:
+        async def stage(item: int) -> int:
+            seen[number].append(item)
+            for _ in range(yields[item]):
+                await asyncio.sleep(0)
+            return item
+
+        return stage
+
+    async def main() -> list[int]:
+        pipeline: Run[int] = parallelize(make_stage(0), range(n), workers[0], ordered=ordered)
+        for number, count in enumerate(workers[1:], 1):
+            pipeline = pipeline.then(make_stage(number), count, ordered=ordered)
+        return [r async for r in pipeline]
+
+    results = run(main())
+    assert sorted(results) == list(range(n))
+    if ordered:
+        assert results == list(range(n))
+    for stage_seen in seen:
+        assert sorted(stage_seen) == list(range(n))
+
+
+@SETTINGS
+@given(
+    n=st.integers(0, 300),
+    stages=st.lists(st.tuples(st.integers(1, 6), st.integers(0, 6)), min_size=2, max_size=4),
+    stop_after=st.integers(1, 400),
+)
+def test_each_stage_holds_no_more_than_its_buffer(
+    run: Any, n: int, stages: list[tuple[int, int]], stop_after: int
+) -> None:
+    """A slow consumer holds back every stage: the input is read no further ahead than
+    the sum of the stages' bounds (numworkers + max_buffered each), and no stage has
+    more than its numworkers actions in flight."""
+    pulled = 0
+    in_flight = [0] * len(stages)
+    peak = [0] * len(stages)
+
+    async def source() -> Any:
+        nonlocal pulled
+        for i in range(n):
+            pulled += 1
+            yield i
+
+    def make_stage(number: int) -> Any:
+        async def stage(item: int) -> int:
+            in_flight[number] += 1
+            peak[number] = max(peak[number], in_flight[number])
+            try:
+                await asyncio.sleep(0)
+                return item
+            finally:
+                in_flight[number] -= 1
+
+        return stage
+
+    bound = sum(numworkers + max_buffered for numworkers, max_buffered in stages)
+
+    async def main() -> int:
+        (numworkers, max_buffered), *rest = stages
+        pipeline = parallelize(make_stage(0), source(), numworkers, max_buffered=max_buffered)
+        for number, (numworkers, max_buffered) in enumerate(rest, 1):
+            pipeline = pipeline.then(make_stage(number), numworkers, max_buffered=max_buffered)
+        consumed = 0
+        async with pipeline:
+            async for _ in pipeline:
+                consumed += 1
+                assert pulled <= consumed + bound
+                await asyncio.sleep(0)  # a slow consumer: the stages fill up
+                if consumed == stop_after:
+                    break
+        return consumed
+
+    consumed = run(main())
+    assert consumed == min(n, stop_after)
+    assert pulled <= consumed + bound
+    for (numworkers, _), stage_peak in zip(stages, peak, strict=True):
+        assert stage_peak <= numworkers
+
+
+def test_first_results_leave_before_the_input_ends(run: Any) -> None:
+    """Stages overlap: the last stage yields while the first is still reading."""
+
+    async def main() -> None:
+        produced = 0
+
+        async def slow_producer() -> Any:
+            nonlocal produced
+            for i in range(50):
+                await asyncio.sleep(0.002)
+                produced += 1
+                yield i
+
+        pipeline = parallelize(add, slow_producer(), 4).then(add, 4)
+        async with pipeline:
+            async for first in pipeline:
+                assert first in range(2, 52)
+                assert produced < 10
+                break
+        await only_current_task()
+
+    run(main())
+
+
+def test_an_error_in_the_last_stage_ends_every_stage(run: Any) -> None:
+    """Items in flight in earlier stages are cancelled, an endless input stops."""
+
+    async def main() -> None:
+        blocked = asyncio.Event()
+        cancelled: list[int] = []
+
+        async def endless() -> Any:
+            i = 0
+            while True:
+                yield i
+                i += 1
+
+        async def slow(item: int) -> int:
+            if item > 2:
+                blocked.set()
+                try:
+                    await asyncio.sleep(10)
+                except asyncio.CancelledError:
+                    cancelled.append(item)
+                    raise
+            return item
+
+        async def boom(item: int) -> int:
+            await blocked.wait()
+            raise Boom(item)
+
+        pipeline = parallelize(add, endless(), 4).then(slow, 3).then(add, 2).then(boom, 1)
+        with pytest.raises(Boom):
+            async for _ in pipeline:
+                pass
+        assert cancelled
+        assert all(task is not None and task.done() for task in stage_tasks(pipeline))
+        await only_current_task()
+
+    run(main())
+
+
+def test_an_error_in_the_first_stage_reaches_the_consumer_unchanged(run: Any) -> None:
+    async def main() -> None:
+        async def fails_on_7(item: int) -> int:
+            if item == 7:
+                raise Boom(item)
+            await asyncio.sleep(0)
+            return item
+
+        pipeline = parallelize(fails_on_7, range(100), 4).then(add, 4).then(add, 2)
+        with pytest.raises(Boom) as caught:
+            async for _ in pipeline:
+                pass
+        assert caught.value.args == (7,)
+        assert all(task is not None and task.done() for task in stage_tasks(pipeline))
+        await only_current_task()
+
+    run(main())
+
+
+@pytest.mark.parametrize("how", ["break", "aclose", "cancel"])
+def test_leaving_the_last_stage_ends_every_stage(run: Any, how: str) -> None:
+    async def main() -> None:
+        calls = 0
+        cancelled = 0
+        busy = asyncio.Event()
+
+        async def slow(item: int) -> int:
+            nonlocal calls, cancelled
+            calls += 1
+            if calls == 8:
+                busy.set()
+            try:
+                await asyncio.sleep(0 if item < 5 else 10)
+            except asyncio.CancelledError:
+                cancelled += 1
+                raise
+            return item
+
+        pipeline = parallelize(add, range(1000), 4).then(slow, 4).then(add, 2)
+        if how == "cancel":
+
+            async def consume() -> None:
+                async for _ in pipeline:
+                    pass
+
+            task = asyncio.create_task(consume())
+            await busy.wait()
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        else:
+            async with pipeline:
+                async for item in pipeline:
+                    if item >= 5 and how == "break":
+                        break
+                    if how == "aclose":
+                        await pipeline.aclose()
+            gc.collect()
+        # The break leaves the iterator to the garbage collector; aclose awaits all.
+        await pipeline.aclose()
+        assert all(task is not None and task.done() for task in stage_tasks(pipeline))
+        assert calls < 20
+        await only_current_task()
+
+    run(main())
+
+
+def test_failures_pass_through_later_stages_naming_where_they_happened(run: Any) -> None:
+    async def main() -> None:
+        seen_by_last: list[Any] = []
+
+        async def fetch(item: int) -> int:
+            await asyncio.sleep(0)
+            if item % 10 == 3:
+                raise Boom(item)
+            return item
+
+        async def parse(item: int) -> int:
+            if item % 10 == 5:
+                raise ValueError(item)
+            return item * 100
+
+        async def store(item: int) -> int:
+            seen_by_last.append(item)
+            return item
+
+        pipeline = (
+            parallelize(fetch, range(50), 4, on_error="yield")
+            .then(parse, 2, on_error="yield", retry=Retry(on=OSError, attempts=2))
+            .then(store, 1)  # on_error="raise": an earlier stage's failure is no error here
+        )
+        outcomes = [o async for o in pipeline]
+        failures = [o for o in outcomes if isinstance(o, Failure)]
+        assert sorted((f.stage, f.item) for f in failures) == sorted(
+            [("fetch", i) for i in range(3, 50, 10)] + [("parse", i) for i in range(5, 50, 10)]
+        )
+        assert all(not isinstance(item, Failure) for item in seen_by_last)
+        assert sorted(o for o in outcomes if not isinstance(o, Failure)) == [
+            i * 100 for i in range(50) if i % 10 not in {3, 5}
+        ]
+        assert "stage='fetch'" in repr(failures[0]) or "stage='parse'" in repr(failures[0])
+
+    run(main())
+
+
+def test_each_stage_counts_its_own_items(run: Any) -> None:
+    async def main() -> None:
+        async def fetch(item: int) -> int:
+            await asyncio.sleep(0)
+            if item % 10 == 3:
+                raise Boom(item)
+            return item
+
+        pipeline = parallelize(fetch, range(50), 4, on_error="yield", stats=True).then(
+            add, 2, stats=True
+        )
+        outcomes = [o async for o in pipeline]
+        assert len(outcomes) == 50
+        first, second = (stage.statistics() for stage in pipeline.stages)
+        assert (first.succeeded, first.failed, first.finished) == (45, 5, True)
+        # The later stage ran its action on the 45 results; the 5 failures passed on.
+        assert (second.succeeded, second.failed, second.finished) == (45, 0, True)
+
+    run(main())
