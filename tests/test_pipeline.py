@@ -297,6 +297,37 @@ def test_leaving_the_last_stage_ends_every_stage(run: Any, how: str) -> None:
     run(main())
 
 
+def test_results_pass_to_the_next_stage_whole(run: Any) -> None:
+    """A tuple or list result is one value for the next stage, not its arguments."""
+
+    async def main() -> None:
+        async def links(page: int) -> list[str]:
+            return [f"{page}a", f"{page}b"]
+
+        async def pair(page: int) -> tuple[int, str]:
+            return page, str(page)
+
+        def count(links: list[str]) -> int:
+            return len(links)
+
+        async def first(pair: tuple[int, str]) -> int:
+            return pair[0]
+
+        assert [n async for n in parallelize(links, [1, 2], 2).then(count, 1)] == [2, 2]
+        got = [n async for n in parallelize(pair, [1, 2], 2, ordered=True).then(first, 1)]
+        assert got == [1, 2]
+        # ... in every worker: ordered, with policies, with a journal-less retry.
+        got = [
+            n
+            async for n in parallelize(pair, [1, 2], 2).then(
+                first, 1, ordered=True, retry=Retry(on=OSError)
+            )
+        ]
+        assert sorted(got) == [1, 2]
+
+    run(main())
+
+
 def test_failures_pass_through_later_stages_naming_where_they_happened(run: Any) -> None:
     async def main() -> None:
         seen_by_last: list[Any] = []
@@ -321,7 +352,8 @@ def test_failures_pass_through_later_stages_naming_where_they_happened(run: Any)
             .then(parse, 2, on_error="yield", retry=Retry(on=OSError, attempts=2))
             .then(store, 1)  # on_error="raise": an earlier stage's failure is no error here
         )
-        outcomes = [o async for o in pipeline]
+        # Typed as store's results; the earlier stages' failures come out too.
+        outcomes: list[Any] = [o async for o in pipeline]
         failures = [o for o in outcomes if isinstance(o, Failure)]
         assert sorted((f.stage, f.item) for f in failures) == sorted(
             [("fetch", i) for i in range(3, 50, 10)] + [("parse", i) for i in range(5, 50, 10)]

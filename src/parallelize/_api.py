@@ -169,7 +169,8 @@ def parallelize(
     proportional to ``numworkers``. A tuple or list item is unpacked as positional
     arguments (``action(*item)``); any other item (a str, int, dict, object) is passed
     as the single argument (``action(item)``). To pass a tuple as one argument, wrap it:
-    ``(t,)``.
+    ``(t,)``. When ``argslist`` is another run (a pipeline, see :meth:`Run.then`), its
+    results are passed whole, never unpacked.
 
     Args:
         action: An ``async def`` function (awaited on the event loop), or a plain

@@ -179,6 +179,7 @@ class Run(Generic[T_co]):
         "_sync_source",
         "_timing",
         "_total",
+        "_unpacked",
         "_upstream",
         "_upstream_of",
         "_waiter",
@@ -272,6 +273,8 @@ class Run(Generic[T_co]):
         # this one, and the failures it yields pass through this one unchanged.
         self._upstream = argslist if isinstance(argslist, Run) else None
         self._passthrough = self._upstream is not None
+        # A run's results feed the next stage whole: they are values, not arguments.
+        self._unpacked: tuple[type, ...] = () if self._upstream is not None else _UNPACKED
         self._upstream_of: Run[Any] | None = None  # the stage that then() added
 
     def __repr__(self) -> str:
@@ -360,10 +363,17 @@ class Run(Generic[T_co]):
                 async for row in pages:
                     ...
 
+        Each result is passed to the next stage's action whole, as its one
+        argument: a result is a value, not an argument list, so a tuple or a list
+        is never unpacked (unlike the items of a plain ``argslist``).
+
         Iterate the last stage only. Closing it (or an error in any stage) ends
         every stage and awaits all their tasks. An earlier stage's
         :class:`~parallelize.Failure` (with ``on_error="yield"``) passes through
-        the later stages unchanged, naming the stage that failed.
+        the later stages unchanged, without calling their actions, and names the
+        stage that failed. (The static type of the last stage's results does not
+        include those failures: check ``isinstance(result, Failure)`` when an
+        earlier stage yields them.)
         """
         from ._api import parallelize  # noqa: PLC0415 - _api builds on this module
 
@@ -1112,7 +1122,7 @@ class Run(Generic[T_co]):
             kind = type(item)
             if kind is not last_kind:
                 last_kind = kind
-                unpack = issubclass(kind, _UNPACKED)
+                unpack = issubclass(kind, self._unpacked)
                 if kind is Failure and passthrough:
                     self._deliver(index, item)  # an earlier stage's: passed on
                     last_kind = None  # and decided again for the next item
@@ -1289,7 +1299,7 @@ class Run(Generic[T_co]):
             kind = type(state.item)
             if kind is not last_kind:
                 last_kind = kind
-                unpack = issubclass(kind, _UNPACKED)
+                unpack = issubclass(kind, self._unpacked)
             for hook in started_hooks:
                 hook(state.item, state.attempts + 1)
             attempts = state.attempts
@@ -1429,7 +1439,7 @@ class Run(Generic[T_co]):
             kind = type(item)
             if kind is not last_kind:
                 last_kind = kind
-                unpack = issubclass(kind, _UNPACKED)
+                unpack = issubclass(kind, self._unpacked)
             started = clock()
             try:
                 value = await (action(*item) if unpack else action(item))
