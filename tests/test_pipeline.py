@@ -384,5 +384,122 @@ def test_each_stage_counts_its_own_items(run: Any) -> None:
         assert (first.succeeded, first.failed, first.finished) == (45, 5, True)
         # The later stage ran its action on the 45 results; the 5 failures passed on.
         assert (second.succeeded, second.failed, second.finished) == (45, 0, True)
+        assert (second.passed_on, second.done, second.total) == (5, 50, 50)
+        assert "5 failed earlier, passed on" in second.summary()
+        # A fan-out stage's results have no known count.
+        links = parallelize(page_links, range(8), 2, stats=True).then(add_link, 2, stats=True)
+        assert [link async for link in links]
+        assert links.statistics().total is None
 
     run(main())
+
+
+# -- fan-out: generator actions yield zero or more results per item --------------------
+
+
+async def page_links(page: int) -> Any:
+    """A listing page: yields its links (page % 4 of them: some pages have none)."""
+    for link in range(page % 4):
+        await asyncio.sleep(0)
+        yield f"{page}/{link}"
+
+
+async def add_link(link: str) -> str:
+    return link
+
+
+def expected_links(pages: range) -> list[str]:
+    return [f"{page}/{link}" for page in pages for link in range(page % 4)]
+
+
+def test_an_async_generator_action_fans_out(run: Any) -> None:
+    async def main() -> list[str]:
+        return [link async for link in parallelize(page_links, range(40), 5)]
+
+    assert sorted(run(main())) == sorted(expected_links(range(40)))
+
+
+def test_a_generator_function_fans_out_in_threads(run: Any) -> None:
+    def sync_links(page: int) -> Any:
+        yield from (f"{page}/{link}" for link in range(page % 4))
+
+    async def main() -> list[str]:
+        return [link async for link in parallelize(sync_links, range(40), 5)]
+
+    assert sorted(run(main())) == sorted(expected_links(range(40)))
+
+
+def test_ordered_fan_out_keeps_item_order_then_value_order(run: Any) -> None:
+    async def main() -> list[str]:
+        return [link async for link in parallelize(page_links, range(40), 5, ordered=True)]
+
+    assert run(main()) == expected_links(range(40))
+
+
+def test_a_fan_out_item_that_fails_midway_yields_none_of_its_values(run: Any) -> None:
+    attempts: dict[int, int] = {}
+
+    async def flaky_links(page: int) -> Any:
+        attempts[page] = attempts.get(page, 0) + 1
+        yield f"{page}/0"
+        if page == 5 or (page == 7 and attempts[page] == 1):
+            raise OSError(page)  # page 5 always, page 7 on its first attempt
+        yield f"{page}/1"
+
+    async def main() -> list[Any]:
+        return [
+            o
+            async for o in parallelize(
+                flaky_links, range(10), 3, on_error="yield", retry=Retry(on=OSError, attempts=2)
+            )
+        ]
+
+    outcomes = run(main())
+    failures = [o for o in outcomes if isinstance(o, Failure)]
+    assert [(f.item, f.attempts) for f in failures] == [(5, 2)]
+    values = sorted(o for o in outcomes if not isinstance(o, Failure))
+    # Page 7's first attempt yielded "7/0" before failing: delivered once, not twice.
+    assert values == sorted(f"{p}/{i}" for p in range(10) if p != 5 for i in range(2))
+
+
+def test_fan_out_stages_in_a_pipeline(run: Any) -> None:
+    """A listing page yields many URLs; each URL is fetched by the next stage."""
+
+    async def main() -> list[str]:
+        async def fetch(url: str) -> str:
+            await asyncio.sleep(0)
+            return url.upper()
+
+        pipeline = parallelize(page_links, range(30), 3).then(fetch, 10, max_buffered=2)
+        return [body async for body in pipeline]
+
+    assert sorted(run(main())) == sorted(link.upper() for link in expected_links(range(30)))
+
+
+def test_a_fan_out_item_is_recorded_once_all_its_values_were_taken(run: Any, tmp_path: Any) -> None:
+    journal = tmp_path / "links.db"
+    calls: list[int] = []
+
+    async def counted_links(page: int) -> Any:
+        calls.append(page)
+        async for link in page_links(page):
+            yield link
+
+    async def main(stop_after: int | None) -> list[str]:
+        links = []
+        pipeline = parallelize(counted_links, range(20), 2, journal=journal, ordered=True)
+        async with pipeline:
+            async for link in pipeline:
+                links.append(link)
+                if len(links) == stop_after:
+                    break
+        return links
+
+    # Pages 1, 2 and 3 give 1, 2 and 3 links: the fifth is page 3's second.
+    first = run(main(stop_after=5))
+    assert first == expected_links(range(20))[:5]
+    calls.clear()
+    # Pages 0-2 were taken whole: recorded, skipped on the rerun. Page 3 was taken
+    # only in part when the consumer left: it runs again, all its links.
+    assert run(main(stop_after=None)) == expected_links(range(3, 20))
+    assert sorted(calls) == list(range(3, 20))

@@ -194,3 +194,53 @@ def test_records_on_the_same_terminal_print_above_the_bar(script: Path, urls: Pa
     records = [json.loads(piece) for piece in pieces if piece.startswith('{"url"')]
     assert len(records) == COUNT
     assert not [p for p in pieces if '{"url"' in p and not p.startswith('{"url"')]
+
+
+PIPELINE_SCRIPT = """
+import asyncio
+from parallelize import Progress, parallelize
+
+async def fetch(n):
+    await asyncio.sleep(0.01)
+    return n
+
+async def parse(n):
+    await asyncio.sleep(0.02)
+    return n
+
+def store(n):
+    return n
+
+async def main():
+    pipeline = (
+        parallelize(fetch, range(300), 20, progress=True)
+        .then(parse, 10, progress=Progress(description="parse pages"))
+        .then(store, 1, progress=True)
+    )
+    count = 0
+    async for _ in pipeline:
+        count += 1
+    print(f"stored {count}")
+
+asyncio.run(main())
+"""
+
+
+def test_a_pipeline_shows_one_line_per_stage_in_one_display(tmp_path: Path) -> None:
+    """Each stage's bar is a line of one live display: none overwrites another."""
+    script = tmp_path / "pipeline.py"
+    script.write_text(PIPELINE_SCRIPT)
+    child, screen = spawn(sys.executable, [str(script)], tmp_path)
+    try:
+        child.expect(LIVE_FRAME)
+        child.expect_exact("stored 300")
+        code = finish(child)
+    finally:
+        child.close(force=True)
+    transcript = screen.getvalue()
+    assert code == 0, transcript
+    # The last frame: every stage's final line, each with all 300 items.
+    final = transcript[transcript.rindex("fetch ") :]
+    for name in ("fetch ", "parse pages ", "store "):
+        assert name in final, final
+    assert final.count("300/300") == 3, final

@@ -11,7 +11,8 @@ Layers, each importing only the ones below it::
     _observe    Observer: hooks on a run's events
     _stats      the counters, the latency histogram, the Statistics snapshot
     _signals    SIGINT/SIGTERM handlers for a graceful stop
-    _threads    plain-function actions in the run's thread pool
+    _actions    how an action is called: loop, threads, processes; fan-out
+    _processes  executor="process": one child process per item in flight
     _aio        asyncio plumbing          _outcomes   Failure, yielded for a failed item
     _errors     the exception tree        _util       argument validators
 """
@@ -23,6 +24,7 @@ from ._errors import Interrupted as Interrupted
 from ._errors import JournalError as JournalError
 from ._errors import MissingDependencyError as MissingDependencyError
 from ._errors import ParallelizeError as ParallelizeError
+from ._errors import ProcessCrashed as ProcessCrashed
 from ._errors import RetriesExhausted as RetriesExhausted
 from ._journal import Journal as Journal
 from ._journal import JsonCodec as JsonCodec
@@ -57,6 +59,7 @@ __all__ = (
     "MissingDependencyError",
     "Observer",
     "ParallelizeError",
+    "ProcessCrashed",
     "Progress",
     "RateLimit",
     "RateLimitStatistics",
@@ -82,6 +85,7 @@ for _obj in (
     ActionError,
     MissingDependencyError,
     ParallelizeError,
+    ProcessCrashed,
     RetriesExhausted,
     RateLimit,
     RateLimitStatistics,

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
-from typing import Any, Literal, TypedDict, TypeVar, overload
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from concurrent.futures import Executor
+from typing import Any, Literal, TypedDict, TypeVar, Unpack, overload
 
 from ._engine import Run
 from ._journal import Journal, SQLiteJournal
@@ -12,6 +13,7 @@ from ._limits import AdaptiveLimit, RateLimit
 from ._observe import Observer
 from ._outcomes import Failure
 from ._policies import ItemPolicy, Retry
+from ._processes import check_picklable
 from ._progress import Progress
 from ._util import (
     check_action,
@@ -47,6 +49,7 @@ class StageOptions(TypedDict, total=False):
     observers: Iterable[Observer]
     total: int | None
     name: str | None
+    executor: Literal["thread", "process"] | Executor | None
 
 
 @overload
@@ -55,22 +58,8 @@ def parallelize(
     argslist: Iterable[Any] | AsyncIterable[Any],
     numworkers: int,
     *,
-    ordered: bool = ...,
     on_error: Literal["raise"] = ...,
-    max_buffered: int | None = ...,
-    timeout: float | None = ...,
-    deadline: float | None = ...,
-    retry: Retry | None = ...,
-    rate_limit: RateLimit | None = ...,
-    adaptive: AdaptiveLimit | bool = ...,
-    journal: str | os.PathLike[str] | Journal | None = ...,
-    key: Callable[[Any], int | str] | None = ...,
-    handle_signals: bool | float = ...,
-    stats: bool = ...,
-    progress: bool | Progress = ...,
-    observers: Iterable[Observer] = ...,
-    total: int | None = ...,
-    name: str | None = ...,
+    **options: Unpack[StageOptions],
 ) -> Run[T]: ...
 @overload
 def parallelize(
@@ -78,22 +67,44 @@ def parallelize(
     argslist: Iterable[Any] | AsyncIterable[Any],
     numworkers: int,
     *,
-    ordered: bool = ...,
     on_error: Literal["yield"],
-    max_buffered: int | None = ...,
-    timeout: float | None = ...,
-    deadline: float | None = ...,
-    retry: Retry | None = ...,
-    rate_limit: RateLimit | None = ...,
-    adaptive: AdaptiveLimit | bool = ...,
-    journal: str | os.PathLike[str] | Journal | None = ...,
-    key: Callable[[Any], int | str] | None = ...,
-    handle_signals: bool | float = ...,
-    stats: bool = ...,
-    progress: bool | Progress = ...,
-    observers: Iterable[Observer] = ...,
-    total: int | None = ...,
-    name: str | None = ...,
+    **options: Unpack[StageOptions],
+) -> Run[T | Failure]: ...
+@overload
+def parallelize(
+    action: Callable[..., AsyncIterator[T]],
+    argslist: Iterable[Any] | AsyncIterable[Any],
+    numworkers: int,
+    *,
+    on_error: Literal["raise"] = ...,
+    **options: Unpack[StageOptions],
+) -> Run[T]: ...
+@overload
+def parallelize(
+    action: Callable[..., AsyncIterator[T]],
+    argslist: Iterable[Any] | AsyncIterable[Any],
+    numworkers: int,
+    *,
+    on_error: Literal["yield"],
+    **options: Unpack[StageOptions],
+) -> Run[T | Failure]: ...
+@overload
+def parallelize(
+    action: Callable[..., Iterator[T]],
+    argslist: Iterable[Any] | AsyncIterable[Any],
+    numworkers: int,
+    *,
+    on_error: Literal["raise"] = ...,
+    **options: Unpack[StageOptions],
+) -> Run[T]: ...
+@overload
+def parallelize(
+    action: Callable[..., Iterator[T]],
+    argslist: Iterable[Any] | AsyncIterable[Any],
+    numworkers: int,
+    *,
+    on_error: Literal["yield"],
+    **options: Unpack[StageOptions],
 ) -> Run[T | Failure]: ...
 @overload
 def parallelize(
@@ -101,22 +112,8 @@ def parallelize(
     argslist: Iterable[Any] | AsyncIterable[Any],
     numworkers: int,
     *,
-    ordered: bool = ...,
     on_error: Literal["raise"] = ...,
-    max_buffered: int | None = ...,
-    timeout: float | None = ...,
-    deadline: float | None = ...,
-    retry: Retry | None = ...,
-    rate_limit: RateLimit | None = ...,
-    adaptive: AdaptiveLimit | bool = ...,
-    journal: str | os.PathLike[str] | Journal | None = ...,
-    key: Callable[[Any], int | str] | None = ...,
-    handle_signals: bool | float = ...,
-    stats: bool = ...,
-    progress: bool | Progress = ...,
-    observers: Iterable[Observer] = ...,
-    total: int | None = ...,
-    name: str | None = ...,
+    **options: Unpack[StageOptions],
 ) -> Run[T]: ...
 @overload
 def parallelize(
@@ -124,22 +121,8 @@ def parallelize(
     argslist: Iterable[Any] | AsyncIterable[Any],
     numworkers: int,
     *,
-    ordered: bool = ...,
     on_error: Literal["yield"],
-    max_buffered: int | None = ...,
-    timeout: float | None = ...,
-    deadline: float | None = ...,
-    retry: Retry | None = ...,
-    rate_limit: RateLimit | None = ...,
-    adaptive: AdaptiveLimit | bool = ...,
-    journal: str | os.PathLike[str] | Journal | None = ...,
-    key: Callable[[Any], int | str] | None = ...,
-    handle_signals: bool | float = ...,
-    stats: bool = ...,
-    progress: bool | Progress = ...,
-    observers: Iterable[Observer] = ...,
-    total: int | None = ...,
-    name: str | None = ...,
+    **options: Unpack[StageOptions],
 ) -> Run[T | Failure]: ...
 def parallelize(
     action: Callable[..., Any],
@@ -162,6 +145,7 @@ def parallelize(
     observers: Iterable[Observer] = (),
     total: int | None = None,
     name: str | None = None,
+    executor: Literal["thread", "process"] | Executor | None = None,
 ) -> Run[Any]:
     """Run ``action`` over every item of ``argslist`` with ``numworkers`` workers.
 
@@ -175,7 +159,10 @@ def parallelize(
     Args:
         action: An ``async def`` function (awaited on the event loop), or a plain
             function (run in a pool of ``numworkers`` threads so it cannot block the
-            loop).
+            loop, or in processes: see ``executor``). A generator function (``async
+            def`` or not) fans out: each value it yields is one result, zero or
+            more per item, delivered together when its generator ends (so a retried
+            item never repeats a value).
         argslist: Any iterable (list, range, generator) or async iterable (async
             generator) of items. Read no further ahead than the workers and the
             result buffer need.
@@ -243,6 +230,16 @@ def parallelize(
         name: The run's name, for a pipeline's stage above all: in each
             :class:`~parallelize.Failure` (``stage``), in logs and on the progress
             bar. Default: the action's name.
+        executor: Where a plain function runs. ``None`` (default) or ``"thread"``:
+            in the run's own ``numworkers`` threads, for blocking I/O. ``"process"``:
+            in ``numworkers`` child processes, for CPU-bound work (they use every
+            core; make ``numworkers`` the number of cores). The function must be
+            defined at the top level of a module, and its arguments and results are
+            pickled; a child that dies fails only its item, with
+            :class:`~parallelize.ProcessCrashed`, and a ``timeout`` kills the child
+            running a late item. Or an :class:`concurrent.futures.Executor` of your
+            own, which the run uses and does not shut down. Not for ``async def``
+            actions, which run on the loop.
 
     Returns:
         A :class:`~parallelize.Run`: iterate it with ``async for``; use it as an
@@ -266,6 +263,7 @@ def parallelize(
         ...         print(resp.status, resp.url)
     """
     kind = check_action(action)
+    _check_executor(executor, kind, action)
     checked_argslist = check_argslist(argslist)
     checked_numworkers = check_int("numworkers", numworkers, 1)
     check_bool("ordered", ordered)
@@ -308,7 +306,8 @@ def parallelize(
         action,
         checked_argslist,
         checked_numworkers,
-        is_sync_action=kind == "sync",
+        kind=kind,
+        executor=executor,
         ordered=ordered,
         on_error_yield=on_error == "yield",
         max_buffered=buffered,
@@ -321,6 +320,24 @@ def parallelize(
         total=total,
         name=name,
     )
+
+
+def _check_executor(executor: object, kind: str, action: Callable[..., Any]) -> None:
+    if executor is None:
+        return
+    if not (executor in {"thread", "process"} or isinstance(executor, Executor)):
+        raise TypeError(
+            f'executor must be "thread", "process", a concurrent.futures.Executor or '
+            f"None, got {executor!r}"
+        )
+    if kind in {"async", "asyncgen"}:
+        name = getattr(action, "__qualname__", type(action).__name__)
+        raise ValueError(
+            f"executor= runs plain functions, and {name} is an async def, which runs on "
+            f"the event loop: drop executor=, or make {name} a plain def"
+        )
+    if executor == "process":
+        check_picklable(action)
 
 
 def _check_observers(observers: object, progress: object) -> tuple[Observer, ...]:

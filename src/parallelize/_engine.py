@@ -54,6 +54,7 @@ from collections.abc import (
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Generic, Literal, Self, TypeVar, Unpack, final, overload
 
+from ._actions import prepare_action
 from ._aio import start_without_hooks
 from ._errors import Interrupted
 from ._journal import JournalSession
@@ -62,15 +63,17 @@ from ._outcomes import Failure
 from ._policies import DONE, RETRY, ItemPolicy, ItemState
 from ._signals import SignalHandlers
 from ._stats import Latency, Statistics, StatsCounters
-from ._threads import thread_action
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Coroutine
     from types import TracebackType
 
+    from ._actions import ExecutorSpec
     from ._api import StageOptions
     from ._journal import Entry, Journal
     from ._limits import AdaptiveLimit
+    from ._processes import ProcessPool
+    from ._util import ActionKind
 
 __all__ = ("Run",)
 
@@ -144,14 +147,16 @@ class Run(Generic[T_co]):
         "_done",
         "_error",
         "_executor",
+        "_executor_spec",
         "_exhausted",
+        "_fan_out",
         "_grace",
         "_grace_timer",
         "_hooks",
         "_interrupted",
-        "_is_sync_action",
         "_journal",
         "_journal_spec",
+        "_kind",
         "_log_failures",
         "_loop",
         "_loop_thread",
@@ -165,6 +170,7 @@ class Run(Generic[T_co]):
         "_passthrough",
         "_pending",
         "_policy",
+        "_processes",
         "_pull_lock",
         "_pulled",
         "_random",
@@ -193,7 +199,8 @@ class Run(Generic[T_co]):
         argslist: Iterable[Any] | AsyncIterable[Any],
         numworkers: int,
         *,
-        is_sync_action: bool,
+        kind: ActionKind,
+        executor: ExecutorSpec = None,
         ordered: bool,
         on_error_yield: bool,
         max_buffered: int,
@@ -209,7 +216,10 @@ class Run(Generic[T_co]):
         self._action = action
         self._name = name or _name_of(action)
         self._argslist = argslist
-        self._is_sync_action = is_sync_action
+        self._kind = kind
+        self._executor_spec = executor
+        # A generator action's values for one item come as a list: flattened.
+        self._fan_out = kind in {"gen", "asyncgen"}
         self._numworkers = numworkers
         self._ordered = ordered
         self._on_error_yield = on_error_yield
@@ -219,9 +229,13 @@ class Run(Generic[T_co]):
         self._hooks = ItemHooks(observers) if observers else None
         self._stats = StatsCounters() if stats or observers else None
         if total is None:
-            with contextlib.suppress(TypeError):
-                total = len(argslist)  # type: ignore[arg-type]
-        self._total = total
+            if isinstance(argslist, Run):
+                # A stage gets one item per result of the stage before it.
+                total = None if argslist._fan_out else argslist._total  # noqa: SLF001
+            else:
+                with contextlib.suppress(TypeError):
+                    total = len(argslist)  # type: ignore[arg-type]
+        self._total: int | None = total
         # A journaled run goes through the policy worker, which knows each item's
         # attempts and timing, even without any policy.
         self._policy = (
@@ -268,7 +282,8 @@ class Run(Generic[T_co]):
         self._sync_source: Iterator[Any] | None = None
         self._async_source: AsyncIterator[Any] | None = None
         self._pull_lock: asyncio.Lock | None = None
-        self._executor: ThreadPoolExecutor | None = None
+        self._executor: ThreadPoolExecutor | None = None  # ours: plain functions' threads
+        self._processes: ProcessPool | None = None  # ours: executor="process"
         # A run whose input is another run (a pipeline's earlier stage): closed with
         # this one, and the failures it yields pass through this one unchanged.
         self._upstream = argslist if isinstance(argslist, Run) else None
@@ -315,6 +330,42 @@ class Run(Generic[T_co]):
     def then(
         self,
         action: Callable[..., Awaitable[U]],
+        numworkers: int,
+        *,
+        on_error: Literal["yield"],
+        **options: Unpack[StageOptions],
+    ) -> Run[U | Failure]: ...
+    @overload
+    def then(
+        self,
+        action: Callable[..., AsyncIterator[U]],
+        numworkers: int,
+        *,
+        on_error: Literal["raise"] = ...,
+        **options: Unpack[StageOptions],
+    ) -> Run[U]: ...
+    @overload
+    def then(
+        self,
+        action: Callable[..., AsyncIterator[U]],
+        numworkers: int,
+        *,
+        on_error: Literal["yield"],
+        **options: Unpack[StageOptions],
+    ) -> Run[U | Failure]: ...
+    @overload
+    def then(
+        self,
+        action: Callable[..., Iterator[U]],
+        numworkers: int,
+        *,
+        on_error: Literal["raise"] = ...,
+        **options: Unpack[StageOptions],
+    ) -> Run[U]: ...
+    @overload
+    def then(
+        self,
+        action: Callable[..., Iterator[U]],
         numworkers: int,
         *,
         on_error: Literal["yield"],
@@ -445,7 +496,7 @@ class Run(Generic[T_co]):
         journal = self._journal
         replayed = 0 if journal is None else journal.replayed
         skipped = 0 if journal is None else journal.skipped
-        done = succeeded + stats.failed + replayed + skipped
+        done = succeeded + stats.failed + replayed + skipped + stats.passed_on
         elapsed = max(0.0, now - stats.started_at) if started else 0.0
         ran = succeeded + stats.failed
         rate = ran / elapsed if elapsed > 0 else 0.0
@@ -461,6 +512,7 @@ class Run(Generic[T_co]):
             failed=stats.failed,
             replayed=replayed,
             skipped=skipped,
+            passed_on=stats.passed_on,
             in_flight=in_flight,
             waiting_retry=len(self._retries),
             retries=stats.retries,
@@ -501,6 +553,9 @@ class Run(Generic[T_co]):
         else:
             results = self._journaled_results()
         start_without_hooks(results)
+        if self._fan_out:
+            results = self._flattened(results)
+            start_without_hooks(results)
         self._results_ref = weakref.ref(results, self._on_results_dropped)
         return results
 
@@ -597,6 +652,16 @@ class Run(Generic[T_co]):
             taken = tagged
             yield tagged[1]
         journal.close(finished=True)
+
+    async def _flattened(self, results: AsyncGenerator[Any, None]) -> AsyncGenerator[Any, None]:
+        """Yield each value of each item's list (a generator action's values)."""
+        yield _MISSING  # taken by start_without_hooks()
+        async for values in results:
+            if type(values) is Failure:
+                yield values
+            else:
+                for value in values:
+                    yield value
 
     async def __aenter__(self) -> Self:
         return self
@@ -767,12 +832,9 @@ class Run(Generic[T_co]):
         if self._grace is not None:
             self._signals = SignalHandlers(loop, self._on_signal)
             self._signals.install()
-        action = self._action
-        if self._is_sync_action:
-            self._executor = ThreadPoolExecutor(
-                max_workers=self._numworkers, thread_name_prefix="parallelize"
-            )
-            self._action = thread_action(action, self._executor)
+        self._action, self._executor, self._processes = prepare_action(
+            self._action, self._kind, self._executor_spec, self._numworkers
+        )
         if isinstance(argslist, AsyncIterable):
             self._async_source = aiter(argslist)
             self._pull_lock = asyncio.Lock()
@@ -827,6 +889,8 @@ class Run(Generic[T_co]):
                     self._time_next()
             for observer in self._observers:
                 observer.run_started(self)
+            if self._processes is not None:
+                self._processes.warm_up()
             async with asyncio.TaskGroup() as group:
                 self._workers = [group.create_task(worker()) for _ in range(numworkers)]
         except BaseExceptionGroup as group_error:
@@ -836,22 +900,28 @@ class Run(Generic[T_co]):
             self._fail(exc)
         finally:
             self._wind_down()
-            source = self._async_source
-            if isinstance(source, AsyncGenerator):
-                # Our own iterator over the user's async input: close it here, inside
-                # the run's lifetime, rather than leave it to the garbage collector.
-                try:
-                    await source.aclose()
-                except Exception as exc:
-                    self._fail(exc)
-            if self._upstream is not None:
-                # An earlier stage ends with this one: its tasks are awaited here, so
-                # nothing of the pipeline outlives the last stage (and an error in a
-                # later stage stops the earlier ones).
-                try:
-                    await self._upstream.aclose()
-                except Exception as exc:
-                    self._fail(exc)
+            await self._release()
+
+    async def _release(self) -> None:
+        """Close what the run holds open: the input, the processes, earlier stages."""
+        source = self._async_source
+        if isinstance(source, AsyncGenerator):
+            # Our own iterator over the user's async input: close it here, inside the
+            # run's lifetime, rather than leave it to the garbage collector.
+            try:
+                await source.aclose()
+            except Exception as exc:
+                self._fail(exc)
+        if self._processes is not None:
+            await self._processes.aclose()
+        if self._upstream is not None:
+            # An earlier stage ends with this one: its tasks are awaited here, so
+            # nothing of the pipeline outlives the last stage (and an error in a
+            # later stage stops the earlier ones).
+            try:
+                await self._upstream.aclose()
+            except Exception as exc:
+                self._fail(exc)
 
     def _wind_down(self) -> None:
         """Finish the supervisor's work once every worker has ended."""
@@ -1124,7 +1194,7 @@ class Run(Generic[T_co]):
                 last_kind = kind
                 unpack = issubclass(kind, self._unpacked)
                 if kind is Failure and passthrough:
-                    self._deliver(index, item)  # an earlier stage's: passed on
+                    self._pass_on(index, item)
                     last_kind = None  # and decided again for the next item
                     continue
             try:
@@ -1157,6 +1227,12 @@ class Run(Generic[T_co]):
         index = self._pulled
         self._pulled = index + 1
         return index, item
+
+    def _pass_on(self, index: int, failure: Any) -> None:
+        """Deliver an earlier stage's failure unchanged, without running the action."""
+        if self._stats is not None:
+            self._stats.passed_on += 1
+        self._deliver(index, failure)
 
     def _deliver(self, index: int, value: Any) -> None:
         """Hand a result (or Failure) to the consumer: in order, or as it comes."""
@@ -1268,7 +1344,7 @@ class Run(Generic[T_co]):
         assert self._loop is not None
         if journal is None:
             if self._passthrough and type(item) is Failure:
-                self._deliver(index, item)  # an earlier stage's: passed on
+                self._pass_on(index, item)
                 return None
             return policy.new_state(index, item, self._loop.time())
         entry: Entry = item
@@ -1276,7 +1352,7 @@ class Run(Generic[T_co]):
             self._replay(index, entry, journal)
             return None
         if self._passthrough and type(entry.item) is Failure:
-            self._deliver(index, (entry, entry.item, 0, None))
+            self._pass_on(index, (entry, entry.item, 0, None))
             return None
         state = policy.new_state(index, entry.item, self._loop.time())
         state.tag = entry

@@ -9,6 +9,7 @@ has to say::
     ├── RetriesExhausted        (an item's result still asked for a retry after the last)
     ├── JournalError            (a journal cannot be used: corrupt, locked, mismatched...)
     ├── Interrupted             (a run stopped on SIGINT/SIGTERM, after saving its work)
+    ├── ProcessCrashed          (the child process running an item died)
     └── MissingDependencyError  (an optional extra is not installed; also an ImportError)
 
 Bad arguments to :func:`parallelize.parallelize` are plain :class:`TypeError` and
@@ -18,6 +19,7 @@ Bad arguments to :func:`parallelize.parallelize` are plain :class:`TypeError` an
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 __all__ = (
@@ -26,6 +28,7 @@ __all__ = (
     "JournalError",
     "MissingDependencyError",
     "ParallelizeError",
+    "ProcessCrashed",
     "RetriesExhausted",
 )
 
@@ -121,3 +124,53 @@ class RetriesExhausted(ParallelizeError):  # noqa: N818 - says what happened, as
         super().__init__(
             f"item {item!r}: still retryable after {attempts} attempts, last result {last_result!r}"
         )
+
+
+class ProcessCrashed(ParallelizeError):  # noqa: N818 - says what happened, as it reads
+    """The child process running an item (``executor="process"``) died before replying.
+
+    It was killed (SIGKILL, the out-of-memory killer), crashed in C code, or called
+    ``os._exit()``. Only the item it was running fails; the next item gets a new
+    process. To try such items again, name it: ``Retry(on=ProcessCrashed)``; an item
+    that kills its process every time fails after the last attempt instead of looping.
+
+    Attributes:
+        pid: The dead process's id.
+        starting: True if it died before it could run anything (it could not
+            import the action, say): then no item can run.
+        exitcode: Its exit code: negative for a signal (``-9`` for SIGKILL), None if
+            it could not be told.
+    """
+
+    def __init__(self, pid: int | None, exitcode: int | None, *, starting: bool = False) -> None:
+        import signal as signals  # noqa: PLC0415 - only for the name in the message
+
+        self.pid = pid
+        self.exitcode = exitcode
+        self.starting = starting
+        if exitcode is None:
+            how = "its exit code is unknown"
+        elif exitcode < 0:
+            try:
+                how = f"killed by {signals.Signals(-exitcode).name}"
+            except ValueError:
+                how = f"killed by signal {-exitcode}"
+        else:
+            how = f"exit code {exitcode}"
+        if starting:
+            message = (
+                f"a worker process (pid {pid}) died while starting ({how}), before it "
+                f"could run this item; its own error is printed above. A script that "
+                f'uses executor="process" needs the `if __name__ == "__main__":` guard '
+                f"around its main code, and the action must be importable from its module"
+            )
+        else:
+            message = (
+                f"the worker process (pid {pid}) running this item died ({how}); the "
+                f"next items get a new process; Retry(on=ProcessCrashed) would try this "
+                f"one again"
+            )
+        super().__init__(message)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (functools.partial(type(self), starting=self.starting), (self.pid, self.exitcode))

@@ -67,60 +67,112 @@ class Progress:
         return _Display(self)
 
 
+class _Board:
+    """One live display on one stream, one line per run drawing there.
+
+    The stages of a pipeline (or any runs at once) that show progress on the same
+    terminal share it: two ``rich`` live displays on one terminal would overwrite
+    each other. Redrawn by a loop timer; stopped when its last run ends, every run's
+    final line left on the screen.
+    """
+
+    def __init__(self, stream: IO[str], key: int, refresh_per_second: float) -> None:
+        from rich.console import Console  # noqa: PLC0415 - the extra, when shown
+        from rich.live import Live  # noqa: PLC0415
+
+        self._key = key
+        self._period = 1 / refresh_per_second
+        self._lines: list[_Display] = []
+        self._timer: asyncio.TimerHandle | None = None
+        # soft_wrap: lines printed above the bar (JSON records) are never cut in two.
+        # force_terminal: checked by the caller; rich would check again, environment
+        # and all, dozens of times per redraw.
+        console = Console(file=stream, soft_wrap=True, force_terminal=True)
+        self._live = Live(
+            console=console,
+            auto_refresh=False,  # redrawn by our loop timer: no thread
+            transient=False,  # the last lines stay: the final counts
+            redirect_stdout=_is_terminal(sys.stdout),
+            redirect_stderr=True,
+        )
+
+    def add(self, display: _Display) -> None:
+        self._lines.append(display)
+        if len(self._lines) == 1:
+            self._live.start()
+            self._tick()
+
+    def _tick(self) -> None:
+        self._live.update(self._render(), refresh=True)
+        run = self._lines[0]._run  # noqa: SLF001 - any run's loop will do
+        assert run is not None
+        loop = run._loop  # noqa: SLF001 - the run's own loop, for the timer
+        assert loop is not None
+        self._timer = loop.call_later(self._period, self._tick)
+
+    def _render(self) -> Any:
+        from rich.console import Group  # noqa: PLC0415 - the extra
+
+        lines = [display.line() for display in self._lines]
+        return lines[0] if len(lines) == 1 else Group(*lines)
+
+    def finished(self) -> None:
+        """Stop once every run on this board has ended (one just did)."""
+        if not all(display.ended for display in self._lines):
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        del _BOARDS[self._key]
+        try:
+            # The last frame: drawn once, by stop().
+            self._live.update(self._render(), refresh=False)
+        finally:
+            self._live.stop()
+
+
+# The live boards by stream (its id): one per terminal.
+_BOARDS: dict[int, _Board] = {}
+
+
 class _Display(Observer):
-    """Draws one run's progress; inert when its stream is not a terminal."""
+    """Draws one run's progress line; inert when its stream is not a terminal."""
 
     def __init__(self, settings: Progress) -> None:
         self._settings = settings
         self._run: Run[Any] | None = None
-        self._live: Any = None  # rich.live.Live while shown
-        self._timer: asyncio.TimerHandle | None = None
+        self._board: _Board | None = None
+        self._final: Any = None  # the last line, once the run has ended
+        self.ended = False
         self._samples: deque[tuple[float, int]] = deque()
 
     def run_started(self, run: Run[Any]) -> None:
         stream = self._settings.file or sys.stderr
+        # While a board is live, rich has replaced sys.stderr by a proxy of it.
+        stream = getattr(stream, "rich_proxied_file", stream)
         if not _is_terminal(stream):
             return
-        from rich.console import Console  # noqa: PLC0415 - the extra, when shown
-        from rich.live import Live  # noqa: PLC0415
-
-        # soft_wrap: lines printed above the bar (JSON records) are never cut in two.
-        # force_terminal: checked above; rich would check again, environment and all,
-        # dozens of times per redraw.
-        console = Console(file=stream, soft_wrap=True, force_terminal=True)
         self._run = run
-        self._live = Live(
-            console=console,
-            auto_refresh=False,  # redrawn by our loop timer: no thread
-            transient=False,  # the last line stays: the final counts
-            redirect_stdout=_is_terminal(sys.stdout),
-            redirect_stderr=True,
-        )
-        self._live.start()
-        self._tick()
+        key = _terminal_key(stream)
+        board = _BOARDS.get(key)
+        if board is None:
+            board = _BOARDS[key] = _Board(stream, key, self._settings.refresh_per_second)
+        self._board = board
+        board.add(self)
 
-    def _tick(self) -> None:
-        run = self._run
-        assert run is not None
-        self._draw(run._statistics(latency=False))  # noqa: SLF001 - no percentiles shown
-        loop = run._loop  # noqa: SLF001 - the run's own loop, for the timer
-        assert loop is not None
-        self._timer = loop.call_later(1 / self._settings.refresh_per_second, self._tick)
+    def line(self) -> Any:
+        """Return the run's line now (its last one once it has ended)."""
+        if self._final is not None:
+            return self._final
+        assert self._run is not None
+        return self._render(self._run._statistics(latency=False))  # noqa: SLF001 - no percentiles
 
     def run_finished(self, run: Run[Any], error: BaseException | None) -> None:  # noqa: ARG002
-        if self._live is None:
+        if self._board is None:
             return
-        if self._timer is not None:
-            self._timer.cancel()
-        try:
-            # The last frame: drawn once, by stop().
-            self._live.update(self._render(run._statistics(latency=False)), refresh=False)  # noqa: SLF001
-        finally:
-            self._live.stop()
-            self._live = None
-
-    def _draw(self, stats: Statistics) -> None:
-        self._live.update(self._render(stats), refresh=True)
+        self._final = self._render(run._statistics(latency=False))  # noqa: SLF001
+        self.ended = True
+        self._board.finished()
+        self._board = None
 
     def _recent_rate(self, stats: Statistics) -> float:
         """Items per second over the last few seconds (the whole run's at the end)."""
@@ -177,6 +229,14 @@ class _Display(Observer):
             else:
                 line.append(part)
         return line
+
+
+def _terminal_key(stream: IO[str]) -> int:
+    """Tell which terminal a stream writes to: its file descriptor (else itself)."""
+    try:
+        return stream.fileno()
+    except (AttributeError, OSError, ValueError):
+        return id(stream)
 
 
 def _is_terminal(stream: object) -> bool:

@@ -108,6 +108,7 @@ class StatsCounters:
         "finished_at",
         "hinted_from",
         "latency",
+        "passed_on",
         "per_attempt",
         "retries",
         "started_at",
@@ -119,6 +120,7 @@ class StatsCounters:
     def __init__(self) -> None:
         self.succeeded = 0  # ended with a result (policy and journal workers)
         self.failed = 0  # ended as a failure
+        self.passed_on = 0  # an earlier stage's failures, passed on unchanged
         self.retries = 0  # attempts that failed and were scheduled again
         self.attempts = 0  # calls of the action (policy workers)
         # The lean observed worker counts only started items and failures: the
@@ -184,11 +186,14 @@ class Statistics:
     Attributes:
         total: How many items the input has (``len(argslist)``, or ``total=``);
             None when unknown.
-        done: Items that have ended: ``succeeded + failed + replayed + skipped``.
+        done: Items that have ended: ``succeeded + failed + replayed + skipped +
+            passed_on``.
         succeeded: Items whose action returned a result.
         failed: Items that ended as a failure (after their retries).
         replayed: Items whose stored outcome the journal replayed, without running.
         skipped: Items the journal skipped: done by an earlier run.
+        passed_on: Items that were failures of an earlier stage of a pipeline,
+            passed on without running.
         in_flight: Items being worked on now: running an attempt, or waiting for
             a rate limit or an adaptive limit's place.
         waiting_retry: Items waiting for their next attempt.
@@ -211,6 +216,7 @@ class Statistics:
     failed: int
     replayed: int
     skipped: int
+    passed_on: int
     in_flight: int
     waiting_retry: int
     retries: int
@@ -234,6 +240,8 @@ class Statistics:
             line += f", {self.replayed:,} replayed from the journal"
         if self.skipped:
             line += f", {self.skipped:,} skipped (done before)"
+        if self.passed_on:
+            line += f", {self.passed_on:,} failed earlier, passed on"
         lines = [line]
         if self.retries:
             lines.append(f"{self.attempts:,} attempts, {self.retries:,} retries")

@@ -9,10 +9,12 @@ from __future__ import annotations
 import functools
 import inspect
 import math
-from collections.abc import AsyncIterable, Iterable
+from collections.abc import AsyncIterable, Callable, Iterable
 from typing import Any, Literal
 
 __all__ = (
+    "ActionKind",
+    "action_kind",
     "check_action",
     "check_argslist",
     "check_bool",
@@ -62,26 +64,47 @@ def check_bool(name: str, value: object) -> bool:
     return value
 
 
+ActionKind = Literal["async", "sync", "asyncgen", "gen"]
+
+
+def _is(action: object, test: Callable[[object], bool]) -> bool:
+    """Apply an ``inspect`` test to an action, seeing through partials and __call__."""
+    while isinstance(action, functools.partial):
+        action = action.func
+    if test(action):
+        return True
+    call = getattr(type(action), "__call__", None)  # noqa: B004 - we inspect, not call
+    return not inspect.isfunction(action) and test(call)
+
+
 def is_async_callable(action: object) -> bool:
     """Tell whether calling ``action`` returns a coroutine, without calling it.
 
     Sees through ``functools.partial`` and bound methods, and accepts objects whose
     ``__call__`` is an ``async def``.
     """
-    while isinstance(action, functools.partial):
-        action = action.func
-    if inspect.iscoroutinefunction(action):
-        return True
-    call = getattr(type(action), "__call__", None)  # noqa: B004 - we inspect, not call
-    return not inspect.isfunction(action) and inspect.iscoroutinefunction(call)
+    return _is(action, inspect.iscoroutinefunction)
 
 
-def check_action(action: object) -> Literal["async", "sync"]:
+def action_kind(action: object) -> ActionKind:
+    """Tell how an action runs and what it returns, without calling it."""
+    if _is(action, inspect.iscoroutinefunction):
+        return "async"
+    if _is(action, inspect.isasyncgenfunction):
+        return "asyncgen"
+    if _is(action, inspect.isgeneratorfunction):
+        return "gen"
+    return "sync"
+
+
+def check_action(action: object) -> ActionKind:
     """Check that ``action`` can be called per item; tell how it must be run.
 
     Returns:
         ``"async"`` for a coroutine function (awaited on the event loop), ``"sync"``
-        for any other callable (run in a worker thread so it cannot block the loop).
+        for any other callable (run in a worker thread so it cannot block the loop),
+        ``"asyncgen"`` and ``"gen"`` for generator functions (each value they yield
+        is one result: fan-out).
     """
     if inspect.iscoroutine(action) or inspect.isawaitable(action):
         name = getattr(action, "__qualname__", None) or type(action).__name__
@@ -98,7 +121,7 @@ def check_action(action: object) -> Literal["async", "sync"]:
             f"action must be a callable such as an async function, "
             f"got {_short_repr(action)} of type {type(action).__name__}"
         )
-    return "async" if is_async_callable(action) else "sync"
+    return action_kind(action)
 
 
 def check_argslist(argslist: object) -> Iterable[Any] | AsyncIterable[Any]:
