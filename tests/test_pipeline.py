@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from parallelize import Failure, Retry, Run, parallelize
+from parallelize import Backoff, Failure, Retry, Run, parallelize
 
 SETTINGS = settings(
     max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
@@ -427,6 +427,53 @@ def test_a_generator_function_fans_out_in_threads(run: Any) -> None:
         return [link async for link in parallelize(sync_links, range(40), 5)]
 
     assert sorted(run(main())) == sorted(expected_links(range(40)))
+
+
+@SETTINGS
+@given(
+    fans=st.lists(st.integers(0, 4), max_size=60),
+    workers=st.tuples(st.integers(1, 6), st.integers(1, 6)),
+    ordered=st.booleans(),
+    retry_first=st.booleans(),
+)
+def test_fan_out_then_a_stage_sees_every_value_exactly_once(
+    run: Any, fans: list[int], workers: tuple[int, int], ordered: bool, retry_first: bool
+) -> None:
+    """Item i yields fans[i] values, each retried item yields them once; the next
+    stage sees each value once, and in order when both stages are ordered."""
+    failed_once: set[int] = set()
+
+    async def expand(item: int) -> Any:
+        for value in range(fans[item]):
+            await asyncio.sleep(0)
+            if retry_first and value == 1 and item not in failed_once:
+                failed_once.add(item)
+                raise OSError(item)  # after one value: the retry must not repeat it
+            yield (item, value)
+
+    seen: list[tuple[int, int]] = []
+
+    async def record(pair: tuple[int, int]) -> tuple[int, int]:
+        seen.append(pair)
+        await asyncio.sleep(0)
+        return pair
+
+    async def main() -> list[tuple[int, int]]:
+        pipeline = parallelize(
+            expand,
+            range(len(fans)),
+            workers[0],
+            ordered=ordered,
+            retry=Retry(on=OSError, attempts=2, backoff=Backoff(initial=0)),
+        ).then(record, workers[1], ordered=ordered)
+        return [pair async for pair in pipeline]
+
+    results = run(main())
+    expected = [(item, value) for item, count in enumerate(fans) for value in range(count)]
+    assert sorted(results) == expected
+    assert sorted(seen) == expected
+    if ordered:
+        assert results == expected
 
 
 def test_ordered_fan_out_keeps_item_order_then_value_order(run: Any) -> None:

@@ -63,8 +63,16 @@ def test_results_come_back_from_the_children(run: Any) -> None:
 
 
 def test_one_child_per_worker_each_reused(run: Any) -> None:
+    import multiprocessing  # noqa: PLC0415 - only to list what it started
+
     async def main() -> set[int]:
-        return {p async for p in parallelize(actions.pid_of, range(100), 2, executor="process")}
+        pids = set()
+        async for pid in parallelize(actions.pid_of, range(100), 2, executor="process"):
+            pids.add(pid)
+            # Never more children than workers: those started as the run starts
+            # and those the first items would start are the same ones.
+            assert len(multiprocessing.active_children()) <= 2
+        return pids
 
     pids = run(main())
     assert 1 <= len(pids) <= 2

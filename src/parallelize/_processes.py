@@ -243,8 +243,10 @@ class ProcessPool:
         """
 
         async def start_one() -> None:
-            with contextlib.suppress(Exception):
-                self._release(await self._start_child())
+            # The workers may have started children of their own meanwhile.
+            if len(self._live) < self._size and not self._closed:
+                with contextlib.suppress(Exception):
+                    self._release(await self._start_child())
 
         async def start_all() -> None:
             async with asyncio.TaskGroup() as group:
