@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import assert_type
+from collections.abc import AsyncIterator, Iterator
+from typing import Any, assert_type
 
 from parallelize import AdaptiveLimit, AdaptiveStatistics, Failure, Run, overload_of, parallelize
 
@@ -44,3 +45,29 @@ def check_adaptive() -> None:
     assert_type(
         parallelize(fetch, ["u"], 10, adaptive=limit, on_error="yield"), Run[bytes | Failure]
     )
+
+
+async def links(page: int) -> AsyncIterator[str]:
+    yield str(page)
+
+
+def sync_links(page: int) -> Iterator[str]:
+    yield str(page)
+
+
+def parse(body: bytes) -> dict[str, int]:
+    return {"n": len(body)}
+
+
+def check_pipelines() -> None:
+    # Fan-out: a generator action's results are its values.
+    assert_type(parallelize(links, range(3), 2), Run[str])
+    assert_type(parallelize(sync_links, range(3), 2), Run[str])
+    assert_type(parallelize(links, range(3), 2, on_error="yield"), Run[str | Failure])
+    # Stages: each then() types its own results.
+    pipeline = parallelize(fetch, ["u"], 10).then(parse, 2, executor="process")
+    assert_type(pipeline, Run[dict[str, int]])
+    assert_type(pipeline.then(links, 2, name="links"), Run[str])
+    assert_type(pipeline.then(fetch, 2, on_error="yield"), Run[bytes | Failure])
+    assert_type(pipeline.stages, tuple[Run[Any], ...])
+    assert_type(pipeline.name, str)

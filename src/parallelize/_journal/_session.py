@@ -84,6 +84,30 @@ def _resume(step: Any, waiting_on: Any) -> Generator[Any, Any, Any]:
             return _END
 
 
+@types.coroutine
+def _cancel(step: Any) -> Generator[Any, Any, None]:
+    """Cancel ``step``, a started ``__anext__``, as cancelling its task would.
+
+    ``CancelledError`` is thrown in where it waits, and whatever its clean-up awaits
+    is awaited, until it ends. (Its ``close()`` would leave an async generator
+    marked as running, which then refuses ``aclose()``.)
+    """
+    try:
+        waiting_on = step.throw(asyncio.CancelledError())
+    except BaseException:
+        return
+    while True:
+        try:
+            try:
+                sent = yield waiting_on
+            except BaseException as exc:  # thrown in by the task: pass it on
+                waiting_on = step.throw(exc)
+            else:
+                waiting_on = step.send(sent)
+        except BaseException:
+            return
+
+
 _new_record: Callable[[type[Record], tuple[Any, ...]], Record] = tuple.__new__
 
 
@@ -246,7 +270,7 @@ class JournalSession:
                 yield entry
         finally:
             if step is not None:
-                step.close()  # left waiting (the run was closed): end it first
+                await _cancel(step)  # left waiting (the run was closed): end it first
             if isinstance(items, AsyncGenerator):
                 # Close the user's generator within the run, not in the collector.
                 await items.aclose()
