@@ -10,6 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -590,3 +595,66 @@ def test_a_journal_on_a_later_stage_needs_a_key_and_then_resumes(run: Any, tmp_p
     assert sorted(set(first + rest)) == list(range(40))
     assert len(first) + len(rest) == 41
     assert set(stored) & set(first) == {first[-1]}
+
+
+SIGNAL_SCRIPT = """
+import asyncio, multiprocessing, sys
+import process_actions
+from parallelize import Interrupted, parallelize
+
+async def fetch(item):
+    await asyncio.sleep(0.005)
+    return 0.2  # seconds for the process stage to sleep
+
+async def main():
+    pipeline = (
+        parallelize(fetch, range(10_000), 10)
+        .then(process_actions.sleep_then, 2, executor="process")
+        .then(str, 1, handle_signals=10.0)
+    )
+    done = 0
+    try:
+        async for _ in pipeline:
+            done += 1
+            if done == 2:
+                print("progress", flush=True)
+    except Interrupted as exc:
+        print(f"interrupted after {done}: {exc}", flush=True)
+    print(f"children left {len(multiprocessing.active_children())}", flush=True)
+    return 130
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))
+"""
+
+
+@pytest.mark.timeout(60)
+def test_ctrl_c_on_a_pipeline_with_a_process_stage(tmp_path: Any) -> None:
+    """Ctrl-C reaches the whole process group: the child processes ignore it, the last
+    stage stops gracefully (the items in flight finish), every stage and child ends."""
+    script = tmp_path / "job.py"
+    script.write_text(SIGNAL_SCRIPT)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
+    job = subprocess.Popen(  # noqa: S603 - our own interpreter and script
+        [sys.executable, str(script)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, as a terminal's job
+    )
+    try:
+        assert job.stdout is not None
+        assert job.stdout.readline() == "progress\n"
+        os.killpg(job.pid, signal.SIGINT)  # what Ctrl-C does: the whole group
+        out, err = job.communicate(timeout=30)
+    finally:
+        if job.poll() is None:
+            os.killpg(job.pid, signal.SIGKILL)
+            job.wait()
+    assert job.returncode == 130, err
+    assert "interrupted after" in out
+    assert "stopped by SIGINT" in out
+    assert "children left 0" in out
+    assert "ProcessCrashed" not in out + err  # no child died of the SIGINT
+    assert "Traceback" not in err
