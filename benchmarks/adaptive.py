@@ -50,6 +50,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from _harness import machine_cpu, process_cpu
+
 ROOT = Path(__file__).resolve().parent.parent
 BUCKET = 0.05  # seconds: the sampling period and the width of a result bucket
 TIMEOUT = 2.0  # seconds: parallelize(..., timeout=) of every contender
@@ -194,25 +196,6 @@ async def measure(spec: dict) -> dict:
         ),
         "src": source_digest(),
     }
-
-
-def machine_cpu() -> float | None:
-    """CPU seconds that all processes of the machine used so far (Linux), else None."""
-    try:
-        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    except (OSError, ValueError):
-        return None
-    idle = fields[3] + fields[4]  # idle + iowait
-    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")  # without guest time
-
-
-def process_cpu(pid: int) -> float | None:
-    """CPU seconds (user + system) used so far by process ``pid`` (Linux), else None."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def child(spec_json: str) -> None:

@@ -34,24 +34,38 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import resource
 import shutil
 import sqlite3
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from run import http_server as run_http_server  # the same W4 server as the main harness
+from _harness import (
+    HERE,
+    bench_server,
+    check,
+    child_cmd,
+    errors_into,
+    filesystem_of,
+    fmt,
+    imported_from,
+    load_average,
+    machine,
+    markdown,
+    median_of,
+    paired_ratio,
+    remove_sqlite,
+    run_measurement,
+    spread,
+    src_state,
+    version_of,
+    warn_if_src_changed,
+    write_report,
+)
 
-HERE = Path(__file__).resolve().parent
-PROJECT_ROOT = HERE.parent
 OUT_DIR = HERE / "out"
 WORKERS = 100
 W1_MODES = {
@@ -140,18 +154,13 @@ def child(spec: dict[str, Any]) -> None:
     if spec.get("pin"):
         os.sched_setaffinity(0, {0})  # away from the server; the writer inherits it
     path = spec.get("journal")
-    try:
+    with errors_into(report):
         if path is not None and spec.get("expect_before") is not None:
             report["journal_before"] = journal_counts(path)
         runner = run_http if spec["kind"] == "http" else run_noop
         report.update(asyncio.run(runner(spec)))
         if path is not None:
             report["journal_after"] = journal_counts(path)
-    except BaseException as exc:
-        import traceback  # noqa: PLC0415
-
-        traceback.print_exc()
-        report["error"] = f"{type(exc).__name__}: {exc}"[:200]
     report["maxrss_kb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(json.dumps(report), flush=True)
 
@@ -162,16 +171,7 @@ def child(spec: dict[str, Any]) -> None:
 
 
 def run_child(spec: dict[str, Any], timeout: float) -> dict[str, Any]:
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(spec)]
-    try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
-    except subprocess.TimeoutExpired:
-        return {"error": f"timeout after {timeout:.0f} s"}
-    try:
-        sample = json.loads(done.stdout.strip().splitlines()[-1])
-    except (IndexError, json.JSONDecodeError):
-        tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        return {"error": f"exit {done.returncode}: {tail[:150]}"}
+    sample = run_measurement(child_cmd(__file__, spec), timeout)
     sample["problems"] = problems(spec, sample)
     return sample
 
@@ -198,8 +198,7 @@ def problems(spec: dict[str, Any], sample: dict[str, Any]) -> list[str]:
 
 
 def remove_journal(path: str) -> None:
-    for suffix in ("", "-wal", "-shm", "-journal", ".lock"):
-        Path(path + suffix).unlink(missing_ok=True)
+    remove_sqlite(path, ".lock")
 
 
 def noop_spec(
@@ -231,14 +230,6 @@ def http_spec(n: int, url: str, journal: str | None) -> dict[str, Any]:
         "expect_checksum": 200 * n,
         "expect_after": n,
     }
-
-
-@contextmanager
-def http_server() -> Iterator[str]:
-    """benchmarks/server.py on 127.0.0.1, started and stopped as run.py does."""
-    with run_http_server(needed=True) as url:
-        assert url is not None
-        yield url
 
 
 def log(part: str, label: str, sample: dict[str, Any], n: int | None = None) -> None:
@@ -315,51 +306,6 @@ def measure_memory(args: argparse.Namespace, tmp: Path) -> list[dict[str, Any]]:
 # --------------------------------------------------------------------------- #
 # Tables
 # --------------------------------------------------------------------------- #
-
-
-def good(samples: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [s for s in samples if not s.get("problems")]
-
-
-def median_of(samples: list[dict[str, Any]], field: str) -> float | None:
-    values = [s[field] for s in good(samples)]
-    return statistics.median(values) if values else None
-
-
-def spread(samples: list[dict[str, Any]]) -> str:
-    times = [s["elapsed"] for s in good(samples)]
-    if len(times) < 2:
-        return "-"
-    return f"{(max(times) - min(times)) / statistics.median(times):.0%}"
-
-
-def check(samples: list[dict[str, Any]]) -> str:
-    bad = [s for s in samples if s.get("problems")]
-    if not bad:
-        return "ok"
-    return f"{len(bad)}/{len(samples)} bad: " + "; ".join(bad[0]["problems"])[:80]
-
-
-def paired_ratio(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> float | None:
-    """The median over rounds of elapsed(a) / elapsed(b) (rate of b vs a, same round)."""
-    pairs = [
-        x["elapsed"] / y["elapsed"]
-        for x, y in zip(a, b, strict=True)
-        if not x.get("problems") and not y.get("problems")
-    ]
-    return statistics.median(pairs) if pairs else None
-
-
-def fmt(value: float | None, spec: str, suffix: str = "") -> str:
-    return "-" if value is None else f"{value:{spec}}{suffix}"
-
-
-def markdown(header: list[str], rows: list[list[str]], right_from: int = 1) -> str:
-    align = ["---" if i < right_from else "---:" for i in range(len(header))]
-    align[-1] = "---"  # the check column
-    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(align) + " |"]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 def w1_table(args: argparse.Namespace, w1: dict[str, list[dict[str, Any]]]) -> str:
@@ -508,76 +454,7 @@ def memory_table(args: argparse.Namespace, rows: list[dict[str, Any]]) -> str:
 # --------------------------------------------------------------------------- #
 
 
-def git(*argv: str) -> str:
-    done = subprocess.run(
-        ["git", "-C", str(PROJECT_ROOT), *argv], capture_output=True, text=True, check=False
-    )
-    return done.stdout.strip() if done.returncode == 0 else ""
-
-
-def src_state() -> str:
-    """The commit, and a fingerprint of uncommitted changes under src/ (if any)."""
-    head = git("rev-parse", "--short", "HEAD") or "not a git checkout"
-    if not git("status", "--porcelain", "src"):
-        return f"commit {head}, src/ clean"
-    diff = subprocess.run(
-        ["git", "-C", str(PROJECT_ROOT), "diff", "HEAD", "--", "src"],
-        capture_output=True,
-        check=False,
-    ).stdout
-    import hashlib  # noqa: PLC0415
-
-    files = len(git("status", "--porcelain", "src").splitlines())
-    fingerprint = hashlib.sha1(diff).hexdigest()[:10]  # noqa: S324 - a fingerprint
-    return f"commit {head} + uncommitted src/ ({files} files, diff sha1 {fingerprint})"
-
-
-def imported_from() -> str:
-    """Where the children import parallelize from (PYTHONPATH can point elsewhere)."""
-    import parallelize  # noqa: PLC0415
-
-    where = Path(parallelize.__file__).resolve().parent
-    inside = where.is_relative_to(PROJECT_ROOT / "src")
-    return f"{where}" + ("" if inside else "  (NOT this checkout's src/: commit above n/a)")
-
-
-def filesystem_of(path: Path) -> str:
-    best, kind = "", "?"
-    try:
-        mounts = Path("/proc/mounts").read_text().splitlines()
-    except OSError:
-        return kind
-    resolved = str(path.resolve())
-    for line in mounts:
-        fields = line.split()
-        point = fields[1]
-        inside = resolved == point or resolved.startswith(point.rstrip("/") + "/")
-        if inside and len(point) > len(best):
-            best, kind = point, f"{fields[2]} ({fields[0]} on {point})"
-    return kind
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "?"
-
-
-def version_of(package: str) -> str:
-    import importlib.metadata  # noqa: PLC0415
-
-    try:
-        return importlib.metadata.version(package)
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed"
-
-
 def setup_lines(args: argparse.Namespace, tmp: Path) -> list[str]:
-    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     parts = ["W1", "W4"] + ([] if args.no_memory else ["memory"])
     return [
         f"project: {src_state()}",
@@ -587,8 +464,8 @@ def setup_lines(args: argparse.Namespace, tmp: Path) -> list[str]:
             f"sqlite: {sqlite3.sqlite_version}; parallelize {version_of('parallelize')}, "
             f"aiohttp {version_of('aiohttp')}"
         ),
-        f"machine: {platform.platform()}, {os.cpu_count()} CPUs ({cpu_model()})",
-        f"load average at start: {load}",
+        f"machine: {machine()}",
+        f"load average at start: {load_average()}",
         f"journals in: {tmp.parent} on {filesystem_of(tmp)}",
         (
             f"rounds: {args.rounds} interleaved (memory: 1), medians; "
@@ -659,40 +536,19 @@ def main(argv: list[str] | None = None) -> int:
         started = time.perf_counter()
         if args.pin:
             os.sched_setaffinity(0, {1})  # the server inherits CPU 1
-        with http_server() as url:
-            w1, w4 = measure_rounds(args, tmp, url)
+        with bench_server() as (base, _pid):  # W4's server, as run.py's
+            w1, w4 = measure_rounds(args, tmp, f"{base}/")
         memory = [] if args.no_memory else measure_memory(args, tmp)
         minutes = (time.perf_counter() - started) / 60
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
-    after = src_state()
-    if after != setup[0].removeprefix("project: "):
-        setup.append(f"WARNING: src/ changed during the run; at the end: {after}")
+    warn_if_src_changed(setup)
     tables = [w1_table(args, w1), w4_table(args, w4)]
     if memory:
         tables.append(memory_table(args, memory))
-    command = " ".join(["python benchmarks/journal.py", *(argv or sys.argv[1:])])
-    text = "\n".join(
-        [
-            "## Journal benchmark",
-            "",
-            f"Command: `{command}` ({minutes:.1f} min)",
-            "",
-            "```",
-            *setup,
-            "```",
-            "",
-            "\n\n".join(tables),
-            "",
-        ]
-    )
-    print("\n" + text)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
     raw = {"setup": setup, "w1": w1, "w4": w4, "memory": memory}
-    args.out.with_suffix(".json").write_text(json.dumps(raw, indent=1))
-    print(f"markdown: {args.out}")
+    write_report(args.out, "Journal benchmark", "journal.py", argv, minutes, setup, tables, raw)
     return 0
 
 

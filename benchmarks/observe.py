@@ -61,18 +61,35 @@ import asyncio
 import io
 import json
 import os
-import platform
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
-PROJECT_ROOT = HERE.parent
+from _harness import (
+    HERE,
+    check,
+    child_cmd,
+    child_env,
+    errors_into,
+    fmt,
+    git,
+    good,
+    load_average,
+    machine,
+    markdown,
+    median_of,
+    paired_ratio,
+    rotated,
+    run_measurement,
+    spread,
+    version_of,
+    write_report,
+)
+
 OUT_DIR = HERE / "out"
 WORKERS = 100
 POLL_EVERY = 10_000
@@ -91,6 +108,8 @@ CALLGRIND_SIZES = (10_000, 50_000)
 CALLGRIND_MODES = ("plain", "stats")
 # Children's environment: a terminal type and width, so that rich renders as on
 # a real terminal (colours, a fixed width) whatever the parent's environment is.
+# (And .pyc files on: the children's imports are off the clock anyway, but not off
+# callgrind's count; see _harness.child_env.)
 CHILD_ENV = {"TERM": "xterm-256color", "COLUMNS": "120", "LINES": "40"}
 
 
@@ -135,14 +154,15 @@ def time_draws(draws: list[float]) -> None:
     """Time each redraw of the progress display (the untimed check run only)."""
     from parallelize import _progress  # noqa: PLC0415
 
-    draw = _progress._Display._draw  # noqa: SLF001
+    # A redraw: the board renders every run's line, draws, and sets its next timer.
+    tick = _progress._Board._tick  # noqa: SLF001
 
-    def timed(self: Any, stats: Any) -> None:
+    def timed(self: Any) -> None:
         began = time.perf_counter()
-        draw(self, stats)
+        tick(self)
         draws.append(time.perf_counter() - began)
 
-    _progress._Display._draw = timed  # noqa: SLF001
+    _progress._Board._tick = timed  # type: ignore[method-assign]  # noqa: SLF001
 
 
 def make_input(kind: str, n: int):
@@ -249,13 +269,8 @@ def child(spec: dict[str, Any]) -> None:
     draws: list[float] = []
     if spec.get("count_bytes"):
         time_draws(draws)
-    try:
+    with errors_into(report):
         report.update(asyncio.run(run_mode(spec, tty)))
-    except BaseException as exc:
-        import traceback  # noqa: PLC0415
-
-        traceback.print_exc()
-        report["error"] = f"{type(exc).__name__}: {exc}"[:200]
     if isinstance(tty, CountingTTY):
         report["tty_chars"] = tty.written
         report["tty_writes"] = tty.writes
@@ -268,42 +283,10 @@ def child(spec: dict[str, Any]) -> None:
 # --------------------------------------------------------------------------- #
 
 
-def child_cmd(spec: dict[str, Any]) -> list[str]:
-    return [sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(spec)]
-
-
-def child_env() -> dict[str, str]:
-    env = os.environ | CHILD_ENV
-    # The children write .pyc files and use them: the first child of a run compiles
-    # the package, none of the measured ones does (their imports are off the clock
-    # anyway, but not off callgrind's count).
-    env.pop("PYTHONDONTWRITEBYTECODE", None)
-    return env
-
-
-def parse_sample(spec: dict[str, Any], done: subprocess.CompletedProcess[str]) -> dict[str, Any]:
-    try:
-        sample = json.loads(done.stdout.strip().splitlines()[-1])
-    except (IndexError, json.JSONDecodeError):
-        tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        return {"error": f"exit {done.returncode}: {tail[:150]}", "problems": ["no sample"]}
+def run_child(spec: dict[str, Any], timeout: float) -> dict[str, Any]:
+    sample = run_measurement(child_cmd(__file__, spec), timeout, child_env(**CHILD_ENV))
     sample["problems"] = problems(spec, sample)
     return sample
-
-
-def run_child(spec: dict[str, Any], timeout: float) -> dict[str, Any]:
-    try:
-        done = subprocess.run(
-            child_cmd(spec),
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-            env=child_env(),
-        )
-    except subprocess.TimeoutExpired:
-        return {"error": f"timeout after {timeout:.0f} s", "problems": ["timeout"]}
-    return parse_sample(spec, done)
 
 
 def problems(spec: dict[str, Any], sample: dict[str, Any]) -> list[str]:
@@ -386,8 +369,7 @@ def measure_rounds(args: argparse.Namespace) -> dict[str, dict[str, list[dict[st
     }
     plan = [(inp, mode) for inp in INPUTS for mode in args.modes]
     for round_no in range(args.rounds):
-        shift = round_no % len(plan)
-        for inp, mode in plan[shift:] + plan[:shift]:  # rotate: no mode always first
+        for inp, mode in rotated(plan, round_no):  # no mode always first
             sample = run_child(spec_of(args, inp, mode), args.timeout)
             samples[inp][mode].append(sample)
             log(f"[{round_no + 1}/{args.rounds}] {inp:9} {mode}", sample, args.n)
@@ -402,14 +384,16 @@ def measure_rounds(args: argparse.Namespace) -> dict[str, dict[str, list[dict[st
 def callgrind_instructions(spec: dict[str, Any], tmp: Path, timeout: float) -> dict[str, Any]:
     """Run one child under callgrind; its sample plus the total instructions (Ir)."""
     out = tmp / f"callgrind.{spec['input']}.{spec['mode']}.{spec['n']}"
-    cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *child_cmd(spec)]
-    try:
-        done = subprocess.run(
-            cmd, capture_output=True, text=True, timeout=timeout, check=False, env=child_env()
-        )
-    except subprocess.TimeoutExpired:
-        return {"error": f"timeout after {timeout:.0f} s", "problems": ["timeout"]}
-    sample = parse_sample(spec, done)
+    cmd = [
+        "valgrind",
+        "--tool=callgrind",
+        f"--callgrind-out-file={out}",
+        *child_cmd(__file__, spec),
+    ]
+    sample = run_measurement(cmd, timeout, child_env(**CHILD_ENV))
+    sample["problems"] = problems(spec, sample)
+    if sample.get("error"):
+        return sample  # timed out or crashed: nothing to count
     ir = None
     if out.exists():
         for line in out.read_text().splitlines():
@@ -532,54 +516,6 @@ def callgrind_table(results: dict[str, list[dict[int, Any]]]) -> str:
 # --------------------------------------------------------------------------- #
 
 
-def good(samples: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [s for s in samples if not s.get("problems")]
-
-
-def median_of(samples: list[dict[str, Any]], field: str) -> float | None:
-    values = [s[field] for s in good(samples) if s.get(field) is not None]
-    return statistics.median(values) if values else None
-
-
-def spread(samples: list[dict[str, Any]]) -> str:
-    times = [s["elapsed"] for s in good(samples)]
-    if len(times) < 2:
-        return "-"
-    return f"{(max(times) - min(times)) / statistics.median(times):.0%}"
-
-
-def check(samples: list[dict[str, Any]]) -> str:
-    bad = [s for s in samples if s.get("problems")]
-    if not bad:
-        return "ok"
-    return f"{len(bad)}/{len(samples)} bad: " + "; ".join(bad[0]["problems"])[:80]
-
-
-def paired_ratio(ref: list[dict[str, Any]], other: list[dict[str, Any]]) -> float | None:
-    """The median over rounds of elapsed(other) / elapsed(ref), same round."""
-    pairs = [
-        y["elapsed"] / x["elapsed"]
-        for x, y in zip(ref, other, strict=True)
-        if not x.get("problems") and not y.get("problems")
-    ]
-    return statistics.median(pairs) if pairs else None
-
-
-def fmt(value: float | None, spec: str, suffix: str = "") -> str:
-    return "-" if value is None else f"{value:{spec}}{suffix}"
-
-
-def markdown(
-    header: list[str], rows: list[list[str]], right_from: int = 1, check_column: bool = True
-) -> str:
-    align = ["---" if i < right_from else "---:" for i in range(len(header))]
-    if check_column:
-        align[-1] = "---"
-    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(align) + " |"]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
 def ratios(
     samples: dict[str, list[dict[str, Any]]], mode: str
 ) -> tuple[float | None, float | None]:
@@ -587,7 +523,7 @@ def ratios(
     ref = median_of(samples["plain"], "elapsed")
     mine = median_of(samples[mode], "elapsed")
     medians = None if ref is None or mine is None else mine / ref
-    return medians, paired_ratio(samples["plain"], samples[mode])
+    return medians, paired_ratio(samples[mode], samples["plain"])
 
 
 def wall_table(
@@ -754,14 +690,8 @@ def pooled_table(paths: list[Path]) -> str:
 # --------------------------------------------------------------------------- #
 
 
-def git(*argv: str) -> str:
-    done = subprocess.run(
-        ["git", "-C", str(PROJECT_ROOT), *argv], capture_output=True, text=True, check=False
-    )
-    return done.stdout.strip() if done.returncode == 0 else ""
-
-
 def src_state() -> str:
+    """The commit, and the files under src/ with uncommitted changes (if any)."""
     head = git("rev-parse", "--short", "HEAD") or "not a git checkout"
     dirty = [
         line.split(maxsplit=1)[-1] for line in git("status", "--porcelain", "src").splitlines()
@@ -771,36 +701,16 @@ def src_state() -> str:
     return f"commit {head} + uncommitted changes in {', '.join(dirty)}"
 
 
-def version_of(package: str) -> str:
-    import importlib.metadata  # noqa: PLC0415
-
-    try:
-        return importlib.metadata.version(package)
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed"
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "?"
-
-
 def setup_lines(args: argparse.Namespace) -> list[str]:
     import parallelize  # noqa: PLC0415
 
-    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     return [
         f"project: {src_state()}",
         f"parallelize imported from: {Path(parallelize.__file__).resolve().parent}",
         f"python: {sys.version.split()[0]} ({sys.executable}), loop asyncio (default)",
         f"parallelize {version_of('parallelize')}, rich {version_of('rich')}",
-        f"machine: {platform.platform()}, {os.cpu_count()} CPUs ({cpu_model()})",
-        f"load average at start: {load}",
+        f"machine: {machine()}",
+        f"load average at start: {load_average()}",
         (
             f"rounds: {args.rounds} interleaved (order rotated each round), medians; "
             "one fresh subprocess per measurement"
@@ -911,26 +821,8 @@ def main(argv: list[str] | None = None) -> int:
         if results:
             tables.append(callgrind_table(results))
     minutes = (time.perf_counter() - started) / 60
-    command = " ".join(["python benchmarks/observe.py", *(argv or sys.argv[1:])])
-    text = "\n".join(
-        [
-            "## Observability benchmark",
-            "",
-            f"Command: `{command}` ({minutes:.1f} min)",
-            "",
-            "```",
-            *setup,
-            "```",
-            "",
-            "\n\n".join(tables),
-            "",
-        ]
-    )
-    print("\n" + text)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
-    args.out.with_suffix(".json").write_text(json.dumps(raw, indent=1))
-    print(f"markdown: {args.out}")
+    title = "Observability benchmark"
+    write_report(args.out, title, "observe.py", argv, minutes, setup, tables, raw)
     return 0
 
 

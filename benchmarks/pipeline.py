@@ -40,7 +40,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import resource
 import shutil
 import sqlite3
@@ -51,12 +50,37 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
-PROJECT_ROOT = HERE.parent
+from _harness import (
+    HERE,
+    bench_server,
+    child_cmd,
+    child_env,
+    errors_into,
+    filesystem_of,
+    fmt,
+    good,
+    load_average,
+    machine,
+    machine_cpu,
+    markdown,
+    median_of,
+    paired_ratio,
+    process_cpu,
+    remove_sqlite,
+    rotated,
+    run_measurement,
+    spread,
+    src_state,
+    version_of,
+    warn_if_src_changed,
+    write_report,
+)
+from _harness import check as harness_check
+
 OUT_DIR = HERE / "out"
 PARTS = ("hard", "overhead", "pipeline", "control")
 HARD_TARGET = 1.8  # the issue: processes at least 1.8x sequential on 2 cores
@@ -155,27 +179,6 @@ def open_db(path: str, sync: str) -> sqlite3.Connection:
 # --------------------------------------------------------------------------- #
 # The measuring child
 # --------------------------------------------------------------------------- #
-
-
-def machine_cpu() -> float | None:
-    """CPU seconds all processes of the machine used so far (Linux), else None."""
-    try:
-        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    except (OSError, ValueError):
-        return None
-    idle = fields[3] + fields[4]  # idle + iowait
-    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
-
-
-def process_cpu(pid: int | None) -> float | None:
-    """CPU seconds (user + system) used so far by process ``pid`` (Linux), else None."""
-    if pid is None:
-        return None
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def own_cpu() -> float:
@@ -404,13 +407,8 @@ def child(spec: dict[str, Any]) -> None:
     report: dict[str, Any] = {}
     measures = {"pipeline": measure_pipe, "control": measure_control}
     measure = measures.get(spec["part"], measure_hard)
-    try:
+    with errors_into(report):
         asyncio.run(measure(spec, report))
-    except BaseException as exc:
-        import traceback  # noqa: PLC0415
-
-        traceback.print_exc()
-        report["error"] = f"{type(exc).__name__}: {exc}"[:200]
     report["maxrss_kb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(json.dumps(report), flush=True)
 
@@ -450,27 +448,11 @@ def expected(spec: dict[str, Any]) -> tuple[int, int]:
 # --------------------------------------------------------------------------- #
 
 
-def child_env() -> dict[str, str]:
-    """This script's directory on the path of the child and of its pool's processes."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE), env.get("PYTHONPATH")]))
-    env.pop("PYTHONDONTWRITEBYTECODE", None)
-    return env
-
-
 def run_child(spec: dict[str, Any], timeout: float) -> dict[str, Any]:
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(spec)]
-    try:
-        done = subprocess.run(
-            cmd, capture_output=True, text=True, timeout=timeout, check=False, env=child_env()
-        )
-    except subprocess.TimeoutExpired:
-        return {"error": f"timeout after {timeout:.0f} s", "problems": ["timeout"]}
-    try:
-        sample = json.loads(done.stdout.strip().splitlines()[-1])
-    except (IndexError, json.JSONDecodeError):
-        tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        sample = {"error": f"exit {done.returncode}: {tail[:150]}"}
+    # This script's directory on the path of the child and of its pool's processes
+    # (which import this module, and _harness, by name).
+    path = os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")]))
+    sample = run_measurement(child_cmd(__file__, spec), timeout, child_env(PYTHONPATH=path))
     sample["problems"] = problems(spec, sample)
     return sample
 
@@ -502,26 +484,12 @@ def plan_round(args: argparse.Namespace, db_dir: Path, base: str | None, pid: in
             for key, _label, kind, workers in OVERHEAD_MODES:
                 spec = {"part": "hard", "kind": kind, "workers": workers, "n": 0}
                 jobs.append(("overhead", f"{key}@{items}", spec | {"items": items}))
-    if "pipeline" in args.parts:
+    for part in ("pipeline", "control"):
+        if part not in args.parts:
+            continue
         for stage in STAGES:
             spec = {
-                "part": "pipeline",
-                "stage": stage,
-                "docs": args.docs,
-                "kb": args.doc_kb,
-                "ms": args.fetch_ms,
-                "fetch_workers": args.fetch_workers,
-                "parse_workers": args.parse_workers,
-                "base": base,
-                "server_pid": pid,
-                "sync": args.sync,
-                "db": str(db_dir / f"{stage}.db"),
-            }
-            jobs.append(("pipeline", stage, spec))
-    if "control" in args.parts:
-        for stage in STAGES:
-            spec = {
-                "part": "control",
+                "part": part,
                 "stage": stage,
                 "docs": args.docs,
                 "kb": args.doc_kb,
@@ -529,15 +497,17 @@ def plan_round(args: argparse.Namespace, db_dir: Path, base: str | None, pid: in
                 "fetch_workers": args.fetch_workers,
                 "parse_workers": args.parse_workers,
             }
-            jobs.append(("control", stage, spec))
+            if part == "pipeline":  # the control needs no server and no database
+                spec |= {
+                    "base": base,
+                    "server_pid": pid,
+                    "sync": args.sync,
+                    "db": str(db_dir / f"{stage}.db"),
+                }
+            jobs.append((part, stage, spec))
     for _part, _key, spec in jobs:
         spec["expect"] = expected(spec)
     return jobs
-
-
-def remove_db(path: str) -> None:
-    for suffix in ("", "-wal", "-shm", "-journal"):
-        Path(path + suffix).unlink(missing_ok=True)
 
 
 def log(label: str, sample: dict[str, Any]) -> None:
@@ -548,32 +518,6 @@ def log(label: str, sample: dict[str, Any]) -> None:
         if sample["problems"]:
             text += "  " + "; ".join(sample["problems"])
     print(f"{label:44} {text}", flush=True)
-
-
-@contextmanager
-def doc_server(needed: bool) -> Iterator[tuple[str | None, int | None]]:
-    """benchmarks/server.py on 127.0.0.1 (uvloop) for the whole run: its base URL and pid."""
-    if not needed:
-        yield None, None
-        return
-    server = subprocess.Popen(
-        [sys.executable, str(HERE / "server.py"), "--uvloop", "--max-seconds", "7200"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert server.stdout is not None
-        port = int(server.stdout.readline())
-        yield f"http://127.0.0.1:{port}", server.pid
-    finally:
-        assert server.stdin is not None
-        server.stdin.close()  # the server exits when its stdin closes
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.terminate()
-            server.wait()
 
 
 def warm_server(base: str, args: argparse.Namespace) -> None:
@@ -593,13 +537,12 @@ def measure_rounds(
     samples: dict[str, dict[str, list[dict[str, Any]]]] = {}
     for round_no in range(args.rounds):
         jobs = plan_round(args, db_dir, base, pid)
-        shift = round_no % len(jobs)
-        for part, key, spec in jobs[shift:] + jobs[:shift]:  # rotated: drift spreads
+        for part, key, spec in rotated(jobs, round_no):
             sample = run_child(spec, args.timeout)
             samples.setdefault(part, {}).setdefault(key, []).append(sample)
             log(f"[{round_no + 1}/{args.rounds}] {part} {key}", sample)
             if "db" in spec:
-                remove_db(spec["db"])
+                remove_sqlite(spec["db"])
     return samples
 
 
@@ -608,51 +551,9 @@ def measure_rounds(
 # --------------------------------------------------------------------------- #
 
 
-def good(samples: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [s for s in samples if not s.get("problems")]
-
-
-def median_of(samples: list[dict[str, Any]], field: str) -> float | None:
-    values = [s[field] for s in good(samples) if s.get(field) is not None]
-    return statistics.median(values) if values else None
-
-
-def spread(samples: list[dict[str, Any]]) -> str:
-    times = [s["elapsed"] for s in good(samples)]
-    if len(times) < 2:
-        return "-"
-    return f"{(max(times) - min(times)) / statistics.median(times):.0%}"
-
-
 def check(samples: list[dict[str, Any]]) -> str:
-    bad = [s for s in samples if s.get("problems")]
-    if not bad:
-        return "ok"
-    return f"{len(bad)}/{len(samples)} bad: " + "; ".join(bad[0]["problems"])[:90]
-
-
-def fmt(value: float | None, spec: str, suffix: str = "") -> str:
-    return "-" if value is None else f"{value:{spec}}{suffix}"
-
-
-def markdown(header: list[str], rows: list[list[str]], right_from: int = 1) -> str:
-    align = ["---" if i < right_from else "---:" for i in range(len(header))]
-    align[-1] = "---"  # the check column
-    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(align) + " |"]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def paired(
-    ref: list[dict[str, Any]], other: list[dict[str, Any]], inverse: bool = False
-) -> float | None:
-    """The median over rounds of elapsed(ref) / elapsed(other), same round (or its inverse)."""
-    pairs = [
-        (y["elapsed"] / x["elapsed"]) if inverse else (x["elapsed"] / y["elapsed"])
-        for x, y in zip(ref, other, strict=True)
-        if not x.get("problems") and not y.get("problems")
-    ]
-    return statistics.median(pairs) if pairs else None
+    """The check column: 90 characters of a bad sample's problems (the others' 80)."""
+    return harness_check(samples, width=90)
 
 
 def machine_use(samples: list[dict[str, Any]]) -> float | None:
@@ -677,8 +578,8 @@ def hard_table(args: argparse.Namespace, hard: dict[str, list[dict[str, Any]]]) 
                 str(workers) if key != "sequential" else "-",
                 fmt(elapsed, ".2f"),
                 fmt(None if elapsed is None or ref is None else ref / elapsed, ".2f", "x"),
-                fmt(paired(seq, hard[key]), ".2f", "x"),
-                fmt(paired(hard["ceiling-2"], hard[key]), ".0%"),
+                fmt(paired_ratio(seq, hard[key]), ".2f", "x"),
+                fmt(paired_ratio(hard["ceiling-2"], hard[key]), ".0%"),
                 fmt(median_of(hard[key], "first"), ".2f"),
                 fmt(median_of(hard[key], "cpu_client"), ".1f"),
                 fmt(machine_use(hard[key]), ".0%"),
@@ -719,7 +620,7 @@ def hard_table(args: argparse.Namespace, hard: dict[str, list[dict[str, Any]]]) 
 
 def hard_verdict(hard: dict[str, list[dict[str, Any]]]) -> str:
     seq = hard["sequential"]
-    ceiling = paired(seq, hard["ceiling-2"])
+    ceiling = paired_ratio(seq, hard["ceiling-2"])
     lines = [
         (
             f"- the ceiling (2 processes, nothing else): {fmt(ceiling, '.2f', 'x')} sequential "
@@ -730,7 +631,7 @@ def hard_verdict(hard: dict[str, list[dict[str, Any]]]) -> str:
         if kind not in ("process", "thread", "async"):
             continue
         ref, mine = median_of(seq, "elapsed"), median_of(hard[key], "elapsed")
-        pair = paired(seq, hard[key])
+        pair = paired_ratio(seq, hard[key])
         if ref is None or mine is None or pair is None:
             lines.append(f"- {label}, {workers} workers: not measured ({check(hard[key])})")
             continue
@@ -738,7 +639,7 @@ def hard_verdict(hard: dict[str, list[dict[str, Any]]]) -> str:
         if kind == "process":
             ok = all(x >= HARD_TARGET for x in speedups)
             goal = f">= {HARD_TARGET}x"
-            share = paired(hard["ceiling-2"], hard[key])
+            share = paired_ratio(hard["ceiling-2"], hard[key])
             note = f"; {fmt(share, '.0%')} of the ceiling (paired)"
         else:
             ok = all(x < NO_SPEEDUP for x in speedups)
@@ -895,65 +796,6 @@ def pipeline_verdict(pipe: dict[str, list[dict[str, Any]]]) -> str:
 # --------------------------------------------------------------------------- #
 
 
-def git(*argv: str) -> str:
-    done = subprocess.run(
-        ["git", "-C", str(PROJECT_ROOT), *argv], capture_output=True, text=True, check=False
-    )
-    return done.stdout.strip() if done.returncode == 0 else ""
-
-
-def src_state() -> str:
-    """The commit, and a fingerprint of uncommitted changes under src/ (if any)."""
-    head = git("rev-parse", "--short", "HEAD") or "not a git checkout"
-    if not git("status", "--porcelain", "src"):
-        return f"commit {head}, src/ clean"
-    diff = subprocess.run(
-        ["git", "-C", str(PROJECT_ROOT), "diff", "HEAD", "--", "src"],
-        capture_output=True,
-        check=False,
-    ).stdout
-    import hashlib  # noqa: PLC0415
-
-    files = len(git("status", "--porcelain", "src").splitlines())
-    fingerprint = hashlib.sha1(diff).hexdigest()[:10]  # noqa: S324 - a fingerprint
-    return f"commit {head} + uncommitted src/ ({files} files, diff sha1 {fingerprint})"
-
-
-def version_of(package: str) -> str:
-    import importlib.metadata  # noqa: PLC0415
-
-    try:
-        return importlib.metadata.version(package)
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed"
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "?"
-
-
-def filesystem_of(path: Path) -> str:
-    best, kind = "", "?"
-    try:
-        mounts = Path("/proc/mounts").read_text().splitlines()
-    except OSError:
-        return kind
-    resolved = str(path.resolve())
-    for line in mounts:
-        fields = line.split()
-        point = fields[1]
-        inside = resolved == point or resolved.startswith(point.rstrip("/") + "/")
-        if inside and len(point) > len(best):
-            best, kind = point, f"{fields[2]} ({fields[0]} on {point})"
-    return kind
-
-
 def probe_process_executor() -> str:
     """Whether ``executor="process"`` works in this checkout (a one-item run, in a child)."""
     code = (
@@ -976,7 +818,6 @@ def setup_lines(args: argparse.Namespace, db_dir: Path) -> list[str]:
 
     import parallelize  # noqa: PLC0415
 
-    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     lines = [
         f"project: {src_state()}",
         f"parallelize imported from: {Path(parallelize.__file__).resolve().parent}",
@@ -988,8 +829,8 @@ def setup_lines(args: argparse.Namespace, db_dir: Path) -> list[str]:
             f"parallelize {version_of('parallelize')}, aiohttp {version_of('aiohttp')}, "
             f"uvloop {version_of('uvloop')} (server only), sqlite {sqlite3.sqlite_version}"
         ),
-        f"machine: {platform.platform()}, {os.cpu_count()} CPUs ({cpu_model()})",
-        f"load average at start: {load}",
+        f"machine: {machine()}",
+        f"load average at start: {load_average()}",
         f'executor="process": {probe_process_executor()}',
         (
             f"rounds: {args.rounds} interleaved (order rotated each round), medians; "
@@ -1075,7 +916,9 @@ def main(argv: list[str] | None = None) -> int:
         setup = setup_lines(args, db_dir)
         print("\n".join(setup), "", sep="\n", flush=True)
         started = time.perf_counter()
-        with doc_server("pipeline" in args.parts) as (base, pid):
+        # benchmarks/server.py for the pipeline part: its base URL and pid.
+        server = bench_server() if "pipeline" in args.parts else nullcontext((None, None))
+        with server as (base, pid):
             if base is not None:
                 warm_server(base, args)
             samples = measure_rounds(args, base, pid, db_dir)
@@ -1083,9 +926,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shutil.rmtree(db_dir, ignore_errors=True)
 
-    after = src_state()
-    if after != setup[0].removeprefix("project: "):
-        setup.append(f"WARNING: src/ changed during the run; at the end: {after}")
+    warn_if_src_changed(setup)
     tables = []
     if "hard" in samples:
         tables.append(hard_table(args, samples["hard"]))
@@ -1095,26 +936,11 @@ def main(argv: list[str] | None = None) -> int:
         tables.append(pipeline_table(args, samples["pipeline"]))
     if "control" in samples:
         tables.append(pipeline_table(args, samples["control"], control=True))
-    command = " ".join(["python benchmarks/pipeline.py", *(argv or sys.argv[1:])])
-    text = "\n".join(
-        [
-            "## Processes and pipelines benchmark",
-            "",
-            f"Command: `{command}` ({minutes:.1f} min)",
-            "",
-            "```",
-            *setup,
-            "```",
-            "",
-            "\n\n".join(tables),
-            "",
-        ]
+    title = "Processes and pipelines benchmark"
+    raw = {"setup": setup, "samples": samples}
+    write_report(
+        args.out, title, "pipeline.py", argv, minutes, setup, tables, raw, json_indent=None
     )
-    print("\n" + text)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
-    args.out.with_suffix(".json").write_text(json.dumps({"setup": setup, "samples": samples}))
-    print(f"markdown: {args.out}")
     return 0
 
 

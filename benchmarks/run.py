@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib.metadata
 import json
 import os
 import platform
@@ -30,6 +29,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from _harness import bench_server, read_report, version_of
 from contenders import CONTENDERS, Contender
 from report import Cell, Results, Sample, Table, build_table, render_markdown, render_text
 from workloads import Workload, workloads
@@ -200,24 +200,8 @@ def http_server(needed: bool) -> Iterator[str | None]:
     if not needed:
         yield None
         return
-    server = subprocess.Popen(
-        [sys.executable, str(HERE / "server.py"), "--uvloop", "--max-seconds", "7200"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert server.stdout is not None
-        port = int(server.stdout.readline())
-        yield f"http://127.0.0.1:{port}/"
-    finally:
-        assert server.stdin is not None
-        server.stdin.close()  # the server exits when its stdin closes
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.terminate()
-            server.wait()
+    with bench_server() as (base, _pid):
+        yield f"{base}/"
 
 
 # --------------------------------------------------------------------------- #
@@ -297,12 +281,7 @@ def run_job(job: Job, python: str, url: str | None, timeout: float) -> Sample:
         )
     except subprocess.TimeoutExpired:
         return Sample(error=f"timeout after {timeout:.0f} s")
-    lines = done.stdout.strip().splitlines()
-    try:
-        report = json.loads(lines[-1])
-    except (IndexError, json.JSONDecodeError):
-        tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        return Sample(error=f"exit {done.returncode}: {tail[:150]}")
+    report = read_report(done)  # or {"error": ...}
     fields = {f.name for f in dataclasses.fields(Sample)}
     return Sample(**{k: v for k, v in report.items() if k in fields})
 
@@ -356,17 +335,6 @@ def run_all(
 # --------------------------------------------------------------------------- #
 # Setup description and output
 # --------------------------------------------------------------------------- #
-
-
-def version_of(package: str, python: str | None = None) -> str:
-    if python is not None:
-        code = f"import importlib.metadata as m; print(m.version({package!r}))"
-        done = subprocess.run([python, "-c", code], capture_output=True, text=True)
-        return done.stdout.strip() or "?"
-    try:
-        return importlib.metadata.version(package)
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed"
 
 
 def python_version(python: str) -> str:

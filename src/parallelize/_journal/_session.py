@@ -18,6 +18,7 @@ resume, and nothing else.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import types
 from collections.abc import (
     AsyncGenerator,
@@ -94,18 +95,10 @@ def _cancel(step: Any) -> Generator[Any, Any, None]:
     """
     try:
         waiting_on = step.throw(asyncio.CancelledError())
-    except BaseException:
+    except BaseException:  # ended: cancelled, finished or failed
         return
-    while True:
-        try:
-            try:
-                sent = yield waiting_on
-            except BaseException as exc:  # thrown in by the task: pass it on
-                waiting_on = step.throw(exc)
-            else:
-                waiting_on = step.send(sent)
-        except BaseException:
-            return
+    with contextlib.suppress(BaseException):  # however its clean-up ends
+        yield from _resume(step, waiting_on)
 
 
 _new_record: Callable[[type[Record], tuple[Any, ...]], Record] = tuple.__new__
