@@ -167,7 +167,6 @@ class Run(Generic[T_co]):
         "_on_error_yield",
         "_ordered",
         "_out",
-        "_passthrough",
         "_pending",
         "_policy",
         "_processes",
@@ -287,7 +286,6 @@ class Run(Generic[T_co]):
         # A run whose input is another run (a pipeline's earlier stage): closed with
         # this one, and the failures it yields pass through this one unchanged.
         self._upstream = argslist if isinstance(argslist, Run) else None
-        self._passthrough = self._upstream is not None
         # A run's results feed the next stage whole: they are values, not arguments.
         self._unpacked: tuple[type, ...] = () if self._upstream is not None else _UNPACKED
         self._upstream_of: Run[Any] | None = None  # the stage that then() added
@@ -1161,7 +1159,7 @@ class Run(Generic[T_co]):
         lock = self._pull_lock
         action = self._action
         on_error_yield = self._on_error_yield
-        passthrough = self._passthrough
+        passthrough = self._upstream is not None  # an earlier stage's failures pass
         last_kind: type | None = None
         unpack = False
         while True:
@@ -1343,7 +1341,7 @@ class Run(Generic[T_co]):
         assert policy is not None
         assert self._loop is not None
         if journal is None:
-            if self._passthrough and type(item) is Failure:
+            if self._upstream is not None and type(item) is Failure:
                 self._pass_on(index, item)
                 return None
             return policy.new_state(index, item, self._loop.time())
@@ -1351,7 +1349,7 @@ class Run(Generic[T_co]):
         if entry.stored is not None:
             self._replay(index, entry, journal)
             return None
-        if self._passthrough and type(entry.item) is Failure:
+        if self._upstream is not None and type(entry.item) is Failure:
             self._pass_on(index, (entry, entry.item, 0, None))
             return None
         state = policy.new_state(index, entry.item, self._loop.time())
