@@ -19,10 +19,11 @@ file shuffled with a seed.
 Contenders, each run as a fresh process, rounds interleaved with the order
 rotated each round: ``curl -Z --parallel-max C``, ``xargs -P C curl`` (20 URLs per
 curl), ``wget2 --max-threads=C``, a plain aiohttp script (C workers over one
-queue, one JSON line per URL; on asyncio's loop and on uvloop), the seed
-article's ``parallelize`` (benchmarks/article_impl.py) driving aiohttp, and
-``parallelize fetch URLS -w C -o OUT --no-progress``, on uvloop (its default) and
-with ``--no-uvloop``.
+queue, one JSON line per URL; on asyncio's loop and on uvloop), the same script
+with pyreqwest and with httpx (asyncio's loop), the seed article's
+``parallelize`` (benchmarks/article_impl.py) driving aiohttp, and
+``parallelize fetch URLS -w C -o OUT --no-progress`` with ``--client pyreqwest``
+and ``--client aiohttp`` on uvloop (its default), and aiohttp with ``--no-uvloop``.
 
 Per contender: requests per second (the URLs over the process's wall time, start
 to exit), CPU µs per request of its process tree (``wait4``'s rusage: the process
@@ -87,9 +88,9 @@ XARGS_BATCH = 20  # URLs per curl under xargs
 PARALLELIZE = Path(sys.executable).parent / "parallelize"  # the venv's console script
 
 # Issue 11's targets, as ratios of requests per second within one run.
-TARGET_FAST_VS_CURL = 0.5  # the fast backend (later)
-TARGET_VS_SEED = 1.5  # the fast backend (later)
-TARGET_AIOHTTP_VS_PLAIN = 1.05  # the aiohttp backend, uvloop installed: measurable now
+TARGET_FAST_VS_CURL = 0.5  # the fast backend (pyreqwest)
+TARGET_VS_SEED = 1.5  # the fast backend (pyreqwest)
+TARGET_AIOHTTP_VS_PLAIN = 1.05  # the aiohttp backend, uvloop installed
 
 # (key, label); the command of each is built by ``command()``.
 CONTENDERS = [
@@ -98,12 +99,16 @@ CONTENDERS = [
     ("wget2", "wget2 --max-threads={c}"),
     ("plain", "plain aiohttp script (asyncio loop)"),
     ("plain-uvloop", "plain aiohttp script (uvloop)"),
+    ("plain-pyreqwest", "plain pyreqwest script (asyncio loop)"),
+    ("httpx", "plain httpx script (asyncio loop)"),
     ("seed", "seed article's parallelize + aiohttp (asyncio loop)"),
-    ("pfetch", "parallelize fetch (aiohttp, uvloop)"),
-    ("pfetch-no-uvloop", "parallelize fetch --no-uvloop (aiohttp)"),
+    ("pfetch-fast", "parallelize fetch --client pyreqwest (uvloop)"),
+    ("pfetch", "parallelize fetch --client aiohttp (uvloop)"),
+    ("pfetch-no-uvloop", "parallelize fetch --client aiohttp --no-uvloop"),
 ]
 LABELS = dict(CONTENDERS)
-EXIT_OK = {"pfetch": {0, 1}, "pfetch-no-uvloop": {0, 1}, "wget2": {0, 8}}  # 404s: 1 and 8
+OURS = ("pfetch-fast", "pfetch", "pfetch-no-uvloop")
+EXIT_OK = {key: {0, 1} for key in OURS} | {"wget2": {0, 8}}  # 404s: 1 and 8
 
 
 # --------------------------------------------------------------------------- #
@@ -140,6 +145,71 @@ async def plain_aiohttp(spec: dict[str, Any], urls: list[str], out: TextIO) -> N
                 group.create_task(worker())
 
 
+async def plain_pyreqwest(spec: dict[str, Any], urls: list[str], out: TextIO) -> None:
+    """The plain script's shape with pyreqwest: C workers, one client, JSON lines."""
+    from pyreqwest.client import ClientBuilder  # noqa: PLC0415
+
+    queue: asyncio.Queue[str] = asyncio.Queue()
+    for url in urls:
+        queue.put_nowait(url)
+    async with ClientBuilder().max_connections(spec["concurrency"]).build() as client:
+
+        async def worker() -> None:
+            while True:
+                try:
+                    url = queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    return
+                try:
+                    async with client.get(url).build_streamed() as resp:
+                        body = await resp.bytes()
+                    line = {"url": url, "status": resp.status, "bytes": len(body)}
+                except Exception as exc:
+                    line = {"url": url, "status": None, "bytes": None, "error": repr(exc)}
+                out.write(json.dumps(line) + "\n")
+
+        async with asyncio.TaskGroup() as group:
+            for _ in range(spec["concurrency"]):
+                group.create_task(worker())
+
+
+async def plain_httpx(spec: dict[str, Any], urls: list[str], out: TextIO) -> None:
+    """The plain script's shape with httpx.AsyncClient, its pool as large as C."""
+    import httpx  # noqa: PLC0415
+
+    queue: asyncio.Queue[str] = asyncio.Queue()
+    for url in urls:
+        queue.put_nowait(url)
+    limits = httpx.Limits(
+        max_connections=spec["concurrency"], max_keepalive_connections=spec["concurrency"]
+    )
+    async with httpx.AsyncClient(limits=limits) as client:
+
+        async def worker() -> None:
+            while True:
+                try:
+                    url = queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    return
+                try:
+                    resp = await client.get(url)
+                    line = {"url": url, "status": resp.status_code, "bytes": len(resp.content)}
+                except Exception as exc:
+                    line = {"url": url, "status": None, "bytes": None, "error": repr(exc)}
+                out.write(json.dumps(line) + "\n")
+
+        async with asyncio.TaskGroup() as group:
+            for _ in range(spec["concurrency"]):
+                group.create_task(worker())
+
+
+PLAIN = {
+    "plain": plain_aiohttp,
+    "plain-pyreqwest": plain_pyreqwest,
+    "httpx": plain_httpx,
+}
+
+
 async def seed_code(spec: dict[str, Any], urls: list[str], out: TextIO) -> None:
     """The seed article's ``parallelize`` over 1-tuples ``(url,)``, as it needs them.
 
@@ -166,7 +236,7 @@ async def seed_code(spec: dict[str, Any], urls: list[str], out: TextIO) -> None:
 def child(spec: dict[str, Any]) -> None:
     """Run one Python contender; its records go to spec["out"]."""
     report: dict[str, Any] = {}
-    main = plain_aiohttp if spec["kind"] == "plain" else seed_code
+    main = seed_code if spec["kind"] == "seed" else PLAIN[spec["kind"]]
     urls = Path(spec["urls"]).read_text().split()
     with errors_into(report), open(spec["out"], "w") as out:
         if spec["uvloop"]:
@@ -382,12 +452,13 @@ def command(key: str, args: argparse.Namespace, files: dict[str, Path], out: Pat
             "-i",
             str(files["urls"]),
         ]
-    if key.startswith("pfetch"):
+    if key in OURS:
         no_uvloop = ["--no-uvloop"] if key == "pfetch-no-uvloop" else []
+        client = ["--client", "pyreqwest" if key == "pfetch-fast" else "aiohttp"]
         base = [str(PARALLELIZE), "fetch", str(files["urls"]), "-w", c, "-o", str(out)]
-        return [*base, "--no-progress", *no_uvloop]
+        return [*base, *client, "--no-progress", *no_uvloop]
     spec = {
-        "kind": "seed" if key == "seed" else "plain",
+        "kind": "plain" if key == "plain-uvloop" else key,
         "uvloop": key == "plain-uvloop",
         "urls": str(files["urls"]),
         "out": str(out),
@@ -708,14 +779,16 @@ def ratio(samples: dict[str, list[dict[str, Any]]], a: str, b: str, n: int) -> t
 
 def ratio_table(samples: dict[str, list[dict[str, Any]]], n: int) -> tuple[str, list[str]]:
     pairs = [
-        ("pfetch", "curl", f"{TARGET_FAST_VS_CURL}x with the fast backend (later)"),
-        ("pfetch", "seed", f"{TARGET_VS_SEED}x with the fast backend (later)"),
-        ("pfetch", "plain", f"{TARGET_AIOHTTP_VS_PLAIN}x (aiohttp backend, uvloop): now"),
+        ("pfetch-fast", "curl", f"{TARGET_FAST_VS_CURL}x"),
+        ("pfetch-fast", "seed", f"{TARGET_VS_SEED}x"),
+        ("pfetch", "plain", f"{TARGET_AIOHTTP_VS_PLAIN}x (aiohttp backend, uvloop)"),
+        ("pfetch-fast", "plain-pyreqwest", "- (the engine and the seam, pyreqwest)"),
         ("pfetch", "plain-uvloop", "- (the engine alone: same loop as ours)"),
         ("pfetch-no-uvloop", "plain", "- (the engine alone: same loop, asyncio)"),
-        ("pfetch-no-uvloop", "seed", "-"),
-        ("pfetch", "xargs", "-"),
-        ("pfetch", "wget2", "-"),
+        ("pfetch-fast", "pfetch", "- (the fast backend over the default)"),
+        ("pfetch-fast", "httpx", "- (what httpx costs at this concurrency)"),
+        ("pfetch-fast", "xargs", "-"),
+        ("pfetch-fast", "wget2", "-"),
     ]
     rows = []
     for a, b, target in pairs:
@@ -733,31 +806,27 @@ def ratio_table(samples: dict[str, list[dict[str, Any]]], n: int) -> tuple[str, 
     )
 
     verdicts = []
-    medians, paired = ratio(samples, "pfetch", "plain", n)
-    if medians is None or paired is None:
+    for a, b, target in (
+        ("pfetch-fast", "curl", TARGET_FAST_VS_CURL),
+        ("pfetch-fast", "seed", TARGET_VS_SEED),
+        ("pfetch", "plain", TARGET_AIOHTTP_VS_PLAIN),
+    ):
+        medians, paired = ratio(samples, a, b, n)
+        claim = f"{LABELS[a]} >= {target}x {LABELS[b]}"
+        if medians is None or paired is None:
+            verdicts.append(f"not judged: {claim} (no good samples of both)")
+            continue
+        passed = min(medians, paired) >= target
         verdicts.append(
-            f"not judged: parallelize fetch (aiohttp, uvloop) >= {TARGET_AIOHTTP_VS_PLAIN}x "
-            "the plain aiohttp script (no good samples of both)"
-        )
-    else:
-        passed = min(medians, paired) >= TARGET_AIOHTTP_VS_PLAIN
-        verdicts.append(
-            f"{'PASS' if passed else 'FAIL'}: parallelize fetch (aiohttp, uvloop) >= "
-            f"{TARGET_AIOHTTP_VS_PLAIN}x the plain aiohttp script: {medians:.2f}x (medians), "
+            f"{'PASS' if passed else 'FAIL'}: {claim}: {medians:.2f}x (medians), "
             f"{paired:.2f}x (paired)"
         )
-    ours = [s for key in ("pfetch", "pfetch-no-uvloop") for s in samples.get(key, [])]
+    ours = [s for key in OURS for s in samples.get(key, [])]
     bad = [s for s in ours if s["problems"]]
     if ours:
         verdicts.append(
             f"{'PASS' if not bad else 'FAIL'}: parallelize fetch exact in every round "
             f"({len(ours) - len(bad)}/{len(ours)} samples)"
-        )
-    for b, target in (("curl", TARGET_FAST_VS_CURL), ("seed", TARGET_VS_SEED)):
-        medians, _ = ratio(samples, "pfetch", b, n)
-        verdicts.append(
-            f"not yet judged: the fast backend >= {target}x {LABELS[b]} (no fast backend yet; "
-            f"the aiohttp backend now: {fmt(medians, '.2f', 'x')})"
         )
     return table, verdicts
 

@@ -329,6 +329,8 @@ class Job:
             its position in the input.
         reads_stdin: Whether the items come from stdin (said in the resume hint).
         total: How many items there are, for the progress bar, or None.
+        summary_note: Said at the end of the summary line ("client aiohttp").
+        timeout_in_action: The action enforces --timeout itself (the run does not).
     """
 
     action: Callable[..., Any]
@@ -339,6 +341,8 @@ class Job:
     retry: Retry | None = None
     key: Callable[[Any], int | str] | None = None
     total: int | None = None
+    summary_note: str | None = None
+    timeout_in_action: bool = False
 
 
 def wants_progress(option: bool | None, quiet: bool) -> bool:
@@ -365,7 +369,7 @@ async def execute(job: Job, options: argparse.Namespace, sink: Sink, argv: list[
             job.items,
             options.workers,
             on_error="yield",
-            timeout=options.timeout or None,
+            timeout=None if job.timeout_in_action else options.timeout or None,
             retry=job.retry,
             rate_limit=None if options.rate is None else RateLimit(options.rate),
             adaptive=AdaptiveLimit() if options.adaptive else False,
@@ -422,20 +426,23 @@ async def _consume(
                     write(failure_line(outcome))
     except Interrupted as stop:
         sink.flush()
-        report(run, options.quiet)
+        report(run, options.quiet, job.summary_note)
         sys.stderr.write(_interrupted_line(run, stop, job, argv) + "\n")
         return EXIT_INTERRUPTED
     except JournalError as exc:
         raise UsageError(str(exc)) from exc  # it names the journal and the way out
     sink.flush()
-    report(run, options.quiet)
+    report(run, options.quiet, job.summary_note)
     return EXIT_FAILED if run.statistics().failed else EXIT_OK
 
 
-def report(run: Run[Any], quiet: bool) -> None:
-    """Write the run's summary (counts, elapsed, rate, latency) to stderr."""
+def report(run: Run[Any], quiet: bool, note: str | None = None) -> None:
+    """Write the run's summary (counts, elapsed, rate, latency, ``note``) to stderr."""
     if not quiet:
-        sys.stderr.write(run.statistics().summary() + "\n")
+        summary = run.statistics().summary()
+        if note:
+            summary = f"{summary}; {note}"
+        sys.stderr.write(summary + "\n")
         sys.stderr.flush()
 
 

@@ -1,17 +1,17 @@
 """``parallelize fetch``: GET (or any method) every URL of a file, one JSON line each.
 
-One :class:`aiohttp.ClientSession` for the whole run, its connection pool as large
-as ``--workers``. The action returns the finished JSON line of a success, so that a
-journal stores, and a rerun replays, exactly what was written. Every failure (an
-HTTP status >= 400 included) is raised, so that parallelize retries it when it
-should, counts it as failed and, with a journal, runs it again on the next run.
+One client of :mod:`parallelize.http` for the whole run (``--client``, default the
+fastest installed), its connection pool as large as ``--workers``. The action
+returns the finished JSON line of a success, so that a journal stores, and a
+rerun replays, exactly what was written. Every failure (an HTTP status >= 400
+included) is raised, so that parallelize retries it when it should, counts it as
+failed and, with a journal, runs it again on the next run.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import hashlib
 import os
 from collections.abc import Awaitable, Callable
@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from parallelize import Failure, MissingDependencyError, Retry, parse_retry_after
+from parallelize.http import BACKENDS, Client, HTTPClientError, Reply, backends, open_client
 
 from ._common import (
     ENCODE,
@@ -38,9 +39,6 @@ from ._common import (
 
 if TYPE_CHECKING:
     import argparse
-
-    import aiohttp
-    from yarl import URL
 
 __all__ = ("fetch_command", "parse_header")
 
@@ -77,10 +75,6 @@ class HTTPStatusError(Exception):
         self.retry_after = retry_after
 
 
-class InvalidURLError(ValueError):
-    """A line that is not an absolute http:// or https:// URL."""
-
-
 class SaveError(OSError):
     """The body could not be written under ``--save-dir``."""
 
@@ -115,14 +109,10 @@ def fetch_command(options: argparse.Namespace, argv: list[str]) -> int:
     """Run ``parallelize fetch`` with its parsed ``options``; return the exit code.
 
     Raises:
-        UsageError: aiohttp is missing, or the input, the output or the save
-            directory cannot be used (checked before any request).
+        UsageError: The HTTP client is missing, or the input, the output or the
+            save directory cannot be used (checked before any request).
     """
-    try:
-        import aiohttp  # noqa: PLC0415, F401 - the http extra, imported where used
-    except ImportError as exc:
-        error = MissingDependencyError("this command", "http", "aiohttp")
-        raise UsageError(str(error)) from exc
+    options.client = _client_name(options.client)
     check_journal(options.journal)
     with open_input(options.urls, "the URLS file") as stream:
         if options.save_dir is not None:
@@ -140,24 +130,41 @@ def fetch_command(options: argparse.Namespace, argv: list[str]) -> int:
             return run_loop(_fetch(options, stream, sink, argv, total), options.uvloop)
 
 
+def _client_name(asked: str | None) -> str:
+    """Return the backend to use: the one asked for, or the fastest installed."""
+    installed = backends()
+    if asked is None:
+        if not installed:
+            error = MissingDependencyError("this command", "http", "aiohttp")
+            raise UsageError(f'{error} (or "parallelize[fast]" for pyreqwest)')
+        return installed[0]
+    if asked not in installed:
+        module, extra = BACKENDS[asked]
+        raise UsageError(str(MissingDependencyError(f"--client {asked}", extra, module)))
+    return asked
+
+
 async def _fetch(
     options: argparse.Namespace, stream: IO[bytes], sink: Sink, argv: list[str], total: int | None
 ) -> int:
-    """Fetch, on the event loop: the session, the action, the run."""
-    import aiohttp  # noqa: PLC0415 - the http extra, imported where used
-
-    connector = aiohttp.TCPConnector(limit=options.workers, ttl_dns_cache=300)
-    async with aiohttp.ClientSession(
-        connector=connector,
-        headers=options.headers,
-        timeout=aiohttp.ClientTimeout(total=None),  # --timeout is parallelize's
-        cookie_jar=aiohttp.DummyCookieJar(),  # no cookie of one URL sent to another
-    ) as session:
+    """Fetch, on the event loop: the client, the action, the run."""
+    # --timeout is the client's, not the run's: see parallelize.http on cancellation.
+    async with open_client(
+        options.client,
+        connections=options.workers,
+        headers=dict(options.headers),
+        timeout=options.timeout or None,
+    ) as client:
         loop = asyncio.get_running_loop()
         starts: dict[int, float] = {}  # line -> loop time of its item's first attempt
         tries: dict[int, int] = {}  # line -> attempts so far
         action = _make_fetch(
-            session, method=options.method, save_dir=options.save_dir, starts=starts, tries=tries
+            client,
+            method=options.method,
+            save_dir=options.save_dir,
+            max_body=options.max_body,
+            starts=starts,
+            tries=tries,
         )
         job = Job(
             action=action,
@@ -170,15 +177,18 @@ async def _fetch(
             else Retry(on=(), attempts=options.retries + 1, if_exception=_is_retryable),
             key=_url_of,
             total=total,
+            summary_note=f"client {client.name}",
+            timeout_in_action=True,
         )
         return await execute(job, options, sink, argv)
 
 
 def _make_fetch(
-    session: aiohttp.ClientSession,
+    client: Client,
     *,
     method: str,
     save_dir: str | None,
+    max_body: int | None,
     starts: dict[int, float],
     tries: dict[int, int],
 ) -> Callable[[int, str], Awaitable[str]]:
@@ -187,42 +197,34 @@ def _make_fetch(
     ``starts`` and ``tries`` keep, per line, the first attempt's time and the
     attempts made, for the record of an item that was retried.
     """
-    from yarl import URL  # noqa: PLC0415 - comes with aiohttp
-
     clock = asyncio.get_running_loop().time
     prefix = None if save_dir is None else os.path.join(save_dir, "")  # noqa: PTH118 - a str prefix, joined per item
-    request = session.request
+    request = client.request
     encode = ENCODE
 
     async def fetch(line: int, url: str) -> str:
         first = starts.setdefault(line, clock())
         attempt = tries[line] = tries.get(line, 0) + 1
-        target = _checked_url(URL, url)
         file = None
-        async with request(method, target) as resp:
-            status = resp.status
-            if save_dir is None:
-                size = 0
-                content = resp.content
-                while chunk := await content.readany():
-                    size += len(chunk)
-            else:
-                file = f"{prefix}{save_name(url)}"
-                size = await _save(resp, file, line)
-            final_url = str(resp.url)
-            elapsed = round(clock() - first, 6)
-            if status >= 400:
-                header = resp.headers.get("Retry-After")
-                retry_after = None if header is None else parse_retry_after(header)
-                raise HTTPStatusError(
-                    status, resp.reason, final_url, size, file, elapsed, retry_after
-                )
+        if prefix is None:
+            reply = await request(method, url, body="discard", max_body=max_body)
+        else:
+            file = f"{prefix}{save_name(url)}"
+            reply = await _save(request, method, url, max_body, file, line)
+        elapsed = round(clock() - first, 6)
+        status = reply.status
+        if status >= 400:
+            header = reply.headers.get("Retry-After")
+            retry_after = None if header is None else parse_retry_after(header)
+            raise HTTPStatusError(
+                status, reply.reason, reply.url, reply.size, file, elapsed, retry_after
+            )
         del starts[line], tries[line]
         record: dict[str, Any] = {
             "url": url,
-            "final_url": final_url,
+            "final_url": reply.url,
             "status": status,
-            "bytes": size,
+            "bytes": reply.size,
             "elapsed": elapsed,
             "attempts": attempt,
             "error": None,
@@ -234,21 +236,15 @@ def _make_fetch(
     return fetch
 
 
-def _checked_url(make: type[URL], url: str) -> URL:
-    """Parse ``url``; raise :class:`InvalidURLError` unless it is absolute http(s)."""
-    try:
-        parsed = make(url)
-    except ValueError as exc:
-        raise InvalidURLError(f"not a valid URL: {exc}") from exc
-    if parsed.scheme not in ("http", "https"):
-        raise InvalidURLError("not an http:// or https:// URL")
-    if not parsed.host:
-        raise InvalidURLError("the URL has no host")
-    return parsed
-
-
-async def _save(resp: aiohttp.ClientResponse, file: str, line: int) -> int:
-    """Stream the body to ``file`` (through a ``.part`` file); return its size.
+async def _save(  # noqa: PLR0917 - one request's setting
+    request: Callable[..., Awaitable[Reply]],
+    method: str,
+    url: str,
+    max_body: int | None,
+    file: str,
+    line: int,
+) -> Reply:
+    """Stream the body to ``file`` (through a ``.part`` file); return the reply.
 
     Written chunk by chunk, never held whole. The writes are plain blocking writes
     on the loop: they go to the page cache in microseconds, less than a thread hop
@@ -260,15 +256,15 @@ async def _save(resp: aiohttp.ClientResponse, file: str, line: int) -> int:
         handle = part.open("wb")  # noqa: ASYNC230 - see the docstring
     except OSError as exc:
         raise SaveError(f"cannot write {str(part)!r}: {exc.strerror or exc}") from exc
-    size = 0
+
+    def write(chunk: bytes) -> None:
+        try:
+            handle.write(chunk)
+        except OSError as exc:
+            raise SaveError(f"cannot write {str(part)!r}: {exc.strerror or exc}") from exc
+
     try:
-        content = resp.content
-        while chunk := await content.readany():
-            try:
-                handle.write(chunk)
-            except OSError as exc:
-                raise SaveError(f"cannot write {str(part)!r}: {exc.strerror or exc}") from exc
-            size += len(chunk)
+        reply = await request(method, url, body=write, max_body=max_body)
         handle.close()
         try:
             part.replace(file)  # noqa: ASYNC240 - see the docstring
@@ -279,56 +275,28 @@ async def _save(resp: aiohttp.ClientResponse, file: str, line: int) -> int:
         with contextlib.suppress(OSError):
             part.unlink()  # noqa: ASYNC240 - see the docstring
         raise
-    return size
+    return reply
 
 
 def _is_retryable(error: Exception) -> bool:
     """``--retries``: timeouts, connection errors, cut bodies, 429, 500, 502, 503, 504."""
-    import aiohttp  # noqa: PLC0415 - imported already by then
-
     if isinstance(error, HTTPStatusError):
         return error.status in RETRY_STATUSES
-    if isinstance(error, aiohttp.ClientSSLError | aiohttp.InvalidURL):
-        return False  # a certificate or a URL does not get better with time
-    return isinstance(
-        error,
-        TimeoutError | ConnectionError | aiohttp.ClientConnectionError | aiohttp.ClientPayloadError,
-    )
-
-
-Kinds = tuple[tuple[type[BaseException] | tuple[type[BaseException], ...], str], ...]
-
-
-@functools.cache
-def _kinds() -> Kinds:
-    """Return the error kinds; the first class that matches wins (aiohttp is imported)."""
-    import aiohttp  # noqa: PLC0415 - imported already by then
-
-    # Classes of aiohttp 3.10+ (the extra allows 3.9): an empty tuple matches nothing.
-    dns_error = getattr(aiohttp, "ClientConnectorDNSError", ())
-    redirect_error = getattr(aiohttp, "RedirectClientError", ())
-    return (
-        (HTTPStatusError, "http"),
-        ((aiohttp.TooManyRedirects, *_types(redirect_error)), "redirect"),
-        ((InvalidURLError, aiohttp.InvalidURL), "invalid_url"),
-        (TimeoutError, "timeout"),
-        (_types(dns_error), "dns"),
-        (aiohttp.ClientSSLError, "tls"),
-        ((aiohttp.ClientConnectionError, ConnectionError), "connection"),
-        ((aiohttp.ClientPayloadError, aiohttp.ClientResponseError), "protocol"),
-        (SaveError, "save"),
-    )
-
-
-def _types(found: type[BaseException] | tuple[()]) -> tuple[type[BaseException], ...]:
-    return found if isinstance(found, tuple) else (found,)
+    if isinstance(error, HTTPClientError):
+        return error.retryable
+    return isinstance(error, TimeoutError)  # --timeout
 
 
 def error_kind(error: BaseException) -> str:
     """Return the short, stable name of a failure: ``"timeout"``, ``"http"``, ..."""
-    for types, kind in _kinds():
-        if isinstance(error, types):
-            return kind
+    if isinstance(error, HTTPClientError):
+        return error.kind
+    if isinstance(error, HTTPStatusError):
+        return "http"
+    if isinstance(error, TimeoutError):
+        return "timeout"
+    if isinstance(error, SaveError):
+        return "save"
     return "error"
 
 
@@ -344,9 +312,9 @@ def _make_failure_line(
         tries.pop(line, None)
         error = failure.exception
         kind = error_kind(error)
-        if kind == "timeout" and not str(error) and timeout:
+        if kind == "timeout" and timeout:
             message = f"no complete answer within --timeout {timeout:g} s"
-        elif kind in ("http", "invalid_url", "save"):
+        elif kind in ("http", "save") or isinstance(error, HTTPClientError):
             message = str(error)
         else:
             message = error_text(error)

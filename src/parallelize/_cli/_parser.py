@@ -6,6 +6,8 @@ import argparse
 import math
 from typing import NoReturn
 
+from parallelize.http import BACKENDS
+
 from ._common import UsageError
 from ._fetch import parse_header
 
@@ -44,7 +46,8 @@ they finish:
 
 A failure has "error": {"kind": ..., "message": ...}, with kind one of http
 (status >= 400; the status is kept), timeout, connection, dns, tls, redirect,
-protocol, invalid_url, save, error. A summary goes to stderr."""
+protocol, invalid_url, too_large, save, error: the same with every --client.
+A summary goes to stderr."""
 
 FETCH_EPILOG = f"""\
 examples:
@@ -127,6 +130,24 @@ def _rate(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected calls per second, got {text!r}") from None
     if not math.isfinite(value) or value <= 0:
         raise argparse.ArgumentTypeError(f"must be > 0 per second, got {text!r}")
+    return value
+
+
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+
+
+def _size(text: str) -> int:
+    number, unit = text.strip(), ""
+    if number[-1:].upper() in _UNITS:
+        number, unit = number[:-1], number[-1].upper()
+    try:
+        value = int(number) * _UNITS[unit]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected bytes, such as 5000000 or 5M (K, M, G: KiB, MiB, GiB), got {text!r}"
+        ) from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0 bytes, got {text!r}")
     return value
 
 
@@ -257,6 +278,19 @@ def build_parser() -> Parser:
         default=[],
         metavar="'NAME: VALUE'",
         help="send this header with every request (repeatable)",
+    )
+    fetch.add_argument(
+        "--client",
+        choices=tuple(BACKENDS),
+        help="the HTTP client: pyreqwest (the fast extra) or aiohttp (default: the "
+        "fastest installed; the summary names it)",
+    )
+    fetch.add_argument(
+        "--max-body",
+        type=_size,
+        metavar="BYTES",
+        help="read no more than BYTES of a body (5M: 5 MiB); a longer one is a "
+        "failure of kind too_large, refused by its Content-Length when it has one",
     )
     fetch.add_argument(
         "--save-dir",

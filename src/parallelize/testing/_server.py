@@ -14,6 +14,13 @@ on a response that is not a 200):
                                draw per request number), else 200.
     ``/reset``                 closes the connection without answering.
     ``/hang``                  never answers (until the client gives up).
+    ``/redirect/{n}``          302 to ``/redirect/{n-1}``; ``/redirect/0`` is a page.
+    ``/big/{bytes}?chunked=1`` a body of that many bytes, streamed in 64 KiB writes,
+                               with its Content-Length (or chunked, without it).
+    ``/echo``                  any method: a JSON object of the request's method, path
+                               and headers.
+    ``/goto/{status}?url=U``   a redirect of that status (301, 302, 303, 307, 308) to U.
+    ``/cut``                   promises 1000 bytes, sends 10, closes: a cut body.
     ``/capacity/{n}``          a service with a hidden capacity (see :class:`Capacity`):
                                up to ``k`` requests are served at once in ``ms``
                                milliseconds, the next ``k`` queue for their turn, and
@@ -197,6 +204,60 @@ class _Routes:
         msg = "/reset closed the connection on purpose"
         raise ConnectionResetError(msg)
 
+    async def redirect(self, request: web.Request) -> web.Response:
+        from aiohttp import web  # noqa: PLC0415 - an optional extra, imported where used
+
+        n = int(request.match_info["n"])
+        if n <= 0:
+            return self.answer(request, HTTPStatus.OK, "redirected\n")
+        raise web.HTTPFound(f"/redirect/{n - 1}")
+
+    @staticmethod
+    async def big(request: web.Request) -> web.StreamResponse:
+        from aiohttp import web  # noqa: PLC0415 - an optional extra, imported where used
+
+        size = int(request.match_info["size"])
+        response = web.StreamResponse()
+        if request.query.get("chunked") == "1":
+            response.enable_chunked_encoding()
+        else:
+            response.content_length = size
+        await response.prepare(request)
+        block = b"x" * 65536
+        while size > 0:
+            await response.write(block[:size])
+            size -= len(block)
+        await response.write_eof()
+        return response
+
+    @staticmethod
+    async def echo(request: web.Request) -> web.Response:
+        from aiohttp import web  # noqa: PLC0415 - an optional extra, imported where used
+
+        return web.json_response(
+            {"method": request.method, "path": request.path_qs, "headers": dict(request.headers)}
+        )
+
+    @staticmethod
+    async def goto(request: web.Request) -> web.Response:
+        from aiohttp import web  # noqa: PLC0415 - an optional extra, imported where used
+
+        status = int(request.match_info["status"])
+        return web.Response(status=status, headers={"Location": request.query["url"]})
+
+    @staticmethod
+    async def cut(request: web.Request) -> web.StreamResponse:
+        from aiohttp import web  # noqa: PLC0415 - an optional extra, imported where used
+
+        response = web.StreamResponse()
+        response.content_length = 1000
+        await response.prepare(request)
+        await response.write(b"0123456789")
+        transport = request.transport
+        if transport is not None:
+            transport.close()  # the client sees the body end 990 bytes early
+        return response
+
     async def hang(self, request: web.Request) -> web.Response:
         # Answer nothing until the client gives up and closes the connection (then
         # the server can shut down without waiting for this handler).
@@ -241,6 +302,11 @@ def make_app(stats: ServerStats | None = None, capacity: Capacity | None = None)
     app.router.add_get("/capacity/{n}", routes.limited)
     app.router.add_get("/reset", routes.reset)
     app.router.add_get("/hang", routes.hang)
+    app.router.add_get("/redirect/{n:\\d+}", routes.redirect)
+    app.router.add_get("/big/{size:\\d+}", routes.big)
+    app.router.add_get("/cut", routes.cut)
+    app.router.add_route("*", "/echo", routes.echo)
+    app.router.add_route("*", "/goto/{status:\\d+}", routes.goto)
     return app
 
 
