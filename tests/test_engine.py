@@ -508,3 +508,48 @@ def test_no_action_starts_after_the_consumer_breaks(run: Any, options: dict[str,
 
     run(main())
     assert started_after == []
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"stats": True}, {"ordered": True}, {"timeout": 5}],
+    ids=["plain", "stats", "ordered", "policy"],
+)
+def test_a_signal_stops_every_worker_from_taking_new_items(
+    run: Any, options: dict[str, Any]
+) -> None:
+    """handle_signals on each kind of worker: once the signal is handled no item
+    starts, those in flight finish, and Interrupted ends the loop."""
+    import os  # noqa: PLC0415
+    import signal  # noqa: PLC0415
+
+    from parallelize import Interrupted  # noqa: PLC0415
+
+    started: list[int] = []
+    after_stop: list[int] = []
+    results: list[int] = []
+    runs: list[Any] = []
+
+    async def action(item: int) -> int:
+        started.append(item)
+        if runs[0]._stopping:
+            after_stop.append(item)
+        await asyncio.sleep(0.01)
+        return item
+
+    async def consume() -> None:
+        run_ = parallelize(action, range(10_000), 8, handle_signals=1.0, **options)
+        runs.append(run_)
+        async for value in run_:
+            results.append(value)
+            if len(results) == 20:
+                os.kill(os.getpid(), signal.SIGINT)
+
+    async def main() -> None:
+        with pytest.raises(Interrupted):
+            await consume()
+
+    run(main())
+    assert not after_stop
+    assert sorted(results) == sorted(started)  # every item in flight finished
+    assert len(started) < 100

@@ -315,7 +315,9 @@ def wait_for_the_writer(journal: Path) -> None:
 
 
 def stored(path: Path) -> dict[int, int]:
-    with contextlib.closing(sqlite3.connect(path)) as conn:
+    # A long busy timeout: under a loaded machine a writer that outlived its killed
+    # run may still hold the database for more than sqlite3's default 5 s.
+    with contextlib.closing(sqlite3.connect(path, timeout=60)) as conn:
         return dict(conn.execute("SELECT key, CAST(data AS INTEGER) FROM outcomes WHERE ok = 1"))
 
 

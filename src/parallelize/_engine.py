@@ -238,9 +238,7 @@ class Run(Generic[T_co]):
         # A journaled run goes through the policy worker, which knows each item's
         # attempts and timing, even without any policy.
         self._policy = (
-            policy
-            if policy is not None or (journal is None and grace is None and not self._hooks)
-            else ItemPolicy()
+            policy if policy is not None or (journal is None and not self._hooks) else ItemPolicy()
         )
         # Failures are logged under the policies the user asked for (retries name
         # the expected ones); a journal or signal handling alone logs nothing.
@@ -1062,7 +1060,8 @@ class Run(Generic[T_co]):
                     if not waiter.done():
                         waiter.set_result(None)
                 free = self._credits  # never negative
-                if free:
+                # A stop (handle_signals) sends the worker to _take_credit, which ends it.
+                if free and not self._stopping:
                     self._credits = free - 1
                 elif not await self._take_credit():
                     return
@@ -1071,14 +1070,14 @@ class Run(Generic[T_co]):
             raise
         self._credits += 1  # the input is exhausted: give back the unused credit
 
-    async def _observed_worker(self) -> None:  # noqa: C901, PLR0912 - as _worker
+    async def _observed_worker(self) -> None:  # noqa: C901, PLR0912, PLR0915 - as _worker
         """``_worker`` that also counts, for ``stats=True`` and observers of the run.
 
         It counts only the failures: the items taken are counted by the input's
         iterator (see ``_choose_worker``), the finished ones are those minus the
         ones in flight (see ``statistics()``). An action is timed when ``_timing``
         is set: by a timer a hundred times a second, and for good while actions
-        take over 50 us. The cost per item is one attribute test.
+        take over 50 us. The cost of an untimed item is one attribute test.
         """
         source = self._sync_source
         stats = self._stats
@@ -1087,6 +1086,8 @@ class Run(Generic[T_co]):
         action = self._action
         out = self._out
         on_error_yield = self._on_error_yield
+        clock = time.perf_counter
+        record = stats.latency.record
         last_kind: type | None = None
         unpack = False
         if self._credits > 0:
@@ -1099,19 +1100,27 @@ class Run(Generic[T_co]):
                 if kind is not last_kind:
                     last_kind = kind
                     unpack = issubclass(kind, _UNPACKED)
+                # Timed inline (a helper coroutine would cost a frame per item).
+                began = clock() if self._timing else 0.0  # perf_counter() is never 0
                 try:
-                    if self._timing:
-                        value = await self._timed(item, unpack)
-                    elif unpack:
+                    if unpack:
                         value = await action(*item)
                     else:
                         value = await action(item)
                 except Exception as exc:
+                    if began:
+                        record(clock() - began)
                     stats.failed += 1
                     if not on_error_yield:
                         self._fail(exc)
                         raise
                     value = Failure(item, exc, stage=self._name)
+                else:
+                    if began:
+                        duration = clock() - began
+                        record(duration)
+                        # Slow actions are all timed: it costs little next to them.
+                        self._timing = duration >= _TIME_EVERY_ITEM_OVER
                 out.append(value)
                 waiter = self._waiter
                 if waiter is not None:
@@ -1119,7 +1128,7 @@ class Run(Generic[T_co]):
                     if not waiter.done():
                         waiter.set_result(None)
                 free = self._credits
-                if free:
+                if free and not self._stopping:
                     self._credits = free - 1
                 elif not await self._take_credit():
                     return
@@ -1127,22 +1136,6 @@ class Run(Generic[T_co]):
             self._fail(exc)
             raise
         self._credits += 1
-
-    async def _timed(self, item: Any, unpack: bool) -> Any:
-        """Run and time one action for the observed worker; keep timing if slow."""
-        assert self._stats is not None
-        record = self._stats.latency.record
-        began = time.perf_counter()
-        try:
-            value = await (self._action(*item) if unpack else self._action(item))
-        except BaseException:
-            record(time.perf_counter() - began)
-            raise
-        duration = time.perf_counter() - began
-        record(duration)
-        # Slow actions are all timed: it costs nothing next to them.
-        self._timing = duration >= _TIME_EVERY_ITEM_OVER
-        return value
 
     def _time_next(self) -> None:
         """Have the next action timed (the observed worker's sampling timer)."""
@@ -1163,7 +1156,7 @@ class Run(Generic[T_co]):
         last_kind: type | None = None
         unpack = False
         while True:
-            if self._credits > 0:
+            if self._credits > 0 and not self._stopping:
                 self._credits -= 1
             elif not await self._take_credit():
                 return

@@ -15,6 +15,7 @@ import contextlib
 import hashlib
 import os
 from collections.abc import Awaitable, Callable
+from json.encoder import encode_basestring_ascii
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -200,7 +201,7 @@ def _make_fetch(
     clock = asyncio.get_running_loop().time
     prefix = None if save_dir is None else os.path.join(save_dir, "")  # noqa: PTH118 - a str prefix, joined per item
     request = client.request
-    encode = ENCODE
+    quote = encode_basestring_ascii
 
     async def fetch(line: int, url: str) -> str:
         first = starts.setdefault(line, clock())
@@ -211,7 +212,7 @@ def _make_fetch(
         else:
             file = f"{prefix}{save_name(url)}"
             reply = await _save(request, method, url, max_body, file, line)
-        elapsed = round(clock() - first, 6)
+        elapsed = int((clock() - first) * 1e6) / 1e6  # round(x, 6) costs a dtoa
         status = reply.status
         if status >= 400:
             header = reply.headers.get("Retry-After")
@@ -220,18 +221,16 @@ def _make_fetch(
                 status, reply.reason, reply.url, reply.size, file, elapsed, retry_after
             )
         del starts[line], tries[line]
-        record: dict[str, Any] = {
-            "url": url,
-            "final_url": reply.url,
-            "status": status,
-            "bytes": reply.size,
-            "elapsed": elapsed,
-            "attempts": attempt,
-            "error": None,
-        }
-        if file is not None:
-            record["file"] = file
-        return encode(record)
+        # The line by hand, as ENCODE would write it (a test holds them equal): half
+        # the cost of building a dict and encoding it, at thousands of URLs a second.
+        quoted = quote(url)
+        final = quoted if reply.url == url else quote(reply.url)
+        saved = "" if file is None else f', "file": {quote(file)}'
+        return (
+            f'{{"url": {quoted}, "final_url": {final}, "status": {status}, '
+            f'"bytes": {reply.size}, "elapsed": {elapsed!r}, "attempts": {attempt}, '
+            f'"error": null{saved}}}'
+        )
 
     return fetch
 
