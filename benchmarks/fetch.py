@@ -116,91 +116,75 @@ EXIT_OK = {key: {0, 1} for key in OURS} | {"wget2": {0, 8}}  # 404s: 1 and 8
 # --------------------------------------------------------------------------- #
 
 
-async def plain_aiohttp(spec: dict[str, Any], urls: list[str], out: TextIO) -> None:
-    """C workers over one shared queue, one ClientSession, one JSON line per URL."""
-    import aiohttp  # noqa: PLC0415
+async def queue_workers(urls: list[str], concurrency: int, get: Any, out: TextIO) -> None:
+    """The plain script's shape: C workers over one shared queue, a JSON line per URL.
 
+    ``get(url)`` returns ``(status, size)``, the body read whole, as such scripts do.
+    """
     queue: asyncio.Queue[str] = asyncio.Queue()
     for url in urls:
         queue.put_nowait(url)
+
+    async def worker() -> None:
+        while True:
+            try:
+                url = queue.get_nowait()
+            except asyncio.QueueEmpty:
+                return
+            try:
+                status, size = await get(url)
+                line = {"url": url, "status": status, "bytes": size}
+            except Exception as exc:
+                line = {"url": url, "status": None, "bytes": None, "error": repr(exc)}
+            out.write(json.dumps(line) + "\n")  # buffered: a write(2) per 8 KiB
+
+    async with asyncio.TaskGroup() as group:
+        for _ in range(concurrency):
+            group.create_task(worker())
+
+
+async def plain_aiohttp(spec: dict[str, Any], urls: list[str], out: TextIO) -> None:
+    """One aiohttp ClientSession, its defaults but the pool's size."""
+    import aiohttp  # noqa: PLC0415
+
     connector = aiohttp.TCPConnector(limit=spec["concurrency"])
     async with aiohttp.ClientSession(connector=connector) as session:
 
-        async def worker() -> None:
-            while True:
-                try:
-                    url = queue.get_nowait()
-                except asyncio.QueueEmpty:
-                    return
-                try:
-                    async with session.get(url) as resp:
-                        body = await resp.read()
-                    line = {"url": url, "status": resp.status, "bytes": len(body)}
-                except Exception as exc:
-                    line = {"url": url, "status": None, "bytes": None, "error": repr(exc)}
-                out.write(json.dumps(line) + "\n")  # buffered: a write(2) per 8 KiB
+        async def get(url: str) -> tuple[int, int]:
+            async with session.get(url) as resp:
+                body = await resp.read()
+            return resp.status, len(body)
 
-        async with asyncio.TaskGroup() as group:
-            for _ in range(spec["concurrency"]):
-                group.create_task(worker())
+        await queue_workers(urls, spec["concurrency"], get, out)
 
 
 async def plain_pyreqwest(spec: dict[str, Any], urls: list[str], out: TextIO) -> None:
-    """The plain script's shape with pyreqwest: C workers, one client, JSON lines."""
+    """One pyreqwest Client, its defaults but the connections."""
     from pyreqwest.client import ClientBuilder  # noqa: PLC0415
 
-    queue: asyncio.Queue[str] = asyncio.Queue()
-    for url in urls:
-        queue.put_nowait(url)
     async with ClientBuilder().max_connections(spec["concurrency"]).build() as client:
 
-        async def worker() -> None:
-            while True:
-                try:
-                    url = queue.get_nowait()
-                except asyncio.QueueEmpty:
-                    return
-                try:
-                    async with client.get(url).build_streamed() as resp:
-                        body = await resp.bytes()
-                    line = {"url": url, "status": resp.status, "bytes": len(body)}
-                except Exception as exc:
-                    line = {"url": url, "status": None, "bytes": None, "error": repr(exc)}
-                out.write(json.dumps(line) + "\n")
+        async def get(url: str) -> tuple[int, int]:
+            async with client.get(url).build_streamed() as resp:
+                body = await resp.bytes()
+            return resp.status, len(body)
 
-        async with asyncio.TaskGroup() as group:
-            for _ in range(spec["concurrency"]):
-                group.create_task(worker())
+        await queue_workers(urls, spec["concurrency"], get, out)
 
 
 async def plain_httpx(spec: dict[str, Any], urls: list[str], out: TextIO) -> None:
-    """The plain script's shape with httpx.AsyncClient, its pool as large as C."""
+    """One httpx.AsyncClient, its pool as large as C."""
     import httpx  # noqa: PLC0415
 
-    queue: asyncio.Queue[str] = asyncio.Queue()
-    for url in urls:
-        queue.put_nowait(url)
-    limits = httpx.Limits(
-        max_connections=spec["concurrency"], max_keepalive_connections=spec["concurrency"]
-    )
+    c = spec["concurrency"]
+    limits = httpx.Limits(max_connections=c, max_keepalive_connections=c)
     async with httpx.AsyncClient(limits=limits) as client:
 
-        async def worker() -> None:
-            while True:
-                try:
-                    url = queue.get_nowait()
-                except asyncio.QueueEmpty:
-                    return
-                try:
-                    resp = await client.get(url)
-                    line = {"url": url, "status": resp.status_code, "bytes": len(resp.content)}
-                except Exception as exc:
-                    line = {"url": url, "status": None, "bytes": None, "error": repr(exc)}
-                out.write(json.dumps(line) + "\n")
+        async def get(url: str) -> tuple[int, int]:
+            resp = await client.get(url)
+            return resp.status_code, len(resp.content)
 
-        async with asyncio.TaskGroup() as group:
-            for _ in range(spec["concurrency"]):
-                group.create_task(worker())
+        await queue_workers(urls, c, get, out)
 
 
 PLAIN = {
