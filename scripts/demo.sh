@@ -33,7 +33,7 @@ for value in "$urls" "$workers"; do
 done
 
 . scripts/_venv.sh
-ensure_venv cli
+ensure_venv "cli,fast"
 py=$venv/bin/python
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/parallelize-demo.XXXXXX")

@@ -170,6 +170,31 @@ def test_fetch_retries_what_may_recover(client: str, server: str, tmp_path: Path
     assert got[urls[3]]["attempts"] == 1
 
 
+def test_rate_and_adaptive_limits_hold_on_every_client(
+    client: str, server: str, tmp_path: Path
+) -> None:
+    """--rate, --adaptive and --retries together: 503s back the limit off, every URL
+    recovers on its second attempt, and the rate holds (20 a second: 30 URLs, their
+    30 retries, take three seconds; one URL waits 1.5 s between its attempts)."""
+    urls = [f"{server}/flaky/{key()}?fail=1" for _ in range(30)]
+    result = cli(
+        "fetch",
+        "--client",
+        client,
+        str(write_lines(tmp_path / "urls.txt", urls)),
+        "--adaptive",
+        "--rate",
+        "20",
+        "--retries",
+        "2",
+    )
+    assert result.returncode == 0, result.stderr
+    got = by_url(result.stdout)
+    assert sorted(got) == sorted(urls)
+    assert {(r["status"], r["attempts"]) for r in got.values()} == {(200, 2)}
+    assert max(r["elapsed"] for r in got.values()) >= 1.4  # 1.5, less timer slack
+
+
 def test_a_rerun_with_the_journal_replays_successes_and_redoes_failures(
     client: str, server: str, tmp_path: Path
 ) -> None:

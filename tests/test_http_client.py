@@ -184,3 +184,18 @@ def test_a_missing_backend_names_its_extra(run: Any, monkeypatch: pytest.MonkeyP
                 pass
 
     run(main())
+
+
+def test_a_reply_speaks_to_retry_and_adaptive(run: Any, client_name: str) -> None:
+    """A Reply's Retry-After sets a retry's delay; its 503 is an overload signal."""
+    from parallelize import overload_of, retry_after_of  # noqa: PLC0415
+
+    async def main() -> None:
+        async with local_server() as base, open_client(client_name) as client:
+            busy = await client.request("GET", f"{base}/status/503?retry_after=3")
+            fine = await client.request("GET", f"{base}/page/1")
+        assert retry_after_of(busy) == 3.0
+        assert overload_of(busy) is True
+        assert overload_of(fine) is False
+
+    run(main())
