@@ -278,6 +278,18 @@ def test_sigterm_without_a_journal_says_how_to_make_runs_resumable(
     assert "with --journal FILE a rerun of the same command skips what is done" in last
 
 
+def test_headers_and_method_reach_the_server(client: str, server: str, tmp_path: Path) -> None:
+    """-H (a name may repeat) and -X, seen by the server (its /echo saved with --save-dir)."""
+    url = f"{server}/echo"
+    pages = tmp_path / "pages"
+    args = ["-H", "X-Tag: a", "-H", "X-Tag: b", "-X", "put", "--save-dir", str(pages)]
+    result = cli("fetch", "--client", client, "-", *args, stdin=url + "\n")
+    assert result.returncode == 0, result.stderr
+    echo = json.loads((pages / hashlib.sha256(url.encode()).hexdigest()).read_text())
+    assert echo["method"] == "PUT"
+    assert [value for name, value in echo["headers"] if name.lower() == "x-tag"] == ["a", "b"]
+
+
 def test_redirects_are_followed_to_the_final_url(client: str, server: str, tmp_path: Path) -> None:
     """Up to 10 redirects are followed (final_url is where they led); 11 are a failure."""
     urls = [f"{server}/redirect/3", f"{server}/redirect/11"]

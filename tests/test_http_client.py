@@ -63,16 +63,21 @@ def test_replies_keep_discard_or_stream_the_body(run: Any, client_name: str) -> 
 
 
 def test_headers_methods_and_redirects(run: Any, client_name: str) -> None:
-    """Default headers are sent; a 303 turns POST into GET, a 307 keeps it."""
+    """Default headers are sent, a repeated name too; a 303 turns POST into GET, a 307
+    keeps it."""
 
     async def main() -> None:
         async with (
             local_server() as base,
-            open_client(client_name, headers={"X-Token": "t1"}) as client,
+            open_client(
+                client_name, headers=[("X-Token", "t1"), ("X-Tag", "a"), ("X-Tag", "b")]
+            ) as client,
         ):
             echo = json.loads((await client.request("DELETE", f"{base}/echo")).body)
             assert echo["method"] == "DELETE"
-            assert echo["headers"]["X-Token"] == "t1"
+            sent = [(name.lower(), value) for name, value in echo["headers"]]
+            assert ("x-token", "t1") in sent
+            assert [value for name, value in sent if name == "x-tag"] == ["a", "b"]
             seen = await client.request("POST", f"{base}/goto/303?url=/echo")
             assert json.loads(seen.body)["method"] == "GET"
             assert seen.url == f"{base}/echo"

@@ -318,6 +318,9 @@ def stored(path: Path) -> dict[int, int]:
     # A long busy timeout: under a loaded machine a writer that outlived its killed
     # run may still hold the database for more than sqlite3's default 5 s.
     with contextlib.closing(sqlite3.connect(path, timeout=60)) as conn:
+        tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master")}
+        if "outcomes" not in tables:  # killed after the file was made, before its schema
+            return {}
         return dict(conn.execute("SELECT key, CAST(data AS INTEGER) FROM outcomes WHERE ok = 1"))
 
 

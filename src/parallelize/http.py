@@ -43,7 +43,7 @@ import datetime as dt
 import http
 import time
 import urllib.parse
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal, Protocol, final
 
 from ._aio import Deadlines
@@ -227,7 +227,7 @@ async def open_client(
     name: str | None = None,
     *,
     connections: int = 100,
-    headers: Mapping[str, str] | None = None,
+    headers: Mapping[str, str] | Iterable[tuple[str, str]] | None = None,
     max_redirects: int = 10,
     timeout: float | None = None,  # noqa: ASYNC109 - the backend's own limit, see the note
 ) -> AsyncIterator[Client]:
@@ -238,7 +238,8 @@ async def open_client(
             :func:`backends`.
         connections: The most connections open at once (make it your number of
             workers).
-        headers: Sent with every request.
+        headers: Sent with every request: a mapping, or ``(name, value)`` pairs
+            (a name may repeat).
         max_redirects: Redirects followed before :class:`TooManyRedirectsError`
             (0: none followed, the 3xx is the reply).
         timeout: The most seconds one request may take, its body read
@@ -266,9 +267,9 @@ async def open_client(
         __import__(module)
     except ImportError as exc:
         raise MissingDependencyError(f"the {name} HTTP client", extra, module) from exc
-    options = dict(headers or {})
+    pairs = list((headers or {}).items() if isinstance(headers, Mapping) else headers or ())
     opener = _open_aiohttp if name == "aiohttp" else _open_pyreqwest
-    async with opener(connections, options, max_redirects, timeout) as client:
+    async with opener(connections, pairs, max_redirects, timeout) as client:
         yield client
 
 
@@ -316,7 +317,7 @@ _PHRASES: Final = {status.value: status.phrase for status in http.HTTPStatus}
 @contextlib.asynccontextmanager
 async def _open_aiohttp(
     connections: int,
-    headers: dict[str, str],
+    headers: list[tuple[str, str]],
     max_redirects: int,
     timeout: float | None,  # noqa: ASYNC109
 ) -> AsyncIterator[Client]:
@@ -460,7 +461,7 @@ _REDIRECTS: Final = frozenset({301, 302, 303, 307, 308})
 @contextlib.asynccontextmanager
 async def _open_pyreqwest(
     connections: int,
-    headers: dict[str, str],
+    headers: list[tuple[str, str]],
     max_redirects: int,
     timeout: float | None,  # noqa: ASYNC109
 ) -> AsyncIterator[Client]:

@@ -153,7 +153,7 @@ async def _fetch(
     async with open_client(
         options.client,
         connections=options.workers,
-        headers=dict(options.headers),
+        headers=options.headers,
         timeout=options.timeout or None,
     ) as client:
         loop = asyncio.get_running_loop()

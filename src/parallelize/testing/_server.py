@@ -18,7 +18,7 @@ on a response that is not a 200):
     ``/big/{bytes}?chunked=1`` a body of that many bytes, streamed in 64 KiB writes,
                                with its Content-Length (or chunked, without it).
     ``/echo``                  any method: a JSON object of the request's method, path
-                               and headers.
+                               and headers (``[name, value]`` pairs, in order).
     ``/goto/{status}?url=U``   a redirect of that status (301, 302, 303, 307, 308) to U.
     ``/cut``                   promises 1000 bytes, sends 10, closes: a cut body.
     ``/capacity/{n}``          a service with a hidden capacity (see :class:`Capacity`):
@@ -235,7 +235,11 @@ class _Routes:
         from aiohttp import web  # noqa: PLC0415 - an optional extra, imported where used
 
         return web.json_response(
-            {"method": request.method, "path": request.path_qs, "headers": dict(request.headers)}
+            {
+                "method": request.method,
+                "path": request.path_qs,
+                "headers": [[name, value] for name, value in request.headers.items()],
+            }
         )
 
     @staticmethod
