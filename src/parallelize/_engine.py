@@ -872,7 +872,9 @@ class Run(Generic[T_co]):
                 self._sync_source = itertools.compress(source, counter)
             self._timing = True  # the first action of each run is timed
             return self._observed_worker
-        return self._general_worker if general else self._worker
+        # The hot path never looks for a stop (handle_signals): the others do, before
+        # each new item.
+        return self._general_worker if general or self._grace is not None else self._worker
 
     async def _supervise(self, numworkers: int) -> None:
         worker = self._choose_worker()
@@ -1060,8 +1062,7 @@ class Run(Generic[T_co]):
                     if not waiter.done():
                         waiter.set_result(None)
                 free = self._credits  # never negative
-                # A stop (handle_signals) sends the worker to _take_credit, which ends it.
-                if free and not self._stopping:
+                if free:
                     self._credits = free - 1
                 elif not await self._take_credit():
                     return
