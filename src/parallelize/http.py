@@ -15,8 +15,9 @@
 
 Backends, fastest first (``backends()`` lists the installed ones):
 
-- ``pyreqwest``: Rust's reqwest behind an asyncio API, about 140 µs of CPU per
-  request against aiohttp's 240 (``pip install "parallelize[fast]"``).
+- ``pyreqwest``: Rust's reqwest behind an asyncio API, about 95 µs of CPU per
+  small request through this seam against aiohttp's 180, twice the requests per
+  second (``benchmarks/fetch.py``; ``pip install "parallelize[fast]"``).
 - ``aiohttp``: the well-kept default (``pip install "parallelize[http]"``).
 
 Every backend follows up to ``max_redirects`` redirects, decompresses gzip and
