@@ -204,3 +204,18 @@ def test_a_reply_speaks_to_retry_and_adaptive(run: Any, client_name: str) -> Non
         assert overload_of(fine) is False
 
     run(main())
+
+
+def test_an_error_of_your_body_function_comes_out_unchanged(run: Any, client_name: str) -> None:
+    """A ValueError from body= is yours, not an invalid URL."""
+
+    def refuse(_chunk: bytes) -> None:
+        raise ValueError("no, thanks")
+
+    async def main() -> None:
+        async with local_server() as base, open_client(client_name) as client:
+            with pytest.raises(ValueError, match="no, thanks") as caught:
+                await client.request("GET", f"{base}/page/1", body=refuse)
+            assert not isinstance(caught.value, HTTPClientError)
+
+    run(main())

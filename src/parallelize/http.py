@@ -435,7 +435,6 @@ def _aiohttp_errors() -> tuple[tuple[Any, type[HTTPClientError]], ...]:
         (aiohttp.ClientSSLError, TLSError),
         ((aiohttp.ClientConnectionError, ConnectionError), ConnectError),
         ((aiohttp.ClientPayloadError, aiohttp.ClientResponseError), ProtocolError),
-        (ValueError, InvalidURLError),  # yarl's parser: a port out of range...
     )
 
 
@@ -506,10 +505,7 @@ class _Pyreqwest:
         started = time.monotonic()
         try:
             while True:
-                builder = self._client.request(method, url)
-                if hops and self._timeout is not None:  # the client's timeout is per hop
-                    left = self._timeout - (time.monotonic() - started)
-                    builder = builder.timeout(dt.timedelta(seconds=max(left, 0.001)))
+                builder = self._builder(method, url, hops, started)
                 async with builder.build_streamed() as resp:
                     status = resp.status
                     location = None
@@ -532,6 +528,17 @@ class _Pyreqwest:
             if mapped is None:
                 raise
             raise mapped from exc
+
+    def _builder(self, method: str, url: str, hops: int, started: float) -> Any:
+        """Return the request of one hop; a redirect gets the time left of the timeout."""
+        try:
+            builder = self._client.request(method, url)
+        except ValueError as exc:  # pyreqwest's URL parser, and only it
+            raise InvalidURLError(f"not a valid URL: {exc}") from exc
+        if hops and self._timeout is not None:  # the client's timeout is per hop
+            left = self._timeout - (time.monotonic() - started)
+            builder = builder.timeout(dt.timedelta(seconds=max(left, 0.001)))
+        return builder
 
     def _redirected(
         self, hops: int, status: int, method: str, url: str, location: str
@@ -562,9 +569,7 @@ def _pyreqwest_mapped(error: Exception) -> HTTPClientError | None:
     from pyreqwest import exceptions  # noqa: PLC0415 - imported already by then
 
     if not isinstance(error, exceptions.PyreqwestError):
-        if isinstance(error, ValueError):  # pyreqwest's URL parser
-            return InvalidURLError(f"not a valid URL: {error}")
-        return None
+        return None  # yours (a body= function's), unchanged
     causes = getattr(error, "details", None) or {}
     chain = [cause["message"] for cause in causes.get("causes") or ()]
     root = chain[-1] if chain else ""
