@@ -297,6 +297,39 @@ def test_a_waiting_retry_does_not_hold_its_worker(run: Any) -> None:
     assert max(done[i] for i in range(1, 50)) < done[0]
 
 
+@pytest.mark.parametrize("workers", [1, 2, 5])
+def test_a_due_retry_does_not_wait_for_an_idle_async_input(run: Any, workers: int) -> None:
+    """An async input that waits (a pipe, a queue) does not hold a due retry back.
+
+    The input gives 3 items, then waits until item 0 has succeeded: item 0's retry
+    must run while a worker waits for the input (it once waited for the input's
+    next item, here forever).
+    """
+    succeeded = asyncio.Event()
+    failed_once: set[int] = set()
+
+    async def items() -> Any:
+        for i in range(3):
+            yield i
+        await succeeded.wait()
+        yield 3
+
+    async def action(i: int) -> int:
+        if i == 0:
+            if i not in failed_once:
+                failed_once.add(i)
+                raise Flaky
+            succeeded.set()
+        return i
+
+    async def main() -> list[int]:
+        retry = Retry(on=Flaky, backoff=Backoff(initial=0.01, jitter=0))
+        async with asyncio.timeout(5):
+            return await collect(parallelize(action, items(), workers, retry=retry))
+
+    assert sorted(run(main())) == [0, 1, 2, 3]
+
+
 def test_deadline_stops_retries(run: Any) -> None:
     """No retry is scheduled past the item's deadline: it fails with its last error."""
     calls = []

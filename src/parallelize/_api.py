@@ -8,8 +8,8 @@ from concurrent.futures import Executor
 from typing import Any, Literal, TypedDict, TypeVar, Unpack, overload
 
 from ._engine import Run
-from ._journal import Journal, SQLiteJournal
-from ._limits import AdaptiveLimit, RateLimit
+from ._journal import Journal, SQLiteJournal, WorkSource
+from ._limits import AdaptiveLimit, RateLimit, RateLimiter
 from ._observe import Observer
 from ._outcomes import Failure
 from ._policies import ItemPolicy, Retry
@@ -39,9 +39,9 @@ class StageOptions(TypedDict, total=False):
     timeout: float | None
     deadline: float | None
     retry: Retry | None
-    rate_limit: RateLimit | None
+    rate_limit: RateLimiter | None
     adaptive: AdaptiveLimit | bool
-    journal: str | os.PathLike[str] | Journal | None
+    journal: str | os.PathLike[str] | Journal | WorkSource | None
     key: Callable[[Any], int | str] | None
     handle_signals: bool | float
     stats: bool
@@ -135,9 +135,9 @@ def parallelize(
     timeout: float | None = None,
     deadline: float | None = None,
     retry: Retry | None = None,
-    rate_limit: RateLimit | None = None,
+    rate_limit: RateLimiter | None = None,
     adaptive: AdaptiveLimit | bool = False,
-    journal: str | os.PathLike[str] | Journal | None = None,
+    journal: str | os.PathLike[str] | Journal | WorkSource | None = None,
     key: Callable[[Any], int | str] | None = None,
     handle_signals: bool | float = False,
     stats: bool = False,
@@ -282,7 +282,13 @@ def parallelize(
     ):
         if retry is not None and not isinstance(retry, Retry):
             raise TypeError(f"retry must be a Retry(...) or None, got {retry!r}")
-        if rate_limit is not None and not isinstance(rate_limit, RateLimit):
+        if rate_limit is not None and not (
+            isinstance(rate_limit, RateLimit)
+            or (
+                callable(getattr(rate_limit, "acquire", None))
+                and hasattr(rate_limit, "pause_until")
+            )
+        ):
             raise TypeError(f"rate_limit must be a RateLimit(...) or None, got {rate_limit!r}")
         policy = ItemPolicy(
             timeout=None if timeout is None else check_seconds("timeout", timeout),
@@ -297,6 +303,11 @@ def parallelize(
         total = check_int("total", total, 0)
     if name is not None and not isinstance(name, str):
         raise TypeError(f"name must be a str, got {name!r}")
+    if journal is not None and callable(getattr(journal, "open_session", None)) and ordered:
+        raise ValueError(
+            "ordered=True cannot be kept with a queue: its items come from many "
+            "producers and workers. Drop ordered=, or sort the results by key"
+        )
     if key is not None:
         if journal is None:
             raise ValueError("key= identifies items in a journal: pass journal= too")
@@ -380,11 +391,13 @@ def _check_adaptive(adaptive: object, numworkers: int) -> AdaptiveLimit | None:
     return adaptive
 
 
-def _check_journal(journal: object) -> Journal | None:
+def _check_journal(journal: object) -> Journal | WorkSource | None:
     if journal is None:
         return None
     if isinstance(journal, str | os.PathLike):
         return SQLiteJournal(journal)
+    if callable(getattr(journal, "open_session", None)):
+        return journal  # type: ignore[return-value]  # a WorkSource (a Redis queue)
     for name in ("open", "lookup", "append", "close"):
         if not callable(getattr(journal, name, None)):
             raise TypeError(

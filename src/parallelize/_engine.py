@@ -52,12 +52,23 @@ from collections.abc import (
     Iterator,
 )
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, Generic, Literal, Self, TypeVar, Unpack, final, overload
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Generic,
+    Literal,
+    Self,
+    TypeVar,
+    Unpack,
+    cast,
+    final,
+    overload,
+)
 
 from ._actions import prepare_action
 from ._aio import start_without_hooks
 from ._errors import Interrupted
-from ._journal import JournalSession
+from ._journal import JournalSession, Session
 from ._observe import ItemHooks, Observer
 from ._outcomes import Failure
 from ._policies import DONE, RETRY, ItemPolicy, ItemState
@@ -70,7 +81,7 @@ if TYPE_CHECKING:
 
     from ._actions import ExecutorSpec
     from ._api import StageOptions
-    from ._journal import Entry, Journal
+    from ._journal import Entry, Journal, WorkSource
     from ._limits import AdaptiveLimit
     from ._processes import ProcessPool
     from ._util import ActionKind
@@ -173,6 +184,10 @@ class Run(Generic[T_co]):
         "_pull_lock",
         "_pulled",
         "_random",
+        "_read_ended",
+        "_read_items",
+        "_read_wanted",
+        "_reader",
         "_results_ref",
         "_retries",
         "_retry_seq",
@@ -204,7 +219,7 @@ class Run(Generic[T_co]):
         on_error_yield: bool,
         max_buffered: int,
         policy: ItemPolicy | None = None,
-        journal: Journal | None = None,
+        journal: Journal | WorkSource | None = None,
         key: Callable[[Any], Any] | None = None,
         grace: float | None = None,
         stats: bool = False,
@@ -250,7 +265,7 @@ class Run(Generic[T_co]):
         self._interrupted: int | None = None  # the signal that stopped the run
         self._stopping = False  # take no new item
         self._journal_spec = (journal, key)
-        self._journal: JournalSession | None = None  # opened when the run starts
+        self._journal: Session | None = None  # opened when the run starts
         # Items waiting for a retry keep their credit: make room for them.
         retry_room = 10 * numworkers if policy is not None and policy.retry is not None else 0
         self._capacity = numworkers + max_buffered + retry_room
@@ -279,6 +294,12 @@ class Run(Generic[T_co]):
         self._sync_source: Iterator[Any] | None = None
         self._async_source: AsyncIterator[Any] | None = None
         self._pull_lock: asyncio.Lock | None = None
+        # With retries over an async input, one reader task pulls the input for the
+        # workers (see _read_ahead): a due retry never waits for an idle input.
+        self._reader: asyncio.Future[None] | None = None  # wakes the reader
+        self._read_items: deque[Any] = deque()
+        self._read_wanted = False
+        self._read_ended = False
         self._executor: ThreadPoolExecutor | None = None  # ours: plain functions' threads
         self._processes: ProcessPool | None = None  # ours: executor="process"
         # A run whose input is another run (a pipeline's earlier stage): closed with
@@ -813,15 +834,27 @@ class Run(Generic[T_co]):
 
     def _start(self) -> None:
         argslist = self._argslist
+        own_items = True  # whether the run's items are argslist's (not a work source's)
         journal, key = self._journal_spec
         if journal is not None:
             # First: a journal that cannot be used fails before anything starts.
             name = getattr(self._action, "__qualname__", type(self._action).__name__)
-            self._journal = session = JournalSession(journal, key=key, action_name=name)
-            if isinstance(argslist, AsyncIterable):
-                argslist = session.wrap_async(argslist)
+            open_session = getattr(journal, "open_session", None)
+            if open_session is not None:
+                # A work source (a Redis queue): the run's items come from it, and
+                # argslist is added to it meanwhile.
+                session: Session = open_session(
+                    argslist, key=key, action_name=name, numworkers=self._numworkers
+                )
+                argslist = session.wrap_async(argslist)  # type: ignore[arg-type]
+                own_items = False
             else:
-                argslist = session.wrap(argslist)
+                session = JournalSession(cast("Journal", journal), key=key, action_name=name)
+                if isinstance(argslist, AsyncIterable):
+                    argslist = session.wrap_async(argslist)
+                else:
+                    argslist = session.wrap(argslist)
+            self._journal = session
         loop = asyncio.get_running_loop()
         self._loop = loop
         self._loop_thread = threading.get_ident()
@@ -836,10 +869,12 @@ class Run(Generic[T_co]):
             self._pull_lock = asyncio.Lock()
         else:
             self._sync_source = iter(argslist)
-        # No more workers than items, when the input knows its length.
+        # No more workers than items, when the input knows its length (a work
+        # source's items are its own: argslist is only what this process adds).
         numworkers = self._numworkers
-        with contextlib.suppress(TypeError):
-            numworkers = min(numworkers, len(self._argslist))  # type: ignore[arg-type]
+        if own_items:
+            with contextlib.suppress(TypeError):
+                numworkers = min(numworkers, len(self._argslist))  # type: ignore[arg-type]
         self._supervisor = loop.create_task(self._supervise(numworkers))
 
     def _choose_worker(self) -> Callable[[], Coroutine[Any, Any, None]]:
@@ -889,8 +924,16 @@ class Run(Generic[T_co]):
                 observer.run_started(self)
             if self._processes is not None:
                 self._processes.warm_up()
+            reads_ahead = self._reads_ahead()
+            if reads_ahead:
+                assert self._loop is not None
+                self._reader = self._loop.create_future()  # workers ask from the start
             async with asyncio.TaskGroup() as group:
                 self._workers = [group.create_task(worker()) for _ in range(numworkers)]
+                if reads_ahead:
+                    reader = group.create_task(self._read_ahead())
+                    await asyncio.wait(self._workers)
+                    reader.cancel()  # the workers are done: so is the input
         except BaseExceptionGroup as group_error:
             # Workers record the first error themselves; this catches anything else.
             self._fail(group_error.exceptions[0])
@@ -1312,6 +1355,11 @@ class Run(Generic[T_co]):
             if not self._credits:
                 await self._wait_for_work()
                 continue
+            if self._reader is not None or self._read_items or self._read_ended:
+                state = await self._next_read()
+                if state is not None:
+                    return state
+                continue
             self._credits -= 1
             if self._credits and self._credit_waiters:
                 self._wake_worker()  # pass the baton: more credits are free
@@ -1327,6 +1375,66 @@ class Run(Generic[T_co]):
             state = self._new_state(*pulled)
             if state is not None:
                 return state
+
+    def _reads_ahead(self) -> bool:
+        """Whether a reader task pulls the input: an async input, with retries.
+
+        Then a retry may fall due while the input has nothing to give (a pipe that
+        is idle, a queue that ends only once every item is done, the retried one
+        too): a worker waiting in the input could not run it, and with one worker
+        the run would never end. The reader waits in the input instead.
+        """
+        policy = self._policy
+        return self._async_source is not None and policy is not None and policy.retry is not None
+
+    async def _next_read(self) -> ItemState | None:
+        """Take an item the reader pulled; or ask for one and wait (then None)."""
+        if not self._read_items:
+            if self._read_ended:
+                self._exhausted = True
+            else:
+                self._want_item()
+                await self._wait_for_work()
+            return None
+        self._credits -= 1
+        if self._credits and self._credit_waiters:
+            self._wake_worker()  # pass the baton: the next asks the reader
+        index = self._pulled
+        self._pulled = index + 1
+        return self._new_state(index, self._read_items.popleft())
+
+    def _want_item(self) -> None:
+        """Ask the reader for one more input item."""
+        self._read_wanted = True
+        reader = self._reader
+        if reader is not None and not reader.done():
+            reader.set_result(None)
+
+    async def _read_ahead(self) -> None:
+        """Pull the async input an item at a time, when a worker asks for one."""
+        assert self._async_source is not None
+        assert self._loop is not None
+        source = self._async_source
+        loop = self._loop
+        try:
+            while True:
+                while not self._read_wanted:
+                    self._reader = waiter = loop.create_future()
+                    await waiter
+                self._read_wanted = False
+                try:
+                    item = await anext(source)
+                except StopAsyncIteration:
+                    self._read_ended = True
+                    self._wake_all_workers()
+                    return
+                except Exception as exc:
+                    self._fail(exc)
+                    raise
+                self._read_items.append(item)
+                self._wake_worker()
+        finally:
+            self._reader = None
 
     def _new_state(self, index: int, item: Any) -> ItemState | None:
         """Start a new item's state; None if it needs no action (delivered already)."""
@@ -1527,7 +1635,7 @@ class Run(Generic[T_co]):
                 stats.latency.record(elapsed)
             self._deliver(state.index, (state.tag, value, 1, elapsed))
 
-    def _replay(self, index: int, entry: Entry, journal: JournalSession) -> None:
+    def _replay(self, index: int, entry: Entry, journal: Session) -> None:
         """Deliver a journaled item's stored outcome without running it."""
         outcome = journal.replayed_outcome(entry)
         if isinstance(outcome, Failure) and not self._on_error_yield:

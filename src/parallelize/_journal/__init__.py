@@ -1,7 +1,7 @@
 """Journals: durable records of each item's final outcome, to resume a run."""
 
 from ._base import Codec, Journal, JsonCodec, Record, RecordedError, RunInfo
-from ._session import Entry, JournalSession
+from ._session import Entry, JournalSession, Session, WorkSource
 from ._sqlite import SQLiteJournal
 
 __all__ = (
@@ -14,4 +14,6 @@ __all__ = (
     "RecordedError",
     "RunInfo",
     "SQLiteJournal",
+    "Session",
+    "WorkSource",
 )

@@ -30,14 +30,14 @@ from collections.abc import (
     Iterator,
     Sequence,
 )
-from typing import Any, final
+from typing import Any, Protocol, final
 
 from parallelize._errors import JournalError
 from parallelize._outcomes import Failure
 
 from ._base import Journal, JsonCodec, Key, Record, RecordedError, RunInfo, item_digest
 
-__all__ = ("Entry", "JournalSession")
+__all__ = ("Entry", "JournalSession", "Session", "WorkSource")
 
 _BATCH = 256  # input items looked up in the journal at once
 
@@ -108,13 +108,63 @@ _new_record: Callable[[type[Record], tuple[Any, ...]], Record] = tuple.__new__
 class Entry:
     """An input item on its way through a journaled run (internal)."""
 
-    __slots__ = ("digest", "item", "key", "stored")
+    __slots__ = ("digest", "item", "key", "ref", "stored")
+
+    ref: Any  # a work source's own handle on the entry (a Redis stream id), when it has one
 
     def __init__(self, key: Key, item: Any, digest: bytes | None, stored: Record | None) -> None:
         self.key = key
         self.item = item
         self.digest = digest
         self.stored = stored  # set when the item is replayed, not run
+
+
+class Session(Protocol):
+    """What a run uses of its journal: a :class:`JournalSession`, or a work source's.
+
+    A work source (a Redis queue) makes its own with ``open_session(argslist, *,
+    key, action_name, numworkers)``: its entries come from the source itself.
+    """
+
+    recorded: int
+    replayed: int
+    skipped: int
+
+    @property
+    def location(self) -> str | None:
+        """Where the journal is, for messages."""
+
+    def wrap(self, source: Iterable[Any]) -> Iterator[Entry]:
+        """Return the entries of a sync input to run or replay."""
+
+    def wrap_async(self, source: AsyncIterable[Any]) -> AsyncIterator[Entry]:
+        """Return the entries of an async input to run or replay."""
+
+    def replayed_outcome(self, entry: Entry) -> Any:
+        """Return what to yield for a replayed entry."""
+
+    def record(self, entry: Entry, outcome: Any, attempts: int, elapsed: float | None) -> None:
+        """Record the final outcome of ``entry`` (taken by the consumer)."""
+
+    def flush(self) -> None:
+        """Record what is buffered now."""
+
+    def close(self, *, finished: bool) -> None:
+        """Flush, then release the journal (idempotent)."""
+
+
+class WorkSource(Protocol):
+    """A journal that is also the run's input: a shared queue (:mod:`parallelize.redis`)."""
+
+    def open_session(
+        self,
+        argslist: Iterable[Any] | AsyncIterable[Any],
+        *,
+        key: Callable[[Any], Key] | None,
+        action_name: str,
+        numworkers: int,
+    ) -> Session:
+        """Start a run's use of the source; ``argslist`` is added to it meanwhile."""
 
 
 def _type_name(error: BaseException) -> str:

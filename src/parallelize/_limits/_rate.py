@@ -21,9 +21,22 @@ import dataclasses
 import math
 import time
 from collections import deque
-from typing import final
+from typing import Protocol, final
 
-__all__ = ("RateLimit", "RateLimitStatistics")
+__all__ = ("RateLimit", "RateLimitStatistics", "RateLimiter")
+
+
+class RateLimiter(Protocol):
+    """What a run asks of its ``rate_limit``: a :class:`RateLimit`, or a fleet's.
+
+    A fleet's: :meth:`parallelize.redis.RedisQueue.rate_limit`, shared in Redis.
+    """
+
+    async def acquire(self) -> None:
+        """Wait for this call's slot."""
+
+    def pause_until(self, when: float) -> None:
+        """Let no call go before ``when`` (a ``time.monotonic()`` value)."""
 
 
 @final

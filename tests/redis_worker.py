@@ -1,0 +1,55 @@
+"""A worker process of a Redis run, for test_redis.py.
+
+    python redis_worker.py URL RUN ACTION WORKERS IDLE_TIMEOUT CALLS_LOG [MAX_DEATHS]
+
+ACTION is ``square`` (a few ms of sleep, returns ``item * item``) or ``poison``
+(the same, but item 13 kills its own process with SIGKILL, as a segfault in a C
+extension would). Every call appends the item to CALLS_LOG first (one unbuffered
+write, kept when the process is killed). At the end it prints ``done N``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import signal
+import sys
+
+from parallelize.redis import RedisQueue
+
+POISON = 13
+
+
+async def main(
+    url: str, run: str, action_name: str, workers: int, *, idle: float, log: str
+) -> None:
+    fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+
+    async def square(item: int) -> int:
+        os.write(fd, f"{item}\n".encode())
+        await asyncio.sleep(random.uniform(0.001, 0.005))
+        return item * item
+
+    async def poison(item: int) -> int:
+        if item == POISON:
+            os.write(fd, f"{item}\n".encode())
+            os.kill(os.getpid(), signal.SIGKILL)
+        return await square(item)
+
+    action = {"square": square, "poison": poison}[action_name]
+    max_deaths = int(sys.argv[7]) if len(sys.argv) > 7 else 3
+    done = 0
+    async with RedisQueue(
+        url, run=run, idle_timeout=idle, max_deaths=max_deaths, reconnect_timeout=60
+    ) as queue:
+        async for _ in queue.work(action, workers, on_error="yield"):
+            done += 1
+    sys.stdout.write(f"done {done}\n")
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    url, run, action_name, workers, idle, log = sys.argv[1:7]
+    asyncio.run(main(url, run, action_name, int(workers), idle=float(idle), log=log))

@@ -1,0 +1,119 @@
+"""A real ``redis-server`` for the tests, on 127.0.0.1, in a temporary directory.
+
+Started with persistence (``appendonly yes``, ``appendfsync always``), so that a
+restart in the middle of a run keeps every acknowledged write, as a production
+Redis configured for it does. ``.ci/run`` installs redis-server with apt-get where
+it is missing.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class RedisServer:
+    """One redis-server process: start, stop (with its data saved), restart, kill."""
+
+    def __init__(self, directory: Path, *, password: str | None = None) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            pytest.fail(
+                "redis-server is not installed: 'apt-get install redis-server' (.ci/run "
+                "does it), then run the tests again"
+            )
+        self.binary = binary
+        self.directory = directory
+        self.port = free_port()
+        self.password = password
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        command = [
+            self.binary,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(self.directory),
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+            "--save",
+            "",
+            "--daemonize",
+            "no",
+            "--logfile",
+            str(self.directory / "redis.log"),
+        ]
+        if self.password:
+            command += ["--requirepass", self.password]
+        self.process = subprocess.Popen(command, stdin=subprocess.DEVNULL)  # noqa: S603
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                log = (self.directory / "redis.log").read_text(errors="replace")
+                pytest.fail(f"redis-server exited at start ({self.process.returncode}): {log}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
+                    sock.sendall(b"PING\r\n")
+                    reply = sock.recv(64)
+                if reply.startswith((b"+PONG", b"-NOAUTH")):
+                    return
+            except OSError:
+                pass
+            time.sleep(0.02)
+        pytest.fail("redis-server did not answer within 10 s")
+
+    def stop(self) -> None:
+        """SIGTERM: Redis writes its data and exits."""
+        process = self.process
+        if process is not None and process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        self.process = None
+
+    def restart(self, down_for: float = 0.0) -> None:
+        self.stop()
+        time.sleep(down_for)
+        self.start()
+
+
+def spawn_worker(url: str, run: str, *args: str) -> subprocess.Popen[str]:
+    """Start ``redis_worker.py`` in its own process (see its docstring for the args)."""
+    env = {**os.environ, "PYTHONPATH": str(HERE)}
+    return subprocess.Popen(  # noqa: S603 - our own script
+        [sys.executable, str(HERE / "redis_worker.py"), url, run, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )

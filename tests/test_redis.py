@@ -1,0 +1,571 @@
+"""parallelize.redis: one run over many processes, against a real redis-server.
+
+The server is started by the fixture on 127.0.0.1 with persistence on; the workers
+of the multi-process tests are real processes (redis_worker.py), killed with
+SIGKILL where the test says so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import signal
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from parallelize import Backoff, Failure, JournalError, RateLimit, Retry, parallelize
+from parallelize.redis import NO_INPUT, QueueUnavailableError, RedisQueue
+from redistools import RedisServer, free_port, spawn_worker
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    redis = RedisServer(tmp_path_factory.mktemp("redis"))
+    redis.start()
+    yield redis
+    redis.stop()
+
+
+@pytest.fixture
+def own_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A server of the test's own, to restart or stop."""
+    redis = RedisServer(tmp_path / "redis-data")
+    redis.directory.mkdir()
+    redis.start()
+    yield redis
+    redis.stop()
+
+
+def new_run() -> str:
+    return f"t{uuid.uuid4().hex[:10]}"
+
+
+async def double(item: int) -> int:
+    await asyncio.sleep(0)
+    return 2 * item
+
+
+def stored_keys(url: str, run: str) -> collections.Counter[Any]:
+    """Count the keys in the run's results stream (each outcome appended once)."""
+
+    async def read() -> collections.Counter[Any]:
+        async with RedisQueue(url, run=run) as queue:
+            return collections.Counter([o.key async for o in queue.results()])
+
+    return asyncio.run(read())
+
+
+def progress_of(url: str, run: str) -> Any:
+    async def read() -> Any:
+        async with RedisQueue(url, run=run) as queue:
+            return await queue.progress()
+
+    return asyncio.run(read())
+
+
+def produce(url: str, run: str, items: Any, **options: Any) -> int:
+    async def main() -> int:
+        async with RedisQueue(url, run=run, **options) as queue:
+            return await queue.produce(items)
+
+    return asyncio.run(main())
+
+
+# -- one process ----------------------------------------------------------------------
+
+
+def test_one_process_is_a_journal_swap(run: Any, server: RedisServer) -> None:
+    """parallelize(..., journal=queue): the same call, results and outcomes stored."""
+    name = new_run()
+
+    async def main() -> None:
+        async with RedisQueue(server.url, run=name) as queue:
+            got = [r async for r in parallelize(double, range(1000), 50, journal=queue)]
+            assert sorted(got) == [2 * i for i in range(1000)]
+            progress = await queue.progress()
+            assert (progress.produced, progress.ok, progress.failed) == (1000, 1000, 0)
+            assert progress.finished
+            assert progress.remaining == 0
+            assert progress.in_flight == 0
+            stored = await queue.get(17)
+            assert stored is not None
+            assert stored.ok
+            assert stored.result == 34
+            assert stored.worker == queue.consumer
+            assert await queue.get(5000) is None
+            keys = [o.key async for o in queue.results()]
+            assert sorted(keys) == list(range(1000))
+            # Run again: the input was added in full, every outcome is stored.
+            again = [r async for r in parallelize(double, range(1000), 50, journal=queue)]
+            assert again == []
+
+    run(main())
+
+
+def test_failures_are_stored_with_their_error_and_data(run: Any, server: RedisServer) -> None:
+    name = new_run()
+
+    async def flaky(item: int) -> int:
+        if item % 10 == 3:
+            raise ValueError(f"bad {item}")
+        return item
+
+    def describe(failure: Failure) -> dict[str, Any]:
+        return {"item": failure.item, "why": str(failure.exception)}
+
+    async def main() -> None:
+        async with RedisQueue(server.url, run=name, failure_data=describe) as queue:
+            outcomes = [
+                o
+                async for o in parallelize(
+                    flaky,
+                    range(100),
+                    10,
+                    journal=queue,
+                    on_error="yield",
+                    retry=Retry(on=ValueError, attempts=2, backoff=Backoff(initial=0.001)),
+                )
+            ]
+            assert sum(isinstance(o, Failure) for o in outcomes) == 10
+            progress = await queue.progress()
+            assert (progress.ok, progress.failed) == (90, 10)
+            stored = await queue.get(13)
+            assert stored is not None
+            assert not stored.ok
+            assert stored.error_type == "ValueError"
+            assert stored.error_message == "bad 13"
+            assert stored.attempts == 2
+            assert stored.expected
+            assert stored.result == {"item": 13, "why": "bad 13"}
+
+    run(main())
+
+
+def test_keys_identify_items_and_duplicates_run_once(run: Any, server: RedisServer) -> None:
+    name = new_run()
+    calls: list[str] = []
+
+    async def fetch(url: str) -> int:
+        calls.append(url)
+        await asyncio.sleep(0)
+        return len(url)
+
+    urls = [f"https://example.com/{i % 50}" for i in range(200)]  # each URL 4 times
+
+    async def main() -> None:
+        async with RedisQueue(server.url, run=name) as queue:
+            async for _ in parallelize(fetch, urls, 1, journal=queue, key=lambda u: u):
+                pass
+            progress = await queue.progress()
+            assert progress.produced == 200
+            assert progress.ok == 50
+            assert progress.finished
+            stored = await queue.get("https://example.com/7")
+            assert stored is not None
+            assert stored.result == len("https://example.com/7")
+
+    run(main())
+    assert sorted(set(calls)) == sorted(set(urls))
+    assert len(calls) == 50  # one worker: a repeated key is found stored, never run again
+
+
+@settings(
+    max_examples=15,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(
+    keys=st.lists(st.integers(0, 30), min_size=0, max_size=80),
+    failing=st.sets(st.integers(0, 30)),
+    workers=st.integers(1, 8),
+)
+def test_property_each_key_stored_exactly_once(
+    server: RedisServer, keys: list[int], failing: set[int], workers: int
+) -> None:
+    """Whatever the keys (repeated) and failures: one stored outcome per distinct key."""
+    name = new_run()
+
+    async def action(item: int) -> int:
+        await asyncio.sleep(0)
+        if item in failing:
+            raise KeyError(item)
+        return item
+
+    async def main() -> None:
+        async with RedisQueue(server.url, run=name, batch=7) as queue:
+            run = parallelize(
+                action, keys, workers, journal=queue, key=lambda k: k, on_error="yield"
+            )
+            async for _ in run:
+                pass
+            progress = await queue.progress()
+            distinct = set(keys)
+            assert progress.produced == len(keys)
+            assert progress.ok == len(distinct - failing)
+            assert progress.failed == len(distinct & failing)
+            assert progress.finished
+            stored = collections.Counter([o.key async for o in queue.results()])
+            assert set(stored) == distinct
+            assert all(count == 1 for count in stored.values())
+
+    asyncio.run(main())
+
+
+def test_stopping_early_loses_nothing(run: Any, server: RedisServer) -> None:
+    """A worker that leaves early: what it took is stored, the rest runs later."""
+    name = new_run()
+
+    async def main() -> None:
+        async with RedisQueue(server.url, run=name, idle_timeout=0.5) as queue:
+            run = parallelize(double, range(500), 20, journal=queue)
+            async with run:
+                taken = 0
+                async for _ in run:
+                    taken += 1
+                    if taken == 100:
+                        break
+        async with RedisQueue(server.url, run=name, idle_timeout=0.5) as queue:
+            progress = await queue.progress()
+            assert progress.done >= 99  # the last one taken is recorded on the next ask
+            assert not progress.finished
+            rest = [r async for r in queue.work(double, 20)]
+            progress = await queue.progress()
+            assert progress.ok == 500
+            assert progress.finished
+            assert len(rest) + taken >= 500  # some run twice (in flight at the break)
+            keys = collections.Counter([o.key async for o in queue.results()])
+            assert sorted(keys) == list(range(500))
+            assert max(keys.values()) == 1
+
+    run(main())
+
+
+# -- many processes -------------------------------------------------------------------
+
+
+def _wait_all(workers: list[Any], timeout: float = 60) -> list[str]:
+    outputs = []
+    for worker in workers:
+        out, err = worker.communicate(timeout=timeout)
+        assert worker.returncode == 0, err
+        outputs.append(out)
+    return outputs
+
+
+def _done(output: str) -> int:
+    return int(output.rsplit(maxsplit=1)[-1])
+
+
+@pytest.mark.timeout(120)
+def test_several_worker_processes_store_each_outcome_once(
+    server: RedisServer, tmp_path: Path
+) -> None:
+    name = new_run()
+    n = 3000
+    log = tmp_path / "calls.log"
+    workers = [spawn_worker(server.url, name, "square", "30", "5", str(log)) for _ in range(3)]
+    assert produce(server.url, name, range(n), max_pending=500) == n
+    outputs = _wait_all(workers)
+    assert sum(_done(o) for o in outputs) == n
+    assert all(_done(o) > 0 for o in outputs)  # the work was shared
+    progress = progress_of(server.url, name)
+    assert (progress.ok, progress.failed, progress.dead, progress.remaining) == (n, 0, 0, 0)
+    assert {w.state for w in progress.workers} == {"finished"}
+    assert sum(w.ok for w in progress.workers) == n
+    keys = stored_keys(server.url, name)
+    assert sorted(keys) == list(range(n))
+    assert max(keys.values()) == 1
+
+
+@pytest.mark.timeout(120)
+def test_a_worker_killed_mid_run_loses_nothing(server: RedisServer, tmp_path: Path) -> None:
+    name = new_run()
+    n = 3000
+    log = tmp_path / "calls.log"
+    victim = spawn_worker(server.url, name, "square", "50", "1", str(log))
+    produce(server.url, name, range(n), max_pending=1000)
+    deadline = time.monotonic() + 30
+    while progress_of(server.url, name).done < 300:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    victim.send_signal(signal.SIGKILL)
+    victim.communicate()
+    progress = progress_of(server.url, name)
+    assert progress.in_flight > 0  # it died holding entries
+    survivor = spawn_worker(server.url, name, "square", "50", "1", str(log))
+    _wait_all([survivor])
+    progress = progress_of(server.url, name)
+    assert (progress.ok, progress.failed, progress.dead, progress.remaining) == (n, 0, 0, 0)
+    keys = stored_keys(server.url, name)
+    assert sorted(keys) == list(range(n))
+    assert max(keys.values()) == 1
+    calls = collections.Counter(int(line) for line in log.read_text().split())
+    assert set(calls) == set(range(n))  # every item ran; some twice (the victim's)
+
+
+@pytest.mark.timeout(120)
+def test_a_poison_item_goes_to_the_dead_letters_alone(server: RedisServer, tmp_path: Path) -> None:
+    """Item 13 kills every worker that runs it: it alone is dead-lettered."""
+    name = new_run()
+    n = 200
+    log = tmp_path / "calls.log"
+    produce(server.url, name, range(n))
+    deaths = 0
+    deadline = time.monotonic() + 90
+    while True:  # a supervisor: restart a worker whenever one dies
+        worker = spawn_worker(server.url, name, "poison", "20", "0.5", str(log), "2")
+        _out, err = worker.communicate(timeout=60)
+        if worker.returncode == 0:
+            break
+        assert worker.returncode == -signal.SIGKILL, err
+        deaths += 1
+        assert time.monotonic() < deadline
+    # Once in company (its neighbours are suspects then), then twice alone.
+    assert deaths == 3
+    progress = progress_of(server.url, name)
+    assert (progress.ok, progress.failed, progress.dead, progress.remaining) == (n - 1, 0, 1, 0)
+
+    async def letters() -> Any:
+        async with RedisQueue(server.url, run=name) as queue:
+            return await queue.dead_letters()
+
+    (letter,) = asyncio.run(letters())
+    assert letter.key == 13
+    assert letter.item == 13
+    assert "died or stopped answering 2 times while it ran alone" in letter.reason
+    calls = collections.Counter(int(line) for line in log.read_text().split())
+    assert calls[13] == 3
+
+
+@pytest.mark.timeout(120)
+def test_redis_restarted_mid_run_loses_nothing(own_server: RedisServer, tmp_path: Path) -> None:
+    name = new_run()
+    n = 3000
+    log = tmp_path / "calls.log"
+    url = own_server.url
+    produce(url, name, range(n))
+    worker = spawn_worker(url, name, "square", "20", "5", str(log))
+    deadline = time.monotonic() + 30
+    while progress_of(url, name).done < 500:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    own_server.restart(down_for=1.0)
+    _out, err = worker.communicate(timeout=60)
+    assert worker.returncode == 0, err
+    assert "does not answer" in err
+    assert "answers again" in err
+    progress = progress_of(url, name)
+    assert (progress.ok, progress.failed, progress.dead, progress.remaining) == (n, 0, 0, 0)
+    keys = stored_keys(url, name)
+    assert sorted(keys) == list(range(n))
+    assert max(keys.values()) == 1
+
+
+# -- the shared rate limit --------------------------------------------------------------
+
+
+def test_a_rate_limit_shared_by_two_workers_holds_in_total(run: Any, server: RedisServer) -> None:
+    name = new_run()
+    starts: list[float] = []
+
+    async def call(item: int) -> int:
+        starts.append(time.monotonic())
+        return item
+
+    async def worker(queue: RedisQueue, limit: Any) -> int:
+        return len([r async for r in queue.work(call, 10, rate_limit=limit)])
+
+    async def main() -> None:
+        async with (
+            RedisQueue(server.url, run=name) as first,
+            RedisQueue(server.url, run=name) as second,
+        ):
+            await first.produce(range(60))
+            done = await asyncio.gather(
+                worker(first, first.rate_limit(40)), worker(second, second.rate_limit(40))
+            )
+            assert sum(done) == 60
+            assert min(done) > 0
+
+    run(main())
+    starts.sort()
+    # GCRA: 60 calls at 40/s with burst 1 take at least 59/40 s.
+    assert starts[-1] - starts[0] >= 59 / 40 * 0.95
+    # In any window of 0.5 s, at most 1 + 40 * 0.5 calls (and a little for timers).
+    for i, at in enumerate(starts):
+        inside = sum(1 for t in starts[i:] if t - at < 0.5)
+        assert inside <= 1 + 20 + 1
+
+
+# -- misuse and outages ------------------------------------------------------------------
+
+
+def test_redis_down_says_so_after_the_reconnect_timeout(run: Any) -> None:
+    async def main() -> None:
+        queue = RedisQueue(f"redis://127.0.0.1:{free_port()}/0", run="x", reconnect_timeout=0.5)
+        with pytest.raises(QueueUnavailableError, match=r"did not answer for 0.5 s.*nothing is"):
+            async with queue:
+                pass
+
+    run(main())
+
+
+def test_a_wrong_password_is_a_clear_error(tmp_path: Path) -> None:
+    redis = RedisServer(tmp_path, password="s3cret")  # noqa: S106 - a test server's
+    redis.start()
+    try:
+
+        async def main() -> None:
+            url = redis.url.replace("s3cret", "wrong")
+            with pytest.raises(JournalError, match=r"refused us.*user and password") as caught:
+                async with RedisQueue(url, run="x"):
+                    pass
+            assert "wrong" not in str(caught.value)  # the password is not repeated
+            async with RedisQueue(redis.url, run="x") as queue:  # the right one works
+                assert (await queue.progress()).produced == 0
+
+        asyncio.run(main())
+    finally:
+        redis.stop()
+
+
+def test_bad_arguments_say_what_to_do(run: Any, server: RedisServer) -> None:
+    with pytest.raises(ValueError, match="Redis URL"):
+        RedisQueue("http://localhost", run="x")
+    with pytest.raises(ValueError, match="run must be"):
+        RedisQueue(server.url, run="a b")
+    queue = RedisQueue(server.url, run="x")
+    with pytest.raises(ValueError, match="ordered=True"):
+        parallelize(double, range(3), 2, journal=queue, ordered=True)
+
+    async def main() -> None:
+        with pytest.raises(RuntimeError, match="async with"):
+            await queue.progress()
+        async with RedisQueue(server.url, run=new_run()) as opened:
+            with pytest.raises(TypeError, match="travel as JSON"):
+                await opened.produce([object()])
+        name = new_run()
+        async with RedisQueue(server.url, run=name) as opened:
+            await opened.produce(range(3))
+            async for _ in opened.work(double, 2):
+                pass
+
+            async def other(item: int) -> int:
+                return item
+
+            with pytest.raises(JournalError, match="same action"):
+                async for _ in opened.work(other, 2):
+                    pass
+
+    run(main())
+
+
+def test_a_run_gone_from_redis_is_a_clear_error(run: Any, server: RedisServer) -> None:
+    name = new_run()
+
+    async def main() -> None:
+        async with RedisQueue(server.url, run=name) as queue:
+            await queue.produce(range(10))
+            await queue._redis().delete(queue._items)
+            with pytest.raises(JournalError, match="gone from Redis"):
+                async for _ in queue.work(double, 2):
+                    pass
+
+    run(main())
+
+
+def test_produce_resumes_and_refuses_a_changed_input(run: Any, server: RedisServer) -> None:
+    name = new_run()
+
+    def items(stop_at: int | None) -> Iterator[int]:
+        for i in range(1000):
+            if i == stop_at:
+                raise RuntimeError("input broke")
+            yield i
+
+    async def main() -> None:
+        async with RedisQueue(server.url, run=name) as queue:
+            with pytest.raises(RuntimeError, match="input broke"):
+                await queue.produce(items(700))
+            assert (await queue.progress()).produced == 512  # the full batches
+            assert await queue.produce(items(None)) == 1000
+            keys = [r async for r in queue.work(double, 10)]
+            assert sorted(keys) == [2 * i for i in range(1000)]
+        changed = new_run()
+        async with RedisQueue(server.url, run=changed) as queue:
+            with pytest.raises(RuntimeError):
+                await queue.produce(items(600))
+            with pytest.raises(JournalError, match="input changed"):
+                await queue.produce(i + 1 for i in range(1000))
+
+    run(main())
+
+
+def test_workers_may_start_before_the_producer(run: Any, server: RedisServer) -> None:
+    name = new_run()
+
+    async def main() -> None:
+        async with (
+            RedisQueue(server.url, run=name) as worker_side,
+            RedisQueue(server.url, run=name) as producer_side,
+        ):
+
+            async def work() -> list[int]:
+                return [r async for r in parallelize(double, NO_INPUT, 5, journal=worker_side)]
+
+            task = asyncio.create_task(work())
+            await asyncio.sleep(0.3)
+            assert not task.done()  # waiting for items, not finished
+            await producer_side.produce(range(50))
+            assert sorted(await task) == [2 * i for i in range(50)]
+
+    run(main())
+
+
+@pytest.mark.parametrize("workers", [1, 10])
+def test_every_policy_applies_as_on_one_machine(
+    run: Any, server: RedisServer, workers: int
+) -> None:
+    """Timeouts, retries and a local rate limit, through the queue (one worker too)."""
+    name = new_run()
+    tries: collections.Counter[int] = collections.Counter()
+
+    async def slow_then_fast(item: int) -> int:
+        tries[item] += 1
+        if tries[item] == 1 and item % 5 == 0:
+            await asyncio.sleep(10)  # timed out, then retried
+        return item
+
+    async def main() -> None:
+        async with RedisQueue(server.url, run=name) as queue:
+            got = [
+                r
+                async for r in parallelize(
+                    slow_then_fast,
+                    range(20),
+                    workers,
+                    journal=queue,
+                    timeout=0.2,
+                    retry=Retry(on=TimeoutError, attempts=2, backoff=Backoff(initial=0.01)),
+                    rate_limit=RateLimit(1000),
+                )
+            ]
+            assert sorted(got) == list(range(20))
+            stored = await queue.get(5)
+            assert stored is not None
+            assert stored.attempts == 2
+
+    run(main())
+
+
+def test_messages_name_the_queue_without_its_password() -> None:
+    queue = RedisQueue("redis://user:hunter2@127.0.0.1:1/0", run="x")
+    assert "hunter2" not in repr(queue)
+    assert "hunter2" not in queue.location
