@@ -66,7 +66,7 @@ def workdir(tmp_path: Path) -> Path:
         (["run", "tasks:nothing", "--input", "args.jsonl"], "module 'tasks' has no 'nothing'"),
         (["run", "broken:f", "--input", "args.jsonl"], "importing 'broken' failed: RuntimeError"),
         (["run", "tasks:add", "--input", "missing.jsonl"], "cannot read the --input file"),
-        (["run", "tasks:add"], "the following arguments are required: -i/--input"),
+        (["run", "tasks:add"], "--input is missing: give the input, or --run NAME"),
         ([], "choose a command"),
     ],
 )

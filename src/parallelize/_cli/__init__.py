@@ -6,6 +6,7 @@ Built on the public API only::
     _parser    the grammar and the help texts
     _fetch     parallelize fetch URLS: aiohttp, one JSON line per URL
     _run       parallelize run MODULE:FUNCTION: one JSON line per call
+    _queue     --run NAME (a run shared through Redis) and parallelize queue
     _common    input lines, the batched output, the run, its summary and exit code
 
 Exit codes: 0 every item succeeded, 1 some failed, 2 usage error, 130 interrupted.
@@ -20,6 +21,7 @@ import sys
 from ._common import EXIT_INTERRUPTED, EXIT_USAGE, UsageError, setup_logging
 from ._fetch import fetch_command
 from ._parser import build_parser
+from ._queue import queue_command
 from ._run import run_command
 
 __all__ = ("main",)
@@ -66,11 +68,14 @@ def _dispatch(options: argparse.Namespace, unknown: list[str], args: list[str]) 
         )
     if options.command is None:
         raise UsageError(
-            "choose a command: 'parallelize fetch URLS' or "
-            "'parallelize run MODULE:FUNCTION --input FILE' (see 'parallelize --help')",
+            "choose a command: 'parallelize fetch URLS', "
+            "'parallelize run MODULE:FUNCTION --input FILE' or 'parallelize queue' "
+            "(see 'parallelize --help')",
             prog="parallelize",
         )
     setup_logging(verbose=options.verbose)
     if options.command == "fetch":
         return fetch_command(options, args)
+    if options.command == "queue":
+        return queue_command(options)
     return run_command(options, args)

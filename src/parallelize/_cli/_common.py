@@ -37,6 +37,7 @@ from parallelize import (
     SQLiteJournal,
     parallelize,
 )
+from parallelize._redis import NO_INPUT
 
 __all__ = (
     "ENCODE",
@@ -111,8 +112,14 @@ Parse = Callable[[int, str], T | None]
 
 
 @contextlib.contextmanager
-def open_input(path: str, what: str) -> Iterator[IO[bytes]]:
-    """Open the input for reading (``-``: stdin, left open), or raise :class:`UsageError`."""
+def open_input(path: str | None, what: str) -> Iterator[IO[bytes] | None]:
+    """Open the input for reading (``-``: stdin, left open), or raise :class:`UsageError`.
+
+    None when there is no input: a worker of a run shared through Redis.
+    """
+    if path is None:
+        yield None
+        return
     if path == "-":
         yield sys.stdin.buffer
         return
@@ -132,21 +139,24 @@ def is_regular_file(stream: IO[bytes]) -> bool:
         return False
 
 
-def read_items(stream: IO[bytes], parse: Parse[T]) -> Iterable[T] | AsyncIterator[T]:
+def read_items(stream: IO[bytes] | None, parse: Parse[T]) -> Iterable[T] | AsyncIterator[T]:
     """Return the items of ``stream``: ``parse(number, text)`` of each line but None.
 
     A file on disk is read as a plain iterator (it never blocks for long). A pipe or
     a terminal is read by a thread, so that a slow writer cannot freeze the event
-    loop and every request in flight with it.
+    loop and every request in flight with it. No stream: no input of this process's
+    own (a worker of a run shared through Redis).
     """
+    if stream is None:
+        return NO_INPUT
     if is_regular_file(stream):
         return _file_items(stream, parse)
     return _pipe_items(stream, parse)
 
 
-def count_items(stream: IO[bytes], parse: Parse[Any]) -> int | None:
+def count_items(stream: IO[bytes] | None, parse: Parse[Any]) -> int | None:
     """How many items a file on disk holds (for the progress bar's ETA), or None."""
-    if not is_regular_file(stream):
+    if stream is None or not is_regular_file(stream):
         return None
     position = stream.tell()
     try:
@@ -360,6 +370,11 @@ async def execute(job: Job, options: argparse.Namespace, sink: Sink, argv: list[
     Raises:
         UsageError: The journal cannot be used, or an extra is missing.
     """
+    from ._queue import add_only, make_queue  # noqa: PLC0415 - it imports this module
+
+    queue = None if options.run_name is None else make_queue(options, job)
+    if queue is not None and options.add_only:
+        return await add_only(queue, job)
     progress = wants_progress(options.progress, options.quiet)
     journal = options.journal
     exporter = _exporter(options.metrics_port)
@@ -375,10 +390,12 @@ async def execute(job: Job, options: argparse.Namespace, sink: Sink, argv: list[
             adaptive=AdaptiveLimit() if options.adaptive else False,
             # A rerun writes every item again: the successes replayed from the
             # journal, the failures and the rest run now (so -o FILE is whole).
-            journal=None
+            journal=queue
+            if queue is not None
+            else None
             if journal is None
             else SQLiteJournal(journal, replay=True, retry_failed=True),
-            key=None if journal is None else job.key,
+            key=None if journal is None and queue is None else job.key,
             handle_signals=True,
             stats=True,
             progress=Progress(description=job.noun) if progress else False,
@@ -390,10 +407,29 @@ async def execute(job: Job, options: argparse.Namespace, sink: Sink, argv: list[
             exporter.close()
         raise UsageError(str(exc)) from exc
     try:
-        return await _consume(run, job, options, sink, argv)
+        if queue is None:
+            return await _consume(run, job, options, sink, argv)
+        async with queue:
+            code = await _consume(run, job, options, sink, argv)
+            if not options.quiet:
+                progress_now = await queue.progress()
+                sys.stderr.write(f"parallelize: {_run_line(progress_now)}\n")
+            return code
+    except JournalError as exc:  # Redis refused us, or did not answer for long
+        raise UsageError(str(exc)) from exc
     finally:
         if exporter is not None:
             exporter.close()
+
+
+def _run_line(progress: Any) -> str:
+    p = progress
+    state = "finished" if p.finished else f"{p.remaining:,} to go"
+    dead = f", {p.dead:,} dead letters" if p.dead else ""
+    return (
+        f"run {p.run}: {p.done:,} of {p.produced:,} done by all workers "
+        f"({p.failed:,} failed{dead}); {state}"
+    )
 
 
 def _exporter(port: int | None) -> PrometheusExporter | None:

@@ -37,6 +37,7 @@ from ._common import (
     run_loop,
     wants_progress,
 )
+from ._queue import check_queue_options
 
 if TYPE_CHECKING:
     import argparse
@@ -115,6 +116,7 @@ def fetch_command(options: argparse.Namespace, argv: list[str]) -> int:
     """
     options.client = _client_name(options.client)
     check_journal(options.journal)
+    check_queue_options(options, options.urls, "URLS")
     with open_input(options.urls, "the URLS file") as stream:
         if options.save_dir is not None:
             try:
@@ -146,7 +148,11 @@ def _client_name(asked: str | None) -> str:
 
 
 async def _fetch(
-    options: argparse.Namespace, stream: IO[bytes], sink: Sink, argv: list[str], total: int | None
+    options: argparse.Namespace,
+    stream: IO[bytes] | None,
+    sink: Sink,
+    argv: list[str],
+    total: int | None,
 ) -> int:
     """Fetch, on the event loop: the client, the action, the run."""
     # --timeout is the client's, not the run's: see parallelize.http on cancellation.

@@ -10,6 +10,7 @@ from parallelize.http import BACKENDS
 
 from ._common import UsageError
 from ._fetch import parse_header
+from ._queue import add_queue_options, add_queue_parser
 
 __all__ = ("build_parser",)
 
@@ -31,6 +32,8 @@ MAIN_EPILOG = f"""\
 examples:
   parallelize fetch urls.txt -o results.jsonl
   parallelize run mymodule:handle --input args.jsonl -w 20
+  parallelize fetch urls.txt --run crawl      # one run over many machines (Redis)
+  parallelize queue status --run crawl
 
 {EXIT_CODES}
 
@@ -56,6 +59,11 @@ examples:
   parallelize fetch urls.txt --journal crawl.db -o crawl.jsonl --save-dir pages
       (Ctrl-C it, run the same command again: it goes on where it stopped)
   jq -r 'select(.error) | .url' results.jsonl     # the URLs that failed
+
+one run over many machines (Redis; PARALLELIZE_REDIS=redis://host:6379/0):
+  parallelize fetch urls.txt --run crawl -o a.jsonl    # machine A: adds, fetches
+  parallelize fetch --run crawl -o b.jsonl             # machines B, C...: fetch
+  parallelize queue status --run crawl                 # from anywhere
 
 with --journal, a rerun of the same command writes every URL again: the ones
 done are replayed from the journal without a request, the failed and the
@@ -255,7 +263,12 @@ def build_parser() -> Parser:
         epilog=FETCH_EPILOG,
         formatter_class=formatter,
     )
-    fetch.add_argument("urls", metavar="URLS", help="a file of URLs, one a line; - for stdin")
+    fetch.add_argument(
+        "urls",
+        metavar="URLS",
+        nargs="?",
+        help="a file of URLs, one a line; - for stdin (optional with --run)",
+    )
     _add_common(
         fetch,
         timeout=30.0,
@@ -298,6 +311,7 @@ def build_parser() -> Parser:
         help="save each body to DIR/<sha256 of the URL, in hex> (the record's "
         '"file"), streamed, never held in memory',
     )
+    add_queue_options(fetch, "URLs")
 
     run = commands.add_parser(
         "run",
@@ -314,11 +328,12 @@ def build_parser() -> Parser:
     run.add_argument(
         "-i",
         "--input",
-        required=True,
         metavar="FILE",
-        help="JSON lines of arguments, one call per line; - for stdin",
+        help="JSON lines of arguments, one call per line; - for stdin (optional with --run)",
     )
     _add_common(run, timeout=None, retried="on any exception of FUNCTION or a timeout")
+    add_queue_options(run, "calls")
+    add_queue_parser(commands, formatter)
     return parser
 
 

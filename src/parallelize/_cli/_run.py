@@ -34,6 +34,7 @@ from ._common import (
     run_loop,
     wants_progress,
 )
+from ._queue import check_queue_options
 
 if TYPE_CHECKING:
     import argparse
@@ -207,8 +208,9 @@ def run_command(options: argparse.Namespace, argv: list[str]) -> int:
         UsageError: The function cannot be imported, or the input or the output
             cannot be used (checked before any call).
     """
-    function = load_function(options.function)
     check_journal(options.journal)
+    check_queue_options(options, options.input, "--input")
+    function = load_function(options.function)
     with open_input(options.input, "the --input file") as stream:
         total = None
         if wants_progress(options.progress, options.quiet):
@@ -222,7 +224,7 @@ async def _run(
     options: argparse.Namespace,
     function: Callable[..., Any],
     *,
-    stream: IO[bytes],
+    stream: IO[bytes] | None,
     sink: Sink,
     argv: list[str],
     total: int | None,

@@ -1,0 +1,184 @@
+"""The command line over Redis: ``--run NAME`` on fetch and run, and ``parallelize queue``."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from clitools import by_url, cli, records, write_lines
+from redistools import RedisServer
+
+
+@pytest.fixture(scope="module")
+def redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def env(redis: RedisServer) -> Iterator[None]:
+    """$PARALLELIZE_REDIS names the test's Redis, for this process and its children."""
+    before = os.environ.get("PARALLELIZE_REDIS")
+    os.environ["PARALLELIZE_REDIS"] = redis.url
+    yield
+    if before is None:
+        del os.environ["PARALLELIZE_REDIS"]
+    else:
+        os.environ["PARALLELIZE_REDIS"] = before
+
+
+def new_run() -> str:
+    return f"c{uuid.uuid4().hex[:10]}"
+
+
+def start(*args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(  # noqa: S603 - our own CLI
+        [sys.executable, "-m", "parallelize", *args],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def status(run: str) -> dict[str, Any]:
+    result = cli("queue", "status", "--run", run, "--json")
+    assert result.returncode == 0, result.stderr
+    data: dict[str, Any] = json.loads(result.stdout)
+    return data
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.usefixtures("env")
+def test_fetch_on_two_processes_writes_each_url_once(server: str, tmp_path: Path) -> None:
+    """Machine B starts first with no input; machine A adds the URLs and works too."""
+    run = new_run()
+    urls = [f"{server}/page/{n}" for n in range(300)]
+    urls += [f"{server}/status/404?n={n}" for n in range(20)]
+    worker = start("fetch", "--run", run, "-w", "10", "-o", str(tmp_path / "b.jsonl"))
+    producer = cli(
+        "fetch",
+        str(write_lines(tmp_path / "urls.txt", urls)),
+        "--run",
+        run,
+        "-w",
+        "10",
+        "-o",
+        str(tmp_path / "a.jsonl"),
+    )
+    assert producer.returncode == 1, producer.stderr  # some 404s were its own
+    _, err = worker.communicate(timeout=30)
+    assert worker.returncode in {0, 1}, err
+    assert "done by all workers" in producer.stderr
+    written = (tmp_path / "a.jsonl").read_text() + (tmp_path / "b.jsonl").read_text()
+    got = Counter(record["url"] for record in records(written))
+    assert sorted(got) == sorted(urls)
+    assert set(got.values()) == {1}  # nobody died: no URL was fetched twice
+    # Every line the workers wrote, from any machine, the failures included.
+    results = cli("queue", "results", "--run", run)
+    assert results.returncode == 0, results.stderr
+    assert sorted(results.stdout.splitlines()) == sorted(written.splitlines())
+    assert by_url(results.stdout)[f"{server}/status/404?n=3"]["status"] == 404
+    progress = status(run)
+    assert progress["finished"]
+    assert (progress["ok"], progress["failed"], progress["produced"]) == (300, 20, 320)
+    assert len(progress["workers"]) == 2
+    text = cli("queue", "status", "--run", run)
+    assert f"run {run}: finished; 320 added, 320 done (300 ok, 20 failed)" in text.stdout
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.usefixtures("env")
+def test_add_only_then_workers_of_run(tmp_path: Path) -> None:
+    run = new_run()
+    module = tmp_path / "jobs.py"
+    module.write_text(
+        "import asyncio\nasync def add(a, b):\n    await asyncio.sleep(0.001)\n    return a + b\n"
+    )
+    lines = [json.dumps([n, n]) for n in range(100)]
+    added = cli(
+        "run",
+        "jobs:add",
+        "--input",
+        str(write_lines(tmp_path / "args.jsonl", lines)),
+        "--run",
+        run,
+        "--add-only",
+        cwd=tmp_path,
+    )
+    assert added.returncode == 0, added.stderr
+    assert f"run {run} has 100 calls, all added" in added.stderr
+    assert status(run)["produced"] == 100
+    worker = cli("run", "jobs:add", "--run", run, "-w", "5", cwd=tmp_path)
+    assert worker.returncode == 0, worker.stderr
+    got = {record["line"]: record["result"] for record in records(worker.stdout)}
+    assert got == {n + 1: 2 * n for n in range(100)}
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.usefixtures("env")
+def test_a_worker_stopped_by_sigterm_leaves_the_rest_to_others(server: str, tmp_path: Path) -> None:
+    run = new_run()
+    urls = [f"{server}/slow/20?n={n}" for n in range(200)]
+    out = tmp_path / "first.jsonl"
+    first = start(
+        "fetch",
+        str(write_lines(tmp_path / "urls.txt", urls)),
+        "--run",
+        run,
+        "-w",
+        "5",
+        "-o",
+        str(out),
+        "--idle-timeout",
+        "1",
+    )
+    while status(run)["done"] < 20:
+        assert first.poll() is None
+    first.send_signal(signal.SIGTERM)
+    _, err = first.communicate(timeout=30)
+    assert first.returncode == 130, err
+    second = cli("fetch", "--run", run, "-w", "20", "--idle-timeout", "1")
+    assert second.returncode == 0, second.stderr
+    got = Counter(r["url"] for r in records(out.read_text() + second.stdout))
+    assert sorted(got) == sorted(urls)
+    progress = status(run)
+    assert progress["finished"]
+    assert progress["ok"] == 200
+
+
+def test_usage_errors_say_what_to_do(tmp_path: Path) -> None:
+    urls = str(write_lines(tmp_path / "urls.txt", ["http://127.0.0.1:9/"]))
+    for args, message in (
+        (["fetch"], "URLS is missing: give the input, or --run NAME"),
+        (["fetch", urls, "--run", "x", "--journal", "j.db"], "do not go together"),
+        (["fetch", "--run", "x", "--add-only"], "--add-only adds URLS to the run"),
+        (["fetch", urls, "--add-only"], "--add-only goes with --run NAME"),
+        (["run", "m:f"], "--input is missing"),
+        (["queue"], "choose an action"),
+        (["fetch", urls, "--run", "a b"], "run must be a non-empty name"),
+        (["fetch", urls, "--run", "x", "--redis", "http://x"], "must be a Redis URL"),
+    ):
+        result = cli(*args, cwd=tmp_path)
+        assert result.returncode == 2, (args, result.stderr)
+        assert message in result.stderr, (args, result.stderr)
+        assert "Traceback" not in result.stderr
+
+
+def test_queue_says_when_redis_does_not_answer() -> None:
+    result = cli("queue", "status", "--run", "x", "--redis", "redis://127.0.0.1:1/0")
+    assert result.returncode == 2
+    assert "did not answer for 5 s" in result.stderr
+    assert "Traceback" not in result.stderr
