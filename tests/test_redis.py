@@ -404,6 +404,44 @@ def test_a_rate_limit_shared_by_two_workers_holds_in_total(run: Any, server: Red
         assert inside <= 1 + 20 + 1
 
 
+def test_a_concurrency_budget_is_shared_by_the_workers_alive(run: Any, server: RedisServer) -> None:
+    """Two workers with adaptive_limit(total=6): at most 6 calls in flight in all."""
+    name = new_run()
+    in_flight = 0
+    samples: list[tuple[float, int]] = []
+
+    async def call(item: int) -> int:
+        nonlocal in_flight
+        in_flight += 1
+        samples.append((time.monotonic(), in_flight))
+        await asyncio.sleep(0.01)
+        in_flight -= 1
+        return item
+
+    async def worker(queue: RedisQueue) -> int:
+        limit = queue.adaptive_limit(6, initial=10)
+        done = len([r async for r in queue.work(call, 10, adaptive=limit)])
+        assert limit.limit <= 6
+        return done
+
+    async def main() -> None:
+        async with (
+            RedisQueue(server.url, run=name, idle_timeout=0.3) as first,
+            RedisQueue(server.url, run=name, idle_timeout=0.3) as second,
+        ):
+            await first.produce(range(600))
+            started = time.monotonic()
+            done = await asyncio.gather(worker(first), worker(second))
+            assert sum(done) == 600
+            assert min(done) > 0
+            # Once both have reported (a third of idle_timeout), 3 each at most.
+            settled = [n for at, n in samples if at > started + 0.3]
+            assert settled
+            assert max(settled) <= 6
+
+    run(main())
+
+
 # -- misuse and outages ------------------------------------------------------------------
 
 

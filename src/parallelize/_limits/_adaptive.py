@@ -357,6 +357,7 @@ class AdaptiveLimit:
     """
 
     __slots__ = (
+        "_ceiling",
         "_estimator",
         "_held",
         "_in_action",
@@ -398,6 +399,7 @@ class AdaptiveLimit:
         self.probe_interval = check_seconds("probe_interval", probe_interval)
         self._random = random.Random()  # noqa: S311 - jitter, not cryptography
         self._estimator = self._new_estimator(max_limit)
+        self._ceiling: float = math.inf if max_limit is None else max_limit
         self._held = 0  # places taken: calls running or waiting for a rate limit
         self._in_action = 0  # calls running
         self._next_seq = 0
@@ -443,10 +445,20 @@ class AdaptiveLimit:
     def _bind(self, numworkers: int) -> None:
         """Cap the limit at a run's ``numworkers`` when no ``max_limit`` was given."""
         if self.max_limit is None:
-            e = self._estimator
-            e.high = numworkers
-            e.limit = min(e.limit, float(numworkers))
-            e.saved_limit = min(e.saved_limit, float(numworkers))
+            self._ceiling = numworkers
+            self._cap(numworkers)
+
+    def _cap(self, high: float) -> None:
+        """Keep the limit at or below ``high`` (and the run's ceiling) from now on.
+
+        A fleet's budget (:meth:`parallelize.redis.RedisQueue.adaptive_limit`) sets
+        this process's share with it as workers come and go.
+        """
+        e = self._estimator
+        e.high = max(float(self.min_limit), min(high, self._ceiling))
+        e.limit = min(e.limit, e.high)
+        e.saved_limit = min(e.saved_limit, e.high)
+        self._admit()  # a raised cap frees places at once
 
     # -- the gate ------------------------------------------------------------------
 

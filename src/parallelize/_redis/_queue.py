@@ -59,6 +59,7 @@ from parallelize._journal._session import (
     _start_next,
     _type_name,
 )
+from parallelize._limits import AdaptiveLimit
 from parallelize._outcomes import Failure
 from parallelize._util import check_int, check_seconds
 
@@ -366,6 +367,7 @@ class RedisQueue:
         self._deaths = prefix + "deaths"
         self._producer = prefix + "producer"
         self._rate = prefix + "rate"
+        self._alive = prefix + "alive"
         self.consumer = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}"
         self._client: Any = None  # a redis.asyncio.Redis; Any: its types are loose
         self._scripts: dict[str, Any] = {}
@@ -379,6 +381,8 @@ class RedisQueue:
         self._session: _Session | None = None
         self._state = "idle"
         self._counts = [0, 0]  # results and failures this process stored
+        self._budgets: list[tuple[AdaptiveLimit, int]] = []  # limits sharing a budget
+        self.alive = 0  # workers of the run alive at the last report
 
     def __repr__(self) -> str:
         return f"RedisQueue({_mask(self.url)!r}, run={self.run!r})"
@@ -446,7 +450,8 @@ class RedisQueue:
             try:
                 if self._state != "idle":
                     with contextlib.suppress(*_TRANSIENT, rx.RedisError):
-                        await asyncio.wait_for(self._report(), 2.0)
+                        async with asyncio.timeout(2.0):
+                            await self._report()
             finally:
                 self._client = None
                 self._tasks = []
@@ -576,7 +581,8 @@ class RedisQueue:
             await producer.done()
         except BaseException:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(producer.release(), 2.0)
+                async with asyncio.timeout(2.0):
+                    await producer.release()
             raise
         return producer.produced
 
@@ -663,15 +669,30 @@ class RedisQueue:
         )
 
     async def _report(self) -> int:
-        """Refresh the entries this process holds, and write its status."""
+        """Refresh the entries this process holds, and write its status.
+
+        Returns how many of them others took over. Also resizes this process's
+        share of the run's concurrency budget, if it has one.
+        """
         client = self._redis()
         ids = list(self._owned)
-        lost: int = await self._scripts["HEARTBEAT"](
-            keys=[self._items, self._workers],
-            args=[_GROUP, self.consumer, self._status(), *ids],
+        working = self._state == "working"
+        lost, alive = await self._scripts["HEARTBEAT"](
+            keys=[self._items, self._workers, self._alive],
+            args=[
+                _GROUP,
+                self.consumer,
+                self._status(),
+                "1" if working else "0",
+                int(self.idle_timeout * 1000),
+                *ids,
+            ],
             client=client,
         )
-        return lost
+        self.alive = int(alive)
+        for limit, total in self._budgets:
+            limit._cap(max(1, total // max(1, self.alive)))  # noqa: SLF001
+        return int(lost)
 
     async def _heartbeats(self) -> None:
         every = self.idle_timeout / 3
@@ -805,9 +826,31 @@ class RedisQueue:
             self._deaths,
             self._producer,
             self._rate,
+            self._alive,
         )
         await self._call("deleting the run", lambda: client.delete(*names))
         await self._call("deleting the run", self._create_group)
+
+    def adaptive_limit(self, total: int, **options: Any) -> AdaptiveLimit:
+        """Return an adaptive limit for this process, within a budget for the run.
+
+        The run's workers together keep at most ``total`` calls in flight: each
+        process's limit moves as :class:`~parallelize.AdaptiveLimit` does (on its
+        latency and overloads) under a ceiling of ``total`` divided by the workers
+        alive, which is updated at every report (a third of ``idle_timeout``).
+        Pass it as ``adaptive=`` in each worker.
+
+        Args:
+            total: The most calls in flight across the whole run (>= 1).
+            **options: For :class:`~parallelize.AdaptiveLimit` (``min_limit``,
+                ``tolerance``...; ``max_limit`` is this process's own cap).
+        """
+        check_int("total", total, 1)
+        limit = AdaptiveLimit(**options)
+        self._budgets.append((limit, total))
+        if self.alive:
+            limit._cap(max(1, total // self.alive))  # noqa: SLF001
+        return limit
 
     def rate_limit(self, per_second: float, *, burst: int = 1) -> SharedRateLimit:
         """Return a rate limit shared by every process of the run (one quota).

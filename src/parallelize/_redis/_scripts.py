@@ -9,6 +9,7 @@ scripts need)::
     parallelize:{run}:dead      stream: the dead letters (id, k, a, deliveries, reason, worker)
     parallelize:{run}:meta      hash: info, produced, last, input_done, ok, failed, dead
     parallelize:{run}:workers   hash: consumer -> status (JSON); consumer:ok, consumer:failed
+    parallelize:{run}:alive     hash: consumer -> when it last reported (server time, ms)
     parallelize:{run}:solo      hash: entry id -> the consumer running it alone
     parallelize:{run}:deaths    hash: entry id -> workers it took down while alone
     parallelize:{run}:producer  string: the producer's lock (a token, with a TTL)
@@ -184,12 +185,26 @@ end
 return {claimed, dead}
 """
 
-# KEYS: items, workers.  ARGV: group, consumer, status (JSON), ids...
+# KEYS: items, workers, alive.  ARGV: group, consumer, status (JSON), alive (1/0),
+# window (ms), ids...
 # Resets the idle time of the entries this consumer still owns (JUSTID: without
-# counting a delivery), and writes its status. Returns how many it no longer owns.
+# counting a delivery), writes its status, and notes it alive (or gone) by the
+# server's clock. Returns {entries it no longer owns, workers alive in the window}.
 HEARTBEAT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+if ARGV[4] == '1' then
+  redis.call('HSET', KEYS[3], ARGV[2], now)
+else
+  redis.call('HDEL', KEYS[3], ARGV[2])
+end
+local alive = 0
+local seen = redis.call('HGETALL', KEYS[3])
+for i = 2, #seen, 2 do
+  if tonumber(seen[i]) >= now - tonumber(ARGV[5]) then alive = alive + 1 end
+end
 local lost = 0
-for i = 4, #ARGV do
+for i = 6, #ARGV do
   local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)[1]
   if p and p[2] == ARGV[2] then
     redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID')
@@ -198,7 +213,7 @@ for i = 4, #ARGV do
   end
 end
 redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
-return lost
+return {lost, alive}
 """
 
 # KEYS: rate.  ARGV: interval (us), tolerance (us), count.
