@@ -386,7 +386,12 @@ async def execute(job: Job, options: argparse.Namespace, sink: Sink, argv: list[
             on_error="yield",
             timeout=None if job.timeout_in_action else options.timeout or None,
             retry=job.retry,
-            rate_limit=None if options.rate is None else RateLimit(options.rate),
+            rate_limit=None
+            if options.rate is None
+            # With --run, one quota for the whole run: every worker on every machine.
+            else queue.rate_limit(options.rate)
+            if queue is not None
+            else RateLimit(options.rate),
             adaptive=AdaptiveLimit() if options.adaptive else False,
             # A rerun writes every item again: the successes replayed from the
             # journal, the failures and the rest run now (so -o FILE is whole).

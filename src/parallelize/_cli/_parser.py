@@ -200,7 +200,8 @@ def _add_common(parser: argparse.ArgumentParser, *, timeout: float | None, retri
         "--rate",
         type=_rate,
         metavar="PER_SECOND",
-        help="start at most PER_SECOND attempts a second, retries included",
+        help="start at most PER_SECOND attempts a second, retries included (with "
+        "--run: for the whole run, all its workers on all machines together)",
     )
     parser.add_argument(
         "--adaptive",

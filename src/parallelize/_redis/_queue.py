@@ -11,10 +11,11 @@ key, then ack and delete the entry, in one atomic script. So:
   heartbeat, so a long item is never taken from it);
 - the recorded outcome is exactly once: an outcome is stored only if its key has
   none (``HSETNX``), so an item run twice is counted and written once;
-- an entry taken over from a dead worker is a suspect: it runs alone in its new
-  worker (nothing else in flight there) until it has an outcome, so that an item
-  which kills its worker is the only one charged; one that took down
-  ``max_deaths`` workers while alone goes to the dead letters with the reason.
+- an entry taken over that had been handed out twice already (two of its workers
+  died) is a suspect: it runs alone in its new worker (nothing else in flight
+  there) until it has an outcome, so that an item which kills its worker is the
+  only one charged, never its neighbours; one that took down ``max_deaths``
+  workers while alone goes to the dead letters with the reason.
 
 The engine sees the queue as a journal that is also the run's input: see
 :meth:`RedisQueue.open_session`. Everything in Redis is JSON, never pickle.
@@ -1143,10 +1144,11 @@ class _Session:
                 producer = self._check_helpers(producer)
                 now = time.monotonic()
                 suspects: list[Entry] = []
+                entries: list[Entry] = []
                 if now >= next_claim:
                     next_claim = now + queue.idle_timeout / 2
-                    suspects = await self._claim()
-                entries = await self._take()
+                    suspects, entries = await self._claim()
+                entries += await self._take()
                 for entry in suspects:
                     # Taken over from a worker that died: alone until it has an outcome.
                     await self._drain()
@@ -1244,7 +1246,7 @@ class _Session:
         self._read_any = bool(read or skipped)  # skipped: there may be more at once
         return [self._entry(*fields) for fields in read]
 
-    async def _claim(self) -> list[Entry]:
+    async def _claim(self) -> tuple[list[Entry], list[Entry]]:
         queue = self._queue
         client = queue._redis()  # noqa: SLF001
         claimed, dead = await queue._call(  # noqa: SLF001
@@ -1270,13 +1272,22 @@ class _Session:
         )
         if claimed or dead:
             logger.warning(
-                "took over %d entries of workers silent for %g s (each runs alone until "
-                "it has an outcome); %d went to the dead letters",
+                "took over %d entries of workers silent for %g s (those handed out "
+                "twice before run alone until they have an outcome); %d went to the "
+                "dead letters",
                 len(claimed),
                 queue.idle_timeout,
                 dead,
             )
-        return [self._entry(entry_id, k, a) for entry_id, k, a, _ in claimed]
+        # An entry handed out once before ran with company when its worker died:
+        # most likely innocent, it runs with company again. One handed out twice
+        # or more is a suspect: it runs alone, so that if it kills this worker too,
+        # it alone is charged (and its neighbours are not).
+        suspects, others = [], []
+        for entry_id, k, a, deliveries in claimed:
+            entry = self._entry(entry_id, k, a)
+            (suspects if int(deliveries) > 2 else others).append(entry)
+        return suspects, others
 
     def record(self, entry: Entry, outcome: Any, attempts: int, elapsed: float | None) -> None:
         """Hand the final outcome of ``entry`` (taken by the consumer) to be stored."""
