@@ -1283,7 +1283,8 @@ class _Session:
         # most likely innocent, it runs with company again. One handed out twice
         # or more is a suspect: it runs alone, so that if it kills this worker too,
         # it alone is charged (and its neighbours are not).
-        suspects, others = [], []
+        suspects: list[Entry] = []
+        others: list[Entry] = []
         for entry_id, k, a, deliveries in claimed:
             entry = self._entry(entry_id, k, a)
             (suspects if int(deliveries) > 2 else others).append(entry)
