@@ -87,6 +87,7 @@ T = TypeVar("T")
 _GROUP: Final = "workers"
 _ENQUEUE_BATCH = 256  # items per XADD script
 _STORE_BATCH = 1000  # outcomes per store script
+_STORE_GATHER = 0.005  # seconds a small batch of outcomes waits for more
 _CALL_TIMEOUT = 10.0  # seconds one call to Redis may take before it is tried again
 _encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 _decode = json.loads
@@ -376,7 +377,6 @@ class RedisQueue:
         self._owned: dict[str, None] = {}
         self._to_store: list[tuple[str, Any, str, str]] = []  # id, key, record, ok
         self._store_wake = asyncio.Event()
-        self._stored = asyncio.Event()
         self._closing = False
         self._tasks: list[asyncio.Task[None]] = []
         self._session: _Session | None = None
@@ -452,6 +452,7 @@ class RedisQueue:
                 if self._state != "idle":
                     with contextlib.suppress(*_TRANSIENT, rx.RedisError):
                         async with asyncio.timeout(2.0):
+                            await self._release()
                             await self._report()
             finally:
                 self._client = None
@@ -637,17 +638,18 @@ class RedisQueue:
         head = [_GROUP, self.consumer, "1" if self.results_stream else "0"]
         while True:
             if not self._to_store:
-                self._stored.set()
                 if self._closing:
                     return
                 self._store_wake.clear()
                 await self._store_wake.wait()
                 continue
+            if len(self._to_store) < _STORE_BATCH // 10 and not self._closing:
+                # A few outcomes: let more gather for a moment (one round trip for
+                # many; nothing waits on it but the entries' acks).
+                await asyncio.sleep(_STORE_GATHER)
             batch = self._to_store[:_STORE_BATCH]
             del self._to_store[:_STORE_BATCH]
-            args = list(head)
-            for record in batch:
-                args.extend(record)
+            args = [*head, "\n".join(["\n".join(record) for record in batch])]
             counts = await self._call(
                 "storing outcomes",
                 lambda: store(keys=keys, args=args, client=client),  # noqa: B023 - called now
@@ -657,6 +659,22 @@ class RedisQueue:
             owned = self._owned
             for record in batch:
                 owned.pop(record[0], None)
+
+    async def _release(self) -> None:
+        """Give back the entries held without a stored outcome (this process stops).
+
+        They are marked idle for ``idle_timeout``, so that the other workers take
+        them over at their next look instead of waiting that long.
+        """
+        ids = list(self._owned)
+        if ids:
+            released = await self._scripts["RELEASE"](
+                keys=[self._items],
+                args=[_GROUP, self.consumer, int(self.idle_timeout * 1000), *ids],
+                client=self._redis(),
+            )
+            logger.info("gave back %d entries without an outcome to the run", released)
+            self._owned.clear()
 
     def _status(self) -> str:
         return _encode(
@@ -1046,7 +1064,7 @@ class _Producer:
                 "adding items",
                 lambda: queue._scripts["ENQUEUE"](  # noqa: SLF001
                     keys=[queue._items, queue._meta, queue._producer],  # noqa: SLF001
-                    args=[self._token, self.produced, self._digest, *batch],
+                    args=[self._token, self.produced, self._digest, "\n".join(batch)],
                     client=client,
                 ),
             )
@@ -1103,6 +1121,8 @@ class _Session:
         self._closed = False
         self._in_engine = 0  # entries handed to the engine whose outcome was not taken
         self._read_any = False  # whether the last read found entries (even skipped ones)
+        self._ahead: asyncio.Task[list[Entry]] | None = None  # the next batch, read ahead
+        self._next_claim = 0.0  # when to look for the entries of silent workers
         self._drained = asyncio.Event()
         self._drained.set()
         self._consumer_json = _encode(queue.consumer)
@@ -1139,24 +1159,23 @@ class _Session:
         finished = False
         try:
             idle = 0.0
-            next_claim = 0.0
             while True:
                 producer = self._check_helpers(producer)
-                now = time.monotonic()
-                suspects: list[Entry] = []
-                entries: list[Entry] = []
-                if now >= next_claim:
-                    next_claim = now + queue.idle_timeout / 2
-                    suspects, entries = await self._claim()
-                entries += await self._take()
+                suspects, entries = await self._read()
                 for entry in suspects:
-                    # Taken over from a worker that died: alone until it has an outcome.
+                    # Handed out twice before: alone until its outcome is stored.
                     await self._drain()
                     await self._mark_alone(entry)
                     self._hand()
                     yield entry
                     await self._drain()
-                for entry in entries:
+                    await self._until_stored(entry)
+                half = len(entries) // 2 if len(entries) >= self._batch else -1
+                for i, entry in enumerate(entries):
+                    if i == half:
+                        # A full batch: more is likely waiting. Read it while this
+                        # one runs, so that no worker waits for a round trip.
+                        self._ahead = asyncio.get_running_loop().create_task(self._take())
                     self._hand()
                     yield entry
                 if entries or suspects or self._read_any:
@@ -1168,11 +1187,32 @@ class _Session:
                 idle = min(0.2, idle * 2 or 0.005)
                 await asyncio.sleep(idle)
         finally:
-            if producer is not None:
-                producer.cancel()
-                await asyncio.wait((producer,))
+            for task in (producer, self._ahead):
+                if task is not None:
+                    task.cancel()
+                    await asyncio.wait((task,))
             queue._state = "finished" if finished else "stopped"  # noqa: SLF001
             queue._session = None  # noqa: SLF001
+
+    async def _read(self) -> tuple[list[Entry], list[Entry]]:
+        """Return the next entries: suspects (to run alone) and the others.
+
+        Every ``idle_timeout / 2``, first the entries of silent workers; then a
+        batch of new ones (read ahead already, when the last batch was full).
+        """
+        suspects: list[Entry] = []
+        entries: list[Entry] = []
+        now = time.monotonic()
+        if now >= self._next_claim:
+            self._next_claim = now + self._queue.idle_timeout / 2
+            suspects, entries = await self._claim()
+        ahead = self._ahead
+        if ahead is not None:
+            self._ahead = None
+            entries += await ahead
+        else:
+            entries += await self._take()
+        return suspects, entries
 
     def _check_helpers(self, producer: asyncio.Task[int] | None) -> asyncio.Task[int] | None:
         """Raise the error of the producer or the storer, if one failed."""
@@ -1183,6 +1223,17 @@ class _Session:
             producer.result()  # its error, if it failed, is the run's
             return None
         return producer
+
+    async def _until_stored(self, entry: Entry) -> None:
+        """Wait until the outcome of ``entry`` is stored (it is alone until then).
+
+        Not only taken: while its outcome waits for the storer, the entry is still
+        marked as running alone, and a death then would be charged to it.
+        """
+        queue = self._queue
+        while entry.ref in queue._owned:  # noqa: SLF001 - until stored (a rare path)
+            queue._store_wake.set()  # noqa: SLF001
+            await asyncio.sleep(0.001)
 
     async def _mark_alone(self, entry: Entry) -> None:
         """Note that ``entry`` runs alone here: if this worker dies, it is to blame."""
