@@ -608,3 +608,20 @@ def test_messages_name_the_queue_without_its_password() -> None:
     queue = RedisQueue("redis://user:hunter2@127.0.0.1:1/0", run="x")
     assert "hunter2" not in repr(queue)
     assert "hunter2" not in queue.location
+
+
+@given(
+    value=st.one_of(
+        st.text(),
+        st.integers(),
+        st.booleans(),
+        st.none(),
+        st.floats(allow_nan=False, allow_infinity=False),
+        st.lists(st.one_of(st.text(), st.integers()), max_size=4),
+    )
+)
+def test_property_the_short_json_is_the_encoders(value: Any) -> None:
+    """Keys, arguments and results skip the encoder when they can, byte for byte the same."""
+    from parallelize._redis._queue import _encode, _json  # noqa: PLC0415 - internal
+
+    assert _json(value) == _encode(value)

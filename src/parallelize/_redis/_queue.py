@@ -42,6 +42,7 @@ from collections.abc import (
     Iterable,
     Sequence,
 )
+from json.encoder import encode_basestring
 from typing import TYPE_CHECKING, Any, Final, Self, TypeVar, final
 from urllib.parse import urlsplit, urlunsplit
 
@@ -92,6 +93,16 @@ _CALL_TIMEOUT = 10.0  # seconds one call to Redis may take before it is tried ag
 _encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 _decode = json.loads
 
+
+def _json(value: Any) -> str:
+    """``_encode(value)``, without the encoder for the common cases: a str, an int."""
+    kind = type(value)
+    if kind is str:
+        return encode_basestring(value)  # what the encoder does with a str
+    if kind is int:
+        return str(value)
+    return _encode(value)
+
 # Errors after which Redis may well answer again: retried until reconnect_timeout.
 _TRANSIENT = (
     rx.ConnectionError,
@@ -125,7 +136,7 @@ def _mask(url: str) -> str:
 def _key_text(key: int | str) -> str:
     if isinstance(key, bool) or not isinstance(key, int | str):
         raise TypeError(f"key= must return a str or an int, got {key!r}")
-    return _encode(key)
+    return _json(key)
 
 
 def _number(value: float | None) -> str:
@@ -1021,7 +1032,7 @@ class _Producer:
             return False
         item_key = this if self._key is None else self._key(item)
         try:
-            args = _encode(list(item) if type(item) is tuple else item)
+            args = _json(list(item) if type(item) is tuple else item)
         except (TypeError, ValueError) as exc:
             raise TypeError(
                 f"item {this} ({item!r}) cannot go through Redis: items travel as JSON "
@@ -1364,7 +1375,7 @@ class _Session:
             ok = "0"
         else:
             try:
-                data = _encode(outcome)
+                data = _json(outcome)
             except (TypeError, ValueError) as exc:
                 raise JournalError(
                     f"cannot store the result of item {entry.item!r} in Redis: {exc}. "
