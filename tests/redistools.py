@@ -8,6 +8,7 @@ it is missing.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -15,6 +16,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -105,6 +107,18 @@ class RedisServer:
         self.stop()
         time.sleep(down_for)
         self.start()
+
+
+@contextlib.contextmanager
+def running(directory: Path, *, password: str | None = None) -> Iterator[RedisServer]:
+    """A started server in ``directory``, stopped at the end (for the fixtures)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    server = RedisServer(directory, password=password)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 def spawn_worker(url: str, run: str, *args: str) -> subprocess.Popen[str]:

@@ -17,15 +17,13 @@ from typing import Any
 import pytest
 
 from clitools import by_url, cli, records, write_lines
-from redistools import RedisServer
+from redistools import RedisServer, running
 
 
 @pytest.fixture(scope="module")
 def redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
-    server.start()
-    yield server
-    server.stop()
+    with running(tmp_path_factory.mktemp("redis")) as server:
+        yield server
 
 
 @pytest.fixture

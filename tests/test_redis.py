@@ -22,25 +22,20 @@ from hypothesis import strategies as st
 
 from parallelize import Backoff, Failure, JournalError, RateLimit, Retry, parallelize
 from parallelize.redis import NO_INPUT, QueueUnavailableError, RedisQueue
-from redistools import RedisServer, free_port, spawn_worker
+from redistools import RedisServer, free_port, running, spawn_worker
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    redis = RedisServer(tmp_path_factory.mktemp("redis"))
-    redis.start()
-    yield redis
-    redis.stop()
+    with running(tmp_path_factory.mktemp("redis")) as redis:
+        yield redis
 
 
 @pytest.fixture
 def own_server(tmp_path: Path) -> Iterator[RedisServer]:
     """A server of the test's own, to restart or stop."""
-    redis = RedisServer(tmp_path / "redis-data")
-    redis.directory.mkdir()
-    redis.start()
-    yield redis
-    redis.stop()
+    with running(tmp_path / "redis-data") as redis:
+        yield redis
 
 
 def new_run() -> str:
@@ -457,22 +452,17 @@ def test_redis_down_says_so_after_the_reconnect_timeout(run: Any) -> None:
 
 
 def test_a_wrong_password_is_a_clear_error(tmp_path: Path) -> None:
-    redis = RedisServer(tmp_path, password="s3cret")  # noqa: S106 - a test server's
-    redis.start()
-    try:
+    async def main(redis: RedisServer) -> None:
+        url = redis.url.replace("s3cret", "wrong")
+        with pytest.raises(JournalError, match=r"refused us.*user and password") as caught:
+            async with RedisQueue(url, run="x"):
+                pass
+        assert "wrong" not in str(caught.value)  # the password is not repeated
+        async with RedisQueue(redis.url, run="x") as queue:  # the right one works
+            assert (await queue.progress()).produced == 0
 
-        async def main() -> None:
-            url = redis.url.replace("s3cret", "wrong")
-            with pytest.raises(JournalError, match=r"refused us.*user and password") as caught:
-                async with RedisQueue(url, run="x"):
-                    pass
-            assert "wrong" not in str(caught.value)  # the password is not repeated
-            async with RedisQueue(redis.url, run="x") as queue:  # the right one works
-                assert (await queue.progress()).produced == 0
-
-        asyncio.run(main())
-    finally:
-        redis.stop()
+    with running(tmp_path, password="s3cret") as redis:  # noqa: S106 - a test server's
+        asyncio.run(main(redis))
 
 
 def test_bad_arguments_say_what_to_do(run: Any, server: RedisServer) -> None:
@@ -543,6 +533,34 @@ def test_produce_resumes_and_refuses_a_changed_input(run: Any, server: RedisServ
                 await queue.produce(items(600))
             with pytest.raises(JournalError, match="input changed"):
                 await queue.produce(i + 1 for i in range(1000))
+
+    run(main())
+
+
+def test_the_producer_pauses_at_max_pending_and_ends_without_workers(
+    run: Any, server: RedisServer
+) -> None:
+    """Backpressure: at most max_pending (plus a batch) waiting; the last batch ends it."""
+    name = new_run()
+
+    async def main() -> None:
+        async with RedisQueue(server.url, run=name, max_pending=512) as queue:
+            assert await queue.produce(range(512)) == 512  # no worker: it still ends
+            assert (await queue.progress()).input_done
+        other = new_run()
+        async with (
+            RedisQueue(server.url, run=other, max_pending=300) as producer_side,
+            RedisQueue(server.url, run=other) as worker_side,
+        ):
+            task = asyncio.create_task(producer_side.produce(range(2000)))
+            await asyncio.sleep(0.5)
+            progress = await producer_side.progress()
+            assert not task.done()  # paused, waiting for workers
+            assert progress.produced <= 300 + 256
+            assert progress.remaining <= 300 + 256
+            done = [r async for r in parallelize(double, NO_INPUT, 20, journal=worker_side)]
+            assert await task == 2000
+            assert sorted(done) == [2 * i for i in range(2000)]
 
     run(main())
 

@@ -103,6 +103,7 @@ def _json(value: Any) -> str:
         return str(value)
     return _encode(value)
 
+
 # Errors after which Redis may well answer again: retried until reconnect_timeout.
 _TRANSIENT = (
     rx.ConnectionError,
@@ -931,6 +932,7 @@ class _Producer:
         self._position = 0  # items of this input read so far
         self._batch: list[str] = []  # key, arguments, key, arguments...
         self._digest = ""  # the digest of the last item in the batch
+        self._length = 0  # the run's entries not done, as last seen
 
     async def lock(self) -> bool:
         """Take the producer's lock, waiting while another producer holds it.
@@ -1064,12 +1066,23 @@ class _Producer:
                 await self.send()
 
     async def send(self) -> None:
-        """Add the batch to the run; then wait while the run holds max_pending entries."""
+        """Add the batch to the run, once it holds fewer than max_pending entries.
+
+        The wait comes before a batch, not after: the last batch is followed by the
+        input's end at once, workers or not.
+        """
         batch = self._batch
         if not batch:
             return
-        await self._refresh()
         queue, client = self._queue, self._client
+        while self._length >= queue.max_pending:  # backpressure: the workers are behind
+            await asyncio.sleep(0.05)
+            await self._refresh()
+            self._length = await queue._call(  # noqa: SLF001
+                "waiting for the workers",
+                lambda: client.xlen(queue._items),  # noqa: SLF001
+            )
+        await self._refresh()
         try:
             length = await queue._call(  # noqa: SLF001
                 "adding items",
@@ -1085,10 +1098,7 @@ class _Producer:
             raise
         self.produced += len(batch) // 2
         self._batch = []
-        while length >= queue.max_pending:  # backpressure: the workers are behind
-            await asyncio.sleep(0.05)
-            await self._refresh()
-            length = await queue._call("waiting for the workers", lambda: client.xlen(queue._items))  # noqa: SLF001
+        self._length = int(length)
 
     async def done(self) -> None:
         """Send the last batch, and mark the run's input as added in full."""

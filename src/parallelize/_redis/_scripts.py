@@ -57,7 +57,9 @@ end
 # k1 NL a1 NL k2 NL a2... (packed).
 # Adds the entries if the caller still holds the producer's lock and agrees on how
 # many were produced; returns the stream's length (the work not yet done).
-ENQUEUE = _FIELDS + """
+ENQUEUE = (
+    _FIELDS
+    + """
 local items = fields(ARGV[4])
 if redis.call('GET', KEYS[3]) ~= ARGV[1] then
   return redis.error_reply('PRODUCER_LOST the producer lock was lost (expired or taken)')
@@ -79,6 +81,7 @@ end
 redis.call('HSET', KEYS[2], 'produced', produced + n, 'last', ARGV[3])
 return redis.call('XLEN', KEYS[1])
 """
+)
 
 # KEYS: meta, producer.  ARGV: token, produced.
 INPUT_DONE = """
@@ -132,7 +135,9 @@ return {out, #done}
 # outcome (packed).
 # Stores each outcome under its key unless one is stored already (idempotent), then
 # acks and deletes the entries. Returns {newly stored ok, newly stored failed}.
-STORE = _FIELDS + """
+STORE = (
+    _FIELDS
+    + """
 local f = fields(ARGV[4])
 local ok, failed, ids = 0, 0, {}
 for i = 1, #f, 4 do
@@ -159,6 +164,7 @@ if failed > 0 then
 end
 return {ok, failed}
 """
+)
 
 # KEYS: items, meta, dead, solo, deaths.
 # ARGV: group, consumer, min idle (ms), count, max deaths, max deliveries.
