@@ -34,7 +34,7 @@ def free_port() -> int:
 class RedisServer:
     """One redis-server process: start, stop (with its data saved), restart, kill."""
 
-    def __init__(self, directory: Path, *, password: str | None = None) -> None:
+    def __init__(self, directory: Path, *, password: str | None = None, tls: bool = False) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             pytest.fail(
@@ -45,18 +45,32 @@ class RedisServer:
         self.directory = directory
         self.port = free_port()
         self.password = password
+        self.ca_file: Path | None = None  # with tls: the certificate authority to trust
+        if tls:
+            import trustme  # noqa: PLC0415 - only the TLS test needs it
+
+            authority = trustme.CA()
+            certificate = authority.issue_cert("127.0.0.1")
+            self.ca_file = directory / "ca.pem"
+            authority.cert_pem.write_to_path(str(self.ca_file))
+            certificate.private_key_and_cert_chain_pem.write_to_path(str(directory / "server.pem"))
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         auth = f":{self.password}@" if self.password else ""
-        return f"redis://{auth}127.0.0.1:{self.port}/0"
+        scheme = "redis" if self.ca_file is None else "rediss"
+        return f"{scheme}://{auth}127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
+        port = ["--port", str(self.port)]
+        if self.ca_file is not None:
+            pem = str(self.directory / "server.pem")
+            port = ["--port", "0", "--tls-port", str(self.port), "--tls-cert-file", pem]
+            port += ["--tls-key-file", pem, "--tls-auth-clients", "no"]
         command = [
             self.binary,
-            "--port",
-            str(self.port),
+            *port,
             "--bind",
             "127.0.0.1",
             "--dir",
@@ -82,6 +96,8 @@ class RedisServer:
                 pytest.fail(f"redis-server exited at start ({self.process.returncode}): {log}")
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
+                    if self.ca_file is not None:
+                        return  # listening (a TLS handshake is the client's job)
                     sock.sendall(b"PING\r\n")
                     reply = sock.recv(64)
                 if reply.startswith((b"+PONG", b"-NOAUTH")):
@@ -110,10 +126,12 @@ class RedisServer:
 
 
 @contextlib.contextmanager
-def running(directory: Path, *, password: str | None = None) -> Iterator[RedisServer]:
+def running(
+    directory: Path, *, password: str | None = None, tls: bool = False
+) -> Iterator[RedisServer]:
     """A started server in ``directory``, stopped at the end (for the fixtures)."""
     directory.mkdir(parents=True, exist_ok=True)
-    server = RedisServer(directory, password=password)
+    server = RedisServer(directory, password=password, tls=tls)
     server.start()
     try:
         yield server

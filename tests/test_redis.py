@@ -465,6 +465,28 @@ def test_a_wrong_password_is_a_clear_error(tmp_path: Path) -> None:
         asyncio.run(main(redis))
 
 
+def test_tls_with_a_password(tmp_path: Path) -> None:
+    """rediss:// with the certificate authority to trust, and a password: a whole run."""
+
+    async def main(redis: RedisServer) -> None:
+        assert redis.url.startswith("rediss://:s3cret@")
+        async with RedisQueue(redis.url, run="tls", ssl_ca_certs=str(redis.ca_file)) as queue:
+            got = [r async for r in parallelize(double, range(300), 20, journal=queue)]
+            assert sorted(got) == [2 * i for i in range(300)]
+            assert (await queue.progress()).finished
+        # Without trusting its certificate: refused at once, saying what to give.
+        untrusted = RedisQueue(redis.url, run="tls", reconnect_timeout=60)
+        started = time.monotonic()
+        with pytest.raises(JournalError, match=r"TLS with Redis .* ssl_ca_certs=") as caught:
+            async with untrusted:
+                pass
+        assert time.monotonic() - started < 10  # not retried: trying again cannot help
+        assert "s3cret" not in str(caught.value)
+
+    with running(tmp_path, password="s3cret", tls=True) as redis:  # noqa: S106 - a test's
+        asyncio.run(main(redis))
+
+
 def test_bad_arguments_say_what_to_do(run: Any, server: RedisServer) -> None:
     with pytest.raises(ValueError, match="Redis URL"):
         RedisQueue("http://localhost", run="x")

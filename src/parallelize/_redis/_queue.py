@@ -32,6 +32,7 @@ import math
 import os
 import secrets
 import socket
+import ssl
 import time
 from collections import deque
 from collections.abc import (
@@ -138,6 +139,20 @@ def _key_text(key: int | str) -> str:
     if isinstance(key, bool) or not isinstance(key, int | str):
         raise TypeError(f"key= must return a str or an int, got {key!r}")
     return _json(key)
+
+
+def _tls_refused(error: BaseException) -> bool:
+    """Whether ``error`` is a TLS failure that trying again cannot mend."""
+    seen: BaseException | None = error
+    for _ in range(5):  # the error, and what it was raised from
+        if seen is None:
+            return False
+        if isinstance(seen, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in str(
+            seen
+        ):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _number(value: float | None) -> str:
@@ -492,7 +507,8 @@ class RedisQueue:
 
         Raises:
             QueueUnavailableError: Redis did not answer for ``reconnect_timeout``.
-            JournalError: Redis refused the credentials, or the run is gone.
+            JournalError: Redis refused the credentials or the TLS handshake, or the
+                run is gone.
         """
         deadline = 0.0
         delay = 0.05
@@ -501,13 +517,12 @@ class RedisQueue:
             try:
                 async with asyncio.timeout(_CALL_TIMEOUT):
                     result = await call()
-            except (rx.AuthenticationError, rx.AuthorizationError, rx.NoPermissionError) as exc:
-                raise JournalError(
-                    f"Redis at {_mask(self.url)} refused us while {doing}: {exc}. Check "
-                    f"the user and password in the URL (redis://user:password@host:port/db)",
-                    self.location,
-                ) from exc
-            except _TRANSIENT as exc:
+            except (rx.RedisError, OSError) as exc:
+                refusal = self._refusal(exc, doing)
+                if refusal is not None:
+                    raise refusal from exc
+                if not isinstance(exc, _TRANSIENT):
+                    raise
                 now = time.monotonic()
                 if not deadline:
                     deadline = now + self.reconnect_timeout
@@ -533,19 +548,35 @@ class RedisQueue:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 1.0)
                 continue
-            except rx.ResponseError as exc:
-                if "NOGROUP" in str(exc):
-                    raise JournalError(
-                        f"the run {self.run!r} is gone from Redis at {_mask(self.url)} "
-                        f"(no stream or consumer group): it was deleted, or Redis "
-                        f"restarted without persistence. Give Redis 'appendonly yes', "
-                        f"and start the run again",
-                        self.location,
-                    ) from exc
-                raise
             if warned:
                 logger.warning("Redis at %s answers again", _mask(self.url))
             return result
+
+    def _refusal(self, error: BaseException, doing: str) -> JournalError | None:
+        """Return the error to raise for what trying again cannot mend, else None."""
+        where = _mask(self.url)
+        if isinstance(error, rx.AuthenticationError | rx.AuthorizationError | rx.NoPermissionError):
+            return JournalError(
+                f"Redis at {where} refused us while {doing}: {error}. Check the user and "
+                f"password in the URL (redis://user:password@host:port/db)",
+                self.location,
+            )
+        if _tls_refused(error):
+            return JournalError(
+                f"TLS with Redis at {where} failed while {doing}: {error}. Give the "
+                f"certificate authority that signed the server's certificate "
+                f"(RedisQueue(..., ssl_ca_certs='ca.pem')), or use redis:// for a server "
+                f"without TLS",
+                self.location,
+            )
+        if isinstance(error, rx.ResponseError) and "NOGROUP" in str(error):
+            return JournalError(
+                f"the run {self.run!r} is gone from Redis at {where} (no stream or "
+                f"consumer group): it was deleted, or Redis restarted without "
+                f"persistence. Give Redis 'appendonly yes', and start the run again",
+                self.location,
+            )
+        return None
 
     # -- producing ----------------------------------------------------------------
 
