@@ -186,7 +186,9 @@ def parallelize(
         retry: A :class:`~parallelize.Retry` policy: which failures are tried
             again, how often, after what delay. Default None: no retries.
         rate_limit: A :class:`~parallelize.RateLimit` that every attempt waits for,
-            shared by all workers (and by other runs given the same object).
+            shared by all workers (and by other runs given the same object); or
+            one shared by every process of a Redis run
+            (:meth:`parallelize.redis.RedisQueue.rate_limit`).
         adaptive: Keep the number of actions in flight at what the service can
             take, between 1 and ``numworkers``: ``True`` for the defaults, or an
             :class:`~parallelize.AdaptiveLimit` to tune it and read its current
@@ -198,7 +200,10 @@ def parallelize(
             file, created owner-only) or a journal object. An outcome is recorded
             once the consumer has taken it (when it asks for the next one), so a
             crash loses nothing the consumer got; items in flight or not yet
-            flushed at a crash run again. Default None.
+            flushed at a crash run again. Or a :class:`parallelize.redis.RedisQueue`:
+            the run is then shared by every process given the same queue, on any
+            machine (``argslist`` is added to it, and this process runs what it
+            gets from it). Default None.
         key: With a journal, identifies an item across runs (``key(item)``: a str
             or an int), for inputs whose order or content changes between runs.
             Default: the item's position in the input, checked against a hash of

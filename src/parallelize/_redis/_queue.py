@@ -475,6 +475,8 @@ class RedisQueue:
         finally:
             heartbeat.cancel()
             await asyncio.wait((heartbeat,))
+            if not heartbeat.cancelled() and heartbeat.exception() is not None:
+                logger.warning("reports to Redis had stopped: %s", heartbeat.exception())
             try:
                 if self._state != "idle":
                     with contextlib.suppress(*_TRANSIENT, rx.RedisError):
@@ -1267,10 +1269,10 @@ class _Session:
         return suspects, entries
 
     def _check_helpers(self, producer: asyncio.Task[int] | None) -> asyncio.Task[int] | None:
-        """Raise the error of the producer or the storer, if one failed."""
-        storer = self._queue._tasks[0]  # noqa: SLF001
-        if storer.done():
-            storer.result()
+        """Raise the error of the producer, the storer or the heartbeat, if one failed."""
+        for helper in self._queue._tasks:  # noqa: SLF001
+            if helper.done():
+                helper.result()  # Redis did not answer for reconnect_timeout, say
         if producer is not None and producer.done():
             producer.result()  # its error, if it failed, is the run's
             return None
