@@ -340,6 +340,35 @@ def test_a_poison_item_goes_to_the_dead_letters_alone(server: RedisServer, tmp_p
     assert calls[13] == 4
 
 
+def test_a_long_item_is_never_taken_from_a_live_worker(run: Any, server: RedisServer) -> None:
+    """An item running 5 idle timeouts long stays with its worker (heartbeats)."""
+    name = new_run()
+    calls: collections.Counter[int] = collections.Counter()
+
+    async def action(item: int) -> int:
+        calls[item] += 1
+        await asyncio.sleep(1.5 if item == 0 else 0.01)
+        return item
+
+    async def main() -> None:
+        async with (
+            RedisQueue(server.url, run=name, idle_timeout=0.3) as first,
+            RedisQueue(server.url, run=name, idle_timeout=0.3, batch=1) as second,
+        ):
+            await first.produce(range(60))
+            done = await asyncio.gather(
+                collect(first.work(action, 1)), collect(second.work(action, 2))
+            )
+            assert sorted(done[0] + done[1]) == list(range(60))
+            assert calls[0] == 1  # the other worker looked every 0.15 s, and left it
+
+    run(main())
+
+
+async def collect(run: Any) -> list[Any]:
+    return [r async for r in run]
+
+
 @pytest.mark.timeout(120)
 def test_redis_restarted_mid_run_loses_nothing(own_server: RedisServer, tmp_path: Path) -> None:
     name = new_run()
