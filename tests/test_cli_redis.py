@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -17,6 +18,7 @@ from typing import Any
 import pytest
 
 from clitools import by_url, cli, records, write_lines
+from parallelize.redis import RedisQueue
 from redistools import RedisServer, running
 
 
@@ -205,6 +207,27 @@ def test_usage_errors_say_what_to_do(tmp_path: Path) -> None:
         assert result.returncode == 2, (args, result.stderr)
         assert message in result.stderr, (args, result.stderr)
         assert "Traceback" not in result.stderr
+
+
+@pytest.mark.usefixtures("env")
+def test_reading_a_run_creates_nothing_and_delete_leaves_nothing(redis: RedisServer) -> None:
+    run = new_run()
+
+    async def keys() -> list[str]:
+        async with RedisQueue(redis.url, run="probe") as queue:
+            found: list[str] = await queue._redis().keys(f"parallelize:{{{run}}}:*")
+            return found
+
+    for action in ("status", "results", "dead"):
+        result = cli("queue", action, "--run", run)
+        assert result.returncode == 0, result.stderr
+    assert "0 added" in cli("queue", "status", "--run", run).stdout
+    assert asyncio.run(keys()) == []  # a typo in --run leaves no trace in Redis
+    added = cli("fetch", "--run", run, "--add-only", "-", stdin="http://127.0.0.1:9/\n")
+    assert added.returncode == 0, added.stderr
+    assert asyncio.run(keys()) != []
+    assert cli("queue", "delete", "--run", run).returncode == 0
+    assert asyncio.run(keys()) == []
 
 
 def test_queue_says_when_redis_does_not_answer() -> None:

@@ -446,7 +446,9 @@ class RedisQueue:
         for name in _scripts.__all__:
             self._scripts[name] = client.register_script(getattr(_scripts, name))
         try:
-            await self._call("connecting", self._create_group)
+            # Reading a run creates nothing in Redis: the stream and its group are
+            # made by the first producer or worker.
+            await self._call("connecting", client.ping)
         except BaseException:
             self._client = None
             await client.aclose()
@@ -497,12 +499,31 @@ class RedisQueue:
             )
         return self._client
 
-    async def _create_group(self) -> None:
+    async def _create_group(self) -> bool:
+        """Create the run's stream and group, unless they exist; True if created."""
         try:
             await self._redis().xgroup_create(self._items, _GROUP, id="0", mkstream=True)
         except rx.ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
+            return False
+        return True
+
+    async def _join(self) -> None:
+        """Make sure the run's group exists, for a worker: refuse a run that was lost.
+
+        Items were added (the run's counts say so) but the stream is gone: Redis lost
+        it (restarted without persistence), or it was deleted in part.
+        """
+        created = await self._call("starting the run", self._create_group)
+        if created:
+            client = self._redis()
+            produced = await self._call(
+                "reading the run", lambda: client.hget(self._meta, "produced")
+            )
+            if int(produced or 0) > 0:
+                await self._call("", lambda: client.delete(self._items))
+                raise self._gone()
 
     async def _call(self, doing: str, call: Callable[[], Awaitable[T]]) -> T:
         """Return ``await call()``, retried while Redis does not answer.
@@ -572,13 +593,16 @@ class RedisQueue:
                 self.location,
             )
         if isinstance(error, rx.ResponseError) and "NOGROUP" in str(error):
-            return JournalError(
-                f"the run {self.run!r} is gone from Redis at {where} (no stream or "
-                f"consumer group): it was deleted, or Redis restarted without "
-                f"persistence. Give Redis 'appendonly yes', and start the run again",
-                self.location,
-            )
+            return self._gone()
         return None
+
+    def _gone(self) -> JournalError:
+        return JournalError(
+            f"the run {self.run!r} is gone from Redis at {_mask(self.url)} (no stream or "
+            f"consumer group): it was deleted, or Redis restarted without persistence. "
+            f"Give Redis 'appendonly yes', and start the run again",
+            self.location,
+        )
 
     # -- producing ----------------------------------------------------------------
 
@@ -614,6 +638,7 @@ class RedisQueue:
     async def _produce(
         self, argslist: Iterable[Any] | AsyncIterable[Any], key: Callable[[Any], int | str] | None
     ) -> int:
+        await self._call("starting the run", self._create_group)
         producer = _Producer(self, key)
         if not await producer.lock():
             return producer.produced  # the input was added in full already
@@ -877,7 +902,10 @@ class RedisQueue:
         ]
 
     async def delete(self) -> None:
-        """Remove every key of the run from Redis (its items, outcomes, everything)."""
+        """Remove every key of the run from Redis (its items, outcomes, everything).
+
+        The queue stays usable: the next producer or worker starts the run afresh.
+        """
         client = self._redis()
         names = (
             self._items,
@@ -893,7 +921,6 @@ class RedisQueue:
             self._alive,
         )
         await self._call("deleting the run", lambda: client.delete(*names))
-        await self._call("deleting the run", self._create_group)
 
     def adaptive_limit(self, total: int, **options: Any) -> AdaptiveLimit:
         """Return an adaptive limit for this process, within a budget for the run.
@@ -1201,6 +1228,7 @@ class _Session:
         added to the run by a producer task, while this reads the run's stream.
         """
         queue = self._queue
+        await queue._join()  # noqa: SLF001
         await self._check_run()
         queue._state = "working"  # noqa: SLF001
         await queue._call("reporting", queue._report)  # noqa: SLF001
