@@ -529,6 +529,10 @@ def test_bad_arguments_say_what_to_do(run: Any, server: RedisServer) -> None:
         with pytest.raises(RuntimeError, match="async with"):
             await queue.progress()
         async with RedisQueue(server.url, run=new_run()) as opened:
+            with pytest.raises(ValueError, match="per_second must be > 0"):
+                opened.rate_limit(0)
+            with pytest.raises(TypeError, match="per_second must be a number"):
+                opened.rate_limit("10")  # type: ignore[arg-type]
             with pytest.raises(TypeError, match="travel as JSON"):
                 await opened.produce([object()])
         name = new_run()

@@ -23,7 +23,16 @@ import time
 from collections import deque
 from typing import Protocol, final
 
-__all__ = ("RateLimit", "RateLimitStatistics", "RateLimiter")
+__all__ = ("RateLimit", "RateLimitStatistics", "RateLimiter", "check_per_second")
+
+
+def check_per_second(per_second: object) -> float:
+    """Check a rate in calls per second (a number > 0, finite), for every rate limit."""
+    if isinstance(per_second, bool) or not isinstance(per_second, int | float):
+        raise TypeError(f"per_second must be a number > 0, got {per_second!r}")
+    if not (per_second > 0 and math.isfinite(per_second)):
+        raise ValueError(f"per_second must be > 0 and finite, got {per_second!r}")
+    return float(per_second)
 
 
 class RateLimiter(Protocol):
@@ -89,10 +98,7 @@ class RateLimit:
     )
 
     def __init__(self, per_second: float, *, burst: int = 1) -> None:
-        if isinstance(per_second, bool) or not isinstance(per_second, int | float):
-            raise TypeError(f"per_second must be a number > 0, got {per_second!r}")
-        if not (per_second > 0 and math.isfinite(per_second)):
-            raise ValueError(f"per_second must be > 0 and finite, got {per_second!r}")
+        check_per_second(per_second)
         if isinstance(burst, bool) or not isinstance(burst, int):
             raise TypeError(f"burst must be an int >= 1, got {burst!r}")
         if burst < 1:

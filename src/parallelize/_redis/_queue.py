@@ -63,6 +63,7 @@ from parallelize._journal._session import (
     _type_name,
 )
 from parallelize._limits import AdaptiveLimit
+from parallelize._limits._rate import check_per_second
 from parallelize._outcomes import Failure
 from parallelize._util import check_int, check_seconds
 
@@ -1488,10 +1489,7 @@ class SharedRateLimit:
     """
 
     def __init__(self, queue: RedisQueue, per_second: float, *, burst: int = 1) -> None:
-        if isinstance(per_second, bool) or not isinstance(per_second, int | float):
-            raise TypeError(f"per_second must be a number > 0, got {per_second!r}")
-        if not (per_second > 0 and math.isfinite(per_second)):
-            raise ValueError(f"per_second must be > 0 and finite, got {per_second!r}")
+        check_per_second(per_second)
         self._queue = queue
         self._interval = 1.0 / per_second
         self.burst = check_int("burst", burst, 1)
