@@ -2,7 +2,7 @@
 
 Started with persistence (``appendonly yes``, ``appendfsync always``), so that a
 restart in the middle of a run keeps every acknowledged write, as a production
-Redis configured for it does. ``.ci/run`` installs redis-server with apt-get where
+Redis configured for it does. ``scripts/test.sh`` installs redis-server with apt-get where
 it is missing.
 """
 
@@ -38,7 +38,7 @@ class RedisServer:
         binary = shutil.which("redis-server")
         if binary is None:
             pytest.fail(
-                "redis-server is not installed: 'apt-get install redis-server' (.ci/run "
+                "redis-server is not installed: 'apt-get install redis-server' (scripts/test.sh "
                 "does it), then run the tests again"
             )
         self.binary = binary

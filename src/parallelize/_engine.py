@@ -124,6 +124,18 @@ def _name_of(action: Callable[..., Any]) -> str:
     return name if isinstance(name, str) else type(action).__name__
 
 
+def _check_cancelled() -> None:
+    """Raise ``CancelledError`` if the current task was cancelled and goes on anyway.
+
+    A task whose action swallowed its cancellation (or returned a value after it) no
+    longer gets a ``CancelledError`` from its next ``await``: an engine loop checks
+    here before it waits, where a lost cancellation would otherwise hang the run.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 def _wake(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():
         waiter.set_result(None)
@@ -152,9 +164,11 @@ class Run(Generic[T_co]):
         "_action",
         "_argslist",
         "_async_source",
+        "_cancelled",
         "_capacity",
         "_credit_waiters",
         "_credits",
+        "_credits_withdrawn",
         "_done",
         "_error",
         "_executor",
@@ -264,12 +278,15 @@ class Run(Generic[T_co]):
         self._signals: SignalHandlers | None = None
         self._interrupted: int | None = None  # the signal that stopped the run
         self._stopping = False  # take no new item
+        self._cancelled = False  # the run cancelled its workers (see _cancel)
         self._journal_spec = (journal, key)
         self._journal: Session | None = None  # opened when the run starts
         # Items waiting for a retry keep their credit: make room for them.
         retry_room = 10 * numworkers if policy is not None and policy.retry is not None else 0
         self._capacity = numworkers + max_buffered + retry_room
         self._credits = self._capacity
+        # Credits taken away when the run halts (see _halt); still counted as free.
+        self._credits_withdrawn = 0
         self._wake_threshold = max(1, self._capacity // 2)
         self._credit_waiters: deque[asyncio.Future[None]] = deque()
         self._out: deque[Any] = deque()  # completed results, unordered mode
@@ -544,7 +561,7 @@ class Run(Generic[T_co]):
 
     def _in_flight(self) -> int:
         """Items that hold a credit but are neither buffered nor waiting to retry."""
-        held = self._capacity - self._credits
+        held = self._capacity - self._credits - self._credits_withdrawn
         return max(0, held - len(self._out) - len(self._pending) - len(self._retries))
 
     # -- the consumer's side -----------------------------------------------------
@@ -799,9 +816,26 @@ class Run(Generic[T_co]):
         that the consumer is closing.
         """
         assert self._supervisor is not None
+        self._cancelled = True
+        self._halt()
         self._supervisor.cancel()
         for worker in self._workers:
             worker.cancel()
+
+    def _halt(self) -> None:
+        """Let no worker start another item, whatever its action did with a cancel.
+
+        An action may swallow its cancellation and return (pyreqwest sometimes hands
+        back a reply its cancelled task finished), and its worker then goes on as if
+        never cancelled. Every worker takes a credit before its next item, and no
+        worker waits for one once the run stops (``_take_credit``): withdrawing the
+        free credits sends each such worker there, and it ends. The hot path needs no
+        test of its own for this.
+        """
+        self._stopping = True
+        self._credits_withdrawn += self._credits
+        self._credits = 0
+        self._wake_all_workers()
 
     async def aclose(self) -> None:
         """Stop the run: stop reading input, cancel in-flight actions, await all tasks.
@@ -938,7 +972,7 @@ class Run(Generic[T_co]):
             # Workers record the first error themselves; this catches anything else.
             self._fail(group_error.exceptions[0])
         except Exception as exc:  # from an observer's run_started()
-            self._fail(exc)
+            self._record_error(exc)
         finally:
             self._wind_down()
             await self._release()
@@ -952,7 +986,7 @@ class Run(Generic[T_co]):
             try:
                 await source.aclose()
             except Exception as exc:
-                self._fail(exc)
+                self._record_error(exc)
         if self._processes is not None:
             await self._processes.aclose()
         if self._upstream is not None:
@@ -962,7 +996,7 @@ class Run(Generic[T_co]):
             try:
                 await self._upstream.aclose()
             except Exception as exc:
-                self._fail(exc)
+                self._record_error(exc)
 
     def _wind_down(self) -> None:
         """Finish the supervisor's work once every worker has ended."""
@@ -979,7 +1013,7 @@ class Run(Generic[T_co]):
             try:
                 self._journal.flush()  # what the consumer took, even if it left
             except Exception as exc:
-                self._fail(exc)
+                self._record_error(exc)
         self._wake_consumer()
         self._credit_waiters.clear()
         if self._executor is not None:
@@ -990,7 +1024,7 @@ class Run(Generic[T_co]):
             try:
                 observer.run_finished(self, self._error)
             except Exception as exc:
-                self._fail(exc)
+                self._record_error(exc)
 
     def _stop_counting(self, stats: StatsCounters) -> None:
         # What still holds a credit now was in flight when the run was cancelled.
@@ -1023,11 +1057,22 @@ class Run(Generic[T_co]):
         self._grace_timer = self._loop.call_later(self._grace, self._cancel)
 
     def _fail(self, error: BaseException) -> None:
+        """Record a worker's error (an action's, the input's) as the run's error.
+
+        Unless the run had cancelled its workers already (``break``, ``aclose()``,
+        the grace after a signal ran out): what a cancelled action raised instead of
+        ``CancelledError`` ("the client was closed") is not why the run ends.
+        """
+        if not self._cancelled:
+            self._record_error(error)
+
+    def _record_error(self, error: BaseException) -> None:
         """Record the run's first error and drop what the consumer has not taken."""
         if self._error is None:
             self._error = error
             self._out.clear()
             self._pending.clear()
+            self._halt()  # the task group cancels the other workers: see _halt()
             self._wake_consumer()
 
     def _wake_consumer(self) -> None:
@@ -1048,11 +1093,14 @@ class Run(Generic[T_co]):
     async def _take_credit(self) -> bool:
         """Wait until a credit is free and take it (the slow path of every worker).
 
-        Returns False, taking none, once the run is stopping (``handle_signals``):
-        the worker ends instead of pulling another item.
+        Returns False, taking none, once the run is stopping (``handle_signals``, or
+        halted): the worker ends instead of pulling another item. Raises
+        ``CancelledError`` if the worker was cancelled and its action swallowed it:
+        it must not wait here for a credit that may never come.
         """
         assert self._loop is not None
         while self._credits <= 0 and not self._stopping:
+            _check_cancelled()
             waiter = self._loop.create_future()
             self._credit_waiters.append(waiter)
             await waiter
@@ -1293,6 +1341,7 @@ class Run(Generic[T_co]):
         for it. (Loop timers may fire a little early, uvloop's by up to a millisecond;
         a woken worker that finds nothing due simply sleeps again, with a new timer.)
         """
+        _check_cancelled()
         loop = self._loop
         assert loop is not None
         waiter = loop.create_future()
@@ -1419,6 +1468,7 @@ class Run(Generic[T_co]):
         try:
             while True:
                 while not self._read_wanted:
+                    _check_cancelled()  # the input's own code may swallow a cancel
                     self._reader = waiter = loop.create_future()
                     await waiter
                 self._read_wanted = False

@@ -27,6 +27,7 @@ from ._common import (
     Job,
     Sink,
     UsageError,
+    check_distinct_files,
     check_journal,
     count_items,
     error_text,
@@ -118,6 +119,13 @@ def fetch_command(options: argparse.Namespace, argv: list[str]) -> int:
     check_journal(options.journal)
     check_queue_options(options, options.urls, "URLS")
     with open_input(options.urls, "the URLS file") as stream:
+        check_distinct_files(
+            stream,
+            "the URLS file",
+            output=options.output,
+            journal=options.journal,
+            save_dir=options.save_dir,
+        )
         if options.save_dir is not None:
             try:
                 Path(options.save_dir).mkdir(parents=True, exist_ok=True)

@@ -24,6 +24,7 @@ from ._common import (
     Job,
     Sink,
     UsageError,
+    check_distinct_files,
     check_journal,
     count_items,
     error_text,
@@ -212,6 +213,9 @@ def run_command(options: argparse.Namespace, argv: list[str]) -> int:
     check_queue_options(options, options.input, "--input")
     function = load_function(options.function)
     with open_input(options.input, "the --input file") as stream:
+        check_distinct_files(
+            stream, "the --input file", output=options.output, journal=options.journal
+        )
         total = None
         if wants_progress(options.progress, options.quiet):
             total = count_items(stream, _parse_line)
