@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import types
 from typing import Any
@@ -111,3 +112,66 @@ def test_nothing_runs_before_iteration(run: Any) -> None:
 
     run(main())
     assert calls == []
+
+
+# -- the seed article's async generator: anext() and a clear word for list() ---------
+
+
+def test_anext_drives_a_run_as_the_articles_generator() -> None:
+    """await anext(parallelize(...)) gives results; async for goes on from there."""
+
+    async def double(x: int) -> int:
+        return 2 * x
+
+    async def main() -> list[int]:
+        run_ = parallelize(double, range(10), 3, ordered=True)
+        first = await anext(run_)
+        second = await anext(run_)
+        rest = [r async for r in run_]
+        with pytest.raises(StopAsyncIteration):
+            await anext(run_)
+        return [first, second, *rest]
+
+    assert asyncio.run(main()) == [2 * i for i in range(10)]
+
+
+def test_anext_on_a_run_under_async_for_is_refused() -> None:
+    """anext() on a run that an async for iterates says so."""
+
+    async def same(x: int) -> int:
+        return x
+
+    async def main() -> None:
+        async with parallelize(same, range(10), 2) as run_:
+            async for _ in run_:
+                with pytest.raises(RuntimeError, match=r"is iterated by async for"):
+                    await anext(run_)
+                break
+
+    asyncio.run(main())
+
+
+def test_anext_then_aclose_ends_the_run() -> None:
+    """A run driven by anext() is ended by aclose(), every task awaited."""
+
+    async def slow(x: int) -> int:
+        await asyncio.sleep(0 if x == 0 else 3600)
+        return x
+
+    async def main() -> None:
+        run_ = parallelize(slow, range(100), 4)
+        assert await anext(run_) == 0
+        await run_.aclose()
+        assert asyncio.all_tasks() == {asyncio.current_task()}
+
+    asyncio.run(main())
+
+
+def test_list_of_a_run_says_to_use_async_for() -> None:
+    """list(parallelize(...)) is a TypeError that shows the right code."""
+
+    async def same(x: int) -> int:
+        return x
+
+    with pytest.raises(TypeError, match=r"^a parallelize\(\) run is an async iterable: use"):
+        list(parallelize(same, range(3), 2))  # type: ignore[call-overload]

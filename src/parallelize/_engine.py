@@ -179,6 +179,7 @@ class Run(Generic[T_co]):
         "_grace_timer",
         "_hooks",
         "_interrupted",
+        "_iterator",
         "_journal",
         "_journal_spec",
         "_kind",
@@ -303,6 +304,7 @@ class Run(Generic[T_co]):
         self._error: BaseException | None = None
         self._done = False  # every worker has finished
         self._state = _State.NEW
+        self._iterator: AsyncIterator[Any] | None = None  # the results, for __anext__
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread = 0
         self._supervisor: asyncio.Task[None] | None = None
@@ -567,6 +569,8 @@ class Run(Generic[T_co]):
     # -- the consumer's side -----------------------------------------------------
 
     def __aiter__(self) -> AsyncIterator[T_co]:
+        if self._iterator is not None:
+            return self  # started by anext(): an async for goes on from there
         if self._state is not _State.NEW:
             msg = (
                 f"{self!r} was already iterated; a run can be iterated once. "
@@ -592,6 +596,38 @@ class Run(Generic[T_co]):
             start_without_hooks(results)
         self._results_ref = weakref.ref(results, self._on_results_dropped)
         return results
+
+    async def __anext__(self) -> T_co:
+        """Return the next result, as ``anext()`` on the seed article's generator does.
+
+        The first call starts the run. A run driven by ``anext()`` alone is ended by
+        :meth:`aclose` (or ``async with``), not by dropping it: the run holds its
+        own iterator then.
+
+        Added in 0.2.
+        """
+        iterator = self._iterator
+        if iterator is None:
+            if self._state is _State.NEW:
+                iterator = self._iterator = self.__aiter__()
+            else:
+                msg = (
+                    f"{self!r} is iterated by async for; take its results there, or call "
+                    f"parallelize() again for a new run"
+                )
+                raise RuntimeError(msg)
+        return await anext(iterator)
+
+    if not TYPE_CHECKING:  # a Run is no Iterable to a type checker, which says so itself
+
+        def __iter__(self):
+            """Refuse a plain ``for`` or ``list()``, saying what to write instead."""
+            msg = (
+                "a parallelize() run is an async iterable: use 'async for result in "
+                "parallelize(...)' or '[r async for r in parallelize(...)]' inside an "
+                "async function (asyncio.run(main()) runs one), not 'for' or list()"
+            )
+            raise TypeError(msg)
 
     def _on_results_dropped(self, _ref: object) -> None:
         self._abandon()

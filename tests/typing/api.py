@@ -21,6 +21,7 @@ async def check() -> None:
     assert_type(parallelize(fetch, ["u"], 10, ordered=True), Run[bytes])
     assert_type(parallelize(fetch, ["u"], 10, on_error="raise"), Run[bytes])
     assert_type(parallelize(fetch, ["u"], 10, on_error="yield"), Run[bytes | Failure])
+    assert_type(await anext(parallelize(fetch, ["u"], 10)), bytes)
     assert_type(parallelize(blocking, ["u"], 10), Run[int])
     assert_type(parallelize(blocking, ["u"], 10, on_error="yield"), Run[int | Failure])
 
