@@ -57,6 +57,7 @@ from typing import (
     Any,
     Generic,
     Literal,
+    NoReturn,
     Self,
     TypeVar,
     Unpack,
@@ -620,7 +621,7 @@ class Run(Generic[T_co]):
 
     if not TYPE_CHECKING:  # a Run is no Iterable to a type checker, which says so itself
 
-        def __iter__(self):
+        def __iter__(self) -> NoReturn:
             """Refuse a plain ``for`` or ``list()``, saying what to write instead."""
             msg = (
                 "a parallelize() run is an async iterable: use 'async for result in "
