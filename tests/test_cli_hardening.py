@@ -4,10 +4,12 @@ lines, bad options, outputs that fail, options a journal must remember."""
 from __future__ import annotations
 
 import os
+import re
+import resource
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -137,3 +139,67 @@ def test_fetch_into_head_exits_141_every_time(
             out = "hung"
         codes.append(out.strip())
     assert codes == ["141"] * 20
+
+
+# -- an output that cannot be written --------------------------------------------------
+
+
+def _limit_file_size(size: int) -> Callable[[], None]:
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
+
+    return limit
+
+
+@pytest.mark.parametrize("command", ["fetch", "run"])
+def test_an_output_that_fills_up_is_one_line_exit_74_and_whole_lines(
+    tmp_path: Path, server: str, command: str
+) -> None:
+    """Past the file size limit (a full disk, to the writer): exit 74, one line on
+    stderr and no traceback, and the file holds only whole JSON lines."""
+    urls = write_lines(tmp_path / "urls.txt", [f"{server}/page/{i}" for i in range(3000)])
+    out = tmp_path / "out.jsonl"
+    if command == "fetch":
+        args = ["fetch", str(urls), "-o", str(out), "--no-progress"]
+    else:
+        args = ["run", "os.path:basename", "--input", str(urls), "-o", str(out)]
+    result = subprocess.run(  # noqa: S603 - our own CLI
+        [sys.executable, "-m", "parallelize", *args],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+        preexec_fn=_limit_file_size(250_000),
+    )
+    assert result.returncode == 74, result.stderr
+    assert "Traceback" not in result.stderr
+    [line] = [x for x in result.stderr.splitlines() if "cannot write" in x]
+    assert re.fullmatch(
+        rf"parallelize {command}: cannot write the output '.*out\.jsonl': File too large "
+        r"\(after [\d,]+ whole lines\)",
+        line,
+    ), line
+    text = out.read_text()
+    assert text.endswith("\n")
+    assert 0 < len(records(text)) < 3000  # whole lines only (a torn one would not parse)
+
+
+@pytest.mark.parametrize("how", ["-o", "stdout"])
+def test_a_device_that_refuses_writes_is_exit_74(tmp_path: Path, server: str, how: str) -> None:
+    """-o /dev/full (or stdout on it): exit 74 at once, one line, no traceback."""
+    urls = write_lines(tmp_path / "urls.txt", [f"{server}/page/{i}" for i in range(3000)])
+    args = [sys.executable, "-m", "parallelize", "fetch", str(urls), "--no-progress"]
+    with Path("/dev/full").open("w") as full:
+        result = subprocess.run(  # noqa: S603 - our own CLI
+            args + (["-o", "/dev/full"] if how == "-o" else []),
+            stdin=subprocess.DEVNULL,
+            stdout=full if how == "stdout" else subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    assert result.returncode == 74, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "No space left on device" in result.stderr

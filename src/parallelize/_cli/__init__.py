@@ -9,7 +9,8 @@ Built on the public API only::
     _queue     --run NAME (a run shared through Redis) and parallelize queue
     _common    input lines, the batched output, the run, its summary and exit code
 
-Exit codes: 0 every item succeeded, 1 some failed, 2 usage error, 130 interrupted.
+Exit codes: 0 every item succeeded, 1 some failed, 2 usage error, 74 the output
+could not be written, 130 interrupted, 141 stdout closed early.
 """
 
 from __future__ import annotations
@@ -18,7 +19,14 @@ import argparse
 import os
 import sys
 
-from ._common import EXIT_INTERRUPTED, EXIT_USAGE, UsageError, setup_logging
+from ._common import (
+    EXIT_INTERRUPTED,
+    EXIT_OUTPUT,
+    EXIT_USAGE,
+    OutputError,
+    UsageError,
+    setup_logging,
+)
 from ._fetch import fetch_command
 from ._parser import build_parser
 from ._queue import queue_command
@@ -48,6 +56,9 @@ def main(argv: list[str] | None = None) -> int:
         prog = exc.prog or (f"parallelize {command}" if command else "parallelize")
         sys.stderr.write(f"{prog}: {exc}\n")
         return EXIT_USAGE
+    except OutputError as exc:
+        sys.stderr.write(f"parallelize {command}: {exc}\n")
+        return EXIT_OUTPUT
     except KeyboardInterrupt:
         sys.stderr.write("parallelize: interrupted\n")
         return EXIT_INTERRUPTED

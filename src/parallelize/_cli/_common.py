@@ -44,8 +44,10 @@ __all__ = (
     "EXIT_FAILED",
     "EXIT_INTERRUPTED",
     "EXIT_OK",
+    "EXIT_OUTPUT",
     "EXIT_USAGE",
     "Job",
+    "OutputError",
     "Sink",
     "UsageError",
     "check_distinct_files",
@@ -73,6 +75,7 @@ EXIT_OK = 0  # every item succeeded
 EXIT_FAILED = 1  # some items failed (their records say why)
 EXIT_USAGE = 2  # a bad option, input, output, function or journal: nothing useful was done
 EXIT_INTERRUPTED = 130  # stopped by SIGINT or SIGTERM (128 + SIGINT, as shells report it)
+EXIT_OUTPUT = 74  # the output could not be written (a full disk): sysexits' EX_IOERR
 
 # One encoder, made once (json.dumps with options builds one per call). ASCII only:
 # the output is valid in any locale's encoding, and bytes-for-bytes stable.
@@ -98,6 +101,15 @@ class UsageError(Exception):
         """Say what is wrong and what to do, in one line."""
         super().__init__(message)
         self.prog = prog
+
+
+class OutputError(Exception):
+    """The output could not be written: exit 74 with this one-line message.
+
+    Raised instead of the stream's ``OSError`` (a full disk, a device that refuses
+    writes). A closed pipe stays a ``BrokenPipeError``: it ends the command as
+    SIGPIPE would.
+    """
 
 
 def error_text(exc: BaseException) -> str:
@@ -307,14 +319,19 @@ def _identity_of_stream(stream: IO[Any]) -> tuple[int, int] | None:
 # -- output -------------------------------------------------------------------------
 
 
-def open_output(path: str | None) -> TextIO:
-    """Open the output file (None or ``-``: stdout), or raise :class:`UsageError`."""
+def open_output(path: str | None) -> Sink:
+    """Open the output file (None or ``-``: stdout) as a :class:`Sink`.
+
+    Raises:
+        UsageError: The file cannot be opened for writing.
+    """
     if path is None or path == "-":
-        return sys.stdout
+        return Sink(sys.stdout)
     try:
-        return Path(path).open("w", encoding="utf-8", newline="\n")
+        stream = Path(path).open("w", encoding="utf-8", newline="\n")  # noqa: SIM115 - the Sink closes it
     except OSError as exc:
         raise UsageError(f"cannot write the output file {path!r}: {exc.strerror or exc}") from exc
+    return Sink(stream, repr(path))
 
 
 class Sink:
@@ -327,16 +344,28 @@ class Sink:
     raised by the next :meth:`write` or :meth:`close`.
     """
 
-    def __init__(self, stream: TextIO) -> None:
-        """Write to ``stream``; call :meth:`start` on the event loop to flush by time."""
+    def __init__(self, stream: TextIO, name: str = "stdout") -> None:
+        """Write to ``stream``, called ``name`` in messages.
+
+        Call :meth:`start` on the event loop to flush by time.
+        """
         self.stream = stream
+        self.name = name
+        self.written = 0  # lines written so far
+        # Where the last whole batch ended in a regular file: a failed write is cut
+        # back to it, so that every line of the file is a whole JSON line.
+        self._good: int | None = None
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            fd = stream.fileno()
+            if stat.S_ISREG(os.fstat(fd).st_mode):
+                self._good = os.lseek(fd, 0, os.SEEK_CUR)
         # Lines for stdout go to whatever sys.stdout is when written: the progress
         # bar, while shown on the same terminal, puts its own stream there, which
         # prints them above the bar instead of into it.
         self._stdout = stream is sys.stdout
         self.lines: list[str] = []
         self._timer: asyncio.TimerHandle | None = None
-        self._error: OSError | None = None
+        self._error: Exception | None = None
 
     def __enter__(self) -> Self:
         return self
@@ -358,22 +387,47 @@ class Sink:
             self.flush()
 
     def flush(self) -> None:
-        """Write the waiting lines now."""
+        """Write the waiting lines now.
+
+        Raises:
+            OutputError: The stream refused the lines (a full disk); a regular file
+                is cut back to its last whole line first.
+            BrokenPipeError: The reader of a pipe went away.
+        """
         if self._error is not None:
             raise self._error
         stream = sys.stdout if self._stdout else self.stream
         lines = self.lines
-        if lines:
-            stream.write("\n".join(lines) + "\n")
-            lines.clear()
-        stream.flush()
+        try:
+            if lines:
+                stream.write("\n".join(lines) + "\n")
+            stream.flush()
+        except BrokenPipeError as exc:
+            self._error = exc
+            raise
+        except OSError as exc:
+            self._error = self._failed(exc)
+            raise self._error from exc
+        self.written += len(lines)
+        lines.clear()
+        if self._good is not None:
+            self._good = os.lseek(stream.fileno(), 0, os.SEEK_CUR)
+
+    def _failed(self, exc: OSError) -> OutputError:
+        """Cut a regular file back to its last whole line; say what failed."""
+        if self._good is not None:
+            with contextlib.suppress(OSError, ValueError):
+                os.ftruncate(self.stream.fileno(), self._good)
+        reason = exc.strerror or str(exc)
+        return OutputError(
+            f"cannot write the output {self.name}: {reason} (after {self.written:,} whole lines)"
+        )
 
     def _tick(self) -> None:
         try:
             self.flush()
-        except OSError as exc:
-            self._error = exc
-            return
+        except (OSError, OutputError):
+            return  # kept in _error: raised by the next write() or close()
         self.start()
 
     def close(self) -> None:
@@ -382,10 +436,15 @@ class Sink:
             self._timer.cancel()
             self._timer = None
         try:
-            self.flush()
+            if self._error is None:
+                self.flush()
         finally:
             if not self._stdout:
-                self.stream.close()
+                try:
+                    self.stream.close()
+                except OSError:  # what the buffer held: refused again
+                    if self._error is None:
+                        raise
 
 
 # -- running ------------------------------------------------------------------------

@@ -137,7 +137,7 @@ def fetch_command(options: argparse.Namespace, argv: list[str]) -> int:
         total = None
         if wants_progress(options.progress, options.quiet):
             total = count_items(stream, _parse_line)
-        with Sink(open_output(options.output)) as sink:
+        with open_output(options.output) as sink:
             return run_loop(_fetch(options, stream, sink, argv, total), options.uvloop)
 
 

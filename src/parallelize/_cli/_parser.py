@@ -20,6 +20,8 @@ exit codes:
   1    some items failed (their records say why; the others are written too)
   2    usage error: a bad option, an input or output file that cannot be opened,
        a MODULE:FUNCTION that cannot be imported, a journal that cannot be used
+  74   the output could not be written (a full disk): one line on stderr; the
+       lines already written are whole JSON lines
   130  interrupted by Ctrl-C (SIGINT) or SIGTERM after a graceful stop
   141  stdout was closed early (| head), as SIGPIPE would"""
 

@@ -219,7 +219,7 @@ def run_command(options: argparse.Namespace, argv: list[str]) -> int:
         total = None
         if wants_progress(options.progress, options.quiet):
             total = count_items(stream, _parse_line)
-        with Sink(open_output(options.output)) as sink:
+        with open_output(options.output) as sink:
             main = _run(options, function, stream=stream, sink=sink, argv=argv, total=total)
             return run_loop(main, options.uvloop)
 
