@@ -9,12 +9,13 @@ import resource
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from clitools import cli, records, write_lines
+from clitools import cli, records, start, wait_for_lines, write_lines
 from nginxtools import nginx
 
 pytestmark = pytest.mark.timeout(60)
@@ -203,3 +204,217 @@ def test_a_device_that_refuses_writes_is_exit_74(tmp_path: Path, server: str, ho
     assert result.returncode == 74, result.stderr
     assert "Traceback" not in result.stderr
     assert "No space left on device" in result.stderr
+
+
+# -- a Retry-After of an hour, --max-retry-wait and --deadline --------------------------
+
+
+@pytest.mark.parametrize("command", ["fetch", "run"])
+def test_a_retry_after_of_an_hour_fails_at_once_with_its_own_kind(
+    tmp_path: Path, server: str, command: str
+) -> None:
+    """503 with Retry-After: 3600 and --retries 1: the URL's record says retry_wait at
+    once (the default --max-retry-wait is 300 s), with the reply's status kept."""
+    if command == "run":
+        (tmp_path / "busy.py").write_text(
+            "class Busy(Exception):\n"
+            "    retry_after = 3600\n"
+            "async def call(x):\n"
+            "    raise Busy('come back in an hour')\n"
+        )
+        (tmp_path / "args.jsonl").write_text("1\n")
+        result = cli("run", "busy:call", "--input", "args.jsonl", "--retries", "1", cwd=tmp_path)
+        [record] = records(result.stdout)
+        assert record["error"]["kind"] == "retry_wait", record
+        assert result.returncode == 1
+        return
+    urls = write_lines(tmp_path / "urls.txt", [f"{server}/status/503?retry_after=3600"])
+    result = cli("fetch", str(urls), "--retries", "1")
+    assert result.returncode == 1, result.stderr
+    [record] = records(result.stdout)
+    assert record["error"]["kind"] == "retry_wait"
+    assert "longer than max_wait 300 s" in record["error"]["message"]
+    assert record["status"] == 503
+    assert record["attempts"] == 1
+
+
+def test_max_retry_wait_lets_a_shorter_wait_through(tmp_path: Path, server: str) -> None:
+    """A Retry-After under --max-retry-wait is obeyed: the URL is tried again."""
+    urls = write_lines(tmp_path / "urls.txt", [f"{server}/status/503?retry_after=1"])
+    result = cli("fetch", str(urls), "--retries", "1", "--max-retry-wait", "2")
+    [record] = records(result.stdout)
+    assert record["attempts"] == 2
+    assert record["error"]["kind"] == "http"
+
+
+def test_deadline_ends_an_item_whose_next_wait_passes_it(tmp_path: Path, server: str) -> None:
+    """--deadline 1 with a Retry-After of 2 s: the item fails at once, kind deadline."""
+    urls = write_lines(tmp_path / "urls.txt", [f"{server}/status/503?retry_after=2"])
+    result = cli("fetch", str(urls), "--retries", "3", "--deadline", "1")
+    assert result.returncode == 1, result.stderr
+    [record] = records(result.stdout)
+    assert record["error"]["kind"] == "deadline"
+    assert record["status"] == 503
+    assert record["attempts"] == 1
+
+
+def test_deadline_cuts_a_hanging_request(tmp_path: Path, server: str) -> None:
+    """--deadline ends a request that hangs, before --timeout would."""
+    urls = write_lines(tmp_path / "urls.txt", [f"{server}/hang"])
+    result = cli("fetch", str(urls), "--timeout", "20", "--deadline", "0.5")
+    [record] = records(result.stdout)
+    assert record["error"]["kind"] == "deadline"
+
+
+@pytest.mark.parametrize("journal", [False, True])
+def test_ctrl_c_says_how_many_items_were_left_undone(
+    tmp_path: Path, server: str, journal: bool
+) -> None:
+    """Ctrl-C while a URL waits for its retry: the stop line counts it as left
+    undone; with a journal the rerun runs it again and records it."""
+    flaky = f"{server}/status/503?retry_after=60"
+    urls = write_lines(tmp_path / "urls.txt", [f"{server}/page/{i}" for i in range(3)] + [flaky])
+    out = tmp_path / "out.jsonl"
+    args = ["fetch", str(urls), "-o", str(out), "--retries", "2", "--no-progress"]
+    if journal:
+        args += ["--journal", str(tmp_path / "j.db")]
+    proc = start(args, tmp_path)
+    try:
+        wait_for_lines(out, proc)
+        time.sleep(0.5)  # the flaky URL's first attempt has failed: it waits 60 s
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=15)
+    finally:
+        proc.kill()
+        proc.communicate()
+    assert proc.returncode == 130, stderr
+    again = "they run again on resume" if journal else "no record"
+    assert f"1 left undone ({again})" in stderr
+    assert flaky not in {r["url"] for r in records(out.read_text())}
+    if journal:
+        rerun = cli(*args, "--max-retry-wait", "1")  # the 60 s wait now fails at once
+        assert flaky in {r["url"] for r in records(out.read_text())}, rerun.stderr
+
+
+# -- bad lines and bad options get a clear answer ---------------------------------------
+
+
+def test_a_url_line_with_blanks_inside_is_an_invalid_url_record(
+    tmp_path: Path, server: str
+) -> None:
+    """A tab or a space inside a URL line: an invalid_url record, no request sent."""
+    lines = [f"{server}/echo\textra", f"{server}/echo two", f"{server}/page/1"]
+    urls = write_lines(tmp_path / "urls.txt", lines)
+    result = cli("fetch", str(urls))
+    assert result.returncode == 1, result.stderr
+    got = {r["url"]: r for r in records(result.stdout)}
+    for bad in lines[:2]:
+        assert got[bad]["error"]["kind"] == "invalid_url", got[bad]
+        assert "blank" in got[bad]["error"]["message"]
+        assert got[bad]["attempts"] == 1
+    assert got[lines[2]]["status"] == 200
+
+
+@pytest.mark.parametrize("method", ["GE T", "GET\t", "", "P(OST)"])
+def test_a_bad_method_is_a_usage_error_before_any_request(
+    tmp_path: Path, server: str, method: str
+) -> None:
+    """-X 'GE T': exit 2 with one line, and no request is made."""
+    urls = write_lines(tmp_path / "urls.txt", [f"{server}/page/1"])
+    result = cli("fetch", str(urls), "-X", method)
+    assert result.returncode == 2
+    assert "expected a method name such as GET or POST" in result.stderr
+    assert result.stdout == ""
+
+
+def test_a_url_line_that_is_not_utf8_is_an_invalid_url_record(tmp_path: Path, server: str) -> None:
+    """Bytes that are not UTF-8 on a URL line: its own invalid_url record."""
+    urls = tmp_path / "urls.txt"
+    urls.write_bytes(f"{server}/page/\xff1\n{server}/page/2\n".encode("latin-1"))
+    result = cli("fetch", str(urls))
+    bad, good = sorted(records(result.stdout), key=lambda r: r["status"] or 0)
+    assert bad["error"]["kind"] == "invalid_url"
+    assert bad["error"]["message"].startswith("the line is not UTF-8: byte 0xff")
+    assert good["status"] == 200
+
+
+RUN_TASKS = """
+import sys
+
+
+def leave(code):
+    sys.exit(code)
+
+
+def squares(n):
+    for i in range(n):
+        yield i * i
+
+
+async def async_squares(n):
+    for i in range(n):
+        yield i * i
+
+
+def lazy(n):
+    return (i * i for i in range(n))
+
+
+def echo(x):
+    return x
+"""
+
+
+@pytest.fixture
+def tasks_dir(tmp_path: Path) -> Path:
+    (tmp_path / "tasks.py").write_text(RUN_TASKS)
+    return tmp_path
+
+
+def test_run_a_line_that_is_not_utf8_is_a_failure_record(tasks_dir: Path) -> None:
+    """A line that is not UTF-8 is its own failure (invalid_utf8), not U+FFFD passed on."""
+    (tasks_dir / "args.jsonl").write_bytes(b'"caf\xe9"\n"ok"\n')
+    result = cli("run", "tasks:echo", "--input", "args.jsonl", cwd=tasks_dir)
+    assert result.returncode == 1, result.stderr
+    first, second = sorted(records(result.stdout), key=lambda r: r["line"])
+    assert first["ok"] is False
+    assert first["error"]["kind"] == "invalid_utf8"
+    assert first["error"]["message"].startswith("the line is not UTF-8: byte 0xe9")
+    assert second == {"line": 2, "args": "ok", "ok": True, "result": "ok"}
+
+
+def test_run_a_function_that_calls_sys_exit_is_a_failure_record(tasks_dir: Path) -> None:
+    """sys.exit(3) in the function fails its line; the others run; exit 1, not 3."""
+    (tasks_dir / "args.jsonl").write_text("3\n0\n")
+    result = cli("run", "tasks:leave", "--input", "args.jsonl", cwd=tasks_dir)
+    assert result.returncode == 1, result.stderr
+    got = sorted(records(result.stdout), key=lambda r: r["line"])
+    assert [r["error"]["message"] for r in got] == ["SystemExit: 3", "SystemExit: 0"]
+
+
+@pytest.mark.parametrize("function", ["squares", "async_squares", "lazy"])
+def test_run_a_generator_function_gives_the_list_of_its_values(
+    tasks_dir: Path, function: str
+) -> None:
+    """A generator's values, as the library fans them out: one record, a list."""
+    (tasks_dir / "args.jsonl").write_text("4\n")
+    result = cli("run", f"tasks:{function}", "--input", "args.jsonl", cwd=tasks_dir)
+    assert result.returncode == 0, result.stderr
+    [record] = records(result.stdout)
+    assert record["result"] == [0, 1, 4, 9]
+
+
+def test_run_verbose_shows_the_traceback_of_a_module_that_fails_to_import(
+    tmp_path: Path,
+) -> None:
+    """-v prints the import's traceback; without it the one line says -v would."""
+    (tmp_path / "broken.py").write_text("def helper():\n    raise RuntimeError('boom')\nhelper()\n")
+    (tmp_path / "args.jsonl").write_text("1\n")
+    quiet = cli("run", "broken:f", "--input", "args.jsonl", cwd=tmp_path)
+    assert quiet.returncode == 2
+    assert "(-v shows the traceback)" in quiet.stderr
+    assert "Traceback" not in quiet.stderr
+    loud = cli("run", "broken:f", "--input", "args.jsonl", "-v", cwd=tmp_path)
+    assert loud.returncode == 2
+    assert "Traceback (most recent call last)" in loud.stderr
+    assert "in helper" in loud.stderr

@@ -14,10 +14,12 @@ import pytest
 
 from parallelize import (
     Backoff,
+    DeadlineExceeded,
     Failure,
     RateLimit,
     RetriesExhausted,
     Retry,
+    RetryWaitTooLong,
     parallelize,
     parse_retry_after,
     retry_after_of,
@@ -331,7 +333,8 @@ def test_a_due_retry_does_not_wait_for_an_idle_async_input(run: Any, workers: in
 
 
 def test_deadline_stops_retries(run: Any) -> None:
-    """No retry is scheduled past the item's deadline: it fails with its last error."""
+    """No retry is scheduled past the item's deadline: it fails at once with
+    DeadlineExceeded (a TimeoutError), its last error as ``last`` and the cause."""
     calls = []
 
     async def action(i: int) -> int:
@@ -343,7 +346,10 @@ def test_deadline_stops_retries(run: Any) -> None:
         collect(parallelize(action, [1], 1, retry=retry, deadline=0.5, on_error="yield"))
     )
     assert isinstance(failure, Failure)
-    assert isinstance(failure.exception, Flaky)
+    assert isinstance(failure.exception, DeadlineExceeded)
+    assert isinstance(failure.exception, TimeoutError)
+    assert isinstance(failure.exception.last, Flaky)
+    assert failure.exception.__cause__ is failure.exception.last
     assert failure.attempts == len(calls) == 2  # at 0 s and 0.2 s; 0.6 s would be late
     assert failure.elapsed is not None
     assert failure.elapsed < 0.5
@@ -419,3 +425,76 @@ def test_rate_limit_over_ten_seconds(run: Any) -> None:
                 ahead += 1
             count = ahead - first
             assert count <= burst + rate * width + 1e-9, f"{count} calls in {width} s at {t}"
+
+
+# -- a cap on one retry's wait ---------------------------------------------------------
+
+
+class Busy(Exception):
+    def __init__(self, retry_after: float) -> None:
+        super().__init__(f"busy for {retry_after} s")
+        self.retry_after = retry_after
+
+
+@pytest.mark.timeout(5)
+def test_a_retry_after_longer_than_max_wait_fails_the_item_at_once(run: Any) -> None:
+    """A Retry-After of an hour is not waited: the item fails at once with
+    RetryWaitTooLong, the service's error as its last failure."""
+    calls: list[int] = []
+
+    async def action(i: int) -> int:
+        calls.append(i)
+        raise Busy(3600)
+
+    async def main() -> list[Any]:
+        retry = Retry(on=Busy, attempts=5, max_wait=10)
+        return await collect(parallelize(action, [1], 1, retry=retry, on_error="yield"))
+
+    [failure] = run(main())
+    assert calls == [1]
+    error = failure.exception
+    assert isinstance(error, RetryWaitTooLong)
+    assert (error.wait, error.max_wait, error.attempts) == (3600, 10, 1)
+    assert isinstance(error.last, Busy)
+    assert error.__cause__ is error.last
+
+
+def test_the_default_max_wait_is_300_s_and_none_lifts_it() -> None:
+    """Retry's default cap is 300 s; None waits whatever the service asks."""
+    assert Retry(on=Busy).max_wait == 300
+    assert Retry(on=Busy, max_wait=None).max_wait is None
+    with pytest.raises(ValueError, match=r"^Retry.max_wait must be >= 0 seconds, got -1$"):
+        Retry(on=Busy, max_wait=-1)
+
+
+def test_a_wait_within_max_wait_is_waited(run: Any) -> None:
+    """A Retry-After under the cap is obeyed as before."""
+    calls: list[int] = []
+
+    async def action(i: int) -> int:
+        calls.append(i)
+        if len(calls) == 1:
+            raise Busy(0.05)
+        return i
+
+    retry = Retry(on=Busy, attempts=3, max_wait=1)
+    assert run(collect(parallelize(action, [7], 1, retry=retry))) == [7]
+    assert len(calls) == 2
+
+
+@pytest.mark.timeout(5)
+def test_an_attempt_cut_by_the_deadline_fails_with_deadline_exceeded(run: Any) -> None:
+    """The deadline (not the per-attempt timeout) ends a long attempt: its own error."""
+
+    async def action(i: int) -> int:
+        await asyncio.sleep(10)
+        return i
+
+    async def main() -> list[Any]:
+        return await collect(
+            parallelize(action, [1], 1, timeout=5, deadline=0.05, on_error="yield")
+        )
+
+    [failure] = run(main())
+    assert isinstance(failure.exception, DeadlineExceeded)
+    assert failure.exception.attempts == 1

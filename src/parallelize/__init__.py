@@ -20,12 +20,14 @@ Layers, each importing only the ones below it::
 from ._api import parallelize as parallelize
 from ._engine import Run as Run
 from ._errors import ActionError as ActionError
+from ._errors import DeadlineExceeded as DeadlineExceeded
 from ._errors import Interrupted as Interrupted
 from ._errors import JournalError as JournalError
 from ._errors import MissingDependencyError as MissingDependencyError
 from ._errors import ParallelizeError as ParallelizeError
 from ._errors import ProcessCrashed as ProcessCrashed
 from ._errors import RetriesExhausted as RetriesExhausted
+from ._errors import RetryWaitTooLong as RetryWaitTooLong
 from ._journal import Journal as Journal
 from ._journal import JsonCodec as JsonCodec
 from ._journal import RecordedError as RecordedError
@@ -50,6 +52,7 @@ __all__ = (
     "AdaptiveLimit",
     "AdaptiveStatistics",
     "Backoff",
+    "DeadlineExceeded",
     "Failure",
     "Interrupted",
     "Journal",
@@ -66,6 +69,7 @@ __all__ = (
     "RecordedError",
     "RetriesExhausted",
     "Retry",
+    "RetryWaitTooLong",
     "Run",
     "SQLiteJournal",
     "Statistics",
@@ -87,6 +91,8 @@ for _obj in (
     ParallelizeError,
     ProcessCrashed,
     RetriesExhausted,
+    RetryWaitTooLong,
+    DeadlineExceeded,
     RateLimit,
     RateLimitStatistics,
     AdaptiveLimit,

@@ -551,7 +551,7 @@ class Run(Generic[T_co]):
             skipped=skipped,
             passed_on=stats.passed_on,
             in_flight=in_flight,
-            waiting_retry=len(self._retries),
+            waiting_retry=0 if self._done else len(self._retries),
             retries=stats.retries,
             attempts=attempts,
             elapsed=elapsed,
@@ -560,6 +560,7 @@ class Run(Generic[T_co]):
             limit=self._numworkers if adaptive is None else adaptive.limit,
             latency=Latency.of(stats.latency) if latency else None,
             finished=self._done,
+            undone=stats.unfinished + len(self._retries) if self._done else 0,
         )
 
     def _in_flight(self) -> int:

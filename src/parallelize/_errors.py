@@ -7,6 +7,8 @@ has to say::
     ParallelizeError
     ├── ActionError             (an action misbehaved in a way found only while running)
     ├── RetriesExhausted        (an item's result still asked for a retry after the last)
+    ├── RetryWaitTooLong        (the wait before an item's next attempt passed Retry.max_wait)
+    ├── DeadlineExceeded        (an item's deadline passed; also a TimeoutError)
     ├── JournalError            (a journal cannot be used: corrupt, locked, mismatched...)
     ├── Interrupted             (a run stopped on SIGINT/SIGTERM, after saving its work)
     ├── ProcessCrashed          (the child process running an item died)
@@ -24,12 +26,14 @@ from typing import Any
 
 __all__ = (
     "ActionError",
+    "DeadlineExceeded",
     "Interrupted",
     "JournalError",
     "MissingDependencyError",
     "ParallelizeError",
     "ProcessCrashed",
     "RetriesExhausted",
+    "RetryWaitTooLong",
 )
 
 
@@ -124,6 +128,66 @@ class RetriesExhausted(ParallelizeError):  # noqa: N818 - says what happened, as
         super().__init__(
             f"item {item!r}: still retryable after {attempts} attempts, last result {last_result!r}"
         )
+
+
+class RetryWaitTooLong(ParallelizeError):  # noqa: N818 - says what happened, as it reads
+    """The wait before an item's next attempt was longer than ``Retry.max_wait``.
+
+    A service's ``Retry-After`` of an hour would hold the item (and, without a
+    journal, its outcome) for an hour: the item fails at once instead. The last
+    failure is :attr:`last` (and the ``__cause__`` when it is an exception).
+
+    Attributes:
+        item: The input item.
+        attempts: How many times the action was called for it.
+        wait: The wait asked for, in seconds.
+        max_wait: The cap it passed, in seconds.
+        last: The last attempt's failure: an exception, or the result retried.
+
+    Added in 0.2.
+    """
+
+    def __init__(
+        self, item: Any, attempts: int, wait: float, max_wait: float, last: object
+    ) -> None:
+        self.item = item
+        self.attempts = attempts
+        self.wait = wait
+        self.max_wait = max_wait
+        self.last = last
+        super().__init__(
+            f"the next attempt would wait {wait:g} s, longer than max_wait {max_wait:g} s "
+            f"(after {attempts} attempts; last: {last!r})"
+        )
+
+
+class DeadlineExceeded(ParallelizeError, TimeoutError):  # noqa: N818 - as it reads
+    """An item's ``deadline`` passed: before or during an attempt, or before its next.
+
+    A :class:`TimeoutError`, as the per-attempt ``timeout``'s, but its own class:
+    the whole item is out of time, and it is never retried. The last failure, if
+    any, is :attr:`last` (and the ``__cause__`` when it is an exception).
+
+    Attributes:
+        item: The input item.
+        deadline: The item's deadline, in seconds from its first attempt.
+        attempts: How many times the action was called for it.
+        last: The last attempt's failure, or None if none failed.
+
+    Added in 0.2.
+    """
+
+    def __init__(self, item: Any, deadline: float, attempts: int, last: object = None) -> None:
+        self.item = item
+        self.deadline = deadline
+        self.attempts = attempts
+        self.last = last
+        after = f"after {attempts} attempts" if attempts else "before any attempt"
+        last_text = "" if last is None else f"; last: {last!r}"
+        super().__init__(f"the item's deadline of {deadline:g} s has passed ({after}{last_text})")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.item, self.deadline, self.attempts, self.last))
 
 
 class ProcessCrashed(ParallelizeError):  # noqa: N818 - says what happened, as it reads

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, final
 
-from ._errors import RetriesExhausted
+from ._errors import DeadlineExceeded, RetriesExhausted, RetryWaitTooLong
 
 __all__ = (
     "Backoff",
@@ -119,7 +119,10 @@ class Retry:
 
     Before each retry the item waits for the service's own ``Retry-After`` if the
     failure carries one (see :func:`retry_after_of`), else for the backoff delay.
-    While it waits, its worker serves other items. Cancellation is never retried.
+    While it waits, its worker serves other items. A wait longer than ``max_wait``
+    is not waited: the item fails at once with :class:`~parallelize.RetryWaitTooLong`
+    (and one past the item's ``deadline`` with :class:`~parallelize.DeadlineExceeded`).
+    Cancellation is never retried.
 
     Attributes:
         on: The exception types that are retried (``TimeoutError`` covers the
@@ -133,6 +136,9 @@ class Retry:
             :class:`~parallelize.RetriesExhausted` carrying it.
         retry_after: Reads a service's requested delay from a failure (an exception
             or a result); default :func:`retry_after_of`. None ignores them.
+        max_wait: The longest wait before one retry, in seconds (default 300); a
+            ``Retry-After`` (or backoff) asking more fails the item at once. None:
+            no cap. Added in 0.2.
 
     Example:
         >>> Retry(on=(aiohttp.ClientError, TimeoutError), attempts=5,
@@ -149,6 +155,7 @@ class Retry:
     retry_after: Callable[[object], float | None] | None = dataclasses.field(
         default_factory=lambda: retry_after_of
     )
+    max_wait: float | None = 300.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "on", _check_exception_types(self.on))
@@ -158,6 +165,8 @@ class Retry:
             raise ValueError(f"Retry.attempts must be >= 1, got {self.attempts}")
         if not isinstance(self.backoff, Backoff):
             raise TypeError(f"Retry.backoff must be a Backoff, got {self.backoff!r}")
+        if self.max_wait is not None:
+            _check_seconds("Retry.max_wait", self.max_wait)
         for name in ("if_exception", "if_result", "retry_after"):
             value = getattr(self, name)
             if value is not None and not callable(value):
@@ -268,7 +277,7 @@ class ItemPolicy:
         finally:
             adaptive._release(ticket)  # noqa: SLF001
 
-    async def _attempt(
+    async def _attempt(  # noqa: C901 - one attempt, each outcome inline
         self,
         action: Callable[..., Any],
         unpack: bool,
@@ -284,8 +293,7 @@ class ItemPolicy:
         if state.deadline_at is not None:
             if now >= state.deadline_at:
                 state.duration = 0.0
-                error = TimeoutError(f"the item's deadline of {self.deadline} s has passed")
-                return FAIL, error, 0.0, True
+                return FAIL, self._past_deadline(state, None), 0.0, True
             limit = state.deadline_at if limit is None else min(limit, state.deadline_at)
         state.attempts += 1
         item = state.item
@@ -310,6 +318,8 @@ class ItemPolicy:
             # timer.expired(): our timeout (or deadline) ended the attempt, as opposed
             # to a TimeoutError raised by the action itself.
             expired = timer is not None and timer.expired()
+            if expired and state.deadline_at is not None and limit == state.deadline_at:
+                return FAIL, self._past_deadline(state, error), 0.0, True
             return self._after_exception(error, state, draw, end, expired)
         state.duration = time.perf_counter() - began
         if ticket is not None:
@@ -336,14 +346,23 @@ class ItemPolicy:
         if state.attempts >= retry.attempts:
             return FAIL, error or RetriesExhausted(state.item, state.attempts, failure), 0.0, True
         asked = None if retry.retry_after is None else retry.retry_after(failure)
-        if asked is not None:
-            delay = asked
-            if self.rate_limit is not None:
-                # The service asked everybody to wait, not only this item.
-                self.rate_limit.pause_until(time.monotonic() + asked)
-        else:
-            delay = retry.backoff.delay(state.attempts, draw)
+        delay = retry.backoff.delay(state.attempts, draw) if asked is None else asked
+        if retry.max_wait is not None and delay > retry.max_wait:
+            # Not worth holding the item (and its outcome) for: it fails now.
+            late = RetryWaitTooLong(state.item, state.attempts, delay, retry.max_wait, failure)
+            late.__cause__ = error
+            return FAIL, late, 0.0, True
         if state.deadline_at is not None and now + delay >= state.deadline_at:
-            # No time left for another attempt: end with this failure now.
-            return FAIL, error or RetriesExhausted(state.item, state.attempts, failure), 0.0, True
+            # No time left for another attempt: end the item now.
+            return FAIL, self._past_deadline(state, failure), 0.0, True
+        if asked is not None and self.rate_limit is not None:
+            # The service asked everybody to wait, not only this item.
+            self.rate_limit.pause_until(time.monotonic() + asked)
         return RETRY, failure, delay, True
+
+    def _past_deadline(self, state: ItemState, last: object) -> DeadlineExceeded:
+        assert self.deadline is not None
+        error = DeadlineExceeded(state.item, self.deadline, state.attempts, last)
+        if isinstance(last, BaseException):
+            error.__cause__ = last
+        return error

@@ -211,6 +211,10 @@ class Statistics:
             current value, else ``numworkers``.
         latency: Percentiles of the actions' durations; None before the first.
         finished: True once every worker has ended.
+        undone: Items taken from the input that ended without an outcome, once the
+            run is finished: cut off in flight, or waiting for a retry, when it was
+            stopped (a signal, ``break``); a journal runs them again on resume.
+            Added in 0.2.
     """
 
     total: int | None
@@ -230,6 +234,7 @@ class Statistics:
     limit: int
     latency: Latency | None
     finished: bool
+    undone: int = 0
 
     def summary(self) -> str:
         """Return a few lines for people: counts, throughput and latency."""
@@ -250,6 +255,10 @@ class Statistics:
             lines.append(f"{self.attempts:,} attempts, {self.retries:,} retries")
         if self.in_flight or self.waiting_retry:
             lines.append(f"{self.in_flight:,} in flight, {self.waiting_retry:,} waiting to retry")
+        if self.undone:
+            lines.append(
+                f"{self.undone:,} left undone: in flight or waiting to retry when the run stopped"
+            )
         latency = self.latency
         if latency is not None:
             lines.append(

@@ -47,6 +47,7 @@ __all__ = (
     "EXIT_OUTPUT",
     "EXIT_USAGE",
     "Job",
+    "NotUTF8",
     "OutputError",
     "Sink",
     "UsageError",
@@ -178,9 +179,33 @@ def count_items(stream: IO[bytes] | None, parse: Parse[Any]) -> int | None:
         stream.seek(position)
 
 
+class NotUTF8(str):
+    """An input line that is not UTF-8, decoded with U+FFFD for each bad byte.
+
+    The commands make it a failure record (it is no URL, no JSON) instead of
+    passing the replacement characters on as if they had been read.
+
+    Attributes:
+        reason: Where the first bad byte is, for the record's message.
+    """
+
+    __slots__ = ("reason",)
+    reason: str
+
+
+def decode_line(raw: bytes) -> str:
+    """Return a line's text; a :class:`NotUTF8` when it is not UTF-8."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        text = NotUTF8(raw.decode("utf-8", "replace").strip())
+        text.reason = f"the line is not UTF-8: byte 0x{raw[exc.start]:02x} at byte {exc.start + 1}"
+        return text
+
+
 def _file_items(stream: IO[bytes], parse: Parse[T]) -> Iterator[T]:
     for number, raw in enumerate(stream, 1):
-        item = parse(number, raw.decode("utf-8", "replace"))
+        item = parse(number, decode_line(raw))
         if item is not None:
             yield item
 
@@ -208,11 +233,11 @@ async def _pipe_items(stream: IO[bytes], parse: Parse[T]) -> AsyncIterator[T]:
         rest = lines.pop()
         for raw in lines:
             number += 1
-            item = parse(number, raw.decode("utf-8", "replace"))
+            item = parse(number, decode_line(raw))
             if item is not None:
                 yield item
     if rest:
-        item = parse(number + 1, rest.decode("utf-8", "replace"))
+        item = parse(number + 1, decode_line(rest))
         if item is not None:
             yield item
 
@@ -511,6 +536,7 @@ async def execute(job: Job, options: argparse.Namespace, sink: Sink, argv: list[
             options.workers,
             on_error="yield",
             timeout=None if job.timeout_in_action else options.timeout or None,
+            deadline=options.deadline or None,
             retry=job.retry,
             rate_limit=None
             if options.rate is None
@@ -618,6 +644,9 @@ def _interrupted_line(run: Run[Any], stop: Interrupted, job: Job, argv: list[str
     name = signal.Signals(stop.signal).name
     failed = f" ({stats.failed:,} failed)" if stats.failed else ""
     done = f"stopped by {name} after {stats.done:,} {job.noun}{failed}"
+    if stats.undone:
+        again = "no record" if stop.journal is None else "they run again on resume"
+        done += f", {stats.undone:,} left undone ({again})"
     if stop.journal is None:
         return (
             f"parallelize: {done}; nothing was recorded: with --journal FILE a rerun "

@@ -14,17 +14,34 @@ import asyncio
 import contextlib
 import hashlib
 import os
+import re
 from collections.abc import Awaitable, Callable
 from json.encoder import encode_basestring_ascii
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from parallelize import Failure, MissingDependencyError, Retry, parse_retry_after
-from parallelize.http import BACKENDS, Client, HTTPClientError, Reply, backends, open_client
+from parallelize import (
+    DeadlineExceeded,
+    Failure,
+    MissingDependencyError,
+    Retry,
+    RetryWaitTooLong,
+    parse_retry_after,
+)
+from parallelize.http import (
+    BACKENDS,
+    Client,
+    HTTPClientError,
+    InvalidURLError,
+    Reply,
+    backends,
+    open_client,
+)
 
 from ._common import (
     ENCODE,
     Job,
+    NotUTF8,
     Sink,
     UsageError,
     check_distinct_files,
@@ -91,10 +108,33 @@ def parse_header(text: str) -> tuple[str, str]:
     return name, value.strip()
 
 
+class _BadURL(str):
+    """A URL line that cannot be a URL: its record is an ``invalid_url`` failure."""
+
+    __slots__ = ("reason",)
+    reason: str
+
+
+# Blanks inside a line: "http://h/echo<TAB>extra" is no URL (a second column, say).
+_BLANK = re.compile(r"\s").search
+
+
 def _parse_line(number: int, text: str) -> tuple[int, str] | None:
     url = text.strip()
     if not url or url.startswith("#"):
         return None
+    if type(text) is NotUTF8:
+        bad = _BadURL(url)
+        bad.reason = text.reason
+        return number, bad
+    blank = _BLANK(url)
+    if blank is not None:
+        bad = _BadURL(url)
+        bad.reason = (
+            f"the line has a blank ({blank.group()!r}) at column {blank.start() + 1}: one "
+            f"URL a line, with spaces written %20"
+        )
+        return number, bad
     return number, url
 
 
@@ -189,7 +229,12 @@ async def _fetch(
             reads_stdin=options.urls == "-",
             retry=None
             if not options.retries
-            else Retry(on=(), attempts=options.retries + 1, if_exception=_is_retryable),
+            else Retry(
+                on=(),
+                attempts=options.retries + 1,
+                if_exception=_is_retryable,
+                max_wait=options.max_retry_wait or None,
+            ),
             key=_url_of,
             total=total,
             summary_note=f"client {client.name}",
@@ -218,6 +263,8 @@ def _make_fetch(
     quote = encode_basestring_ascii
 
     async def fetch(line: int, url: str) -> str:
+        if type(url) is not str:  # a _BadURL: checked once, when the line was read
+            raise InvalidURLError(url.reason)  # type: ignore[attr-defined]
         first = starts.setdefault(line, clock())
         attempt = tries[line] = tries.get(line, 0) + 1
         file = None
@@ -300,8 +347,12 @@ def _is_retryable(error: Exception) -> bool:
     return isinstance(error, TimeoutError)  # --timeout
 
 
-def error_kind(error: BaseException) -> str:
+def error_kind(error: BaseException) -> str:  # noqa: PLR0911 - one kind a line
     """Return the short, stable name of a failure: ``"timeout"``, ``"http"``, ..."""
+    if isinstance(error, DeadlineExceeded):
+        return "deadline"
+    if isinstance(error, RetryWaitTooLong):
+        return "retry_wait"
     if isinstance(error, HTTPClientError):
         return error.kind
     if isinstance(error, HTTPStatusError):
@@ -327,10 +378,16 @@ def _make_failure_line(
         kind = error_kind(error)
         if kind == "timeout" and timeout:
             message = f"no complete answer within --timeout {timeout:g} s"
-        elif kind in ("http", "save") or isinstance(error, HTTPClientError):
+        elif kind in ("http", "save", "deadline", "retry_wait") or isinstance(
+            error, HTTPClientError
+        ):
             message = str(error)
         else:
             message = error_text(error)
+        if isinstance(error, DeadlineExceeded | RetryWaitTooLong) and isinstance(
+            error.last, HTTPStatusError
+        ):
+            error = error.last  # the reply's status, size and file stay in the record
         record: dict[str, Any] = {
             "url": url,
             "final_url": None,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 from typing import NoReturn
 
 from parallelize.http import BACKENDS
@@ -161,6 +162,19 @@ def _size(text: str) -> int:
     return value
 
 
+# RFC 9110's token: the characters a method's name may have.
+_METHOD = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+
+
+def _method(text: str) -> str:
+    if _METHOD.fullmatch(text) is None:
+        raise argparse.ArgumentTypeError(
+            f"expected a method name such as GET or POST (letters, digits and "
+            f"!#$%&'*+-.^_`|~, no spaces), got {text!r}"
+        )
+    return text.upper()
+
+
 def _header(text: str) -> tuple[str, str]:
     try:
         return parse_header(text)
@@ -197,6 +211,23 @@ def _add_common(parser: argparse.ArgumentParser, *, timeout: float | None, retri
         default=0,
         metavar="N",
         help=f"try again up to N more times, after a backoff, {retried} (default 0)",
+    )
+    parser.add_argument(
+        "--max-retry-wait",
+        type=_seconds,
+        default=300.0,
+        metavar="SECONDS",
+        help="fail an item at once (kind retry_wait) rather than wait longer than "
+        "SECONDS before its next attempt, whatever a Retry-After asks (default 300; "
+        "0: no limit)",
+    )
+    parser.add_argument(
+        "--deadline",
+        type=_seconds,
+        default=0.0,
+        metavar="SECONDS",
+        help="give up an item (kind deadline) SECONDS after its first attempt "
+        "started, retries and their waits included (default 0: no limit)",
     )
     parser.add_argument(
         "--rate",
@@ -282,7 +313,7 @@ def build_parser() -> Parser:
         "-X",
         "--method",
         default="GET",
-        type=str.upper,
+        type=_method,
         help="the HTTP method (default GET)",
     )
     fetch.add_argument(

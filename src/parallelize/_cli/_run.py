@@ -13,15 +13,18 @@ import importlib
 import inspect
 import json
 import sys
+import traceback
+import types
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from parallelize import Failure, Retry
+from parallelize import DeadlineExceeded, Failure, Retry, RetryWaitTooLong
 
 from ._common import (
     ENCODE,
     Job,
+    NotUTF8,
     Sink,
     UsageError,
     check_distinct_files,
@@ -44,7 +47,16 @@ __all__ = ("load_function", "run_command")
 
 
 class InvalidLineError(ValueError):
-    """An input line that is not one JSON value."""
+    """An input line that is not one JSON value (or not UTF-8 at all).
+
+    Attributes:
+        kind: The record's error kind: ``"invalid_json"`` or ``"invalid_utf8"``.
+    """
+
+    def __init__(self, message: str, kind: str = "invalid_json") -> None:
+        """Say what is wrong with the line."""
+        super().__init__(message)
+        self.kind = kind
 
 
 def _reject_constant(name: str) -> Any:
@@ -56,6 +68,8 @@ _decode = json.JSONDecoder(parse_constant=_reject_constant).decode
 
 def arguments(text: str) -> Any:
     """Return the JSON value of one input line; raise :class:`InvalidLineError` if none."""
+    if type(text) is NotUTF8:
+        raise InvalidLineError(text.reason, "invalid_utf8")
     try:
         return _decode(text)
     except json.JSONDecodeError as exc:
@@ -71,14 +85,17 @@ def result_json(result: Any) -> str:
 
 
 def _parse_line(number: int, text: str) -> tuple[int, str] | None:
+    if type(text) is NotUTF8:
+        return number, text  # a failure record, from arguments()
     text = text.strip()
     return (number, text) if text else None
 
 
-def load_function(spec: str) -> Callable[..., Any]:
+def load_function(spec: str, *, verbose: bool = False) -> Callable[..., Any]:
     """Import ``MODULE:FUNCTION`` (``FUNCTION`` may be dotted: ``Class.method``).
 
-    The current directory is searched first, as ``python -m`` does.
+    The current directory is searched first, as ``python -m`` does. With
+    ``verbose``, a module that fails to import has its traceback printed on stderr.
 
     Raises:
         UsageError: The spec is malformed, the module cannot be imported, or the
@@ -99,9 +116,9 @@ def load_function(spec: str) -> Callable[..., Any]:
                 f"no module named {missing!r} in {cwd} or on PYTHONPATH: run from the "
                 f"directory that holds it, or add that directory to PYTHONPATH"
             ) from exc
-        raise UsageError(f"importing {module_name!r} failed: {error_text(exc)}") from exc
+        raise _import_failed(module_name, exc, verbose=verbose) from exc
     except Exception as exc:
-        raise UsageError(f"importing {module_name!r} failed: {error_text(exc)}") from exc
+        raise _import_failed(module_name, exc, verbose=verbose) from exc
     target: Any = module
     for part in name.split("."):
         try:
@@ -114,40 +131,85 @@ def load_function(spec: str) -> Callable[..., Any]:
     return function
 
 
+def _import_failed(module_name: str, exc: Exception, *, verbose: bool) -> UsageError:
+    """Return the usage error of a module whose own code failed (its traceback: -v)."""
+    if verbose:
+        traceback.print_exception(exc, file=sys.stderr)
+        hint = ""
+    else:
+        hint = " (-v shows the traceback)"
+    return UsageError(f"importing {module_name!r} failed: {error_text(exc)}{hint}")
+
+
 def _is_async(function: Callable[..., Any]) -> bool:
     call = getattr(function, "__call__", None)  # noqa: B004 - an object with async __call__
     return inspect.iscoroutinefunction(function) or inspect.iscoroutinefunction(call)
 
 
+class ExitCalled(Exception):  # noqa: N818 - says what happened, as it reads
+    """The function raised ``SystemExit`` (``sys.exit(3)``): a failure of that call.
+
+    A function that exits must not end the command with its code and no record:
+    the exit is that line's failure, and the other lines go on.
+    """
+
+    def __init__(self, code: object) -> None:
+        """Keep the exit code."""
+        super().__init__(f"SystemExit: {code}")
+        self.code = code
+
+
+def _call(function: Callable[..., Any], args: Any) -> Any:
+    kind = type(args)
+    if kind is list:
+        return function(*args)
+    if kind is dict:
+        return function(**args)
+    return function(args)
+
+
 def _make_call(function: Callable[..., Any]) -> Callable[[int, str], Awaitable[str] | str]:
-    """Return the action: decode the line, call ``function``, return the line to write."""
-    if _is_async(function):
+    """Return the action: decode the line, call ``function``, return the line to write.
 
-        async def call_async(line: int, text: str) -> str:
-            args = arguments(text)
-            kind = type(args)
-            if kind is list:
-                result = await function(*args)
-            elif kind is dict:
-                result = await function(**args)
+    A generator function (or one that returns a generator) fans out as the library
+    does: its values make one list, the line's one result.
+    """
+    if _is_async(function) or inspect.isasyncgenfunction(function):
+        return _make_async_call(function)
+    return _make_sync_call(function)
+
+
+def _make_async_call(function: Callable[..., Any]) -> Callable[[int, str], Awaitable[str]]:
+    is_agen = inspect.isasyncgenfunction(function)
+
+    async def call_async(line: int, text: str) -> str:
+        args = arguments(text)
+        try:
+            if is_agen:
+                result: Any = [value async for value in _call(function, args)]
             else:
-                result = await function(args)
-            return _success_line(line, args, result)
+                result = await _call(function, args)
+                if type(result) is types.GeneratorType:
+                    result = list(result)
+        except SystemExit as exc:
+            raise ExitCalled(exc.code) from exc
+        return _success_line(line, args, result)
 
-        return call_async
+    return call_async
 
+
+def _make_sync_call(function: Callable[..., Any]) -> Callable[[int, str], str]:
     name = getattr(function, "__qualname__", repr(function))
 
     def call(line: int, text: str) -> str:
         args = arguments(text)
-        kind = type(args)
-        if kind is list:
-            result = function(*args)
-        elif kind is dict:
-            result = function(**args)
-        else:
-            result = function(args)
-        if inspect.isawaitable(result):
+        try:
+            result = _call(function, args)
+            if type(result) is types.GeneratorType:
+                result = list(result)
+        except SystemExit as exc:
+            raise ExitCalled(exc.code) from exc
+        if inspect.isawaitable(result) or inspect.isasyncgen(result):
             if inspect.iscoroutine(result):
                 result.close()  # never awaited: say so here, not in a RuntimeWarning
             raise TypeError(
@@ -179,15 +241,21 @@ def _make_failure_line(timeout: float | None) -> Callable[[Failure], str]:
                 {
                     "line": line,
                     "ok": False,
-                    "error": {"kind": "invalid_json", "message": str(error)},
+                    "error": {"kind": error.kind, "message": str(error)},
                 }
             )
-        if isinstance(error, TimeoutError):
+        if isinstance(error, DeadlineExceeded):
+            kind, message = "deadline", str(error)
+        elif isinstance(error, RetryWaitTooLong):
+            kind, message = "retry_wait", str(error)
+        elif isinstance(error, TimeoutError):
             kind = "timeout"
             if str(error) or not timeout:
                 message = error_text(error)  # the function's own TimeoutError
             else:
                 message = f"no result within --timeout {timeout:g} s"
+        elif isinstance(error, ExitCalled):
+            kind, message = "exception", str(error)
         else:
             kind = "exception"
             message = error_text(error)
@@ -211,7 +279,7 @@ def run_command(options: argparse.Namespace, argv: list[str]) -> int:
     """
     check_journal(options.journal)
     check_queue_options(options, options.input, "--input")
-    function = load_function(options.function)
+    function = load_function(options.function, verbose=options.verbose)
     with open_input(options.input, "the --input file") as stream:
         check_distinct_files(
             stream, "the --input file", output=options.output, journal=options.journal
@@ -241,7 +309,12 @@ async def _run(
         reads_stdin=options.input == "-",
         retry=None
         if not options.retries
-        else Retry(on=(), attempts=options.retries + 1, if_exception=_retryable),
+        else Retry(
+            on=(),
+            attempts=options.retries + 1,
+            if_exception=_retryable,
+            max_wait=options.max_retry_wait or None,
+        ),
         total=total,
     )
     return await execute(job, options, sink, argv)
