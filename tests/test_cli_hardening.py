@@ -418,3 +418,65 @@ def test_run_verbose_shows_the_traceback_of_a_module_that_fails_to_import(
     assert loud.returncode == 2
     assert "Traceback (most recent call last)" in loud.stderr
     assert "in helper" in loud.stderr
+
+
+# -- a journal remembers what shapes its outcomes -----------------------------------------
+
+
+@pytest.mark.parametrize(
+    "changed",
+    [
+        ["-X", "POST"],
+        ["-H", "X-New: 1"],
+        ["--save-dir", "SAVE"],
+        ["--max-body", "100"],
+    ],
+    ids=["method", "header", "save-dir", "max-body"],
+)
+def test_a_journal_refuses_a_rerun_with_other_request_options(
+    tmp_path: Path, server: str, changed: list[str]
+) -> None:
+    """A rerun with another method, header, save dir or body limit is refused (exit
+    2, naming what changed) instead of replaying outcomes made another way;
+    --reuse-journal reuses it on purpose."""
+    changed = [str(tmp_path / "bodies") if arg == "SAVE" else arg for arg in changed]
+    urls = write_lines(tmp_path / "urls.txt", [f"{server}/echo"])
+    journal = ["--journal", str(tmp_path / "j.db")]
+    first = cli("fetch", str(urls), *journal)
+    assert first.returncode == 0, first.stderr
+    again = cli("fetch", str(urls), *journal)  # the same options: replayed
+    assert again.returncode == 0, again.stderr
+    refused = cli("fetch", str(urls), *journal, *changed)
+    assert refused.returncode == 2, refused.stderr
+    assert "holds outcomes made with other settings" in refused.stderr
+    assert "--reuse-journal" in refused.stderr
+    assert refused.stdout == ""
+    reused = cli("fetch", str(urls), *journal, *changed, "--reuse-journal")
+    assert reused.returncode == 0, reused.stderr
+    assert "1 replayed from the journal" in reused.stderr
+    after = cli("fetch", str(urls), *journal, *changed)  # adopted: no refusal now
+    assert after.returncode == 0, after.stderr
+
+
+def test_a_journal_names_the_changed_header_not_its_value(tmp_path: Path, server: str) -> None:
+    """The refusal names the header that changed; its secret value stays out of the
+    journal and the message."""
+    urls = write_lines(tmp_path / "urls.txt", [f"{server}/echo"])
+    journal = ["--journal", str(tmp_path / "j.db")]
+    cli("fetch", str(urls), *journal, "-H", "Authorization: Bearer s3cret-one")
+    refused = cli("fetch", str(urls), *journal, "-H", "Authorization: Bearer s3cret-two")
+    assert refused.returncode == 2
+    assert "headers" in refused.stderr
+    assert "s3cret" not in refused.stderr
+    assert b"s3cret" not in (tmp_path / "j.db").read_bytes()
+
+
+def test_a_run_journal_refuses_another_function(tmp_path: Path) -> None:
+    """parallelize run with the journal of another function is refused."""
+    (tmp_path / "tasks.py").write_text("def a(x):\n    return x\n\ndef b(x):\n    return -x\n")
+    (tmp_path / "args.jsonl").write_text("1\n2\n")
+    journal = ["--input", "args.jsonl", "--journal", "j.db"]
+    assert cli("run", "tasks:a", *journal, cwd=tmp_path).returncode == 0
+    refused = cli("run", "tasks:b", *journal, cwd=tmp_path)
+    assert refused.returncode == 2
+    assert "function 'tasks:a' -> 'tasks:b'" in refused.stderr

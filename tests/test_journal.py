@@ -526,3 +526,25 @@ def test_an_error_from_a_stalled_async_input_propagates(run: Any, tmp_path: Path
 
     with pytest.raises(OSError, match="the pipe broke"):
         run(take(parallelize(Calls(), failing(), 2, journal=tmp_path / "j.db")))
+
+
+def test_settings_that_differ_are_refused_and_adopt_settings_reuses(tmp_path: Path) -> None:
+    """SQLiteJournal(settings=...): a rerun with other settings is a JournalError
+    naming the change; adopt_settings=True replays the outcomes and keeps the new."""
+    path = tmp_path / "j.db"
+
+    async def double(x: int) -> int:
+        return 2 * x
+
+    async def run_with(settings: dict[str, Any], *, adopt: bool = False) -> list[int]:
+        journal = SQLiteJournal(path, replay=True, settings=settings, adopt_settings=adopt)
+        return sorted([r async for r in parallelize(double, range(3), 2, journal=journal)])
+
+    assert asyncio.run(run_with({"model": "v1"})) == [0, 2, 4]
+    assert asyncio.run(run_with({"model": "v1"})) == [0, 2, 4]
+    with pytest.raises(JournalError, match=r"other settings \(model 'v1' -> 'v2'\)"):
+        asyncio.run(run_with({"model": "v2"}))
+    assert asyncio.run(run_with({"model": "v2"}, adopt=True)) == [0, 2, 4]
+    assert asyncio.run(run_with({"model": "v2"})) == [0, 2, 4]
+    with pytest.raises(TypeError, match=r"^settings must map names to JSON values"):
+        SQLiteJournal(path, settings={"f": object()})

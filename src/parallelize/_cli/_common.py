@@ -492,6 +492,9 @@ class Job:
         total: How many items there are, for the progress bar, or None.
         summary_note: Said at the end of the summary line ("client aiohttp").
         timeout_in_action: The action enforces --timeout itself (the run does not).
+        settings: What shapes an outcome besides the item (the request's method and
+            headers, the function): a journal stores them and refuses a rerun
+            whose settings differ (``--reuse-journal`` adopts them instead).
     """
 
     action: Callable[..., Any]
@@ -504,6 +507,7 @@ class Job:
     total: int | None = None
     summary_note: str | None = None
     timeout_in_action: bool = False
+    settings: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 def wants_progress(option: bool | None, quiet: bool) -> bool:
@@ -551,7 +555,13 @@ async def execute(job: Job, options: argparse.Namespace, sink: Sink, argv: list[
             if queue is not None
             else None
             if journal is None
-            else SQLiteJournal(journal, replay=True, retry_failed=True),
+            else SQLiteJournal(
+                journal,
+                replay=True,
+                retry_failed=True,
+                settings=job.settings,
+                adopt_settings=options.reuse_journal,
+            ),
             key=None if journal is None and queue is None else job.key,
             handle_signals=True,
             stats=True,

@@ -181,6 +181,24 @@ def fetch_command(options: argparse.Namespace, argv: list[str]) -> int:
             return run_loop(_fetch(options, stream, sink, argv, total), options.uvloop)
 
 
+def outcome_settings(options: argparse.Namespace) -> dict[str, Any]:
+    """Return what shapes a URL's outcome besides the URL, for the journal to compare.
+
+    Header values are stored as a short hash (an Authorization header is no
+    business of the journal file), so a change says which header, not its value.
+    """
+    return {
+        "method": options.method,
+        "headers": [[name, _short_hash(value)] for name, value in options.headers],
+        "save_dir": None if options.save_dir is None else os.path.abspath(options.save_dir),  # noqa: PTH100 - a str, stored
+        "max_body": options.max_body,
+    }
+
+
+def _short_hash(text: str) -> str:
+    return "sha256:" + hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+
+
 def _client_name(asked: str | None) -> str:
     """Return the backend to use: the one asked for, or the fastest installed."""
     installed = backends()
@@ -239,6 +257,7 @@ async def _fetch(
             total=total,
             summary_note=f"client {client.name}",
             timeout_in_action=True,
+            settings=outcome_settings(options),
         )
         return await execute(job, options, sink, argv)
 

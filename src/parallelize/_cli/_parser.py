@@ -246,7 +246,14 @@ def _add_common(parser: argparse.ArgumentParser, *, timeout: float | None, retri
         "--journal",
         metavar="FILE",
         help="record every outcome in FILE (SQLite); the same command run again "
-        "replays what succeeded and redoes only the rest",
+        "replays what succeeded and redoes only the rest (a rerun with other "
+        "options that shape the outcomes is refused)",
+    )
+    parser.add_argument(
+        "--reuse-journal",
+        action="store_true",
+        help="rerun with a --journal written with other options (method, headers, "
+        "save dir, function...): replay its outcomes anyway, and record these options",
     )
     parser.add_argument(
         "--progress",

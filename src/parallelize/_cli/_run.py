@@ -316,5 +316,6 @@ async def _run(
             max_wait=options.max_retry_wait or None,
         ),
         total=total,
+        settings={"function": options.function},
     )
     return await execute(job, options, sink, argv)

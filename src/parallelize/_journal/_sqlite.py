@@ -16,15 +16,16 @@ locks SQLite owns and a stray ``close()`` would drop).
 from __future__ import annotations
 
 import contextlib
+import json
 import marshal
 import os
 import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import IO, final
+from typing import IO, Any, final
 
 from parallelize._errors import JournalError
 from parallelize._util import check_bool, check_int, check_seconds
@@ -92,6 +93,14 @@ class SQLiteJournal:
         flush_every: Outcomes per transaction (default 1000).
         flush_interval: The most seconds an outcome waits for its transaction
             (default 0.2): the bound on what a crash can lose.
+        settings: What shapes an outcome besides the item (a request's method and
+            headers, a model's version): names to JSON values, stored with the
+            journal. A rerun whose settings differ is refused, naming what changed,
+            so that outcomes made one way are never replayed as made another.
+            None (default): not checked. Added in 0.2.
+        adopt_settings: On a rerun whose ``settings`` differ, keep the stored
+            outcomes anyway and store these settings from now on (default False:
+            refuse). Added in 0.2.
 
     Added in 0.1.
     """
@@ -101,7 +110,9 @@ class SQLiteJournal:
         "_conn",
         "_last_int_key",
         "_lock_file",
+        "_settings",
         "_writer",
+        "adopt_settings",
         "codec",
         "durable",
         "flush_every",
@@ -121,6 +132,8 @@ class SQLiteJournal:
         codec: Codec | None = None,
         flush_every: int = 1000,
         flush_interval: float = 0.2,
+        settings: Mapping[str, Any] | None = None,
+        adopt_settings: bool = False,
     ) -> None:
         self.path = Path(path)
         self.replay = check_bool("replay", replay)
@@ -131,6 +144,14 @@ class SQLiteJournal:
             raise TypeError(f"codec must have name, encode() and decode(), got {codec!r}")
         self.flush_every = check_int("flush_every", flush_every, 1)
         self.flush_interval = check_seconds("flush_interval", flush_interval)
+        self.adopt_settings = check_bool("adopt_settings", adopt_settings)
+        try:
+            # Round-tripped: what a rerun compares is what was stored.
+            self._settings: dict[str, Any] | None = (
+                None if settings is None else json.loads(json.dumps(dict(settings)))
+            )
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"settings must map names to JSON values, got {settings!r}") from exc
         self._conn: sqlite3.Connection | None = None
         # The highest int key stored when the run opened the file (None: nothing
         # stored): keys above it need no lookup, so a new run, or a resumed one past
@@ -229,10 +250,12 @@ class SQLiteJournal:
                     "codec": info.codec,
                     "action": info.action,
                     "created_at": str(time.time()),
+                    **self._settings_meta(),
                 }
             )
         else:
             self._check(meta, info)
+            self._check_settings(meta)
         self._write_meta({"state": "running"})
         last = conn.execute("SELECT max(key), count(*) FROM outcomes").fetchone()
         if last[1] == 0:
@@ -262,6 +285,33 @@ class SQLiteJournal:
                 f"journal {path!r} stores results with the {meta.get('codec')!r} codec, "
                 f"this run uses {info.codec!r}; pass the same codec, or use a new journal"
             )
+
+    def _settings_meta(self) -> dict[str, str]:
+        if self._settings is None:
+            return {}
+        return {"settings": json.dumps(self._settings, sort_keys=True)}
+
+    def _check_settings(self, meta: dict[str, str]) -> None:
+        """Refuse a rerun whose settings differ from the stored ones (or adopt them)."""
+        if self._settings is None:
+            return
+        stored = json.loads(meta.get("settings", "{}"))
+        changes = [
+            f"{name} {stored.get(name)!r} -> {self._settings.get(name)!r}"
+            for name in sorted(stored.keys() | self._settings.keys())
+            if stored.get(name) != self._settings.get(name)
+        ]
+        if not changes:
+            return
+        if self.adopt_settings:
+            self._write_meta(self._settings_meta())
+            return
+        raise self._error(
+            f"journal {str(self.path)!r} holds outcomes made with other settings "
+            f"({'; '.join(changes)}): its outcomes would be replayed as if made with "
+            f"these. Use a new journal file, or reuse this one on purpose (the command "
+            f"line's --reuse-journal, SQLiteJournal(adopt_settings=True))"
+        )
 
     def _write_meta(self, values: dict[str, str]) -> None:
         assert self._conn is not None
