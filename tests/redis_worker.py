@@ -1,11 +1,14 @@
 """A worker process of a Redis run, for test_redis.py.
 
-    python redis_worker.py URL RUN ACTION WORKERS IDLE_TIMEOUT CALLS_LOG [MAX_DEATHS]
+    python redis_worker.py URL RUN ACTION WORKERS IDLE_TIMEOUT CALLS_LOG [MAX_DEATHS
+        [MAX_DELIVERIES [BATCH]]]
 
 ACTION is ``square`` (a few ms of sleep, returns ``item * item``) or ``poison``
 (the same, but item 13 kills its own process with SIGKILL, as a segfault in a C
 extension would). Every call appends the item to CALLS_LOG first (one unbuffered
-write, kept when the process is killed). At the end it prints ``done N``.
+write, kept when the process is killed). MAX_DEATHS (default 3), MAX_DELIVERIES
+(default 10) and BATCH (default: WORKERS) are the queue's. At the end it prints
+``done N``.
 """
 
 from __future__ import annotations
@@ -40,9 +43,17 @@ async def main(
 
     action = {"square": square, "poison": poison}[action_name]
     max_deaths = int(sys.argv[7]) if len(sys.argv) > 7 else 3
+    max_deliveries = int(sys.argv[8]) if len(sys.argv) > 8 else 10
+    batch = int(sys.argv[9]) if len(sys.argv) > 9 else None
     done = 0
     async with RedisQueue(
-        url, run=run, idle_timeout=idle, max_deaths=max_deaths, reconnect_timeout=60
+        url,
+        run=run,
+        idle_timeout=idle,
+        max_deaths=max_deaths,
+        max_deliveries=max_deliveries,
+        batch=batch,
+        reconnect_timeout=60,
     ) as queue:
         async for _ in queue.work(action, workers, on_error="yield"):
             done += 1

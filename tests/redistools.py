@@ -141,7 +141,10 @@ def running(
 
 def spawn_worker(url: str, run: str, *args: str) -> subprocess.Popen[str]:
     """Start ``redis_worker.py`` in its own process (see its docstring for the args)."""
-    env = {**os.environ, "PYTHONPATH": str(HERE)}
+    # The caller's PYTHONPATH goes on after ours: the tests run against another
+    # copy of the source that way.
+    path = os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "PYTHONPATH": path}
     return subprocess.Popen(  # noqa: S603 - our own script
         [sys.executable, str(HERE / "redis_worker.py"), url, run, *args],
         stdout=subprocess.PIPE,

@@ -340,6 +340,49 @@ def test_a_poison_item_goes_to_the_dead_letters_alone(server: RedisServer, tmp_p
     assert calls[13] == 4
 
 
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize(("max_deliveries", "runs"), [(2, 2), (3, 3), (4, 4)])
+def test_only_started_attempts_count_toward_the_dead_letters(
+    server: RedisServer, tmp_path: Path, max_deliveries: int, runs: int
+) -> None:
+    """Item 13 kills its worker: only it is dead-lettered, at max_deliveries started runs.
+
+    Each worker holds many entries it never starts (the rest of its batch of 8, a
+    batch read ahead, suspects queued behind item 13): they must not be charged.
+    """
+    name = new_run()
+    n = 40
+    log = tmp_path / "calls.log"
+    produce(server.url, name, range(n))
+    deaths = 0
+    deadline = time.monotonic() + 60
+    while True:  # a supervisor: restart a worker whenever one dies
+        args = ("poison", "4", "0.3", str(log), "3", str(max_deliveries), "8")
+        worker = spawn_worker(server.url, name, *args)
+        _out, err = worker.communicate(timeout=30)
+        if worker.returncode == 0:
+            break
+        assert worker.returncode == -signal.SIGKILL, err
+        deaths += 1
+        assert time.monotonic() < deadline
+    assert deaths == runs  # the last runs alone, so that it alone is charged
+    progress = progress_of(server.url, name)
+    assert (progress.ok, progress.failed, progress.dead, progress.remaining) == (n - 1, 0, 1, 0)
+    keys = stored_keys(server.url, name)
+    assert sorted(keys) == [k for k in range(n) if k != 13]
+    assert set(keys.values()) == {1}
+
+    async def letters() -> Any:
+        async with RedisQueue(server.url, run=name) as queue:
+            return await queue.dead_letters()
+
+    (letter,) = asyncio.run(letters())
+    assert (letter.key, letter.deliveries) == (13, max_deliveries)
+    assert f"started {max_deliveries} times without an outcome" in letter.reason
+    calls = collections.Counter(int(line) for line in log.read_text().split())
+    assert calls[13] == runs
+
+
 def test_a_long_item_is_never_taken_from_a_live_worker(run: Any, server: RedisServer) -> None:
     """An item running 5 idle timeouts long stays with its worker (heartbeats)."""
     name = new_run()
@@ -521,6 +564,10 @@ def test_bad_arguments_say_what_to_do(run: Any, server: RedisServer) -> None:
         RedisQueue("http://localhost", run="x")
     with pytest.raises(ValueError, match="run must be"):
         RedisQueue(server.url, run="a b")
+    with pytest.raises(ValueError, match=r"^max_deliveries must be >= 2, got 1: .* Pass 2 "):
+        RedisQueue(server.url, run="x", max_deliveries=1)
+    with pytest.raises(ValueError, match=r"^max_deaths must be >= 1, got 0$"):
+        RedisQueue(server.url, run="x", max_deaths=0)
     queue = RedisQueue(server.url, run="x")
     with pytest.raises(ValueError, match="ordered=True"):
         parallelize(double, range(3), 2, journal=queue, ordered=True)

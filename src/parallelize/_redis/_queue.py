@@ -11,11 +11,17 @@ key, then ack and delete the entry, in one atomic script. So:
   heartbeat, so a long item is never taken from it);
 - the recorded outcome is exactly once: an outcome is stored only if its key has
   none (``HSETNX``), so an item run twice is counted and written once;
-- an entry taken over that had been handed out twice already (two of its workers
-  died) is a suspect: it runs alone in its new worker (nothing else in flight
-  there) until it has an outcome, so that an item which kills its worker is the
-  only one charged, never its neighbours; one that took down ``max_deaths``
-  workers while alone goes to the dead letters with the reason.
+- only an attempt that really started is charged: a worker marks an entry as
+  started (in Redis) before it hands it to one of its workers, and the entries a
+  dead worker held without starting them (the rest of its batch, a batch read
+  ahead, suspects waiting their turn) are taken over uncharged;
+- an entry taken over after two started attempts without an outcome (two of its
+  workers died while it ran) is a suspect: it runs alone in its new worker
+  (nothing else in flight there) until it has an outcome, so that an item which
+  kills its worker is the only one charged, never its neighbours; one that took
+  down ``max_deaths`` workers while alone goes to the dead letters with the
+  reason, as does one with ``max_deliveries`` started attempts (its last one is
+  always alone).
 
 The engine sees the queue as a journal that is also the run's input: see
 :meth:`RedisQueue.open_session`. Everything in Redis is JSON, never pickle.
@@ -218,7 +224,9 @@ class DeadLetter:
     Attributes:
         key: The item's key.
         item: The item (its JSON form: a tuple comes back as a list).
-        deliveries: How many times it was handed to a worker.
+        deliveries: Its attempts that started and ended without an outcome (their
+            worker died or stopped answering while it ran). Entries a worker held
+            without starting them are not counted.
         reason: Why it was taken out.
         worker: The last worker it was handed to.
         entry_id: Its entry's id in the run's stream.
@@ -330,8 +338,14 @@ class RedisQueue:
             its items take.
         max_deaths: An item whose worker dies (or goes silent) this many times
             while it runs alone goes to the dead letters (default 3).
-        max_deliveries: An item handed to workers this many times without an
-            outcome goes to the dead letters too (default 10).
+        max_deliveries: An item whose attempts started this many times without an
+            outcome (their worker died or went silent while it ran) goes to the
+            dead letters too (default 10, at least 2). Only attempts that started
+            count: not the entries a dead worker held without running them. An
+            item's last allowed attempt runs alone (so does every attempt after
+            two cut short), so a dead letter is always an item that took its
+            worker down with nothing else in flight; 2 dead-letters an item at
+            its second death, the first in company, the second alone.
         batch: Entries read at a time by a worker (default: the run's numworkers,
             at most 256).
         results_stream: Also append each outcome to the run's results stream, for
@@ -378,6 +392,16 @@ class RedisQueue:
         self.max_pending = check_int("max_pending", max_pending, 1)
         self.idle_timeout = check_seconds("idle_timeout", idle_timeout)
         self.max_deaths = check_int("max_deaths", max_deaths, 1)
+        if max_deliveries == 1 and not isinstance(max_deliveries, bool):
+            # An item's last attempt runs alone, to tell it from the items in flight
+            # next to it when its worker dies; a first attempt cannot (the whole run
+            # would go one item at a time).
+            raise ValueError(
+                "max_deliveries must be >= 2, got 1: an item's last attempt runs alone, "
+                "so that a death is never charged to its neighbours, and its first "
+                "cannot. Pass 2 to dead-letter an item at its second death (the first "
+                "in company, the second alone)"
+            )
         self.max_deliveries = check_int("max_deliveries", max_deliveries, 2)
         self.batch = None if batch is None else check_int("batch", batch, 1)
         self.results_stream = bool(results_stream)
@@ -394,6 +418,8 @@ class RedisQueue:
         self._meta = prefix + "meta"
         self._workers = prefix + "workers"
         self._solo = prefix + "solo"
+        self._started = prefix + "started"
+        self._tries = prefix + "tries"
         self._deaths = prefix + "deaths"
         self._producer = prefix + "producer"
         self._rate = prefix + "rate"
@@ -404,6 +430,7 @@ class RedisQueue:
         # Entries handed to this process and not stored yet (kept fresh by heartbeats).
         self._owned: dict[str, None] = {}
         self._to_store: list[tuple[str, Any, str, str]] = []  # id, key, record, ok
+        self._sending: list[tuple[str, Any, str, str]] = []  # the batch being stored
         self._store_wake = asyncio.Event()
         self._closing = False
         self._tasks: list[asyncio.Task[None]] = []
@@ -705,6 +732,8 @@ class RedisQueue:
             self._workers,
             self._solo,
             self._deaths,
+            self._started,
+            self._tries,
         ]
         head = [_GROUP, self.consumer, "1" if self.results_stream else "0"]
         while True:
@@ -720,6 +749,7 @@ class RedisQueue:
                 await asyncio.sleep(_STORE_GATHER)
             batch = self._to_store[:_STORE_BATCH]
             del self._to_store[:_STORE_BATCH]
+            self._sending = batch  # the heartbeat tells them from entries taken
             args = [*head, "\n".join(["\n".join(record) for record in batch])]
             counts = await self._call(
                 "storing outcomes",
@@ -730,6 +760,7 @@ class RedisQueue:
             owned = self._owned
             for record in batch:
                 owned.pop(record[0], None)
+            self._sending = []
 
     async def _release(self) -> None:
         """Give back the entries held without a stored outcome (this process stops).
@@ -740,7 +771,7 @@ class RedisQueue:
         ids = list(self._owned)
         if ids:
             released = await self._scripts["RELEASE"](
-                keys=[self._items],
+                keys=[self._items, self._started, self._solo],
                 args=[_GROUP, self.consumer, int(self.idle_timeout * 1000), *ids],
                 client=self._redis(),
             )
@@ -767,7 +798,7 @@ class RedisQueue:
         client = self._redis()
         ids = list(self._owned)
         working = self._state == "working"
-        lost, alive = await self._scripts["HEARTBEAT"](
+        taken, alive, gone = await self._scripts["HEARTBEAT"](
             keys=[self._items, self._workers, self._alive],
             args=[
                 _GROUP,
@@ -782,7 +813,16 @@ class RedisQueue:
         self.alive = int(alive)
         for limit, total in self._budgets:
             limit._cap(max(1, total // max(1, self.alive)))  # noqa: SLF001
-        return int(lost)
+        # An entry pending for nobody was taken over and finished by another worker,
+        # unless it is one of ours whose outcome was stored while the heartbeat was
+        # on its way (the storer forgets it only once the store's answer is back,
+        # which after a restart of Redis may be long).
+        lost = int(taken)
+        if gone:
+            storing = {record[0] for record in self._sending}
+            owned = self._owned
+            lost += sum(1 for i in gone if i in owned and i not in storing)
+        return lost
 
     async def _heartbeats(self) -> None:
         every = self.idle_timeout / 3
@@ -916,6 +956,8 @@ class RedisQueue:
             self._meta,
             self._workers,
             self._solo,
+            self._started,
+            self._tries,
             self._deaths,
             self._producer,
             self._rate,
@@ -1200,6 +1242,18 @@ class _Session:
         self._key = key
         self._action_name = action_name
         self._batch = queue.batch or min(numworkers, 256)
+        # Entries marked as started in Redis at a time, just before they are handed
+        # to the engine (which runs each as soon as it takes it). One mark per start
+        # would cost a round trip per item; a mark ahead of need charges the entries
+        # not reached yet if this process dies. A quarter of the workers bounds both:
+        # at most that many charged in vain, a round trip per that many starts, and
+        # exact (one at a time) up to 7 workers.
+        self._mark_ahead = max(1, min(numworkers, 256) // 4)
+        # Taken over after this many started attempts cut short: runs alone. Two
+        # (PEERS: a neighbour of one crash runs with company again), and an item's
+        # last allowed attempt always runs alone, so that a dead letter is never a
+        # neighbour of the item that killed its worker.
+        self._alone_at = min(2, queue.max_deliveries - 1)
         self._closed = False
         self._in_engine = 0  # entries handed to the engine whose outcome was not taken
         self._read_any = False  # whether the last read found entries (even skipped ones)
@@ -1244,9 +1298,10 @@ class _Session:
             idle = 0.0
             while True:
                 producer = self._check_helpers(producer)
-                suspects, entries = await self._read()
+                suspects, entries, marked = await self._read()
                 for entry in suspects:
-                    # Handed out twice before: alone until its outcome is stored.
+                    # Started twice without an outcome (or its last chance): alone
+                    # until its outcome is stored.
                     await self._drain()
                     await self._mark_alone(entry)
                     self._hand()
@@ -1258,7 +1313,11 @@ class _Session:
                     if i == half:
                         # A full batch: more is likely waiting. Read it while this
                         # one runs, so that no worker waits for a round trip.
-                        self._ahead = asyncio.get_running_loop().create_task(self._take())
+                        self._ahead = asyncio.get_running_loop().create_task(self._take(mark=0))
+                    if i >= marked:
+                        # Marked before it is handed: a death right after it starts
+                        # is charged to it.
+                        marked = await self._mark_started(entries, i)
                     self._hand()
                     yield entry
                 if entries or suspects or self._read_any:
@@ -1270,18 +1329,26 @@ class _Session:
                 idle = min(0.2, idle * 2 or 0.005)
                 await asyncio.sleep(idle)
         finally:
-            for task in (producer, self._ahead):
-                if task is not None:
-                    task.cancel()
-                    await asyncio.wait((task,))
-            queue._state = "finished" if finished else "stopped"  # noqa: SLF001
-            queue._session = None  # noqa: SLF001
+            await self._end(producer, finished=finished)
 
-    async def _read(self) -> tuple[list[Entry], list[Entry]]:
-        """Return the next entries: suspects (to run alone) and the others.
+    async def _end(self, producer: asyncio.Task[int] | None, *, finished: bool) -> None:
+        """Stop the producer and the read ahead; note how this process's part ended."""
+        queue = self._queue
+        for task in (producer, self._ahead):
+            if task is not None:
+                task.cancel()
+                await asyncio.wait((task,))
+        queue._state = "finished" if finished else "stopped"  # noqa: SLF001
+        queue._session = None  # noqa: SLF001
 
-        Every ``idle_timeout / 2``, first the entries of silent workers; then a
-        batch of new ones (read ahead already, when the last batch was full).
+    async def _read(self) -> tuple[list[Entry], list[Entry], int]:
+        """Return the next entries: suspects, the others, how many of those marked.
+
+        Suspects run alone; the first entries of the others may be marked as
+        started already. Every ``idle_timeout / 2``, first the entries of silent workers; then a
+        batch of new ones (read ahead already, when the last batch was full). A
+        batch read for the engine, which waits for it, comes with its first
+        entries marked as started: the same round trip.
         """
         suspects: list[Entry] = []
         entries: list[Entry] = []
@@ -1293,9 +1360,28 @@ class _Session:
         if ahead is not None:
             self._ahead = None
             entries += await ahead
-        else:
-            entries += await self._take()
-        return suspects, entries
+            return suspects, entries, 0
+        if entries:
+            entries += await self._take(mark=0)
+            return suspects, entries, 0
+        entries = await self._take(mark=self._mark_ahead)
+        return suspects, entries, min(len(entries), self._mark_ahead)
+
+    async def _mark_started(self, entries: list[Entry], i: int) -> int:
+        """Mark ``entries[i:]`` as started, a few ahead; return the index past them."""
+        queue = self._queue
+        client = queue._redis()  # noqa: SLF001
+        end = min(len(entries), i + self._mark_ahead)
+        packed = "\n".join([entry.ref for entry in entries[i:end]])
+        await queue._call(  # noqa: SLF001
+            "marking items started",
+            lambda: queue._scripts["STARTED"](  # noqa: SLF001
+                keys=[queue._started],  # noqa: SLF001
+                args=[queue.consumer, packed],
+                client=client,
+            ),
+        )
+        return end
 
     def _check_helpers(self, producer: asyncio.Task[int] | None) -> asyncio.Task[int] | None:
         """Raise the error of the producer, the storer or the heartbeat, if one failed."""
@@ -1365,14 +1451,15 @@ class _Session:
         self._queue._owned[entry_id] = None  # noqa: SLF001
         return entry
 
-    async def _take(self) -> list[Entry]:
+    async def _take(self, *, mark: int) -> list[Entry]:
+        """Read a batch of new entries; mark the first ``mark`` of them as started."""
         queue = self._queue
         client = queue._redis()  # noqa: SLF001
         read, skipped = await queue._call(  # noqa: SLF001
             "reading items",
             lambda: queue._scripts["TAKE"](  # noqa: SLF001
-                keys=[queue._items, queue._outcomes],  # noqa: SLF001
-                args=[_GROUP, queue.consumer, self._batch],
+                keys=[queue._items, queue._outcomes, queue._started],  # noqa: SLF001
+                args=[_GROUP, queue.consumer, self._batch, mark],
                 client=client,
             ),
         )
@@ -1392,6 +1479,8 @@ class _Session:
                     queue._dead,  # noqa: SLF001
                     queue._solo,  # noqa: SLF001
                     queue._deaths,  # noqa: SLF001
+                    queue._started,  # noqa: SLF001
+                    queue._tries,  # noqa: SLF001
                 ],
                 args=[
                     _GROUP,
@@ -1400,28 +1489,29 @@ class _Session:
                     1000,
                     queue.max_deaths,
                     queue.max_deliveries,
+                    self._alone_at,
                 ],
                 client=client,
             ),
         )
         if claimed or dead:
             logger.warning(
-                "took over %d entries of workers silent for %g s (those handed out "
-                "twice before run alone until they have an outcome); %d went to the "
-                "dead letters",
+                "took over %d entries of workers silent for %g s (those started twice "
+                "before without an outcome run alone until they have one); %d went to "
+                "the dead letters",
                 len(claimed),
                 queue.idle_timeout,
                 dead,
             )
-        # An entry handed out once before ran with company when its worker died:
-        # most likely innocent, it runs with company again. One handed out twice
-        # or more is a suspect: it runs alone, so that if it kills this worker too,
-        # it alone is charged (and its neighbours are not).
+        # An entry whose attempt was cut short once ran with company when its worker
+        # died: most likely innocent, it runs with company again. One cut short twice
+        # (or on its last chance) is a suspect: it runs alone, so that if it kills
+        # this worker too, it alone is charged (and its neighbours are not).
         suspects: list[Entry] = []
         others: list[Entry] = []
-        for entry_id, k, a, deliveries in claimed:
+        for entry_id, k, a, alone in claimed:
             entry = self._entry(entry_id, k, a)
-            (suspects if int(deliveries) > 2 else others).append(entry)
+            (suspects if alone == 1 else others).append(entry)
         return suspects, others
 
     def record(self, entry: Entry, outcome: Any, attempts: int, elapsed: float | None) -> None:

@@ -10,13 +10,21 @@ scripts need)::
     parallelize:{run}:meta      hash: info, produced, last, input_done, ok, failed, dead
     parallelize:{run}:workers   hash: consumer -> status (JSON); consumer:ok, consumer:failed
     parallelize:{run}:alive     hash: consumer -> when it last reported (server time, ms)
+    parallelize:{run}:started   hash: entry id -> the consumer that started an attempt of it
     parallelize:{run}:solo      hash: entry id -> the consumer running it alone
-    parallelize:{run}:deaths    hash: entry id -> workers it took down while alone
+    parallelize:{run}:tries     hash: entry id -> its started attempts cut short (no outcome)
+    parallelize:{run}:deaths    hash: entry id -> those of them it ran alone
     parallelize:{run}:producer  string: the producer's lock (a token, with a TTL)
     parallelize:{run}:rate      string: the shared rate limit's TAT, in microseconds
 
 An entry stays in the items stream until its outcome is stored (then it is acked
 and deleted in the same step), so the stream's length is the work not yet done.
+
+Redis's own delivery counter is not used for decisions: it counts every entry a
+worker held when it died, those it had not started too (the rest of its batch, a
+batch read ahead, suspects waiting to run alone). What counts is ``tries``: the
+attempts that a worker marked as started (``started``, ``solo``) before it died or
+went silent.
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ __all__ = (
     "RATE_PAUSE",
     "REFRESH",
     "RELEASE",
+    "STARTED",
     "STORE",
     "TAKE",
 )
@@ -102,9 +111,11 @@ end
 return 0
 """
 
-# KEYS: items, outcomes.  ARGV: group, consumer, count.
+# KEYS: items, outcomes, started.  ARGV: group, consumer, count, mark.
 # Reads up to count new entries for this consumer; an entry whose key has an
-# outcome already (its key was given twice) is acked and deleted, not returned.
+# outcome already (its key was given twice) is acked and deleted, not returned. The
+# first `mark` entries returned are marked as started by this consumer (the worker
+# hands them to its engine at once: one round trip for both).
 # Returns {entries, skipped}: entries as {id, k, a}.
 TAKE = """
 local read = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', ARGV[3],
@@ -121,6 +132,7 @@ for _, entry in ipairs(read[1][2]) do
     done[#done + 1] = entry[1]
   else
     out[#out + 1] = {entry[1], k, a}
+    if #out <= tonumber(ARGV[4]) then redis.call('HSET', KEYS[3], entry[1], ARGV[2]) end
   end
 end
 if #done > 0 then
@@ -130,11 +142,24 @@ end
 return {out, #done}
 """
 
-# KEYS: items, outcomes, results, meta, workers, solo, deaths.
+# KEYS: started.  ARGV: consumer, then id NL id... (packed).
+# Marks entries as started by this consumer: sent before they are handed to its
+# engine, so that a death right after the start is charged to them.
+STARTED = (
+    _FIELDS
+    + """
+local ids = fields(ARGV[2])
+for i = 1, #ids do redis.call('HSET', KEYS[1], ids[i], ARGV[1]) end
+return #ids
+"""
+)
+
+# KEYS: items, outcomes, results, meta, workers, solo, deaths, started, tries.
 # ARGV: group, consumer, results stream (1/0), then id NL k NL record NL ok (1/0) per
 # outcome (packed).
 # Stores each outcome under its key unless one is stored already (idempotent), then
-# acks and deletes the entries. Returns {newly stored ok, newly stored failed}.
+# acks and deletes the entries (and their marks). Returns {newly stored ok, newly
+# stored failed}.
 STORE = (
     _FIELDS
     + """
@@ -153,6 +178,8 @@ if #ids > 0 then
   redis.call('XDEL', KEYS[1], unpack(ids))
   redis.call('HDEL', KEYS[6], unpack(ids))
   redis.call('HDEL', KEYS[7], unpack(ids))
+  redis.call('HDEL', KEYS[8], unpack(ids))
+  redis.call('HDEL', KEYS[9], unpack(ids))
 end
 if ok > 0 then
   redis.call('HINCRBY', KEYS[4], 'ok', ok)
@@ -166,49 +193,68 @@ return {ok, failed}
 """
 )
 
-# KEYS: items, meta, dead, solo, deaths.
-# ARGV: group, consumer, min idle (ms), count, max deaths, max deliveries.
+# KEYS: items, meta, dead, solo, deaths, started, tries.
+# ARGV: group, consumer, min idle (ms), count, max deaths, max deliveries, alone at.
 # Takes over the entries idle for longer than min idle (their worker died or
-# hangs). An entry that was running alone when its worker went silent is charged
-# one death; at max deaths, or after max deliveries in all, it goes to the dead
-# letters instead. Returns {claimed, dead}: claimed as {id, k, a, deliveries}.
+# hangs). Only an attempt its worker had marked as started is charged (a try); one
+# that ran alone is also a death. At max deaths, or max deliveries tries, the entry
+# goes to the dead letters instead. The caller's own entries are not taken: it is
+# alive (they look idle after an outage of Redis longer than min idle), and their
+# idle time is reset as a heartbeat would.
+# Returns {claimed, dead}: claimed as {id, k, a, alone (1/0): tries >= alone at}.
 CLAIM = """
 local pending = redis.call('XPENDING', KEYS[1], ARGV[1], 'IDLE', ARGV[3], '-', '+', ARGV[4])
 local claimed, dead = {}, 0
 for _, p in ipairs(pending) do
-  local id, owner, deliveries = p[1], p[2], tonumber(p[4])
-  local deaths = tonumber(redis.call('HGET', KEYS[5], id) or '0')
-  if redis.call('HDEL', KEYS[4], id) == 1 then
-    deaths = deaths + 1
-    redis.call('HSET', KEYS[5], id, deaths)
-  end
-  local reason = nil
-  if deaths >= tonumber(ARGV[5]) then
-    reason = 'its worker died or stopped answering ' .. deaths ..
-             ' times while it ran alone (last: ' .. owner .. ')'
-  elseif deliveries >= tonumber(ARGV[6]) then
-    reason = 'delivered ' .. deliveries .. ' times without an outcome (last: ' .. owner .. ')'
-  end
-  local entry = redis.call('XRANGE', KEYS[1], id, id)[1]
-  if entry == nil then
-    redis.call('XACK', KEYS[1], ARGV[1], id)
+  local id, owner = p[1], p[2]
+  if owner == ARGV[2] then
+    redis.call('XCLAIM', KEYS[1], ARGV[1], owner, 0, id, 'JUSTID')
   else
-    local f = entry[2]
-    local k, a
-    for i = 1, #f, 2 do
-      if f[i] == 'k' then k = f[i + 1] elseif f[i] == 'a' then a = f[i + 1] end
+    local tries = tonumber(redis.call('HGET', KEYS[7], id) or '0')
+    local deaths = tonumber(redis.call('HGET', KEYS[5], id) or '0')
+    local alone = redis.call('HGET', KEYS[4], id) == owner
+    if alone or redis.call('HGET', KEYS[6], id) == owner then
+      tries = tries + 1
+      redis.call('HSET', KEYS[7], id, tries)
+      if alone then
+        deaths = deaths + 1
+        redis.call('HSET', KEYS[5], id, deaths)
+      end
     end
-    if reason then
-      redis.call('XADD', KEYS[3], '*', 'id', id, 'k', k, 'a', a,
-                 'deliveries', deliveries, 'reason', reason, 'worker', owner)
+    redis.call('HDEL', KEYS[4], id)
+    redis.call('HDEL', KEYS[6], id)
+    local reason = nil
+    if deaths >= tonumber(ARGV[5]) then
+      reason = 'its worker died or stopped answering ' .. deaths ..
+               ' times while it ran alone (last: ' .. owner .. ')'
+    elseif tries >= tonumber(ARGV[6]) then
+      reason = 'started ' .. tries .. ' times without an outcome: its worker died or ' ..
+               'stopped answering while it ran (last: ' .. owner .. ')'
+    end
+    local entry = redis.call('XRANGE', KEYS[1], id, id)[1]
+    if entry == nil then
       redis.call('XACK', KEYS[1], ARGV[1], id)
-      redis.call('XDEL', KEYS[1], id)
       redis.call('HDEL', KEYS[5], id)
-      redis.call('HINCRBY', KEYS[2], 'dead', 1)
-      dead = dead + 1
+      redis.call('HDEL', KEYS[7], id)
     else
-      redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[3], id)
-      claimed[#claimed + 1] = {id, k, a, deliveries + 1}
+      local f = entry[2]
+      local k, a
+      for i = 1, #f, 2 do
+        if f[i] == 'k' then k = f[i + 1] elseif f[i] == 'a' then a = f[i + 1] end
+      end
+      if reason then
+        redis.call('XADD', KEYS[3], '*', 'id', id, 'k', k, 'a', a,
+                   'deliveries', tries, 'reason', reason, 'worker', owner)
+        redis.call('XACK', KEYS[1], ARGV[1], id)
+        redis.call('XDEL', KEYS[1], id)
+        redis.call('HDEL', KEYS[5], id)
+        redis.call('HDEL', KEYS[7], id)
+        redis.call('HINCRBY', KEYS[2], 'dead', 1)
+        dead = dead + 1
+      else
+        redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, id, 'JUSTID')
+        claimed[#claimed + 1] = {id, k, a, tries >= tonumber(ARGV[7]) and 1 or 0}
+      end
     end
   end
 end
@@ -219,7 +265,9 @@ return {claimed, dead}
 # window (ms), ids...
 # Resets the idle time of the entries this consumer still owns (JUSTID: without
 # counting a delivery), writes its status, and notes it alive (or gone) by the
-# server's clock. Returns {entries it no longer owns, workers alive in the window}.
+# server's clock. Returns {entries another consumer owns now, workers alive in the
+# window, ids pending for nobody}: the last are most often this consumer's own
+# outcomes stored while the heartbeat was on its way (the caller tells them apart).
 HEARTBEAT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -233,29 +281,34 @@ local seen = redis.call('HGETALL', KEYS[3])
 for i = 2, #seen, 2 do
   if tonumber(seen[i]) >= now - tonumber(ARGV[5]) then alive = alive + 1 end
 end
-local lost = 0
+local taken, gone = 0, {}
 for i = 6, #ARGV do
   local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)[1]
-  if p and p[2] == ARGV[2] then
+  if not p then
+    gone[#gone + 1] = ARGV[i]
+  elseif p[2] == ARGV[2] then
     redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID')
   else
-    lost = lost + 1
+    taken = taken + 1
   end
 end
 redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
-return {lost, alive}
+return {taken, alive, gone}
 """
 
-# KEYS: items.  ARGV: group, consumer, idle (ms), ids...
+# KEYS: items, started, solo.  ARGV: group, consumer, idle (ms), ids...
 # Gives back entries this consumer holds without an outcome (it stops): marked idle
 # for long, so that the others take them over at their next look, not after
-# idle_timeout. Only those it still owns.
+# idle_timeout. Only those it still owns. Their attempts here are not charged: they
+# were cancelled by a worker alive enough to give them back.
 RELEASE = """
 local n = 0
 for i = 4, #ARGV do
   local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)[1]
   if p and p[2] == ARGV[2] then
     redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'IDLE', ARGV[3], 'JUSTID')
+    redis.call('HDEL', KEYS[2], ARGV[i])
+    redis.call('HDEL', KEYS[3], ARGV[i])
     n = n + 1
   end
 end
