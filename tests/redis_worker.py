@@ -3,12 +3,12 @@
     python redis_worker.py URL RUN ACTION WORKERS IDLE_TIMEOUT CALLS_LOG [MAX_DEATHS
         [MAX_DELIVERIES [BATCH]]]
 
-ACTION is ``square`` (a few ms of sleep, returns ``item * item``) or ``poison``
-(the same, but item 13 kills its own process with SIGKILL, as a segfault in a C
-extension would). Every call appends the item to CALLS_LOG first (one unbuffered
-write, kept when the process is killed). MAX_DEATHS (default 3), MAX_DELIVERIES
-(default 10) and BATCH (default: WORKERS) are the queue's. At the end it prints
-``done N``.
+ACTION is ``square`` (a few ms of sleep, returns ``item * item``), ``slow`` (the
+same after 0.3 s) or ``poison`` (as ``square``, but item 13 kills its own process
+with SIGKILL, as a segfault in a C extension would). Every call appends the item
+to CALLS_LOG first (one unbuffered write, kept when the process is killed).
+MAX_DEATHS (default 3), MAX_DELIVERIES (default 10) and BATCH (default: WORKERS)
+are the queue's. At the end it prints ``done N``.
 """
 
 from __future__ import annotations
@@ -41,7 +41,11 @@ async def main(
             os.kill(os.getpid(), signal.SIGKILL)
         return await square(item)
 
-    action = {"square": square, "poison": poison}[action_name]
+    async def slow(item: int) -> int:
+        await asyncio.sleep(0.3)
+        return await square(item)
+
+    action = {"square": square, "slow": slow, "poison": poison}[action_name]
     max_deaths = int(sys.argv[7]) if len(sys.argv) > 7 else 3
     max_deliveries = int(sys.argv[8]) if len(sys.argv) > 8 else 10
     batch = int(sys.argv[9]) if len(sys.argv) > 9 else None

@@ -436,6 +436,66 @@ def test_redis_restarted_mid_run_loses_nothing(own_server: RedisServer, tmp_path
     assert max(keys.values()) == 1
 
 
+@pytest.mark.timeout(60)
+def test_a_restart_of_redis_is_not_taken_for_a_takeover(
+    own_server: RedisServer, tmp_path: Path
+) -> None:
+    """Redis down longer than idle_timeout: the worker keeps its entries, and says nothing.
+
+    Twice: after each restart, its heartbeat or its look for silent workers may
+    reach Redis first (the second took its own entries back, ran them twice, then
+    warned that they were taken over by others).
+    """
+    name = new_run()
+    n = 200
+    url = own_server.url
+    produce(url, name, range(n))
+    worker = spawn_worker(url, name, "slow", "20", "1", str(tmp_path / "calls.log"))
+    deadline = time.monotonic() + 30
+    for done in (20, 80):
+        while progress_of(url, name).done < done:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        own_server.restart(down_for=2.0)  # every entry held is idle for longer than 1 s
+    _out, err = worker.communicate(timeout=40)
+    assert worker.returncode == 0, err
+    assert "answers again" in err
+    assert "taken over by others" not in err
+    assert "took over" not in err  # nor did it take its own entries back
+    progress = progress_of(url, name)
+    assert (progress.ok, progress.dead, progress.remaining) == (n, 0, 0)
+    keys = stored_keys(url, name)
+    assert set(keys.values()) == {1}
+    calls = collections.Counter(int(line) for line in (tmp_path / "calls.log").read_text().split())
+    assert set(calls.values()) == {1}  # nothing ran twice
+
+
+@pytest.mark.timeout(60)
+def test_a_worker_frozen_past_idle_timeout_is_told_its_entries_were_taken(
+    server: RedisServer, tmp_path: Path
+) -> None:
+    """SIGSTOP for 3 idle timeouts: another worker takes its entries; woken, it says so."""
+    name = new_run()
+    n = 120
+    log = str(tmp_path / "calls.log")
+    produce(server.url, name, range(n))
+    frozen = spawn_worker(server.url, name, "slow", "20", "1", log)
+    deadline = time.monotonic() + 30
+    while progress_of(server.url, name).in_flight < 20:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    frozen.send_signal(signal.SIGSTOP)
+    other = spawn_worker(server.url, name, "slow", "20", "1", log)
+    time.sleep(3.0)
+    frozen.send_signal(signal.SIGCONT)
+    _out, err = frozen.communicate(timeout=40)
+    assert frozen.returncode == 0, err
+    assert "entries held by this worker were taken over by others" in err
+    _wait_all([other], timeout=40)
+    progress = progress_of(server.url, name)
+    assert (progress.ok, progress.dead, progress.remaining) == (n, 0, 0)
+
+
 # -- the shared rate limit --------------------------------------------------------------
 
 
