@@ -23,9 +23,33 @@ Backends, fastest first (``backends()`` lists the installed ones):
 Every backend follows up to ``max_redirects`` redirects, decompresses gzip and
 deflate, keeps no cookies, and raises the same exceptions, one class per stable
 kind (``error.kind``): ``timeout``, ``dns``, ``tls``, ``connection`` (refused,
-reset, closed early), ``redirect`` (too many), ``protocol`` (a malformed or cut
-reply), ``invalid_url`` and ``too_large`` (``max_body``). The backend's own
-exception is the ``__cause__``. A status >= 400 is a reply, not an error.
+reset, closed early), ``redirect`` (too many, or to a URL that is not http(s)),
+``protocol`` (a malformed or cut reply), ``invalid_url`` and ``too_large``
+(``max_body``). The backend's own exception is the ``__cause__``. A status >=
+400 is a reply, not an error.
+
+The same request on the wire: a URL is sent as browsers send it (the WHATWG URL
+standard: a space as ``%20``, never ``+``; non-ASCII as UTF-8 ``%XX``; every
+``%XX`` kept as written; dot segments removed; the fragment not sent). A URL of
+up to 65,534 characters, percent-encoded, is sent, and a server's 414 is the
+reply; a longer one is ``invalid_url`` on every backend (pyreqwest cannot send it).
+
+Proxies, read once by :func:`open_client` and the same for every backend:
+``proxy=`` for every URL (``""``: none at all); else the environment, curl's
+way: ``http_proxy`` then ``HTTP_PROXY`` for http:// URLs (``HTTP_PROXY`` is
+ignored when ``REQUEST_METHOD`` is set, in a CGI script), ``https_proxy`` then
+``HTTPS_PROXY`` for https:// ones, then ``all_proxy``/``ALL_PROXY`` for both.
+``no_proxy``/``NO_PROXY`` (either kind of proxy): ``*``, host names matching
+themselves and their subdomains, IP addresses and CIDR blocks. Only http://
+proxies (https:// URLs go through a CONNECT tunnel); credentials in the proxy
+URL are sent to it. ``~/.netrc`` is not read.
+
+TLS: the system's trusted certificates, plus ``ca_file``; ``verify=False``
+checks nothing; ``client_cert``/``client_key`` for mutual TLS. Both backends
+honour ``SSL_CERT_FILE`` and ``SSL_CERT_DIR``, read when the client opens:
+pyreqwest (rustls) trusts only what they name instead of the system's
+certificates; aiohttp (OpenSSL) replaces its default file by ``SSL_CERT_FILE``
+and its default directory by ``SSL_CERT_DIR``, each on its own.
 
 Give the client the time limit (``open_client(timeout=...)``), not only the run:
 pyreqwest 0.15 does not stop a request whose task is cancelled. The request runs
@@ -42,6 +66,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import http
+import os
 import time
 import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
@@ -49,6 +74,10 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal, Protocol, final
 
 from ._aio import Deadlines
 from ._errors import MissingDependencyError
+from ._http_settings import TLS, Proxies
+from ._http_settings import proxies as proxies_of
+from ._http_settings import tls as tls_of
+from ._http_urls import MAX_URL_LENGTH, too_long, wire_url
 from ._util import check_choice, check_int, check_seconds
 
 if TYPE_CHECKING:
@@ -65,11 +94,13 @@ __all__ = (
     "HTTPClientError",
     "InvalidURLError",
     "ProtocolError",
+    "RedirectError",
     "Reply",
     "RequestTimeoutError",
     "TLSError",
     "TooManyRedirectsError",
     "backends",
+    "check_client_options",
     "open_client",
 )
 
@@ -123,10 +154,17 @@ class RequestTimeoutError(HTTPClientError, TimeoutError):
     retryable = True
 
 
-class TooManyRedirectsError(HTTPClientError):
-    """More redirects than ``max_redirects``."""
+class RedirectError(HTTPClientError):
+    """A redirect that cannot be followed: too many, or to a URL that is not http(s).
+
+    Added in 0.2.
+    """
 
     kind = "redirect"
+
+
+class TooManyRedirectsError(RedirectError):
+    """More redirects than ``max_redirects``."""
 
 
 class ProtocolError(HTTPClientError):
@@ -231,6 +269,11 @@ async def open_client(
     headers: Mapping[str, str] | Iterable[tuple[str, str]] | None = None,
     max_redirects: int = 10,
     timeout: float | None = None,  # noqa: ASYNC109 - the backend's own limit, see the note
+    proxy: str | None = None,
+    ca_file: str | os.PathLike[str] | None = None,
+    verify: bool = True,
+    client_cert: str | os.PathLike[str] | None = None,
+    client_key: str | os.PathLike[str] | None = None,
 ) -> AsyncIterator[Client]:
     """Open a client of backend ``name`` (default: the fastest installed), closed on exit.
 
@@ -246,9 +289,26 @@ async def open_client(
         timeout: The most seconds one request may take, its body read
             (:class:`RequestTimeoutError` after that), enforced by the backend;
             None: no limit. Set it: see the module's note on cancellation.
+        proxy: An http:// proxy URL (``host:port`` means http://host:port) for
+            every request, https:// ones through a CONNECT tunnel; credentials
+            in it (``http://user:pass@host:3128``) are sent to the proxy.
+            None (the default): the environment's proxies (see the module's
+            docstring); ``""``: no proxy at all, whatever the environment says.
+            ``NO_PROXY`` applies to either. Added in 0.2.
+        ca_file: A PEM file of certificates to trust, besides the default ones
+            (curl's ``--cacert``). Added in 0.2.
+        verify: False checks neither the server's certificate nor its name
+            (curl's ``--insecure``): only against a server you know. Added in 0.2.
+        client_cert: A PEM file with the client's certificate, for servers that
+            ask for one (mutual TLS); its private key too, unless ``client_key``
+            is given. The key must not be encrypted. Added in 0.2.
+        client_key: A PEM file with the private key of ``client_cert``. Added in 0.2.
 
     Raises:
-        ValueError: An unknown backend name, or a number out of range.
+        ValueError: An unknown backend name, a number out of range, a proxy that
+            is not an http:// URL (given or in the environment), a TLS file that
+            cannot be read or holds no PEM block, ``client_key`` without
+            ``client_cert`` (see :func:`check_client_options`).
         TypeError: A number that is not one.
         MissingDependencyError: The backend (or, with no name, every backend) is
             not installed; it says which extra to install.
@@ -263,6 +323,7 @@ async def open_client(
     check_int("max_redirects", max_redirects, 0)
     if timeout is not None:
         timeout = check_seconds("timeout", timeout)
+    proxies, tls = _settings(proxy, ca_file, verify, client_cert, client_key)
     module, extra = BACKENDS[name]
     try:
         __import__(module)
@@ -270,8 +331,44 @@ async def open_client(
         raise MissingDependencyError(f"the {name} HTTP client", extra, module) from exc
     pairs = list((headers or {}).items() if isinstance(headers, Mapping) else headers or ())
     opener = _open_aiohttp if name == "aiohttp" else _open_pyreqwest
-    async with opener(connections, pairs, max_redirects, timeout) as client:
+    async with opener(connections, pairs, max_redirects, timeout, proxies, tls) as client:
         yield client
+
+
+def check_client_options(
+    *,
+    proxy: str | None = None,
+    ca_file: str | os.PathLike[str] | None = None,
+    verify: bool = True,
+    client_cert: str | os.PathLike[str] | None = None,
+    client_key: str | os.PathLike[str] | None = None,
+) -> None:
+    """Check the proxy and TLS options of :func:`open_client` without opening anything.
+
+    The same checks as ``open_client``'s, the environment's proxy variables
+    included, for a program that wants to refuse bad options before any work.
+    Added in 0.2.
+
+    Raises:
+        ValueError: A proxy that is not an http:// URL, a TLS file that cannot
+            be read or holds no PEM block of its kind, ``client_key`` without
+            ``client_cert``. The message names the parameter (or the environment
+            variable) and what to pass.
+        TypeError: ``verify`` is not a bool.
+    """
+    _settings(proxy, ca_file, verify, client_cert, client_key)
+
+
+def _settings(
+    proxy: str | None,
+    ca_file: str | os.PathLike[str] | None,
+    verify: bool,
+    client_cert: str | os.PathLike[str] | None,
+    client_key: str | os.PathLike[str] | None,
+) -> tuple[Proxies, TLS]:
+    if proxy is not None and not isinstance(proxy, str):
+        raise TypeError(f"proxy must be a str (an http:// URL, or '' for none), got {proxy!r}")
+    return proxies_of(proxy), tls_of(ca_file, verify, client_cert, client_key)
 
 
 def _checked(url: str) -> None:
@@ -280,9 +377,11 @@ def _checked(url: str) -> None:
     The common case by its prefix alone (urlsplit would cost 3 us a request); the
     backend's own parser refuses the rest of what is malformed.
     """
+    if len(url) > MAX_URL_LENGTH:
+        raise InvalidURLError(too_long(len(url)))
     rest = url[7:] if url.startswith("http://") else url[8:] if url.startswith("https://") else None
     if rest is not None:
-        if not rest or rest[0] in "/?#":
+        if not rest or rest[0] in "/?#:@":
             raise InvalidURLError("the URL has no host")
         return
     try:
@@ -309,6 +408,16 @@ def _redirects(most: int) -> TooManyRedirectsError:
     return TooManyRedirectsError(f"more than {most} redirects")
 
 
+def _bad_redirect(url: str, location: str) -> RedirectError:
+    """Return the error of a redirect from ``url`` to a URL we cannot fetch."""
+    try:
+        _checked(urllib.parse.urljoin(url, location))
+        reason = "not a valid URL"
+    except InvalidURLError as exc:
+        reason = str(exc)
+    return RedirectError(f"a redirect to {location!r}: {reason}")
+
+
 _PHRASES: Final = {status.value: status.phrase for status in http.HTTPStatus}
 
 
@@ -316,23 +425,31 @@ _PHRASES: Final = {status.value: status.phrase for status in http.HTTPStatus}
 
 
 @contextlib.asynccontextmanager
-async def _open_aiohttp(
+async def _open_aiohttp(  # noqa: PLR0917 - open_client's settings, passed on
     connections: int,
     headers: list[tuple[str, str]],
     max_redirects: int,
     timeout: float | None,  # noqa: ASYNC109
+    proxies: Proxies,
+    tls: TLS,
 ) -> AsyncIterator[Client]:
     import aiohttp  # noqa: PLC0415 - the extra, imported where used
 
-    connector = aiohttp.TCPConnector(limit=connections, ttl_dns_cache=300)
+    # A context of our own even without options: aiohttp's default one is made at
+    # its import, so SSL_CERT_FILE set later would be ignored (pyreqwest reads it
+    # when the client is built, as this does).
+    connector = aiohttp.TCPConnector(limit=connections, ttl_dns_cache=300, ssl=tls.ssl_context())
     async with aiohttp.ClientSession(
         connector=connector,
         headers=headers,
         # The time limit is ours (Deadlines): aiohttp's costs ~10% of a small request.
         timeout=aiohttp.ClientTimeout(total=None),
         cookie_jar=aiohttp.DummyCookieJar(),  # no cookie of one URL sent to another
+        # The environment is read by us (_http_settings), as for pyreqwest; aiohttp's
+        # own reading skips ALL_PROXY and would read ~/.netrc.
+        trust_env=False,
     ) as session:
-        yield _Aiohttp(session, max_redirects, timeout)
+        yield _Aiohttp(session, max_redirects, timeout, proxies)
 
 
 @final
@@ -342,9 +459,33 @@ class _Aiohttp:
     name = "aiohttp"
 
     def __init__(
-        self, session: aiohttp.ClientSession, max_redirects: int, timeout: float | None
+        self,
+        session: aiohttp.ClientSession,
+        max_redirects: int,
+        timeout: float | None,
+        proxies: Proxies,
     ) -> None:
+        import aiohttp  # noqa: PLC0415 - imported already by then
+        import yarl  # noqa: PLC0415 - aiohttp's own dependency
+
         self._deadlines = None if timeout is None else Deadlines(timeout)
+        self._url = yarl.URL
+        self._proxies = proxies if proxies.is_used else None
+        # Each scheme's proxy as aiohttp takes it: the URL without its credentials,
+        # and those as a header (proxy_auth= is deprecated in aiohttp 3.14): on the
+        # request itself for http://, on the CONNECT only for https:// (not to leak
+        # them to the server through the tunnel).
+        self._proxy_arguments: dict[str, dict[str, Any]] = {}
+        for scheme, proxy in (("http", proxies.http), ("https", proxies.https)):
+            if proxy is None:
+                continue
+            parsed = yarl.URL(proxy)
+            arguments: dict[str, Any] = {"proxy": parsed.with_user(None)}
+            auth = aiohttp.BasicAuth.from_url(parsed)  # None without credentials
+            if auth is not None:
+                where = "headers" if scheme == "http" else "proxy_headers"
+                arguments[where] = {"Proxy-Authorization": auth.encode()}
+            self._proxy_arguments[scheme] = arguments
 
         self._request = session.request
         self._max_redirects = max_redirects
@@ -361,10 +502,13 @@ class _Aiohttp:
     ) -> Reply:
         """See :meth:`Client.request`."""
         _checked(url)  # by its prefix: aiohttp parses it once, as it would anyway
+        target = self._target(url)
+        proxies = self._proxies
+        arguments = self._redirects if proxies is None else self._via(proxies, target)
         deadlines = self._deadlines
         entry = None if deadlines is None else deadlines.enter()
         try:
-            async with self._request(method, url, **self._redirects) as resp:
+            async with self._request(method, target, **arguments) as resp:
                 if max_body is not None:
                     _check_length(resp.content_length, max_body)
                 size, kept = await _read_body(resp.content.readany, body, max_body)
@@ -382,10 +526,36 @@ class _Aiohttp:
                 raise
             if isinstance(mapped, TooManyRedirectsError):
                 mapped = _redirects(self._max_redirects)
+            elif isinstance(mapped, RedirectError):  # to a URL aiohttp cannot fetch
+                location = exc.args[0] if exc.args else ""  # the Location header
+                mapped = _bad_redirect(url, str(location))
             raise mapped from exc
         finally:
             if deadlines is not None and entry is not None:
                 deadlines.leave(entry)
+
+    def _via(self, proxies: Proxies, target: Any) -> dict[str, Any]:
+        """Return the request's keyword arguments with its proxy, if it has one."""
+        proxy = proxies.proxy_of(target.scheme, target.host or "")
+        if proxy is None:
+            return self._redirects
+        return {**self._redirects, **self._proxy_arguments[target.scheme]}
+
+    def _target(self, url: str) -> Any:
+        """Return ``url`` in the wire form pyreqwest sends, as a yarl URL taken as is.
+
+        yarl's own quoting differs (a space in a query becomes ``+``, ``%7E``
+        becomes ``~``): :func:`wire_url` writes what browsers and pyreqwest send.
+        """
+        try:
+            wire = wire_url(url)
+            target = self._url(wire, encoded=True)
+            target.port  # noqa: B018 - raises ValueError for a port out of range
+        except ValueError as exc:
+            raise InvalidURLError(f"not a valid URL: {exc}") from exc
+        if len(wire) > MAX_URL_LENGTH:
+            raise InvalidURLError(too_long(len(wire)))
+        return target
 
 
 async def _read_body(
@@ -428,7 +598,8 @@ def _aiohttp_errors() -> tuple[tuple[Any, type[HTTPClientError]], ...]:
     dns = getattr(aiohttp, "ClientConnectorDNSError", ())
     redirect = getattr(aiohttp, "RedirectClientError", ())
     return (
-        ((aiohttp.TooManyRedirects, *_types(redirect)), TooManyRedirectsError),
+        (aiohttp.TooManyRedirects, TooManyRedirectsError),
+        (_types(redirect), RedirectError),
         (aiohttp.InvalidURL, InvalidURLError),
         (TimeoutError, RequestTimeoutError),
         (_types(dns), DNSError),
@@ -459,13 +630,16 @@ _REDIRECTS: Final = frozenset({301, 302, 303, 307, 308})
 
 
 @contextlib.asynccontextmanager
-async def _open_pyreqwest(
+async def _open_pyreqwest(  # noqa: PLR0917 - open_client's settings, passed on
     connections: int,
     headers: list[tuple[str, str]],
     max_redirects: int,
     timeout: float | None,  # noqa: ASYNC109
+    proxies: Proxies,
+    tls: TLS,
 ) -> AsyncIterator[Client]:
     from pyreqwest.client import ClientBuilder  # noqa: PLC0415 - the extra, imported where used
+    from pyreqwest.proxy import ProxyBuilder  # noqa: PLC0415 - the extra, imported where used
 
     builder = (
         ClientBuilder()
@@ -479,6 +653,25 @@ async def _open_pyreqwest(
         builder = builder.default_headers(headers)
     if timeout is not None:
         builder = builder.timeout(dt.timedelta(seconds=timeout))
+    # Our proxies, never reqwest's own reading of the environment (whose order
+    # differs: HTTP_PROXY before http_proxy, and "*" in NO_PROXY not for IPs).
+    builder = builder.no_proxy()
+    if proxies.is_used:
+        no_proxy = ",".join(proxies.no_proxy) or None
+        if proxies.http is not None:
+            builder = builder.proxy(ProxyBuilder.http(proxies.http).no_proxy(no_proxy))
+        if proxies.https is not None:
+            builder = builder.proxy(ProxyBuilder.https(proxies.https).no_proxy(no_proxy))
+    try:
+        ca_pem, identity_pem = tls.ca_pem(), tls.identity_pem()
+        if ca_pem is not None:
+            builder = builder.add_root_certificate_pem(ca_pem)
+        if identity_pem is not None:
+            builder = builder.identity_pem(identity_pem)
+    except Exception as exc:  # pyreqwest's error for a malformed PEM file
+        raise ValueError(f"cannot load the TLS files: {exc}") from exc
+    if not tls.verify:
+        builder = builder.danger_accept_invalid_certs(True)  # noqa: FBT003
     async with builder.build() as client:
         yield _Pyreqwest(client, max_redirects, timeout)
 
@@ -527,6 +720,9 @@ class _Pyreqwest:
             mapped = _pyreqwest_mapped(exc)
             if mapped is None:
                 raise
+            if isinstance(mapped, InvalidURLError) and "not a valid Uri" in str(mapped):
+                # Short enough as given, too long once percent-encoded (http's u16).
+                mapped = InvalidURLError(too_long(len(wire_url(url))))
             raise mapped from exc
 
     def _builder(self, method: str, url: str, hops: int, started: float) -> Any:
@@ -546,8 +742,12 @@ class _Pyreqwest:
         """Return the method and URL to follow a redirect with (as browsers do)."""
         if hops > self._max_redirects:
             raise _redirects(self._max_redirects)
-        url = urllib.parse.urljoin(url, location)
-        _checked(url)
+        joined = urllib.parse.urljoin(url, location)
+        try:
+            _checked(joined)
+        except InvalidURLError:
+            raise _bad_redirect(url, location) from None
+        url = joined
         if status == 303 or (status in (301, 302) and method == "POST"):
             method = method if method == "HEAD" else "GET"
         return method, url

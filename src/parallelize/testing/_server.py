@@ -20,6 +20,10 @@ on a response that is not a 200):
     ``/echo``                  any method: a JSON object of the request's method, path
                                and headers (``[name, value]`` pairs, in order).
     ``/goto/{status}?url=U``   a redirect of that status (301, 302, 303, 307, 308) to U.
+    ``/target/...?max=N``      any method: a JSON object of the request target exactly as
+                               sent (``"target"``, not decoded) and the Host header; 414
+                               URI Too Long when the target is longer than N bytes (as a
+                               server limit would). Request lines up to 1 MiB are read.
     ``/cut``                   promises 1000 bytes, sends 10, closes: a cut body.
     ``/capacity/{n}``          a service with a hidden capacity (see :class:`Capacity`):
                                up to ``k`` requests are served at once in ``ms``
@@ -250,6 +254,16 @@ class _Routes:
         return web.Response(status=status, headers={"Location": request.query["url"]})
 
     @staticmethod
+    async def target(request: web.Request) -> web.Response:
+        from aiohttp import web  # noqa: PLC0415 - an optional extra, imported where used
+
+        raw = request.raw_path  # the request line's target, as the client wrote it
+        most = request.query.get("max")
+        if most is not None and len(raw) > int(most):
+            return web.Response(status=HTTPStatus.REQUEST_URI_TOO_LONG, text="URI too long\n")
+        return web.json_response({"target": raw, "host": request.headers.get("Host")})
+
+    @staticmethod
     async def cut(request: web.Request) -> web.StreamResponse:
         from aiohttp import web  # noqa: PLC0415 - an optional extra, imported where used
 
@@ -311,6 +325,8 @@ def make_app(stats: ServerStats | None = None, capacity: Capacity | None = None)
     app.router.add_get("/cut", routes.cut)
     app.router.add_route("*", "/echo", routes.echo)
     app.router.add_route("*", "/goto/{status:\\d+}", routes.goto)
+    app.router.add_route("*", "/target", routes.target)
+    app.router.add_route("*", "/target/{tail:.*}", routes.target)
     return app
 
 
@@ -336,7 +352,9 @@ async def local_server(
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
     bound_port = sock.getsockname()[1]
-    runner = web.AppRunner(app, access_log=None)
+    # Long request lines are read (aiohttp's limit is 8190 bytes): /target answers
+    # 414 itself, as a server's own limit would.
+    runner = web.AppRunner(app, access_log=None, max_line_size=1 << 20)
     await runner.setup()
     try:
         await web.SockSite(runner, sock, backlog=1024).start()
