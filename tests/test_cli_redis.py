@@ -191,6 +191,43 @@ def test_rate_with_run_is_one_quota_for_all_workers(server: str, tmp_path: Path)
     assert took >= 2.9
 
 
+@pytest.mark.timeout(60)
+@pytest.mark.usefixtures("env")
+def test_max_deliveries_bounds_a_poison_item_of_a_cli_fleet(tmp_path: Path) -> None:
+    """--max-deliveries 2: the call that kills its worker runs twice, then is dead-lettered."""
+    run = new_run()
+    (tmp_path / "jobs.py").write_text(
+        "import asyncio, os\n"
+        "async def square(n):\n"
+        "    if n == 13:\n"
+        "        with open('calls.log', 'a') as log:\n"
+        "            log.write('13\\n')\n"
+        "        os._exit(9)  # as a segfault would: no clean-up, no outcome\n"
+        "    await asyncio.sleep(0.001)\n"
+        "    return n * n\n"
+    )
+    lines = [json.dumps(n) for n in range(30)]
+    args = str(write_lines(tmp_path / "args.jsonl", lines))
+    added = cli("run", "jobs:square", "--input", args, "--run", run, "--add-only", cwd=tmp_path)
+    assert added.returncode == 0, added.stderr
+    options = ("--run", run, "-w", "4", "--idle-timeout", "0.3", "--max-deliveries", "2")
+    deaths = 0
+    while True:  # a supervisor: restart the worker whenever it dies
+        worker = cli("run", "jobs:square", *options, cwd=tmp_path)
+        if worker.returncode != 9:
+            break
+        deaths += 1
+        assert deaths < 5, worker.stderr
+    assert worker.returncode == 0, worker.stderr
+    assert deaths == 2  # by default: 2 in company, then 3 alone
+    assert (tmp_path / "calls.log").read_text().split() == ["13", "13"]
+    progress = status(run)
+    assert (progress["ok"], progress["dead"], progress["remaining"]) == (29, 1, 0)
+    dead = cli("queue", "dead", "--run", run)
+    (letter,) = records(dead.stdout)
+    assert (letter["item"], letter["deliveries"]) == ([14, "13"], 2)  # line 14 of the input
+
+
 def test_usage_errors_say_what_to_do(tmp_path: Path) -> None:
     urls = str(write_lines(tmp_path / "urls.txt", ["http://127.0.0.1:9/"]))
     for args, message in (
@@ -202,6 +239,11 @@ def test_usage_errors_say_what_to_do(tmp_path: Path) -> None:
         (["queue"], "choose an action"),
         (["fetch", urls, "--run", "a b"], "run must be a non-empty name"),
         (["fetch", urls, "--run", "x", "--redis", "http://x"], "must be a Redis URL"),
+        (["fetch", urls, "--max-deaths", "2"], "--max-deaths goes with --run NAME"),
+        (["fetch", urls, "--max-deliveries", "2"], "--max-deliveries goes with --run NAME"),
+        (["fetch", urls, "--run", "x", "--max-deaths", "0"], "--max-deaths must be >= 1, got 0"),
+        (["run", "m:f", "--run", "x", "--max-deliveries", "1"], "must be >= 2, got 1: an"),
+        (["fetch", urls, "--run", "x", "--max-deliveries", "two"], "invalid int value"),
     ):
         result = cli(*args, cwd=tmp_path)
         assert result.returncode == 2, (args, result.stderr)

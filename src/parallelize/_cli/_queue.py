@@ -55,7 +55,7 @@ examples:
 
 
 def add_queue_options(parser: argparse.ArgumentParser, noun: str) -> None:
-    """Add ``--run``, ``--redis``, ``--add-only``, ``--idle-timeout`` to fetch or run."""
+    """Add ``--run`` and the options of a run in Redis to fetch or run."""
     group = parser.add_argument_group(
         "one run over many machines, through Redis (the redis extra)",
         f"With --run NAME, the {noun} go through a run in Redis that any number of "
@@ -87,6 +87,19 @@ def add_queue_options(parser: argparse.ArgumentParser, noun: str) -> None:
         default=30.0,
         metavar="SECONDS",
         help="take over the items of a worker silent for SECONDS (default 30)",
+    )
+    group.add_argument(
+        "--max-deaths",
+        type=int,
+        metavar="N",
+        help=f"dead-letter a {noun[:-1]} whose worker died N times while it ran alone (default 3)",
+    )
+    group.add_argument(
+        "--max-deliveries",
+        type=int,
+        metavar="N",
+        help=f"dead-letter a {noun[:-1]} whose attempts started N times without an "
+        "outcome, their worker dying (default 10, at least 2; the last runs alone)",
     )
 
 
@@ -148,7 +161,12 @@ def check_queue_options(options: argparse.Namespace, given: str | None, what: st
                 f"{what} is missing: give the input, or --run NAME to work on a run "
                 f"shared through Redis"
             )
-        for flag, value in (("--add-only", options.add_only), ("--redis", options.redis)):
+        for flag, value in (
+            ("--add-only", options.add_only),
+            ("--redis", options.redis),
+            ("--max-deaths", options.max_deaths is not None),
+            ("--max-deliveries", options.max_deliveries is not None),
+        ):
             if value:
                 raise UsageError(f"{flag} goes with --run NAME")
         return
@@ -160,6 +178,14 @@ def check_queue_options(options: argparse.Namespace, given: str | None, what: st
         raise UsageError(f"--add-only adds {what} to the run: give {what}")
     if not options.idle_timeout > 0:
         raise UsageError(f"--idle-timeout must be > 0 seconds, got {options.idle_timeout}")
+    if options.max_deaths is not None and options.max_deaths < 1:
+        raise UsageError(f"--max-deaths must be >= 1, got {options.max_deaths}")
+    if options.max_deliveries is not None and options.max_deliveries < 2:
+        raise UsageError(
+            f"--max-deliveries must be >= 2, got {options.max_deliveries}: an item's "
+            f"last attempt runs alone, so that a death is never charged to its "
+            f"neighbours, and its first cannot"
+        )
 
 
 def make_queue(options: argparse.Namespace, job: Job | None = None) -> RedisQueue:
@@ -168,12 +194,18 @@ def make_queue(options: argparse.Namespace, job: Job | None = None) -> RedisQueu
         from parallelize.redis import RedisQueue  # noqa: PLC0415 - the redis extra
     except MissingDependencyError as exc:
         raise UsageError(str(exc)) from exc
+    limits = {
+        name: value
+        for name in ("max_deaths", "max_deliveries")
+        if (value := getattr(options, name, None)) is not None
+    }
     try:
         return RedisQueue(
             _url(options),
             run=options.run_name,
             idle_timeout=getattr(options, "idle_timeout", 30.0),
             failure_data=None if job is None else job.failure_line,
+            **limits,
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
@@ -210,12 +242,12 @@ async def _queue_action(queue: RedisQueue, options: argparse.Namespace) -> int:
             await queue.delete()
             sys.stderr.write(f"parallelize: deleted the run {queue.run}\n")
             return EXIT_OK
-        out = open_output(options.output)
-        try:
+        # A Sink: write() takes a line without its newline; closing leaves stdout open.
+        with open_output(options.output) as out:
             if action == "status":
                 progress = await queue.progress()
                 text = ENCODE(progress.as_dict()) if options.json else _status_text(progress)
-                out.write(text + "\n")
+                out.write(text)
             elif action == "results":
                 async for outcome in queue.results(follow=options.follow):
                     result = outcome.result
@@ -232,7 +264,7 @@ async def _queue_action(queue: RedisQueue, options: argparse.Namespace) -> int:
                                 else {"type": outcome.error_type, "message": outcome.error_message},
                             }
                         )
-                    out.write(line + "\n")
+                    out.write(line)
                     if options.follow:
                         out.flush()
             else:
@@ -244,10 +276,7 @@ async def _queue_action(queue: RedisQueue, options: argparse.Namespace) -> int:
                         "reason": letter.reason,
                         "worker": letter.worker,
                     }
-                    out.write(ENCODE(record) + "\n")
-        finally:
-            if out is not sys.stdout:
-                out.close()
+                    out.write(ENCODE(record))
     return EXIT_OK
 
 
