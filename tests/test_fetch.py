@@ -445,3 +445,93 @@ def test_a_success_line_is_what_the_json_encoder_writes(
     assert record["error"] is None
     assert 0 <= record["elapsed"] < 1
     assert ("file" in record) == (file is not None)
+
+
+# -- proxy and TLS options ---------------------------------------------------------------
+
+
+@pytest.fixture
+def no_proxy_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CLI's subprocess inherits no proxy or certificate variable of the machine."""
+    from nettools import PROXY_VARIABLES  # noqa: PLC0415 - only these tests use it
+
+    for name in PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.mark.usefixtures("no_proxy_variables")
+def test_fetch_through_a_proxy_with_a_client_certificate(
+    client: str, server: str, tmp_path: Path
+) -> None:
+    """--proxy carries http:// and https:// URLs (CONNECT); --cacert, --cert and --key
+    reach a server that asks for a client certificate."""
+    from nettools import certificates, forward_proxy, https_server, in_thread  # noqa: PLC0415
+
+    certs = certificates(tmp_path)
+    with (
+        in_thread(forward_proxy) as proxy,
+        in_thread(lambda: https_server(certs.server_context(ask_client=True))) as secure,
+    ):
+        urls = [f"{server}/page/1", f"{secure}/client"]
+        result = cli(
+            "fetch", "--client", client, str(write_lines(tmp_path / "urls.txt", urls)),
+            "--proxy", proxy.url, "--cacert", str(certs.ca_file),
+            "--cert", str(certs.client_cert), "--key", str(certs.client_key),
+        )  # fmt: skip
+        seen = sorted(s.method for s in proxy.seen)
+    assert result.returncode == 0, result.stderr
+    got = by_url(result.stdout)
+    assert [got[url]["status"] for url in urls] == [200, 200]
+    assert got[urls[1]]["bytes"] == len("{'email': 'client@example.com'}")
+    assert seen == ["CONNECT", "GET"]
+
+
+@pytest.mark.usefixtures("no_proxy_variables")
+def test_fetch_insecure_reaches_a_self_signed_server(client: str, tmp_path: Path) -> None:
+    """Without --cacert a self-signed server is a tls failure; -k fetches it."""
+    from nettools import certificates, https_server, in_thread  # noqa: PLC0415
+
+    certs = certificates(tmp_path)
+    with in_thread(lambda: https_server(certs.server_context())) as secure:
+        urls = str(write_lines(tmp_path / "urls.txt", [f"{secure}/page/1"]))
+        refused = cli("fetch", "--client", client, urls)
+        insecure = cli("fetch", "--client", client, urls, "-k")
+    assert refused.returncode == 1
+    assert json.loads(refused.stdout)["error"]["kind"] == "tls"
+    assert insecure.returncode == 0, insecure.stderr
+    assert json.loads(insecure.stdout)["status"] == 200
+
+
+@pytest.mark.usefixtures("no_proxy_variables")
+def test_bad_proxy_and_tls_options_are_usage_errors(
+    client: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A missing --cacert, --key without --cert, a socks proxy: exit 2, one line, no request."""
+    urls = str(write_lines(tmp_path / "urls.txt", ["http://127.0.0.1:9/"]))
+    missing = tmp_path / "missing.pem"
+    cases = [
+        (
+            ["--cacert", str(missing)],
+            f"--cacert: cannot read '{missing}': No such file or directory",
+        ),
+        (
+            ["--key", str(missing)],
+            "--key needs --cert: pass the certificate file too (or one file with both as --cert)",
+        ),
+        (
+            ["--proxy", "socks5://127.0.0.1:1080"],
+            (
+                "--proxy must be an http:// proxy URL, such as http://proxy.example:3128 "
+                "(socks and https:// proxies are not supported), got 'socks5://127.0.0.1:1080'"
+            ),
+        ),
+    ]
+    for options, message in cases:
+        result = cli("fetch", "--client", client, urls, *options)
+        assert (result.returncode, result.stdout) == (2, ""), options
+        assert result.stderr == f"parallelize fetch: {message}\n"
+    monkeypatch.setenv("ALL_PROXY", "socks5://127.0.0.1:1080")
+    result = cli("fetch", "--client", client, urls)
+    assert result.returncode == 2
+    assert result.stderr.endswith("; unset it, or pass --proxy URL (--proxy '' for none)\n")
+    assert cli("fetch", "--client", client, urls, "--proxy", "").returncode == 1  # port 9: refused

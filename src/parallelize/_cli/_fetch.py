@@ -35,6 +35,7 @@ from parallelize.http import (
     InvalidURLError,
     Reply,
     backends,
+    check_client_options,
     open_client,
 )
 
@@ -156,6 +157,7 @@ def fetch_command(options: argparse.Namespace, argv: list[str]) -> int:
             save directory cannot be used (checked before any request).
     """
     options.client = _client_name(options.client)
+    _check_tls_and_proxy(options)
     check_journal(options.journal)
     check_queue_options(options, options.urls, "URLS")
     with open_input(options.urls, "the URLS file") as stream:
@@ -199,6 +201,42 @@ def _short_hash(text: str) -> str:
     return "sha256:" + hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()[:16]
 
 
+# open_client's parameters, and the options that set them.
+_OPTION_OF = (
+    ("ca_file", "--cacert"),
+    ("client_cert", "--cert"),
+    ("client_key", "--key"),
+    ("proxy", "--proxy"),
+)
+
+
+def _check_tls_and_proxy(options: argparse.Namespace) -> None:
+    """Refuse what the HTTP client would refuse, before anything is opened.
+
+    --proxy, --cacert, --cert, --key, and the environment's proxy variables.
+    """
+    if options.key is not None and options.cert is None:
+        raise UsageError(
+            "--key needs --cert: pass the certificate file too (or one file with both as --cert)"
+        )
+    try:
+        check_client_options(
+            proxy=options.proxy,
+            ca_file=options.cacert,
+            client_cert=options.cert,
+            client_key=options.key,
+        )
+    except ValueError as exc:
+        message = str(exc)
+        for parameter, option in _OPTION_OF:
+            if message.startswith((f"{parameter}:", f"{parameter} ")):
+                message = option + message[len(parameter) :]
+                break
+        else:  # a proxy variable of the environment
+            message += "; unset it, or pass --proxy URL (--proxy '' for none)"
+        raise UsageError(message) from None
+
+
 def _client_name(asked: str | None) -> str:
     """Return the backend to use: the one asked for, or the fastest installed."""
     installed = backends()
@@ -227,6 +265,11 @@ async def _fetch(
         connections=options.workers,
         headers=options.headers,
         timeout=options.timeout or None,
+        proxy=options.proxy,
+        ca_file=options.cacert,
+        verify=not options.insecure,
+        client_cert=options.cert,
+        client_key=options.key,
     ) as client:
         loop = asyncio.get_running_loop()
         starts: dict[int, float] = {}  # line -> loop time of its item's first attempt

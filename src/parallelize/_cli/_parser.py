@@ -352,6 +352,36 @@ def build_parser() -> Parser:
         help="save each body to DIR/<sha256 of the URL, in hex> (the record's "
         '"file"), streamed, never held in memory',
     )
+    fetch.add_argument(
+        "--proxy",
+        metavar="URL",
+        help="send every request through this http:// proxy (https:// URLs by "
+        "CONNECT; user:password@ in URL are sent to it); --proxy '' for none. "
+        "Default: the environment's http_proxy, https_proxy, all_proxy; NO_PROXY "
+        "applies either way",
+    )
+    fetch.add_argument(
+        "--cacert",
+        metavar="FILE",
+        help="also trust the certificates of this PEM file (a private CA)",
+    )
+    fetch.add_argument(
+        "-k",
+        "--insecure",
+        action="store_true",
+        help="check neither the server's certificate nor its name (only for servers you know)",
+    )
+    fetch.add_argument(
+        "--cert",
+        metavar="FILE",
+        help="the client certificate (PEM) for servers that ask for one (mutual "
+        "TLS); its key too, unless --key",
+    )
+    fetch.add_argument(
+        "--key",
+        metavar="FILE",
+        help="the private key of --cert (PEM, not encrypted)",
+    )
     add_queue_options(fetch, "URLs")
 
     run = commands.add_parser(
