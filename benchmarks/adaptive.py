@@ -20,6 +20,13 @@ response; timeouts and other exceptions arrive as ``Failure``.
 - Scenario B (step): K for a phase, then K/4, then K again: fixed 1000, fixed 10,
   fixed K, fixed 3K/8, adaptive. The parent process changes K on the clock the child
   starts by (an overloaded client would send its own change late).
+- Scenario C (the cost of re-measuring the no-load latency): K the whole time, fixed
+  3K/2 (where the adaptive limit settles, never probing) and
+  ``AdaptiveLimit(probe_interval=P)`` (default 5 s, over 16 s: three probes), and
+  with ``--baseline-src DIR`` the same adaptive run against the library sources in
+  DIR (say ``git archive <commit> src | tar -x -C DIR``) for a before/after. Goodput
+  per 0.5 s window from 3 s on: the deepest window's dip under the run's median
+  window, and the goodput lost overall against the median window.
 
 ``fetch`` returns the response (after reading its body), as the README advises:
 the default ``overload_of`` reads the 503 from its ``status``. (An action returning
@@ -48,6 +55,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 from _harness import machine_cpu, process_cpu
@@ -75,7 +83,8 @@ async def measure(spec: dict) -> dict:
     lat_sum = [0.0] * nbuckets  # seconds, every completed response (200 and 503)
     lat_n = [0] * nbuckets
     lat200_sum = [0.0] * nbuckets
-    samples: list[list] = []  # [t, in flight, limit, limit's in_flight, rtt, min_rtt, overloads]
+    # [t, in flight, limit, limit's in_flight, rtt, min_rtt, overloads, probes]
+    samples: list[list] = []
     errors: dict[str, int] = {}
     in_flight = 0
     peak = 0
@@ -86,7 +95,7 @@ async def measure(spec: dict) -> dict:
     if spec["adaptive"]:
         from parallelize import AdaptiveLimit  # noqa: PLC0415
 
-        limit = AdaptiveLimit()
+        limit = AdaptiveLimit(**spec.get("adaptive_options", {}))
         options["adaptive"] = limit
 
     def bucket(t: float) -> int | None:
@@ -126,7 +135,7 @@ async def measure(spec: dict) -> dict:
                 row = [round(time.monotonic() - t0, 4), in_flight]
                 if limit is not None:
                     s = limit.statistics()
-                    row += [s.limit, s.in_flight, s.rtt, s.min_rtt, s.overloads]
+                    row += [s.limit, s.in_flight, s.rtt, s.min_rtt, s.overloads, s.probes]
                 samples.append(row)
 
         def urls():
@@ -173,7 +182,9 @@ async def measure(spec: dict) -> dict:
     final = None
     if limit is not None:
         s = limit.statistics()
-        final = {"repr": repr(s)}
+        final = {"repr": repr(s), "probes": s.probes}
+    import parallelize as library  # noqa: PLC0415 - where it came from (--baseline-src)
+
     return {
         "duration": duration,
         "elapsed": elapsed,
@@ -194,7 +205,8 @@ async def measure(spec: dict) -> dict:
             if server_pct is None or machine is None or machine0 is None
             else max(0.0, 100 * (machine - machine0 - cpu) / elapsed - server_pct)
         ),
-        "src": source_digest(),
+        "src": source_digest(Path(library.__file__).parent),
+        "src_path": str(Path(library.__file__).parent),
     }
 
 
@@ -238,11 +250,15 @@ def run_one(base: str, server_pid: int, k: int, name: str, spec: dict, idle_wait
     ks: list[list] = []  # [seconds on the parent's clock from start_at, k] once confirmed
     # stderr to a file: a full pipe would block a child that logs a lot.
     with tempfile.TemporaryFile("w+") as err:
+        env = None
+        if spec.get("src_dir"):  # another version of the library, first on the path
+            env = {**os.environ, "PYTHONPATH": spec["src_dir"]}
         proc = subprocess.Popen(
             [sys.executable, __file__, "--child", json.dumps(spec)],
             stdout=subprocess.PIPE,
             stderr=err,
             text=True,
+            env=env,
         )
         try:
             for at, k_new in spec["steps"]:
@@ -355,10 +371,9 @@ def cpu(r: dict) -> str:
     return f"{r['client_cpu']:.0f} / {fmt(r['server_cpu'])} / {fmt(r.get('other_cpu'))}"
 
 
-def source_digest() -> str:
+def source_digest(src: Path = ROOT / "src" / "parallelize") -> str:
     """A short hash of the library's sources as run (the work tree may be uncommitted)."""
     digest = hashlib.sha256()
-    src = ROOT / "src" / "parallelize"
     for path in sorted(src.rglob("*.py")):
         digest.update(str(path.relative_to(src)).encode())
         digest.update(path.read_bytes())
@@ -380,7 +395,80 @@ def commit() -> str:
 
 ADAPTIVE = {
     "adaptive": "AdaptiveLimit(): numworkers 1000, the defaults",
+    "probing": "scenario C: AdaptiveLimit(probe_interval=P), this tree",
+    "probing-baseline": "scenario C: the same, the --baseline-src tree",
 }
+C_FROM = 3.0  # seconds: scenario C's windows start once the start phase is long over
+C_WINDOW = 0.5  # seconds: scenario C's goodput windows
+
+
+def c_windows(result: dict) -> list[float]:
+    """Goodput (200/s) in each C_WINDOW window of a run, from C_FROM on."""
+    n = int((result["duration"] - C_FROM) / C_WINDOW + 1e-9)
+    return [
+        window(result, C_FROM + i * C_WINDOW, C_FROM + (i + 1) * C_WINDOW)["goodput"]
+        for i in range(n)
+    ]
+
+
+def report_c(data: dict, out: Callable[[str], None], verdict: Callable[..., None]) -> None:
+    """Scenario C: goodput per window, the deepest dip and the cost of the probes."""
+    args = data["args"]
+    runs = data.get("C", [])
+    out(
+        f"## C. The cost of re-measuring the no-load latency: K={args['k']}, "
+        f"{args['ms']:g} ms, a probe every {args['probe_interval']:g} s "
+        f"(+-10% jitter), {args['probe_seconds']:g} s per run\n"
+    )
+    out(
+        f"Goodput in each {C_WINDOW:g} s window from {C_FROM:g} s on. *Steady*: the median "
+        f"window. *Deepest dip*: how far the lowest window falls under the median. *Cost*: "
+        f"the goodput lost over all windows against the median, and against the fixed "
+        f"run (which never probes; its own dip and cost are the measure's noise).\n"
+    )
+    out(
+        "| contender | source | probes | steady 200/s | deepest window 200/s | deepest dip "
+        "| mean 200/s | cost vs steady | cost vs fixed | 503 % | CPU % client / server / other |"
+    )
+    out("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    fixed = next((r for r in runs if not r["adaptive"] and "failed" not in r), None)
+    fixed_mean = None
+    if fixed is not None:
+        fw = c_windows(fixed)
+        fixed_mean = sum(fw) / len(fw)
+    for r in runs:
+        if "failed" in r:
+            out(f"| {r['name']} | FAILED: {r['failed']} |")
+            continue
+        ws = c_windows(r)
+        steady = sorted(ws)[len(ws) // 2]
+        mean = sum(ws) / len(ws)
+        dip = 1 - min(ws) / steady
+        cost = 1 - mean / steady
+        vs_fixed = None if fixed_mean is None else 1 - mean / fixed_mean
+        probes = (r.get("final") or {}).get("probes", "-")
+        w = window(r, 0, r["duration"])
+        out(
+            f"| {r['name']} | {r.get('src_dir') or 'this tree'} | {probes} | {steady:,.0f} "
+            f"| {min(ws):,.0f} | {100 * dip:.1f}% | {mean:,.0f} | {100 * cost:.2f}% "
+            f"| {fmt(None if vs_fixed is None else 100 * vs_fixed, '.2f')}% "
+            f"| {w['busy_pct']:.2f} | {cpu(r)} |"
+        )
+        if r["adaptive"]:
+            verdict(
+                f"C: no {C_WINDOW:g} s window more than 10% under the steady goodput",
+                r["name"],
+                f"{100 * dip:.1f}% ({min(ws):,.0f} vs {steady:,.0f})",
+                dip <= 0.10,
+            )
+            verdict(
+                "C: goodput cost of the probes < 1%", r["name"], f"{100 * cost:.2f}%", cost < 0.01
+            )
+    out("")
+    for r in runs:
+        if "failed" not in r:
+            series = ", ".join(f"{v:,.0f}" for v in c_windows(r))
+            out(f"{r['name']}: 200/s per {C_WINDOW:g} s window from {C_FROM:g} s: {series}\n")
 
 
 def report(data: dict) -> str:
@@ -590,6 +678,9 @@ def report(data: dict) -> str:
                 None,
             )
 
+    if data.get("C"):
+        report_c(data, out, verdict)
+
     if targets:
         names = [n for n in ADAPTIVE if any(n in v for v in targets.values())]
         out("## Targets\n")
@@ -602,7 +693,11 @@ def report(data: dict) -> str:
                 cells.append(value if ok is None else f"{'PASS' if ok else 'FAIL'}: {value}")
             out(f"| {target} | " + " | ".join(cells) + " |")
         out("")
-    every = [r for r in [*data.get("A", []), *data.get("B", [])] if "failed" not in r]
+    every = [
+        r
+        for r in [*data.get("A", []), *data.get("B", []), *data.get("C", [])]
+        if "failed" not in r and not r.get("src_dir")  # another tree has another digest
+    ]
     digests = sorted({r.get("src", "?") for r in every})
     if len(digests) > 1:
         out(
@@ -778,6 +873,8 @@ def measure_all(args: argparse.Namespace) -> dict:
             "steady": steady,
             "sweep_seconds": sweep_seconds,
             "phase": phase,
+            "probe_interval": args.probe_interval,
+            "probe_seconds": args.probe_seconds,
         },
     }
     server, base = start_server(k, ms)
@@ -797,6 +894,9 @@ def measure_all(args: argparse.Namespace) -> dict:
             f"{args.idle_wait:g} s for the machine to be idle",
             "A": f"{steady:g} s per contender, sweep {list(sweep)} at {sweep_seconds:g} s each",
             "B": f"K={k} / {max(1, k // 4)} / {k}, {phase:g} s each",
+            "C": f"K={k}, {args.probe_seconds:g} s each: fixed {3 * k // 2}, "
+            f"AdaptiveLimit(probe_interval={args.probe_interval:g})"
+            + (f", and the same from {args.baseline_src}" if args.baseline_src else ""),
         }
         print("\n".join(f"{key:>10}: {value}" for key, value in data["setup"].items()), flush=True)
         if "A" in args.scenarios:
@@ -828,6 +928,24 @@ def measure_all(args: argparse.Namespace) -> dict:
                 }
                 runs.append(run_one(base, server.pid, k, name, spec, args.idle_wait))
             data["B"] = runs
+        if "C" in args.scenarios:
+            print("\nC. the cost of probes", flush=True)
+            probing = {"probe_interval": args.probe_interval}
+            contenders = [(f"fixed-{3 * k // 2}", 3 * k // 2, False, None)]
+            if args.baseline_src:
+                contenders.append(("probing-baseline", 1000, "probing", args.baseline_src))
+            contenders.append(("probing", 1000, "probing", None))
+            runs = []
+            for name, workers, adaptive, src_dir in contenders:
+                spec = {
+                    "workers": workers,
+                    "adaptive": adaptive,
+                    "adaptive_options": probing if adaptive else {},
+                    "duration": args.probe_seconds,
+                    "src_dir": src_dir,
+                }
+                runs.append(run_one(base, server.pid, k, name, spec, args.idle_wait))
+            data["C"] = runs
     finally:
         stop_server(server)
     return data
@@ -848,7 +966,23 @@ def main() -> None:
         help="before each run, wait up to this many seconds for the machine to be idle",
     )
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out" / "adaptive.md")
-    parser.add_argument("--scenarios", default="A,B", help="A, B or A,B (default)")
+    parser.add_argument(
+        "--scenarios", default="A,B", help="any of A, B, C, comma-separated (default A,B)"
+    )
+    parser.add_argument(
+        "--probe-interval",
+        type=float,
+        default=5.0,
+        help="scenario C: AdaptiveLimit(probe_interval=...) in seconds (default 5)",
+    )
+    parser.add_argument(
+        "--probe-seconds", type=float, default=16.0, help="scenario C: seconds per run (default 16)"
+    )
+    parser.add_argument(
+        "--baseline-src",
+        help="scenario C: also run the adaptive contender against the library in this "
+        "directory (holding parallelize/), e.g. an older commit's src",
+    )
     parser.add_argument(
         "--no-adaptive", dest="adaptive", action="store_false", help="fixed contenders only"
     )
