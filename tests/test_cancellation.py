@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from conftest import LOOPS
 from parallelize import Interrupted, Retry, parallelize
 
 # A hang ends the test process with every stack dumped (the signal method cannot
@@ -218,3 +219,21 @@ def test_a_worker_that_swallowed_its_cancellation_starts_no_other_item(run: Any,
 
     run(main())
     assert started_after == []
+
+
+@pytest.mark.parametrize("how", HOWS)
+@pytest.mark.parametrize("config", ["plain", "policy", "async input, retries"])
+def test_the_loops_shutdown_ends_a_run_left_open(
+    loop_name: str, tmp_path: Path, config: str, how: str
+) -> None:
+    """A run driven by anext() and never closed: asyncio.run's shutdown cancels its
+    tasks, and they end (a worker whose action swallowed it included)."""
+
+    async def main() -> None:
+        results = build(config, tmp_path, misbehaving(how))
+        await anext(results)
+        await asyncio.sleep(0.01)  # every worker is in a slow item; then main returns
+
+    factory = LOOPS[loop_name]
+    with asyncio.Runner(loop_factory=factory) as runner:
+        runner.run(main())

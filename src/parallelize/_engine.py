@@ -996,16 +996,7 @@ class Run(Generic[T_co]):
                 observer.run_started(self)
             if self._processes is not None:
                 self._processes.warm_up()
-            reads_ahead = self._reads_ahead()
-            if reads_ahead:
-                assert self._loop is not None
-                self._reader = self._loop.create_future()  # workers ask from the start
-            async with asyncio.TaskGroup() as group:
-                self._workers = [group.create_task(worker()) for _ in range(numworkers)]
-                if reads_ahead:
-                    reader = group.create_task(self._read_ahead())
-                    await asyncio.wait(self._workers)
-                    reader.cancel()  # the workers are done: so is the input
+            await self._run_workers(worker, numworkers)
         except BaseExceptionGroup as group_error:
             # Workers record the first error themselves; this catches anything else.
             self._fail(group_error.exceptions[0])
@@ -1014,6 +1005,29 @@ class Run(Generic[T_co]):
         finally:
             self._wind_down()
             await self._release()
+
+    async def _run_workers(
+        self, worker: Callable[[], Coroutine[Any, Any, None]], numworkers: int
+    ) -> None:
+        """Run ``numworkers`` workers (and the reader, if any) in a task group."""
+        reads_ahead = self._reads_ahead()
+        if reads_ahead:
+            assert self._loop is not None
+            self._reader = self._loop.create_future()  # workers ask from the start
+        async with asyncio.TaskGroup() as group:
+            self._workers = [group.create_task(worker()) for _ in range(numworkers)]
+            reader = group.create_task(self._read_ahead()) if reads_ahead else None
+            try:
+                if self._workers:
+                    await asyncio.wait(self._workers)
+            except asyncio.CancelledError:
+                # Cancelled from anywhere (aclose(), a worker's error through the
+                # group, the loop's shutdown): halt, so that a worker whose action
+                # swallows its own cancellation ends instead of waiting for a credit.
+                self._halt()
+                raise
+            if reader is not None:
+                reader.cancel()  # the workers are done: so is the input
 
     async def _release(self) -> None:
         """Close what the run holds open: the input, the processes, earlier stages."""
@@ -1104,6 +1118,18 @@ class Run(Generic[T_co]):
         if not self._cancelled:
             self._record_error(error)
 
+    def _worker_failed(self, error: BaseException) -> None:
+        """Record a worker's error, which the worker then raises to end.
+
+        Raises ``CancelledError`` instead if the worker's task was cancelled (the
+        loop's shutdown cancels every task; a cancelled action raised "the client
+        was closed"): nothing must report that as a task's unhandled exception.
+        """
+        self._fail(error)
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise asyncio.CancelledError
+
     def _record_error(self, error: BaseException) -> None:
         """Record the run's first error and drop what the consumer has not taken."""
         if self._error is None:
@@ -1132,13 +1158,11 @@ class Run(Generic[T_co]):
         """Wait until a credit is free and take it (the slow path of every worker).
 
         Returns False, taking none, once the run is stopping (``handle_signals``, or
-        halted): the worker ends instead of pulling another item. Raises
-        ``CancelledError`` if the worker was cancelled and its action swallowed it:
-        it must not wait here for a credit that may never come.
+        halted: see ``_halt``): the worker ends instead of pulling another item. A
+        worker whose action swallowed its cancellation comes here, and ends.
         """
         assert self._loop is not None
         while self._credits <= 0 and not self._stopping:
-            _check_cancelled()
             waiter = self._loop.create_future()
             self._credit_waiters.append(waiter)
             await waiter
@@ -1181,7 +1205,7 @@ class Run(Generic[T_co]):
                         value = await action(item)
                 except Exception as exc:
                     if not on_error_yield:
-                        self._fail(exc)
+                        self._worker_failed(exc)
                         raise
                     value = Failure(item, exc, stage=self._name)
                 out.append(value)
@@ -1196,7 +1220,7 @@ class Run(Generic[T_co]):
                 elif not await self._take_credit():
                     return
         except Exception as exc:
-            self._fail(exc)  # from the input; an action's error was recorded above
+            self._worker_failed(exc)  # from the input; an action's error was recorded above
             raise
         self._credits += 1  # the input is exhausted: give back the unused credit
 
@@ -1242,7 +1266,7 @@ class Run(Generic[T_co]):
                         record(clock() - began)
                     stats.failed += 1
                     if not on_error_yield:
-                        self._fail(exc)
+                        self._worker_failed(exc)
                         raise
                     value = Failure(item, exc, stage=self._name)
                 else:
@@ -1263,7 +1287,7 @@ class Run(Generic[T_co]):
                 elif not await self._take_credit():
                     return
         except Exception as exc:
-            self._fail(exc)
+            self._worker_failed(exc)
             raise
         self._credits += 1
 
@@ -1308,7 +1332,7 @@ class Run(Generic[T_co]):
                 self._credits += 1
                 return
             except Exception as exc:
-                self._fail(exc)
+                self._worker_failed(exc)
                 raise
             kind = type(item)
             if kind is not last_kind:
@@ -1325,7 +1349,7 @@ class Run(Generic[T_co]):
                     value = await action(item)
             except Exception as exc:
                 if not on_error_yield:
-                    self._fail(exc)
+                    self._worker_failed(exc)
                     raise
                 value = Failure(item, exc, stage=self._name)
             self._deliver(index, value)
@@ -1379,7 +1403,6 @@ class Run(Generic[T_co]):
         for it. (Loop timers may fire a little early, uvloop's by up to a millisecond;
         a woken worker that finds nothing due simply sleeps again, with a new timer.)
         """
-        _check_cancelled()
         loop = self._loop
         assert loop is not None
         waiter = loop.create_future()
@@ -1453,7 +1476,7 @@ class Run(Generic[T_co]):
             try:
                 pulled = await self._pull()
             except Exception as exc:
-                self._fail(exc)
+                self._worker_failed(exc)
                 raise
             if pulled is None:
                 self._credits += 1
@@ -1517,7 +1540,7 @@ class Run(Generic[T_co]):
                     self._wake_all_workers()
                     return
                 except Exception as exc:
-                    self._fail(exc)
+                    self._worker_failed(exc)
                     raise
                 self._read_items.append(item)
                 self._wake_worker()
@@ -1587,7 +1610,7 @@ class Run(Generic[T_co]):
                 state.item, payload, state.attempts, elapsed, expected, self._name
             )
             if not self._on_error_yield:
-                self._fail(payload)
+                self._worker_failed(payload)
                 raise payload
             if journal is not None:
                 failure = (state.tag, failure, state.attempts, elapsed)
@@ -1659,7 +1682,7 @@ class Run(Generic[T_co]):
                 self._credits += 1
                 return
             except Exception as exc:
-                self._fail(exc)
+                self._worker_failed(exc)
                 raise
             index = self._pulled
             self._pulled = index + 1
@@ -1678,7 +1701,7 @@ class Run(Generic[T_co]):
                 if stats is not None:
                     stats.failed += 1
                 if not on_error_yield:
-                    self._fail(exc)
+                    self._worker_failed(exc)
                     raise
                 elapsed = clock() - started
                 failure = Failure(item, exc, 1, elapsed, stage=self._name)
@@ -1711,7 +1734,7 @@ class Run(Generic[T_co]):
                 if stats is not None:
                     stats.failed += 1
                 if not on_error_yield:
-                    self._fail(exc)
+                    self._worker_failed(exc)
                     raise
                 elapsed = clock() - started
                 failure = Failure(item, exc, 1, elapsed, stage=self._name)
@@ -1727,7 +1750,7 @@ class Run(Generic[T_co]):
         """Deliver a journaled item's stored outcome without running it."""
         outcome = journal.replayed_outcome(entry)
         if isinstance(outcome, Failure) and not self._on_error_yield:
-            self._fail(outcome.exception)
+            self._worker_failed(outcome.exception)
             raise outcome.exception
         self._deliver(index, (entry, outcome, 0, None))
 
