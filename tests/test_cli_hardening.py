@@ -480,3 +480,14 @@ def test_a_run_journal_refuses_another_function(tmp_path: Path) -> None:
     refused = cli("run", "tasks:b", *journal, cwd=tmp_path)
     assert refused.returncode == 2
     assert "function 'tasks:a' -> 'tasks:b'" in refused.stderr
+
+
+def test_a_journal_refuses_a_rerun_through_another_proxy(tmp_path: Path, server: str) -> None:
+    """--proxy shapes the replies too: a rerun with one is refused, its URL unsaid."""
+    urls = write_lines(tmp_path / "urls.txt", [f"{server}/echo"])
+    journal = ["--journal", str(tmp_path / "j.db")]
+    assert cli("fetch", str(urls), *journal).returncode == 0
+    refused = cli("fetch", str(urls), *journal, "--proxy", "http://user:pw@127.0.0.1:9")
+    assert refused.returncode == 2, refused.stderr
+    assert "proxy None -> 'sha256:" in refused.stderr
+    assert "pw@" not in refused.stderr

@@ -186,15 +186,24 @@ def fetch_command(options: argparse.Namespace, argv: list[str]) -> int:
 def outcome_settings(options: argparse.Namespace) -> dict[str, Any]:
     """Return what shapes a URL's outcome besides the URL, for the journal to compare.
 
-    Header values are stored as a short hash (an Authorization header is no
-    business of the journal file), so a change says which header, not its value.
+    Header values and the proxy are stored as a short hash (an Authorization
+    header, a proxy's password are no business of the journal file), so a change
+    says which one, not its value. The client certificate is who asks: a reply
+    may depend on it. ``--cacert`` and ``-k`` are left out: they only turn a
+    ``tls`` failure into a reply, and failures are run again anyway.
     """
     return {
         "method": options.method,
         "headers": [[name, _short_hash(value)] for name, value in options.headers],
-        "save_dir": None if options.save_dir is None else os.path.abspath(options.save_dir),  # noqa: PTH100 - a str, stored
+        "save_dir": _absolute(options.save_dir),
         "max_body": options.max_body,
+        "proxy": None if options.proxy is None else _short_hash(options.proxy),
+        "client_cert": _absolute(options.cert),
     }
+
+
+def _absolute(path: str | None) -> str | None:
+    return None if path is None else os.path.abspath(path)  # noqa: PTH100 - a str, stored
 
 
 def _short_hash(text: str) -> str:
