@@ -14,6 +14,7 @@ are the queue's. At the end it prints ``done N``.
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import logging
 import os
 import random
@@ -23,6 +24,10 @@ import sys
 from parallelize.redis import RedisQueue
 
 POISON = 13
+
+
+# A test that gives up on this worker asks for its stacks first (redistools.finish).
+faulthandler.register(signal.SIGUSR1, all_threads=True)
 
 
 async def main(

@@ -139,6 +139,22 @@ def running(
         server.stop()
 
 
+def finish(worker: subprocess.Popen[str], timeout: float) -> tuple[str, str]:
+    """Wait for a worker's end: its output; on a timeout, fail with its stacks and log.
+
+    A worker that does not end is never left running (it would load the machine,
+    and the next tests with it): it dumps its stacks (SIGUSR1) and is killed.
+    """
+    try:
+        return worker.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        worker.send_signal(signal.SIGUSR1)
+        time.sleep(0.5)
+        worker.kill()
+        _out, err = worker.communicate()
+        pytest.fail(f"the worker did not end within {timeout} s; its stderr:\n{err[-6000:]}")
+
+
 def spawn_worker(url: str, run: str, *args: str) -> subprocess.Popen[str]:
     """Start ``redis_worker.py`` in its own process (see its docstring for the args)."""
     # The caller's PYTHONPATH goes on after ours: the tests run against another

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from parallelize import Backoff, Failure, JournalError, RateLimit, Retry, parallelize
 from parallelize.redis import NO_INPUT, QueueUnavailableError, RedisQueue
-from redistools import RedisServer, free_port, running, spawn_worker
+from redistools import RedisServer, finish, free_port, running, spawn_worker
 
 
 @pytest.fixture(scope="module")
@@ -248,7 +248,7 @@ def test_stopping_early_loses_nothing(run: Any, server: RedisServer) -> None:
 def _wait_all(workers: list[Any], timeout: float = 60) -> list[str]:
     outputs = []
     for worker in workers:
-        out, err = worker.communicate(timeout=timeout)
+        out, err = finish(worker, timeout)
         assert worker.returncode == 0, err
         outputs.append(out)
     return outputs
@@ -316,7 +316,7 @@ def test_a_poison_item_goes_to_the_dead_letters_alone(server: RedisServer, tmp_p
     deadline = time.monotonic() + 90
     while True:  # a supervisor: restart a worker whenever one dies
         worker = spawn_worker(server.url, name, "poison", "20", "0.5", str(log), "2")
-        _out, err = worker.communicate(timeout=60)
+        _out, err = finish(worker, 60)
         if worker.returncode == 0:
             break
         assert worker.returncode == -signal.SIGKILL, err
@@ -359,7 +359,7 @@ def test_only_started_attempts_count_toward_the_dead_letters(
     while True:  # a supervisor: restart a worker whenever one dies
         args = ("poison", "4", "0.3", str(log), "3", str(max_deliveries), "8")
         worker = spawn_worker(server.url, name, *args)
-        _out, err = worker.communicate(timeout=30)
+        _out, err = finish(worker, 30)
         if worker.returncode == 0:
             break
         assert worker.returncode == -signal.SIGKILL, err
@@ -425,7 +425,7 @@ def test_redis_restarted_mid_run_loses_nothing(own_server: RedisServer, tmp_path
         assert time.monotonic() < deadline
         time.sleep(0.02)
     own_server.restart(down_for=1.0)
-    _out, err = worker.communicate(timeout=60)
+    _out, err = finish(worker, 60)
     assert worker.returncode == 0, err
     assert "does not answer" in err
     assert "answers again" in err
@@ -434,6 +434,32 @@ def test_redis_restarted_mid_run_loses_nothing(own_server: RedisServer, tmp_path
     keys = stored_keys(url, name)
     assert sorted(keys) == list(range(n))
     assert max(keys.values()) == 1
+
+
+@pytest.mark.timeout(30)
+def test_entries_read_while_the_answer_was_lost_are_run(run: Any, server: RedisServer) -> None:
+    """A read whose answer the connection lost (Redis restarting) leaves entries
+    pending for this worker that it never saw: it runs them, and the run ends."""
+    import redis.asyncio as aioredis  # noqa: PLC0415 - the test's own client
+
+    name = new_run()
+    produce(server.url, name, range(40))
+
+    async def main() -> None:
+        async with RedisQueue(server.url, run=name, idle_timeout=1.0) as queue:
+            raw = aioredis.from_url(server.url)
+            try:
+                # What XREADGROUP did on the server while its answer was lost.
+                await raw.xreadgroup(
+                    "workers", queue.consumer, {f"parallelize:{{{name}}}:items": ">"}, count=5
+                )
+            finally:
+                await raw.aclose()
+            got = [r async for r in parallelize(double, NO_INPUT, 4, journal=queue)]
+            assert sorted(got) == [2 * i for i in range(40)]
+
+    run(main())
+    assert sorted(stored_keys(server.url, name)) == list(range(40))
 
 
 @pytest.mark.timeout(60)
@@ -457,7 +483,7 @@ def test_a_restart_of_redis_is_not_taken_for_a_takeover(
             assert time.monotonic() < deadline
             time.sleep(0.02)
         own_server.restart(down_for=2.0)  # every entry held is idle for longer than 1 s
-    _out, err = worker.communicate(timeout=40)
+    _out, err = finish(worker, 40)
     assert worker.returncode == 0, err
     assert "answers again" in err
     assert "taken over by others" not in err

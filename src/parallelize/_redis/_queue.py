@@ -1470,7 +1470,7 @@ class _Session:
     async def _claim(self) -> tuple[list[Entry], list[Entry]]:
         queue = self._queue
         client = queue._redis()  # noqa: SLF001
-        claimed, dead = await queue._call(  # noqa: SLF001
+        claimed, dead, mine = await queue._call(  # noqa: SLF001
             "taking over the entries of silent workers",
             lambda: queue._scripts["CLAIM"](  # noqa: SLF001
                 keys=[
@@ -1512,6 +1512,18 @@ class _Session:
         for entry_id, k, a, alone in claimed:
             entry = self._entry(entry_id, k, a)
             (suspects if alone == 1 else others).append(entry)
+        # This worker's own entries, idle for long: those it holds are alive (Redis
+        # was away); one it does not hold was read for it while the answer was lost
+        # with the connection, and would otherwise wait for good. It never started.
+        owned = queue._owned  # noqa: SLF001
+        lost = [self._entry(entry_id, k, a) for entry_id, k, a in mine if entry_id not in owned]
+        if lost:
+            logger.warning(
+                "%d entries read for this worker never reached it (the connection was "
+                "lost with the answer); running them now",
+                len(lost),
+            )
+        others += lost
         return suspects, others
 
     def record(self, entry: Entry, outcome: Any, attempts: int, elapsed: float | None) -> None:

@@ -200,15 +200,27 @@ return {ok, failed}
 # that ran alone is also a death. At max deaths, or max deliveries tries, the entry
 # goes to the dead letters instead. The caller's own entries are not taken: it is
 # alive (they look idle after an outage of Redis longer than min idle), and their
-# idle time is reset as a heartbeat would.
-# Returns {claimed, dead}: claimed as {id, k, a, alone (1/0): tries >= alone at}.
+# idle time is reset as a heartbeat would; they are returned too, since some may
+# never have reached it (a read whose answer was lost with the connection): the
+# caller runs those it does not hold.
+# Returns {claimed, dead, mine}: claimed as {id, k, a, alone (1/0): tries >= alone
+# at}, mine as {id, k, a}.
 CLAIM = """
 local pending = redis.call('XPENDING', KEYS[1], ARGV[1], 'IDLE', ARGV[3], '-', '+', ARGV[4])
-local claimed, dead = {}, 0
+local claimed, dead, mine = {}, 0, {}
 for _, p in ipairs(pending) do
   local id, owner = p[1], p[2]
   if owner == ARGV[2] then
     redis.call('XCLAIM', KEYS[1], ARGV[1], owner, 0, id, 'JUSTID')
+    local entry = redis.call('XRANGE', KEYS[1], id, id)[1]
+    if entry ~= nil then
+      local f = entry[2]
+      local k, a
+      for i = 1, #f, 2 do
+        if f[i] == 'k' then k = f[i + 1] elseif f[i] == 'a' then a = f[i + 1] end
+      end
+      mine[#mine + 1] = {id, k, a}
+    end
   else
     local tries = tonumber(redis.call('HGET', KEYS[7], id) or '0')
     local deaths = tonumber(redis.call('HGET', KEYS[5], id) or '0')
@@ -258,7 +270,7 @@ for _, p in ipairs(pending) do
     end
   end
 end
-return {claimed, dead}
+return {claimed, dead, mine}
 """
 
 # KEYS: items, workers, alive.  ARGV: group, consumer, status (JSON), alive (1/0),
