@@ -3,6 +3,7 @@ lines, bad options, outputs that fail, options a journal must remember."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import resource
@@ -12,6 +13,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -491,3 +493,47 @@ def test_a_journal_refuses_a_rerun_through_another_proxy(tmp_path: Path, server:
     assert refused.returncode == 2, refused.stderr
     assert "proxy None -> 'sha256:" in refused.stderr
     assert "pw@" not in refused.stderr
+
+
+# -- the library: a break out of a run on the real clients ---------------------------------
+
+
+@pytest.mark.timeout(120, method="thread")  # a hung loop defeats the signal method
+@pytest.mark.parametrize("client", ["pyreqwest", "aiohttp"])
+def test_a_break_out_of_a_run_on_open_client_ends_it_every_time(
+    run: Any, fast_server: str, client: str
+) -> None:
+    """An action on parallelize.http.open_client(), 100,000 URLs of nginx, break
+    after two results (inside async with, and a plain break): 10 runs of 10 end,
+    no task left (it hung with pyreqwest: a reply back from a cancelled request)."""
+    from parallelize import parallelize  # noqa: PLC0415
+    from parallelize.http import open_client  # noqa: PLC0415
+
+    urls = [f"{fast_server}/f{i % 1000}.txt" for i in range(100_000)]
+
+    async def main(closing: bool) -> None:
+        async with open_client(client, connections=100) as http:
+
+            async def get(url: str) -> int:
+                return (await http.request("GET", url)).status
+
+            taken = 0
+            if closing:
+                async with parallelize(get, urls, 100) as results:
+                    async for _ in results:
+                        taken += 1
+                        if taken == 2:
+                            break
+            else:
+                async for _ in parallelize(get, urls, 100):
+                    taken += 1
+                    if taken == 2:
+                        break
+        for _ in range(100):  # a plain break: the run's tasks end on their own
+            if asyncio.all_tasks() == {asyncio.current_task()}:
+                break
+            await asyncio.sleep(0.01)
+        assert asyncio.all_tasks() == {asyncio.current_task()}
+
+    for i in range(10):
+        run(main(closing=i % 2 == 0))
