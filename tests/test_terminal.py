@@ -58,14 +58,14 @@ def terminal_env() -> dict[str, str]:
     return env
 
 
-def spawn(command: str, args: list[str], cwd: Path) -> tuple[Any, io.StringIO]:
-    """Start ``command ARGS`` in a 30x160 pseudo-terminal; return it and its transcript."""
+def spawn(command: str, args: list[str], cwd: Path, rows: int = 30) -> tuple[Any, io.StringIO]:
+    """Start ``command ARGS`` in a ROWSx160 pseudo-terminal; return it and its transcript."""
     child = pexpect.spawn(
         command,
         args,
         cwd=str(cwd),
         env=terminal_env(),
-        dimensions=(30, 160),
+        dimensions=(rows, 160),
         encoding="utf-8",
         codec_errors="replace",
         timeout=TIMEOUT,
@@ -244,3 +244,99 @@ def test_a_pipeline_shows_one_line_per_stage_in_one_display(tmp_path: Path) -> N
     for name in ("fetch ", "parse pages ", "store "):
         assert name in final, final
     assert final.count("300/300") == 3, final
+
+
+LOGGING_SCRIPT = """
+import asyncio
+import logging
+import sys
+import time
+from parallelize import parallelize
+
+logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+terminal = logging.root.handlers[0]  # basicConfig's: holds the sys.stderr of now
+in_file = logging.FileHandler(sys.argv[1])  # a file's: never touched
+logging.root.addHandler(in_file)
+log = logging.getLogger("app")
+streams = (terminal.stream, in_file.stream)
+
+async def fetch(n):
+    await asyncio.sleep(0.03)  # a few redraws between two lines
+    log.info("fetched page %d of the run", n)
+    return n
+
+def parse(n):  # in a worker thread
+    time.sleep(0.03)
+    log.warning("parsed page %d in a thread", n)
+    return n
+
+async def crash(n):
+    await asyncio.sleep(0.03)
+    log.info("crashing on page %d", n)
+    raise LookupError(n)
+
+async def hang(n):
+    log.info("waiting on page %d", n)
+    await asyncio.Event().wait()
+
+async def main():
+    async for _ in parallelize(fetch, range(6), 1, progress=True):
+        pass
+    async for _ in parallelize(parse, range(6), 1, progress=True):
+        pass
+    try:
+        async for _ in parallelize(crash, range(6), 1, progress=True):
+            pass
+    except LookupError:
+        pass
+    try:
+        async with asyncio.timeout(0.3):  # cancelled from outside
+            async for _ in parallelize(hang, range(6), 1, progress=True):
+                pass
+    except TimeoutError:
+        pass
+    restored = (
+        terminal.stream is streams[0] is sys.stderr is sys.__stderr__
+        and in_file.stream is streams[1]
+    )
+    print("handlers restored" if restored else "handlers NOT restored")
+
+asyncio.run(main())
+"""
+# The lines the script logs, each whole on a row of its own.
+LOG_LINE = re.compile(
+    r"^(INFO app: fetched page \d of the run|WARNING app: parsed page \d in a thread"
+    r"|INFO app: crashing on page 0|INFO app: waiting on page 0"
+    r"|INFO parallelize: finished: .*|(ERROR|WARNING) parallelize: .*)$"
+)
+
+
+def test_log_lines_of_handlers_made_before_the_bar_print_above_it(tmp_path: Path) -> None:
+    """basicConfig's handler: each log line whole above the bar, no stale frame left behind."""
+    pyte = pytest.importorskip("pyte")
+    script = tmp_path / "logs.py"
+    script.write_text(LOGGING_SCRIPT)
+    log_file = tmp_path / "run.log"
+    child, transcript = spawn(sys.executable, [str(script), str(log_file)], tmp_path, rows=60)
+    try:
+        child.expect_exact("handlers restored")
+        code = finish(child)
+    finally:
+        child.close(force=True)
+    assert code == 0, transcript.getvalue()
+    screen = pyte.Screen(160, 60)
+    pyte.Stream(screen).feed(transcript.getvalue())
+    rows = [row.rstrip() for row in screen.display if row.strip()]
+    shown = "\n".join(rows)
+    logged = [row for row in rows if " app: " in row or " parallelize: " in row]
+    assert all(LOG_LINE.match(row) for row in logged), shown
+    assert len([row for row in logged if " page " in row]) == 14, shown
+    # One frame per run stays on the screen, its last: no stale copy of an earlier one.
+    frames = [row for row in rows if "ETA " in row]
+    assert [frame.split()[0] for frame in frames] == ["fetch", "parse", "crash", "hang"], shown
+    assert "6/6" in frames[0], shown
+    assert "6/6" in frames[1], shown
+    # The file handler got every line, plain.
+    text = log_file.read_text()
+    assert text.count("fetched page") == 6, text
+    assert "\\x1b" not in text

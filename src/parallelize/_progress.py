@@ -8,6 +8,7 @@ increments per item and the display a millisecond per redraw, whatever the rate.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import sys
 from collections import deque
 from typing import IO, TYPE_CHECKING, Any, final
@@ -36,7 +37,9 @@ class Progress:
     ``progress=True`` is ``Progress()``. The bar is drawn with ``rich`` (the
     ``progress`` extra) and only when ``file`` is a terminal: output redirected
     to a file or a pipe never holds it. While it is shown, lines written to
-    ``sys.stdout`` and ``sys.stderr`` (print, logging to stderr) appear above it.
+    ``sys.stdout`` and ``sys.stderr`` appear above it: ``print()``, and the
+    ``logging`` handlers that write there, even those made before the bar
+    started (``logging.basicConfig()``'s).
 
     Attributes:
         description: A word or two before the bar (default: the run's ``name``,
@@ -84,6 +87,7 @@ class _Board:
         self._period = 1 / refresh_per_second
         self._lines: list[_Display] = []
         self._timer: asyncio.TimerHandle | None = None
+        self._routes: list[_Route] = []
         # soft_wrap: lines printed above the bar (JSON records) are never cut in two.
         # force_terminal: checked by the caller; rich would check again, environment
         # and all, dozens of times per redraw.
@@ -99,7 +103,9 @@ class _Board:
     def add(self, display: _Display) -> None:
         self._lines.append(display)
         if len(self._lines) == 1:
+            streams = (sys.stdout, sys.stderr)
             self._live.start()
+            self._routes = _route_handlers(streams, (sys.stdout, sys.stderr))
             self._tick()
 
     def _tick(self) -> None:
@@ -124,10 +130,15 @@ class _Board:
             self._timer.cancel()
         del _BOARDS[self._key]
         try:
-            # The last frame: drawn once, by stop().
-            self._live.update(self._render(), refresh=False)
+            try:
+                # The last frame: drawn once, by stop().
+                self._live.update(self._render(), refresh=False)
+            finally:
+                self._live.stop()
         finally:
-            self._live.stop()
+            # After stop(): a line logged until then still goes above the bar.
+            _restore_handlers(self._routes)
+            self._routes = []
 
 
 # The live boards by stream (its id): one per terminal.
@@ -231,12 +242,92 @@ class _Display(Observer):
         return line
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Route:
+    """A logging handler drawn through the bar's console while it is shown."""
+
+    handler: logging.StreamHandler[Any]
+    original: IO[str]  # its stream before the bar
+    proxy: IO[str]  # the stream rich put in sys.stdout or sys.stderr
+
+
+def _route_handlers(before: tuple[IO[str], ...], after: tuple[IO[str], ...]) -> list[_Route]:
+    """Send the log handlers writing to a redirected stream through its proxy.
+
+    ``rich`` shows lines above the bar by putting a proxy in ``sys.stdout`` and
+    ``sys.stderr`` (``after``) while it is live, but a ``StreamHandler`` made
+    earlier (``logging.basicConfig()``'s) keeps the stream it was given, the one
+    in ``before``: its lines would be glued to the bar and leave stale copies of it.
+    So, until the bar stops, each such handler writes to the proxy of its stream:
+    the same object, or the same file descriptor (``sys.__stderr__``). Handlers of
+    files, and of streams rich did not redirect, are left alone.
+    """
+    proxies: dict[int, IO[str]] = {}
+    by_fd: dict[int, IO[str]] = {}
+    for old, new in zip(before, after, strict=True):
+        if new is old:
+            continue  # not redirected (not a terminal, or by an earlier display)
+        proxies[id(old)] = new
+        fd = _fileno(old)
+        if fd is not None:
+            by_fd.setdefault(fd, new)
+    if not proxies:
+        return []
+    # Every logger's handlers: an application's own loggers may not propagate to
+    # the root. The manager's dict is the only list of loggers there is.
+    loggers: list[object] = [logging.root, *logging.root.manager.loggerDict.values()]
+    routes: dict[logging.Handler, _Route] = {}
+    for logger in loggers:
+        for handler in getattr(logger, "handlers", ()):  # a PlaceHolder has none
+            if handler in routes or not isinstance(handler, logging.StreamHandler):
+                continue
+            stream = handler.stream
+            proxy = proxies.get(id(stream))
+            if proxy is None:
+                fd = _fileno(stream)
+                proxy = by_fd.get(fd) if fd is not None else None
+            if proxy is None:
+                continue
+            # Under the handler's lock: a thread may be logging through it now.
+            handler.acquire()
+            try:
+                handler.stream = proxy
+            finally:
+                handler.release()
+            routes[handler] = _Route(handler, stream, proxy)
+    return list(routes.values())
+
+
+def _restore_handlers(routes: list[_Route]) -> None:
+    """Give each routed handler its stream back, unless someone changed it since.
+
+    Never raises: a handler always ends its line and flushes, so the proxy holds
+    nothing to write out.
+    """
+    for route in routes:
+        handler = route.handler
+        handler.acquire()
+        try:
+            if handler.stream is route.proxy:
+                handler.stream = route.original
+        finally:
+            handler.release()
+
+
+def _fileno(stream: object) -> int | None:
+    """Return the file descriptor behind ``stream``, if it has one."""
+    fileno = getattr(stream, "fileno", None)
+    try:
+        fd = fileno() if callable(fileno) else None
+    except (OSError, ValueError):  # io.UnsupportedOperation is both; or closed
+        return None
+    return fd if isinstance(fd, int) else None
+
+
 def _terminal_key(stream: IO[str]) -> int:
     """Tell which terminal a stream writes to: its file descriptor (else itself)."""
-    try:
-        return stream.fileno()
-    except (AttributeError, OSError, ValueError):
-        return id(stream)
+    fd = _fileno(stream)
+    return id(stream) if fd is None else fd
 
 
 def _is_terminal(stream: object) -> bool:
