@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import json
 import random
 import signal
 import sqlite3
@@ -18,7 +19,14 @@ from typing import Any
 
 import pytest
 
-from parallelize import Failure, JournalError, RecordedError, SQLiteJournal, parallelize
+from parallelize import (
+    Failure,
+    JournalError,
+    RecordedError,
+    SQLiteJournal,
+    UnstorableResult,
+    parallelize,
+)
 
 HERE = Path(__file__).parent
 
@@ -278,13 +286,16 @@ def test_a_journal_in_a_missing_directory_is_a_journal_error(run: Any, tmp_path:
 def test_a_result_json_cannot_store_is_a_clear_error_and_keeps_the_rest(
     run: Any, tmp_path: Path
 ) -> None:
-    """Returning an object JSON cannot encode fails naming the item; earlier outcomes stay."""
+    """Returning an object JSON cannot encode fails naming the item (UnstorableResult,
+    before the loop body sees it); earlier outcomes stay."""
     path = tmp_path / "j.db"
 
     async def action(item: int) -> object:
         return object() if item == 5 else item
 
-    with pytest.raises(JournalError, match=r"^cannot store the result of item 5 in the journal"):
+    with pytest.raises(
+        UnstorableResult, match=r"^the journal's codec cannot store the result of item 5, a object"
+    ):
         run(take(parallelize(action, range(10), 1, journal=path)))
     assert SQLiteJournal(path).counts() == {"ok": 5, "failed": 0}
 
@@ -548,3 +559,116 @@ def test_settings_that_differ_are_refused_and_adopt_settings_reuses(tmp_path: Pa
     assert asyncio.run(run_with({"model": "v2"})) == [0, 2, 4]
     with pytest.raises(TypeError, match=r"^settings must map names to JSON values"):
         SQLiteJournal(path, settings={"f": object()})
+
+
+# -- results the codec cannot store, or not as they are ------------------------------
+
+
+def test_a_lone_surrogate_in_a_result_is_stored_and_replayed(tmp_path: Path) -> None:
+    """Real web data has lone surrogates: item 4000's result with one is stored
+    like every other (10,000 of 10,000), and a rerun replays it unchanged."""
+    path = tmp_path / "j.db"
+    odd = json.loads('"caf\\ud83d"')
+
+    async def action(i: int) -> str:
+        return odd if i == 4000 else str(i)
+
+    async def run_once() -> list[Any]:
+        journal = SQLiteJournal(path, replay=True)
+        return [r async for r in parallelize(action, range(10_000), 50, journal=journal)]
+
+    first = asyncio.run(run_once())
+    assert len(first) == 10_000
+    assert odd in first
+    again = asyncio.run(run_once())
+    assert sorted(again) == sorted(first)
+    assert sqlite3.connect(path).execute("SELECT count(*) FROM outcomes").fetchone() == (10_000,)
+
+
+@pytest.mark.parametrize("bad", [b"bytes", {1, 2}, object()], ids=["bytes", "set", "object"])
+def test_a_result_the_codec_cannot_store_fails_that_item_alone(tmp_path: Path, bad: Any) -> None:
+    """An unstorable result is that item's Failure (UnstorableResult) before the loop
+    body sees it, recorded as such; the others are stored; a rerun runs it again."""
+    path = tmp_path / "j.db"
+    calls: list[int] = []
+
+    async def action(i: int) -> Any:
+        calls.append(i)
+        return bad if i == 3 else i
+
+    async def run_once() -> list[Any]:
+        journal = SQLiteJournal(path, retry_failed=True)
+        return [
+            r async for r in parallelize(action, range(10), 2, journal=journal, on_error="yield")
+        ]
+
+    got = asyncio.run(run_once())
+    [failure] = [r for r in got if isinstance(r, Failure)]
+    assert isinstance(failure.exception, UnstorableResult)
+    assert failure.item == 3
+    assert "cannot store the result of item 3" in str(failure.exception)
+    assert sorted(r for r in got if not isinstance(r, Failure)) == [0, 1, 2, 4, 5, 6, 7, 8, 9]
+    calls.clear()
+    asyncio.run(run_once())
+    assert calls == [3]
+
+
+def test_an_unstorable_result_under_on_error_raise_ends_the_run_with_it(tmp_path: Path) -> None:
+    """on_error="raise": the run raises UnstorableResult, not a JournalError later."""
+
+    async def action(i: int) -> Any:
+        return {i} if i == 5 else i
+
+    async def main() -> None:
+        async for _ in parallelize(action, range(100), 4, journal=tmp_path / "j.db"):
+            pass
+
+    with pytest.raises(UnstorableResult, match=r"cannot store the result of item 5, a set"):
+        asyncio.run(main())
+
+
+def test_a_lossy_round_trip_warns_once_naming_the_type(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """(1, 2) would replay as [1, 2]: one warning per type, naming it and codec=."""
+
+    async def pair(i: int) -> tuple[int, int]:
+        return (i, i)
+
+    async def main() -> list[Any]:
+        return [r async for r in parallelize(pair, range(200), 4, journal=tmp_path / "j.db")]
+
+    with caplog.at_level("WARNING", logger="parallelize"):
+        assert len(asyncio.run(main())) == 200
+    warnings = [r.getMessage() for r in caplog.records if "does not store" in r.getMessage()]
+    assert len(warnings) == 1
+    assert "a tuple result as it is" in warnings[0]
+    assert "codec=" in warnings[0]
+
+
+async def noop(x: Any) -> Any:
+    return x
+
+
+@pytest.mark.timeout(30)
+def test_the_writers_death_surfaces_at_the_next_batch(tmp_path: Path) -> None:
+    """The writer process killed: the run fails with a JournalError at the next
+    batch (a thousand items), not once a megabyte of outcomes filled its pipe."""
+    path = tmp_path / "j.db"
+    taken = 0
+
+    async def main() -> None:
+        nonlocal taken
+        journal = SQLiteJournal(path)
+        async for _ in parallelize(noop, range(100_000), 10, journal=journal):
+            taken += 1
+            if journal._writer is not None and taken % 1000 == 0 and journal._writer.poll() is None:
+                journal._writer.kill()
+                journal._writer.wait()
+                killed_at.append(taken)
+
+    killed_at: list[int] = []
+    with pytest.raises(JournalError, match=r"writer process .* failed: it exited"):
+        asyncio.run(main())
+    assert killed_at
+    assert taken - killed_at[0] <= 2_000

@@ -28,6 +28,7 @@ from ._errors import ParallelizeError as ParallelizeError
 from ._errors import ProcessCrashed as ProcessCrashed
 from ._errors import RetriesExhausted as RetriesExhausted
 from ._errors import RetryWaitTooLong as RetryWaitTooLong
+from ._errors import UnstorableResult as UnstorableResult
 from ._journal import Journal as Journal
 from ._journal import JsonCodec as JsonCodec
 from ._journal import RecordedError as RecordedError
@@ -73,6 +74,7 @@ __all__ = (
     "Run",
     "SQLiteJournal",
     "Statistics",
+    "UnstorableResult",
     "overload_of",
     "parallelize",
     "parse_retry_after",
@@ -93,6 +95,7 @@ for _obj in (
     RetriesExhausted,
     RetryWaitTooLong,
     DeadlineExceeded,
+    UnstorableResult,
     RateLimit,
     RateLimitStatistics,
     AdaptiveLimit,

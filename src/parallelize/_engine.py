@@ -681,6 +681,7 @@ class Run(Generic[T_co]):
         journal = self._journal
         assert journal is not None
         record = journal.record
+        prepare = journal.prepare
         out = self._out
         wake_at = self._wake_threshold
         taken: Any = None
@@ -698,6 +699,9 @@ class Run(Generic[T_co]):
                 taken = await self._next_slow()
                 if taken is _MISSING:
                     break
+            prepared = prepare(taken)  # a result the journal cannot store fails here
+            if prepared is not taken:
+                taken = await self._unstorable(prepared)
             yield taken[1]
         journal.close(finished=True)
 
@@ -721,9 +725,20 @@ class Run(Generic[T_co]):
                 tagged = await anext(results)
             except StopAsyncIteration:
                 break
-            taken = tagged
-            yield tagged[1]
+            taken = journal.prepare(tagged)
+            if taken is not tagged:
+                taken = await self._unstorable(taken)
+            yield taken[1]
         journal.close(finished=True)
+
+    async def _unstorable(self, failed: Any) -> Any:
+        """Return a failed item's outcome (a result the journal cannot store), or raise it."""
+        if self._on_error_yield:
+            return failed
+        error = failed[1].exception
+        self._fail(error)
+        await self.aclose()
+        raise error
 
     async def _flattened(self, results: AsyncGenerator[Any, None]) -> AsyncGenerator[Any, None]:
         """Yield each value of each item's list (a generator action's values)."""

@@ -10,6 +10,7 @@ has to say::
     ├── RetryWaitTooLong        (the wait before an item's next attempt passed Retry.max_wait)
     ├── DeadlineExceeded        (an item's deadline passed; also a TimeoutError)
     ├── JournalError            (a journal cannot be used: corrupt, locked, mismatched...)
+    ├── UnstorableResult        (an item's result that its journal's codec cannot store)
     ├── Interrupted             (a run stopped on SIGINT/SIGTERM, after saving its work)
     ├── ProcessCrashed          (the child process running an item died)
     └── MissingDependencyError  (an optional extra is not installed; also an ImportError)
@@ -34,6 +35,7 @@ __all__ = (
     "ProcessCrashed",
     "RetriesExhausted",
     "RetryWaitTooLong",
+    "UnstorableResult",
 )
 
 
@@ -188,6 +190,31 @@ class DeadlineExceeded(ParallelizeError, TimeoutError):  # noqa: N818 - as it re
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.item, self.deadline, self.attempts, self.last))
+
+
+class UnstorableResult(ParallelizeError):  # noqa: N818 - says what it is, as it reads
+    """An item's result that the journal's codec cannot store: the item fails alone.
+
+    Found before the result is yielded, so the ``async for`` body never sees a result
+    that would be lost; the failure is recorded in its place (a rerun runs the item
+    again). Return plain data from the action, or give the journal a ``codec=``
+    that stores this type.
+
+    Attributes:
+        item: The input item.
+        result: The result that could not be stored.
+
+    Added in 0.2.
+    """
+
+    def __init__(self, item: Any, result: Any, why: str) -> None:
+        self.item = item
+        self.result = result
+        super().__init__(
+            f"the journal's codec cannot store the result of item {item!r}, a "
+            f"{type(result).__name__}: {why}. Return plain data (str, numbers, lists, "
+            f"dicts with str keys), or give the journal a codec= that stores it"
+        )
 
 
 class ProcessCrashed(ParallelizeError):  # noqa: N818 - says what happened, as it reads

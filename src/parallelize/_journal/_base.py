@@ -112,16 +112,26 @@ class JsonCodec:
     Never pickle by default: a journal is data, and reading one must not run code.
     """
 
-    __slots__ = ("_encode",)
+    __slots__ = ("_encode", "_encode_ascii")
 
     name = "json"
 
     def __init__(self) -> None:
         # One encoder, made once: json.dumps() with options builds a new one per call.
         self._encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+        self._encode_ascii = json.JSONEncoder(separators=(",", ":")).encode
 
     def encode(self, value: Any) -> str:
-        return self._encode(value)
+        text: str = self._encode(value)
+        if not text.isascii():
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                # A lone surrogate (real web data has them): the file holds UTF-8
+                # only, so escape it as JSON does (\ud83d), which decodes back to
+                # the very same string.
+                return str(self._encode_ascii(value))
+        return text
 
     def decode(self, text: str) -> Any:
         return json.loads(text)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import types
 from collections.abc import (
     AsyncGenerator,
@@ -32,12 +33,12 @@ from collections.abc import (
 )
 from typing import Any, Protocol, final
 
-from parallelize._errors import JournalError
+from parallelize._errors import JournalError, UnstorableResult
 from parallelize._outcomes import Failure
 
 from ._base import Journal, JsonCodec, Key, Record, RecordedError, RunInfo, item_digest
 
-__all__ = ("Entry", "JournalSession", "Session", "WorkSource")
+__all__ = ("Entry", "JournalSession", "Session", "Tagged", "WorkSource")
 
 _BATCH = 256  # input items looked up in the journal at once
 
@@ -101,14 +102,35 @@ def _cancel(step: Any) -> Generator[Any, Any, None]:
         yield from _resume(step, waiting_on)
 
 
+logger = logging.getLogger("parallelize")
+
 _new_record: Callable[[type[Record], tuple[Any, ...]], Record] = tuple.__new__
+
+# An outcome as the workers deliver it to a journaled run's consumer:
+# (entry, result or Failure, attempts, elapsed).
+Tagged = tuple["Entry", Any, int, float | None]
+
+# Outcomes whose round trip through the codec is checked: the first ones, and the
+# first of each new type (a lossy round trip is a property of the type, mostly).
+_CHECK_FIRST = 64
+
+
+def _storable(text: str) -> str:
+    """``text`` as SQLite's UTF-8 can hold it: lone surrogates backslash-escaped."""
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
 
 
 @final
 class Entry:
     """An input item on its way through a journaled run (internal)."""
 
-    __slots__ = ("digest", "item", "key", "ref", "stored")
+    __slots__ = ("data", "digest", "item", "key", "ref", "stored")
 
     ref: Any  # a work source's own handle on the entry (a Redis stream id), when it has one
 
@@ -117,6 +139,7 @@ class Entry:
         self.item = item
         self.digest = digest
         self.stored = stored  # set when the item is replayed, not run
+        self.data: str | None = None  # the result as the codec stored it (see prepare)
 
 
 class Session(Protocol):
@@ -143,6 +166,9 @@ class Session(Protocol):
     def replayed_outcome(self, entry: Entry) -> Any:
         """Return what to yield for a replayed entry."""
 
+    def prepare(self, tagged: Tagged) -> Tagged:
+        """Make an outcome ready to record before it is yielded (see JournalSession)."""
+
     def record(self, entry: Entry, outcome: Any, attempts: int, elapsed: float | None) -> None:
         """Record the final outcome of ``entry`` (taken by the consumer)."""
 
@@ -167,6 +193,13 @@ class WorkSource(Protocol):
         """Start a run's use of the source; ``argslist`` is added to it meanwhile."""
 
 
+def _safe_decode(codec: Any, data: str) -> Any:
+    try:
+        return codec.decode(data)
+    except Exception:  # for a message only
+        return data
+
+
 def _type_name(error: BaseException) -> str:
     kind = type(error)
     return (
@@ -182,6 +215,7 @@ class JournalSession:
 
     __slots__ = (
         "_buffer",
+        "_checked",
         "_closed",
         "_codec",
         "_flush_every",
@@ -190,6 +224,7 @@ class JournalSession:
         "_json",
         "_key",
         "_timer",
+        "_warned",
         "recorded",
         "replayed",
         "skipped",
@@ -207,6 +242,8 @@ class JournalSession:
         self._buffer: list[Record] = []
         self._timer: asyncio.TimerHandle | None = None
         self._closed = False
+        self._checked: set[type] = set()  # result types whose round trip was checked
+        self._warned: set[type] = set()  # and found lossy (warned once each)
         self.recorded = 0
         self.skipped = 0
         self.replayed = 0
@@ -259,7 +296,7 @@ class JournalSession:
         key = self._key(item)
         if isinstance(key, bool) or not isinstance(key, int | str):
             raise TypeError(f"key= must return a str or an int, got {key!r} for item {item!r}")
-        return key, item
+        return (_storable(key) if isinstance(key, str) else key), item
 
     def wrap(self, source: Iterable[Any]) -> Iterator[Entry]:
         """Return the entries of a sync input to run or replay, lazily."""
@@ -329,40 +366,81 @@ class JournalSession:
         error = RecordedError(record.error_type or "Exception", record.error_message or "")
         return Failure(entry.item, error, record.attempts, record.elapsed, record.expected)
 
+    def prepare(self, tagged: Tagged) -> Tagged:
+        """Encode a result before it is yielded; one the codec cannot store fails.
+
+        The ``async for`` body must never see a result that the journal would then
+        lose: a result that does not encode becomes its item's failure
+        (:class:`~parallelize.UnstorableResult`), recorded in its place. A result
+        that does not come back the same (a tuple as a list, int keys as str) is
+        stored, with a warning once per type.
+        """
+        entry, outcome, attempts, elapsed = tagged
+        if entry.stored is not None or type(outcome) is Failure:
+            return tagged
+        kind = type(outcome)
+        if kind is int and self._json:
+            entry.data = str(outcome)  # an int is its own JSON (a status, a count)
+            return tagged
+        try:
+            data = entry.data = self._codec.encode(outcome)
+        except (TypeError, ValueError, RecursionError, UnicodeError) as exc:
+            error = UnstorableResult(entry.item, outcome, f"{type(exc).__name__}: {exc}")
+            error.__cause__ = exc
+            failure = Failure(entry.item, error, attempts, elapsed, expected=False)
+            return entry, failure, attempts, elapsed
+        if kind not in self._checked or self.recorded + len(self._buffer) < _CHECK_FIRST:
+            self._checked.add(kind)
+            self._check_round_trip(outcome, data)
+        return tagged
+
+    def _check_round_trip(self, outcome: Any, data: str) -> None:
+        try:
+            back = self._codec.decode(data)
+            # repr() too: NaN is not equal to itself, yet it comes back as it was.
+            same = back == outcome or repr(back) == repr(outcome)
+        except Exception:  # any failure to read it back is a loss
+            same = False
+        kind = type(outcome)
+        if not same and kind not in self._warned:
+            self._warned.add(kind)
+            logger.warning(
+                "the journal's %s codec does not store a %s result as it is (a replay "
+                "would give %r for %r): return a type that round-trips (lists, dicts "
+                "with str keys), or give the journal a codec= for it",
+                self._codec.name,
+                kind.__name__,
+                _safe_decode(self._codec, data),
+                outcome,
+            )
+
     def record(self, entry: Entry, outcome: Any, attempts: int, elapsed: float | None) -> None:
         """Buffer the final outcome of ``entry`` (taken by the consumer)."""
         if self._closed:
             raise RuntimeError("a closed journal session cannot record (a bug in parallelize)")
         if entry.stored is not None:
             return  # a replay: stored already
-        if isinstance(outcome, Failure):
+        if type(outcome) is Failure:
             error = outcome.exception
             record = Record(
                 entry.key,
                 False,  # noqa: FBT003 - a field of the record
                 None,
                 _type_name(error),
-                str(error),
+                _storable(str(error)),
                 outcome.attempts,
                 outcome.elapsed,
                 outcome.expected,
                 entry.digest,
             )
         else:
-            try:
-                # An int is its own JSON: skip the encoder (a status code, a count).
-                data = (
-                    str(outcome)
-                    if type(outcome) is int and self._json
-                    else self._codec.encode(outcome)
-                )
-            except (TypeError, ValueError) as exc:
-                raise JournalError(
-                    f"cannot store the result of item {entry.item!r} in the journal: "
-                    f"{exc}. Return plain data from the action (str, numbers, lists, "
-                    f"dicts), or give the journal a codec that can encode "
-                    f"{type(outcome).__name__}"
-                ) from exc
+            data = entry.data
+            if data is None:  # not prepared (a caller of its own): encode it now
+                prepared = self.prepare((entry, outcome, attempts, elapsed))
+                if prepared[1] is not outcome:
+                    self.record(*prepared)
+                    return
+                data = entry.data
             # Record(...) without its Python-level __new__: a third of the cost.
             record = _new_record(
                 Record, (entry.key, True, data, None, None, attempts, elapsed, False, entry.digest)

@@ -358,6 +358,10 @@ class SQLiteJournal:
             _writer.write_rows(self._conn, ok, failed)
             return
         writer = self._writer if self._writer is not None else self._start_writer()
+        if writer.poll() is not None:
+            # Dead since the last batch: say so now, not once the pipe's buffer (a
+            # megabyte of outcomes, thousands of items) has filled up.
+            raise self._writer_error(f"it exited (code {writer.returncode})")
         payload = marshal.dumps((ok, failed))
         stream = writer.stdin
         assert stream is not None

@@ -63,6 +63,7 @@ from parallelize._journal._base import item_digest
 from parallelize._journal._session import (
     _END,
     Entry,
+    Tagged,
     _cancel,
     _resume,
     _start_next,
@@ -1525,6 +1526,10 @@ class _Session:
             )
         others += lost
         return suspects, others
+
+    def prepare(self, tagged: Tagged) -> Tagged:
+        """Return ``tagged`` as it is: outcomes are encoded when stored (see record)."""
+        return tagged
 
     def record(self, entry: Entry, outcome: Any, attempts: int, elapsed: float | None) -> None:
         """Hand the final outcome of ``entry`` (taken by the consumer) to be stored."""
