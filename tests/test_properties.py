@@ -125,3 +125,78 @@ def test_input_is_never_read_past_the_credit_bound(  # noqa: PLR0917 - hypothesi
     consumed = run(main())
     assert consumed == min(n, stop_after)
     assert pulled <= consumed + numworkers + max_buffered
+
+
+# -- statistics add up, whatever the worker and the error mode ---------------------------
+
+KINDS: dict[str, dict[str, Any]] = {
+    "plain": {},
+    "ordered": {"ordered": True},
+    "policy": {"timeout": 30.0},
+    "thread": {"thread": True},
+    "async input": {"async_input": True},
+}
+
+
+@SETTINGS
+@given(
+    kind=st.sampled_from(sorted(KINDS)),
+    on_error=st.sampled_from(["raise", "yield"]),
+    failing=st.sets(st.integers(0, 59), max_size=6),
+    delays=st.lists(st.integers(0, 3), min_size=60, max_size=60),
+    numworkers=st.integers(1, 8),
+)
+def test_counts_are_never_negative_and_add_up(
+    kind: str, on_error: str, failing: set[int], delays: list[int], numworkers: int
+) -> None:
+    """stats=True on every kind of worker, in both error modes: no count below 0, done
+    is the sum of its parts, and in yield mode the counts are the results seen."""
+    options = dict(KINDS[kind])
+    thread = options.pop("thread", False)
+    async_input = options.pop("async_input", False)
+
+    def sync_action(i: int) -> int:
+        if i in failing:
+            raise ValueError(i)
+        return i
+
+    async def action(i: int) -> int:
+        for _ in range(delays[i]):
+            await asyncio.sleep(0)
+        return sync_action(i)
+
+    async def source() -> Any:
+        for i in range(60):
+            await asyncio.sleep(0)
+            yield i
+
+    async def main() -> tuple[Any, list[Any]]:
+        run_ = parallelize(
+            sync_action if thread else action,
+            source() if async_input else range(60),
+            numworkers,
+            stats=True,
+            on_error=on_error,  # type: ignore[arg-type]
+            **options,
+        )
+        seen: list[Any] = []
+        try:
+            async with run_:
+                async for outcome in run_:
+                    seen.append(outcome)  # noqa: PERF401 - kept when the loop raises
+        except ValueError:
+            assert on_error == "raise"
+        return run_.statistics(), seen
+
+    stats, seen = asyncio.run(main())
+    counts = (stats.succeeded, stats.failed, stats.done, stats.in_flight, stats.undone)
+    if on_error == "yield":  # every outcome was seen, as the counts say
+        assert sum(isinstance(o, Failure) for o in seen) == stats.failed
+    assert min(counts) >= 0, stats
+    assert stats.done == stats.succeeded + stats.failed + stats.replayed + stats.skipped
+    assert stats.succeeded + stats.failed + stats.undone <= 60, stats
+    if on_error == "yield":
+        assert stats.failed == len(failing)
+        assert stats.succeeded == 60 - len(failing)
+    elif failing:
+        assert stats.failed >= 1

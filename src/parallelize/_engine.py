@@ -67,7 +67,7 @@ from typing import (
 )
 
 from ._actions import prepare_action
-from ._aio import start_without_hooks
+from ._aio import PullLock, start_without_hooks
 from ._errors import Interrupted
 from ._journal import JournalSession, Session
 from ._observe import ItemHooks, Observer
@@ -175,6 +175,7 @@ class Run(Generic[T_co]):
         "_executor",
         "_executor_spec",
         "_exhausted",
+        "_failed_workers",
         "_fan_out",
         "_grace",
         "_grace_timer",
@@ -289,6 +290,7 @@ class Run(Generic[T_co]):
         self._credits = self._capacity
         # Credits taken away when the run halts (see _halt); still counted as free.
         self._credits_withdrawn = 0
+        self._failed_workers: set[asyncio.Task[Any] | None] = set()  # see _worker_failed
         self._wake_threshold = max(1, self._capacity // 2)
         self._credit_waiters: deque[asyncio.Future[None]] = deque()
         self._out: deque[Any] = deque()  # completed results, unordered mode
@@ -313,7 +315,7 @@ class Run(Generic[T_co]):
         # Exactly one of these is set when the run starts.
         self._sync_source: Iterator[Any] | None = None
         self._async_source: AsyncIterator[Any] | None = None
-        self._pull_lock: asyncio.Lock | None = None
+        self._pull_lock: PullLock | None = None
         # With retries over an async input, one reader task pulls the input for the
         # workers (see _read_ahead): a due retry never waits for an idle input.
         self._reader: asyncio.Future[None] | None = None  # wakes the reader
@@ -953,7 +955,7 @@ class Run(Generic[T_co]):
         )
         if isinstance(argslist, AsyncIterable):
             self._async_source = aiter(argslist)
-            self._pull_lock = asyncio.Lock()
+            self._pull_lock = PullLock()  # no convoy: see PullLock
         else:
             self._sync_source = iter(argslist)
         # No more workers than items, when the input knows its length (a work
@@ -1142,6 +1144,12 @@ class Run(Generic[T_co]):
         """
         self._fail(error)
         task = asyncio.current_task()
+        if task not in self._failed_workers:
+            # The credit this worker holds (for the item that failed, or for the
+            # pull that raised) is no item in flight: the statistics must not count
+            # it as one (succeeded = taken - in flight - failed would go negative).
+            self._failed_workers.add(task)
+            self._credits_withdrawn += 1
         if task is not None and task.cancelling():
             raise asyncio.CancelledError
 
@@ -1149,6 +1157,9 @@ class Run(Generic[T_co]):
         """Record the run's first error and drop what the consumer has not taken."""
         if self._error is None:
             self._error = error
+            # Dropped, never taken: they hold their credits still, but they are not
+            # in flight (the statistics count them as what they were: done).
+            self._credits_withdrawn += len(self._out) + len(self._pending)
             self._out.clear()
             self._pending.clear()
             self._halt()  # the task group cancels the other workers: see _halt()
