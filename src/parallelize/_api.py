@@ -313,6 +313,7 @@ def parallelize(
             "ordered=True cannot be kept with a queue: its items come from many "
             "producers and workers. Drop ordered=, or sort the results by key"
         )
+    _check_stage_journal(argslist, journal, key)
     if key is not None:
         if journal is None:
             raise ValueError("key= identifies items in a journal: pass journal= too")
@@ -423,3 +424,21 @@ def _check_grace(handle_signals: object) -> float | None:
             f"got {handle_signals!r}"
         )
     return check_seconds("handle_signals", handle_signals)
+
+
+def _check_stage_journal(argslist: object, journal: object, key: object) -> None:
+    """Refuse a journal by position on a later stage (its order changes every run)."""
+    if (
+        journal is not None
+        and key is None
+        and isinstance(argslist, Run)
+        and not argslist._ordered  # noqa: SLF001 - a stage's own setting, read where built
+        and not callable(getattr(journal, "open_session", None))
+    ):
+        raise ValueError(
+            "a journal on a later stage of a pipeline needs key=: its items are the "
+            "stage before's results, which come in the order they finish, so an item's "
+            "position differs from run to run and a rerun could not be matched. Pass "
+            "key= a function of the item (its URL, an id), or ordered=True on the "
+            "stage before"
+        )
