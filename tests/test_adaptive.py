@@ -7,6 +7,7 @@ import dataclasses
 import heapq
 import random
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -191,13 +192,17 @@ class SimulatedService:
     A discrete-event simulation on a virtual clock (no loop, no sleeping): calls
     start whenever the limit has room, as :class:`AdaptiveLimit` admits them, wait
     in line when all ``k`` servers are busy, and report their latency to the
-    estimator when they end. ``s`` may change between ``run`` calls.
+    estimator when they end. ``s`` may change between ``run`` calls; ``latency``, if
+    given, is the service time of each call by its number instead (the items' own).
     """
 
-    def __init__(self, e: _Estimator, k: int, s: float) -> None:
+    def __init__(
+        self, e: _Estimator, k: int, s: float, latency: Callable[[int], float] | None = None
+    ) -> None:
         self.e = e
         self.k = k
         self.s = s
+        self.latency = latency
         self.now = 0.0
         self.in_flight = 0
         self.next_seq = 0
@@ -208,8 +213,9 @@ class SimulatedService:
 
     def _serve(self, seq: int, started: float) -> None:
         self.busy += 1
-        self.served.append((self.now, self.now + self.s))
-        heapq.heappush(self.ends, (self.now + self.s, seq, started))
+        s = self.s if self.latency is None else self.latency(seq)
+        self.served.append((self.now, self.now + s))
+        heapq.heappush(self.ends, (self.now + s, seq, started))
 
     def _admit(self) -> None:
         while self.in_flight < self.e.gate:
@@ -279,6 +285,50 @@ def test_the_no_load_latency_follows_a_service_that_got_slower_or_faster(new_s: 
     assert e.min_rtt == pytest.approx(new_s, rel=0.1)
     assert min(service.goodput(13.0, 20.0)) >= 0.9
     assert 64 <= e.gate <= 128  # the 2 K where a service starts refusing
+
+
+def rising(n: int) -> Callable[[int], float]:
+    """Item i takes 10 + 40 i / n ms: latency that follows the input order (issue 25)."""
+    return lambda i: (10 + min(i, n - 1) * 40 // n) / 1000
+
+
+def test_latency_rising_with_the_input_is_not_taken_for_a_queue() -> None:
+    """No capacity, 10 -> 49 ms down 5,000 items, at most 50: within 90% of a fixed 50."""
+    e = estimator(high=50)
+    service = SimulatedService(e, k=10**9, s=0.0, latency=rising(5000))
+    fixed = sum(10 + i * 40 // 5000 for i in range(5000)) / 1000 / 50  # 2.95 s at 50
+    service.run(fixed / 0.9)
+    assert len(service.served) >= 5000 + 50  # every item ended (and the next 50 began)
+    assert e.decreases == 0
+
+
+def test_latency_that_varies_randomly_by_item_is_not_taken_for_a_queue() -> None:
+    """No capacity, 10-49 ms at random per item, at most 200: the limit stays near 200."""
+    draws = random.Random(25)
+    times = [draws.uniform(0.010, 0.049) for _ in range(10**5)]
+    e = estimator(high=200, initial=200)
+    e.min_rtt = 0.012  # a baseline from a few lucky calls (the start's small rounds)
+    service = SimulatedService(e, k=10**9, s=0.0, latency=times.__getitem__)
+    service.run(3.0)
+    assert e.gate >= 180
+    assert len(service.served) >= 0.9 * 3.0 * 200 / 0.0295
+
+
+@pytest.mark.parametrize("kind", ["rising", "random"])
+def test_a_real_queue_under_latency_that_varies_by_item_still_stops_the_limit(kind: str) -> None:
+    """64 servers, each item 10-49 ms: the limit still settles in [K, 2K], never at the max."""
+    draws = random.Random(25)
+    times = [draws.uniform(0.010, 0.049) for _ in range(10**6)]
+    latency = rising(200_000) if kind == "rising" else times.__getitem__
+    e = estimator(high=1000)
+    service = SimulatedService(e, k=64, s=0.0, latency=latency)
+    limits = []
+    for step in range(1, 101):
+        service.run(step * 0.1)
+        limits.append(e.gate)
+    settled = limits[20:]
+    assert max(settled) <= 128
+    assert sum(64 <= x <= 128 for x in settled) >= 0.8 * len(settled), settled
 
 
 @settings(max_examples=200, deadline=None)
@@ -469,7 +519,7 @@ def test_overloads_retried_with_backoff_and_a_rate_limit_all_end_in_order(run: A
         return item % 3 == 0 and seen[item] == 1  # every third item: one 503 first
 
     service = Service(limit, busy)
-    retry = Retry(
+    retry: Retry[Response] = Retry(
         on=TimeoutError,
         attempts=3,
         backoff=Backoff(0.001),

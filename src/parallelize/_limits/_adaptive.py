@@ -14,7 +14,12 @@ signals:
   down by half the way in one round, up by at most ``sqrt(limit)`` (after a start
   that doubles it per round, TCP's slow start, until the latency rises). It grows
   only while the run really uses it (Gradient2's rule against growing an idle
-  limit without bound).
+  limit without bound). A latency over the tolerance counts as a queue only once
+  it was seen to *follow the limit*: it rose with a step of the start, or fell
+  with a test cut to half the limit (a queue's latency is proportional to the
+  calls in flight; latency that the items bring, a mix of fast and slow calls or
+  calls that get slower down the input, does not care). A test the latency
+  ignores is undone at once, and that round's latency is the new baseline.
 * **Overload** (loss, in TCP terms): a timeout, a connection error, a 429/503/504, or
   whatever the user's ``overload`` predicate says. The limit is cut by ``backoff`` at
   once, and only once for all the calls that were already in flight then (TCP
@@ -160,6 +165,9 @@ _PROBE_GAP = 4
 _PROBE_CHANGE = 1.2
 # Samples that make a round at least.
 _MIN_ROUND = 4
+# A rise of the limit by this factor or more from one round to the next is a step
+# whose effect on the latency tells a queue from latency that the items bring.
+_STEP = 1.5
 
 
 @final
@@ -177,6 +185,8 @@ class _Estimator:
         "decline_rtt",
         "decreases",
         "high",
+        "last_limit",
+        "last_rtt",
         "limit",
         "low",
         "min_rtt",
@@ -188,6 +198,7 @@ class _Estimator:
         "probe_interval",
         "probe_seen",
         "probes",
+        "queue_seen",
         "recovery_seq",
         "round_limit",
         "round_n",
@@ -198,6 +209,8 @@ class _Estimator:
         "rtt",
         "samples",
         "saved_limit",
+        "test_limit",
+        "test_rtt",
         "tolerance",
     )
 
@@ -238,6 +251,18 @@ class _Estimator:
         # slower (latency that does not).
         self.decline_limit = 0
         self.decline_rtt = 0.0
+        # The previous round's limit and latency, to see whether a step of the limit
+        # moved the latency with it.
+        self.last_limit = 0
+        self.last_rtt = 0.0
+        # Whether the latency was seen to follow the limit (a queue of ours): until
+        # then a latency over the tolerance may be the items' own (a mix of slow and
+        # fast calls, or calls that get slower down the input), and the first cut it
+        # asks for is a test (below) rather than a step towards the floor.
+        self.queue_seen = False
+        # A test cut under way: the limit before it (0: none) and the latency then.
+        self.test_limit = 0.0
+        self.test_rtt = 0.0
         self.samples = 0
         self.overloads = 0
         self.decreases = 0
@@ -268,6 +293,9 @@ class _Estimator:
         self.limit = max(float(self.low), self.limit * self.backoff)
         self.phase = _Phase.STEADY
         self.decline_limit = 0  # a cut for overload says nothing about the latency
+        self.test_limit = 0.0
+        # A service that refuses has a capacity: past it, its latency is queueing.
+        self.queue_seen = True
         self._new_round(next_seq)
 
     def started(self, running: int) -> None:
@@ -312,12 +340,18 @@ class _Estimator:
     def _end_round(self, next_seq: int, now: float) -> None:
         rtt = self.rtt = self.round_sum / self.round_n
         ratio = self._update_min_rtt(rtt, now)
+        last_limit, last_rtt = self.last_limit, self.last_rtt
+        self.last_limit, self.last_rtt = self.round_limit, rtt
+        if self._testing(rtt, ratio):
+            self._new_round(next_seq)
+            return
         # Grow only a limit that the run fills: the latency of a half-idle limit
         # says nothing about a larger one.
         used = self.round_peak >= self.gate
         limit = self.limit
         capacity = limit / ratio  # Little's law: calls the service serves at once
         if self.phase is _Phase.START:
+            ratio = self._start_ratio(rtt, ratio, last_limit, last_rtt)
             if ratio >= self.tolerance:
                 self.phase = _Phase.STEADY
             elif ratio < (1 + self.tolerance) / 2:
@@ -348,6 +382,78 @@ class _Estimator:
         if self.phase is _Phase.STEADY and now >= self.next_probe and self.rounds > _PROBE_GAP:
             self._start_probe(now, next_seq, capacity)
         self._new_round(next_seq)
+
+    def _start_ratio(self, rtt: float, ratio: float, last_limit: int, last_rtt: float) -> float:
+        """Return the start's ``ratio``, or 1 if its rise did not come with the limit's.
+
+        A round over the tolerance ends the start only if the latency rose with
+        the start's last step of the limit: a queue's latency grows in proportion
+        to the calls in flight (Little's law), the items' own does not care, and
+        the geometric midpoint of the two tells them apart. If it did not, the
+        baseline was too low (a round of a few fast calls) or the items got
+        slower: this round met no queue and is the new ``min_rtt``. Without a step
+        to judge by (the limit at its maximum, or not filled) the rise counts as a
+        queue's, and the first cut it asks for is a test (:meth:`_start_test`).
+        """
+        if (
+            ratio < self.tolerance
+            or self.queue_seen
+            or not 0 < _STEP * last_limit <= self.round_limit
+        ):
+            return ratio
+        if rtt >= last_rtt * math.sqrt(self.round_limit / last_limit):
+            self.queue_seen = True
+            return ratio
+        self.min_rtt = rtt
+        return 1.0
+
+    def _testing(self, rtt: float, ratio: float) -> bool:
+        """Judge a test cut, or make one; True if this round's update is done."""
+        if self.test_limit:
+            return self._test_done(rtt)
+        if (
+            self.phase is _Phase.STEADY
+            and ratio > self.tolerance
+            and not self.queue_seen
+            and self.gate > self.low
+        ):
+            self._start_test(rtt)
+            return True
+        return False
+
+    def _start_test(self, rtt: float) -> None:
+        """Halve the limit for a round, to see whether the latency follows it.
+
+        No latency has been seen to follow the limit yet, so a latency over the
+        tolerance may be the items' own rather than a queue's. Halving tells: a
+        queue's latency halves (or falls to the no-load latency), the items' stays.
+        Half at once, rather than a step towards the target, so that the answer
+        stands out of the noise of the round means.
+        """
+        self.test_limit, self.test_rtt = self.limit, rtt
+        self.decline_limit = 0
+        self.limit = max(float(self.low), self.limit / 2)
+
+    def _test_done(self, rtt: float) -> bool:
+        """Judge the test cut by this round's latency; True if it is undone.
+
+        A queue predicts the latency before the cut, times the share of the limit
+        left, but not under ``min_rtt``; no queue predicts the same latency as
+        before. The geometric midpoint of the two decides.
+        """
+        before, test_rtt = self.test_limit, self.test_rtt
+        self.test_limit = 0.0
+        share = self.round_limit / max(1, int(before))
+        queued = max(test_rtt * share, self.min_rtt or 0.0)
+        if rtt <= math.sqrt(test_rtt * queued):
+            self.queue_seen = True  # it followed: trust the gradient from now on
+            return False
+        # It did not follow: no queue of ours at either limit. This round's latency
+        # is the service's no-load latency for the items of the moment, and the cut
+        # was a mistake: undo it.
+        self.min_rtt = rtt
+        self.limit = min(self.high, before)
+        return True
 
     def _latency_ignores_the_limit(self, rtt: float) -> bool:
         """Tell whether the latency stayed up while the limit fell by half or more.
