@@ -398,3 +398,40 @@ def test_histogram_quantiles_are_within_3_percent(values: list[float], q: float)
     assert histogram.quantile(q) == pytest.approx(exact, rel=1 / 16)
     assert histogram.maximum == max(values)
     assert histogram.count == len(values)
+
+
+def test_in_flight_counts_running_actions_and_waiting_for_a_limit_apart(run: Any) -> None:
+    """adaptive at limit 4 with 50 workers: in_flight is what runs (4, as a spy sees),
+    the items waiting for a place are waiting_limit, and the summary says so."""
+    import asyncio  # noqa: PLC0415
+
+    from parallelize import AdaptiveLimit  # noqa: PLC0415
+
+    running = 0
+    gate = asyncio.Event()
+
+    async def action(i: int) -> int:
+        nonlocal running
+        running += 1
+        try:
+            await gate.wait()
+        finally:
+            running -= 1
+        return i
+
+    async def main() -> None:
+        limit = AdaptiveLimit(initial=4, min_limit=4, max_limit=50)
+        results = parallelize(action, range(200), 50, adaptive=limit, stats=True)
+        async with results:
+            iterator = aiter(results)
+            first = asyncio.ensure_future(anext(iterator))
+            for _ in range(50):
+                await asyncio.sleep(0)
+            stats = results.statistics()
+            assert stats.in_flight == running == 4
+            assert stats.waiting_limit == 46
+            assert "46 waiting for a limit" in stats.summary()
+            gate.set()
+            await first
+
+    run(main())

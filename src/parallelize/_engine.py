@@ -70,6 +70,7 @@ from ._actions import prepare_action
 from ._aio import PullLock, start_without_hooks
 from ._errors import Interrupted
 from ._journal import JournalSession, Session
+from ._limits import RateLimit
 from ._observe import ItemHooks, Observer
 from ._outcomes import Failure
 from ._policies import DONE, RETRY, ItemPolicy, ItemState
@@ -516,6 +517,8 @@ class Run(Generic[T_co]):
         else:
             now = loop.time() if started and loop is not None else stats.started_at
         in_flight = 0 if self._done or not started else self._in_flight()
+        waiting_limit = self._waiting_for_limits(in_flight) if in_flight else 0
+        in_flight -= waiting_limit
         if stats.derived:
             # The lean worker counts the items it took and its failures only.
             unfinished = stats.unfinished if self._done else in_flight
@@ -563,7 +566,22 @@ class Run(Generic[T_co]):
             latency=Latency.of(stats.latency) if latency else None,
             finished=self._done,
             undone=stats.unfinished + len(self._retries) if self._done else 0,
+            waiting_limit=waiting_limit,
         )
+
+    def _waiting_for_limits(self, in_flight: int) -> int:
+        """Items among ``in_flight`` waiting for a limit's place or slot, not running."""
+        policy = self._policy
+        if policy is None:
+            return 0
+        waiting = 0
+        adaptive = policy.adaptive
+        if adaptive is not None:
+            # Its places are held by attempts running or waiting for the rate limit.
+            waiting += max(0, in_flight - adaptive.statistics().in_flight)
+        if isinstance(policy.rate_limit, RateLimit):  # a shared one counts other runs'
+            waiting += policy.rate_limit.statistics().waiting
+        return min(in_flight, waiting)
 
     def _in_flight(self) -> int:
         """Items that hold a credit but are neither buffered nor waiting to retry."""

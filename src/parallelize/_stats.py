@@ -197,8 +197,7 @@ class Statistics:
         skipped: Items the journal skipped: done by an earlier run.
         passed_on: Items that were failures of an earlier stage of a pipeline,
             passed on without running.
-        in_flight: Items being worked on now: running an attempt, or waiting for
-            a rate limit or an adaptive limit's place.
+        in_flight: Items whose action runs now (an attempt in progress).
         waiting_retry: Items waiting for their next attempt.
         retries: Attempts that failed and were tried again.
         attempts: Calls of the action in all, including those in flight.
@@ -211,6 +210,8 @@ class Statistics:
             current value, else ``numworkers``.
         latency: Percentiles of the actions' durations; None before the first.
         finished: True once every worker has ended.
+        waiting_limit: Items waiting for an adaptive limit's place or a rate
+            limit's slot before their attempt (not in ``in_flight``). Added in 0.2.
         undone: Items taken from the input that ended without an outcome, once the
             run is finished: cut off in flight, or waiting for a retry, when it was
             stopped (a signal, ``break``); a journal runs them again on resume.
@@ -235,6 +236,7 @@ class Statistics:
     latency: Latency | None
     finished: bool
     undone: int = 0
+    waiting_limit: int = 0
 
     def summary(self) -> str:
         """Return a few lines for people: counts, throughput and latency."""
@@ -253,8 +255,11 @@ class Statistics:
         lines = [line]
         if self.retries:
             lines.append(f"{self.attempts:,} attempts, {self.retries:,} retries")
-        if self.in_flight or self.waiting_retry:
-            lines.append(f"{self.in_flight:,} in flight, {self.waiting_retry:,} waiting to retry")
+        if self.in_flight or self.waiting_retry or self.waiting_limit:
+            line = f"{self.in_flight:,} in flight, {self.waiting_retry:,} waiting to retry"
+            if self.waiting_limit:
+                line += f", {self.waiting_limit:,} waiting for a limit"
+            lines.append(line)
         if self.undone:
             lines.append(
                 f"{self.undone:,} left undone: in flight or waiting to retry when the run stopped"

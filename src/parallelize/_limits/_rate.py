@@ -58,11 +58,13 @@ class RateLimitStatistics:
         waited: Seconds that callers spent waiting for their slot, in total.
         paused_until: The ``time.monotonic()`` until which a service asked
             everybody to wait (``Retry-After``), or 0.
+        waiting: Calls waiting for their slot now. Added in 0.2.
     """
 
     calls: int
     waited: float
     paused_until: float
+    waiting: int = 0
 
 
 @final
@@ -181,4 +183,5 @@ class RateLimit:
 
     def statistics(self) -> RateLimitStatistics:
         """Return a snapshot of the calls let through and the time spent waiting."""
-        return RateLimitStatistics(self._calls, self._waited, self._paused_until)
+        waiting = sum(1 for waiter, _ in self._waiters if not waiter.done())
+        return RateLimitStatistics(self._calls, self._waited, self._paused_until, waiting)
