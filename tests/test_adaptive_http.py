@@ -125,7 +125,7 @@ def test_the_minimum_stays_in_flight_against_a_service_that_mostly_refuses(run_t
     running = peak = 0
     capacity = Capacity(k=1, ms=5)
     limit = AdaptiveLimit(min_limit=4)
-    retry = Retry(
+    retry: Retry[aiohttp.ClientResponse] = Retry(
         on=aiohttp.ClientError,
         attempts=1000,
         backoff=Backoff(0.001, maximum=0.01),

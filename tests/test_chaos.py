@@ -75,7 +75,7 @@ def test_every_item_ends_in_exactly_one_outcome(  # noqa: PLR0917 - hypothesis a
         finally:
             state["now"] -= 1
 
-    retry = Retry(
+    retry: Retry[int] = Retry(
         on=Expected,
         attempts=attempts,
         backoff=Backoff(initial=0.001, maximum=0.004),

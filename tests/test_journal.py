@@ -458,7 +458,9 @@ def test_policies_and_the_journal_record_attempts_and_timing(run: Any, tmp_path:
 
     from parallelize import Backoff, Retry  # noqa: PLC0415 - only this test
 
-    retry = Retry(on=ValueError, attempts=3, backoff=Backoff(0.001), if_result=lambda v: v == -1)
+    retry: Retry[int] = Retry(
+        on=ValueError, attempts=3, backoff=Backoff(0.001), if_result=lambda v: v == -1
+    )
     out = run(take(parallelize(flaky, range(10), 4, journal=path, retry=retry, ordered=True)))
     assert out == list(range(10))
     with contextlib.closing(sqlite3.connect(path)) as conn:

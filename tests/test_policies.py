@@ -233,7 +233,9 @@ def test_retry_on_result_without_raising(run: Any) -> None:
     async def action(i: int) -> int:
         return answers[i].pop(0)
 
-    retry = Retry(on=(), attempts=3, if_result=lambda s: s == 503, backoff=Backoff(initial=0))
+    retry: Retry[int] = Retry(
+        on=(), attempts=3, if_result=lambda s: s == 503, backoff=Backoff(initial=0)
+    )
     outcomes = run(collect(parallelize(action, [0, 1], 2, retry=retry, on_error="yield")))
     assert 200 in outcomes
     [failure] = [o for o in outcomes if isinstance(o, Failure)]

@@ -33,7 +33,7 @@ def test_aiohttp_recipe(run: Any) -> None:
                     await resp.read()
                     return resp
 
-            retry = Retry(
+            retry: Retry[aiohttp.ClientResponse] = Retry(
                 on=(aiohttp.ClientError, TimeoutError),
                 attempts=4,
                 if_result=lambda resp: resp.status == 429 or resp.status >= 500,

@@ -13,7 +13,7 @@ import email.utils
 import math
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, final
+from typing import TYPE_CHECKING, Any, Generic, Never, TypeVar, final, overload
 
 from ._errors import DeadlineExceeded, RetriesExhausted, RetryWaitTooLong
 
@@ -25,6 +25,14 @@ __all__ = (
     "parse_retry_after",
     "retry_after_of",
 )
+
+
+# The result type a Retry's if_result reads. Covariant, although if_result takes it
+# as an argument: mypy solves parallelize()'s result type from retry= before the
+# action (a callable, inferred in its second pass), so a contravariant Retry with no
+# if_result (Retry[object]) would widen every run's results to object. Covariant,
+# that Retry is Retry[Never], which fits every action and decides nothing.
+R_co = TypeVar("R_co", covariant=True)
 
 
 def _check_seconds(name: str, value: object, *, allow_zero: bool = True) -> float:
@@ -107,7 +115,7 @@ def _check_exception_types(
 
 @final
 @dataclasses.dataclass(frozen=True, slots=True)
-class Retry:
+class Retry(Generic[R_co]):
     """Which failures of an item are tried again, how often, and after how long.
 
     ``on`` has no default on purpose: name the failures you expect (a retry of a
@@ -133,29 +141,79 @@ class Retry:
         if_exception: Also retry an exception for which this returns True.
         if_result: Retry a returned value for which this returns True; if the last
             attempt still returns such a value, the item fails with
-            :class:`~parallelize.RetriesExhausted` carrying it.
+            :class:`~parallelize.RetriesExhausted` carrying it. It is given what
+            one call of the action returns: the action's result, or for a
+            generator action the list of the values it yielded.
         retry_after: Reads a service's requested delay from a failure (an exception
             or a result); default :func:`retry_after_of`. None ignores them.
         max_wait: The longest wait before one retry, in seconds (default 300); a
             ``Retry-After`` (or backoff) asking more fails the item at once. None:
             no cap. Added in 0.2.
 
-    Example:
-        >>> Retry(on=(aiohttp.ClientError, TimeoutError), attempts=5,
-        ...       if_result=lambda resp: resp.status in (429, 502, 503, 504))
+    ``Retry`` is generic in the result type that ``if_result`` reads:
+    ``Retry[T]`` suits an action returning ``T`` (``parallelize(fetch, urls, n,
+    retry=...)`` rejects a mismatch), and a ``Retry`` without ``if_result`` is a
+    ``Retry[Never]``, which suits every action. A ``lambda`` given inline to
+    ``parallelize(..., retry=Retry(...))`` or ``then()`` gets its argument's type
+    from the action; one built on its own line has nothing to get it from, so
+    annotate the variable (``retry: Retry[ClientResponse] = Retry(...)``) or
+    give ``if_result`` a ``def`` with a typed argument.
 
-    Added in 0.1.
+    Example:
+        >>> retry: Retry[aiohttp.ClientResponse] = Retry(
+        ...     on=(aiohttp.ClientError, TimeoutError), attempts=5,
+        ...     if_result=lambda resp: resp.status in (429, 502, 503, 504))
+
+    Added in 0.1. Generic (``Retry[T]``) since 0.2.
     """
 
     on: type[Exception] | tuple[type[Exception], ...]
     attempts: int = 3
     backoff: Backoff = Backoff()
     if_exception: Callable[[Exception], bool] | None = None
-    if_result: Callable[[Any], bool] | None = None
+    if_result: Callable[[R_co], bool] | None = None
     retry_after: Callable[[object], float | None] | None = dataclasses.field(
         default_factory=lambda: retry_after_of
     )
     max_wait: float | None = 300.0
+
+    if TYPE_CHECKING:
+        # The type checker's view of the generated __init__ (the dataclass's runs):
+        # without if_result nothing tells R_co, so the policy is a Retry[Never],
+        # which needs no annotation and fits every action's result.
+        @overload
+        def __init__(
+            self: Retry[Never],
+            on: type[Exception] | tuple[type[Exception], ...],
+            attempts: int = ...,
+            backoff: Backoff = ...,
+            if_exception: Callable[[Exception], bool] | None = ...,
+            if_result: None = ...,
+            retry_after: Callable[[object], float | None] | None = ...,
+            max_wait: float | None = ...,
+        ) -> None: ...
+        @overload
+        def __init__(
+            self,
+            on: type[Exception] | tuple[type[Exception], ...],
+            attempts: int = ...,
+            backoff: Backoff = ...,
+            if_exception: Callable[[Exception], bool] | None = ...,
+            *,
+            if_result: Callable[[R_co], bool],
+            retry_after: Callable[[object], float | None] | None = ...,
+            max_wait: float | None = ...,
+        ) -> None: ...
+        def __init__(  # noqa: PLR0917 - the dataclass's positional order
+            self,
+            on: type[Exception] | tuple[type[Exception], ...],
+            attempts: int = 3,
+            backoff: Backoff = ...,
+            if_exception: Callable[[Exception], bool] | None = None,
+            if_result: Callable[[R_co], bool] | None = None,
+            retry_after: Callable[[object], float | None] | None = ...,
+            max_wait: float | None = 300.0,
+        ) -> None: ...
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "on", _check_exception_types(self.on))
@@ -253,7 +311,7 @@ class ItemPolicy:
 
     timeout: float | None = None
     deadline: float | None = None
-    retry: Retry | None = None
+    retry: Retry[Any] | None = None
     rate_limit: Any = None  # a RateLimit; Any keeps this module free of the limits
     adaptive: Any = None  # an AdaptiveLimit
 

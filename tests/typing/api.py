@@ -60,6 +60,15 @@ def parse(body: bytes) -> dict[str, int]:
     return {"n": len(body)}
 
 
+async def keys(row: dict[str, int]) -> AsyncIterator[str]:
+    for key in row:
+        yield key
+
+
+async def encode(row: dict[str, int]) -> bytes:
+    return repr(row).encode()
+
+
 def check_pipelines() -> None:
     # Fan-out: a generator action's results are its values.
     assert_type(parallelize(links, range(3), 2), Run[str])
@@ -68,7 +77,9 @@ def check_pipelines() -> None:
     # Stages: each then() types its own results.
     pipeline = parallelize(fetch, ["u"], 10).then(parse, 2, executor="process")
     assert_type(pipeline, Run[dict[str, int]])
-    assert_type(pipeline.then(links, 2, name="links"), Run[str])
-    assert_type(pipeline.then(fetch, 2, on_error="yield"), Run[bytes | Failure])
+    assert_type(pipeline.then(keys, 2, name="keys"), Run[str])
+    assert_type(pipeline.then(encode, 2, on_error="yield"), Run[bytes | Failure])
+    # Each stage's action takes the results of the stage before (see stages.py).
+    pipeline.then(links, 2)  # type: ignore[arg-type]
     assert_type(pipeline.stages, tuple[Run[Any], ...])
     assert_type(pipeline.name, str)

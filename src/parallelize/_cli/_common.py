@@ -502,7 +502,7 @@ class Job:
     failure_line: Callable[[Failure], str]
     noun: str
     reads_stdin: bool = False
-    retry: Retry | None = None
+    retry: Retry[Any] | None = None
     key: Callable[[Any], int | str] | None = None
     total: int | None = None
     summary_note: str | None = None
