@@ -302,6 +302,21 @@ def test_bad_executors_are_refused_before_anything_runs() -> None:
         parallelize(lambda x: x, [1], 1, executor="process")
 
 
+def run_python(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run our interpreter as a user would, with the tests' actions importable."""
+    path = [str(Path(__file__).parent), *filter(None, [os.environ.get("PYTHONPATH")])]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
+    return subprocess.run(  # noqa: S603 - our own interpreter and scripts
+        [sys.executable, *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
 def test_a_child_that_cannot_start_says_why(tmp_path: Path) -> None:
     """The classic mistake: a script without the ``__main__`` guard. Each child runs
     the script's top level again while starting, and dies of it: a clear error that
@@ -316,19 +331,82 @@ def test_a_child_that_cannot_start_says_why(tmp_path: Path) -> None:
         "        pass\n"
         "asyncio.run(main())\n"
     )
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
-    done = subprocess.run(  # noqa: S603 - our own interpreter and script
-        [sys.executable, str(script)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    done = run_python(tmp_path, str(script))
     assert done.returncode == 1
     assert "ProcessCrashed: a worker process" in done.stderr
     assert "died while starting" in done.stderr
     assert '`if __name__ == "__main__":` guard' in done.stderr
+
+
+# A user's program: a run cut short at a given moment (a timeout of so many seconds,
+# or a pipeline whose process stage gets an argument it cannot send), then a whole
+# run of 10 items, three times in one interpreter; the first time, the fork server
+# is still starting.
+CUT_SHORT = """
+import asyncio
+import contextlib
+import sys
+import threading
+
+import process_actions
+from parallelize import Failure, parallelize
+
+
+async def cut_short(when):
+    if when == "unpicklable":
+        async def fetch(x):
+            return threading.Lock()
+
+        with contextlib.suppress(TypeError):
+            stage = parallelize(fetch, range(10), 2)
+            async for _ in stage.then(process_actions.square, 2, executor="process"):
+                pass
+    else:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(float(when)):
+                run = parallelize(process_actions.square, range(10), 2, executor="process")
+                async for _ in run:
+                    pass
+
+
+async def main(when):
+    for _ in range(3):
+        await cut_short(when)
+        outcomes = [
+            o
+            async for o in parallelize(
+                process_actions.square, range(10), 2, executor="process", on_error="yield"
+            )
+        ]
+        failed = [o for o in outcomes if isinstance(o, Failure)]
+        errors = {repr(f.exception) for f in failed}
+        print(len(outcomes) - len(failed), "of", len(outcomes), *errors)
+
+
+if __name__ == "__main__":
+    when, loop = sys.argv[1:3]
+    factory = None
+    if loop == "uvloop":
+        import uvloop
+
+        factory = uvloop.new_event_loop
+    with asyncio.Runner(loop_factory=factory) as runner:
+        runner.run(main(when))
+"""
+
+
+@pytest.mark.parametrize("when", ["0.0001", "0.001", "0.01", "0.05", "unpicklable"])
+def test_a_run_cut_short_leaves_the_next_one_sound(
+    tmp_path: Path, loop_name: str, when: str
+) -> None:
+    """However abruptly a process run ends (cancelled while the fork server starts,
+    while a child starts or runs an item; an argument it cannot send), the next
+    run's items all succeed, and nothing is left for asyncio (or the fork server)
+    to complain about: in development mode, stderr stays empty."""
+    script = tmp_path / "cut_short.py"
+    script.write_text(CUT_SHORT)
+    done = run_python(tmp_path, "-X", "dev", str(script), when, loop_name)
+    assert (done.stdout, done.stderr, done.returncode) == ("10 of 10\n" * 3, "", 0)
 
 
 def test_a_process_stage_in_a_pipeline(run: Any) -> None:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import multiprocessing
 import pickle
 import signal
@@ -211,6 +212,8 @@ class ProcessPool:
         # None to look again (a child died: there is room to start another).
         self._waiters: deque[asyncio.Future[_Child | None]] = deque()
         self._warming: asyncio.Task[None] | None = None
+        # Starts in flight in their threads, even those whose caller was cancelled.
+        self._starting: set[asyncio.Future[None]] = set()
         self._closed = False
 
     async def call(self, *args: Any) -> Any:
@@ -311,18 +314,21 @@ class ProcessPool:
         )
         child = _Child(process, loop)
         self._live.add(child)
+        # In a thread: the first start also starts the fork server, and waits for it
+        # (a fifth of a second), which must not stall the loop. The thread owns
+        # child_end until start() returns (see _start), and the pool owns the thread's
+        # future until it is done: aclose() waits for it.
+        starting = loop.run_in_executor(None, _start, process, child_end)
+        self._starting.add(starting)
+        starting.add_done_callback(self._starting.discard)
         try:
-            # In a thread: the first start also starts the fork server, and waits
-            # for it (a fifth of a second), which must not stall the loop.
-            starting = loop.run_in_executor(None, process.start)
             try:
                 await asyncio.shield(starting)
             except asyncio.CancelledError:
-                # The start goes on in its thread: kill the child once it exists.
-                starting.add_done_callback(lambda _: child.kill())
+                # The start goes on in its thread: kill the child once it exists, and
+                # take the start's own error, if any, so that none is left unretrieved.
+                starting.add_done_callback(functools.partial(_abandon, child))
                 raise
-            finally:
-                child_end.close()
             ready: asyncio.Future[bytes] = loop.create_future()
             child.reply = ready
             try:
@@ -333,6 +339,8 @@ class ProcessPool:
         except _Lost:
             raise await self._crashed(child, starting=True) from None
         except BaseException:
+            # Before create_unix_connection() returns, parent_end is ours to close;
+            # after, the transport's (closing the socket object again is a no-op).
             parent_end.close()
             self._kill(child)
             raise
@@ -345,13 +353,22 @@ class ProcessPool:
         await _wait_exit(process, _EXIT_WAIT)
         return ProcessCrashed(process.pid, process.exitcode, starting=starting)
 
-    async def aclose(self) -> None:
-        """End every child: close the idle ones' sockets (they exit), kill the rest."""
-        self._closed = True
+    async def _stop_starting(self) -> None:
+        """Stop the warm-up, and wait for every start still running in its thread."""
         warming = self._warming
         if warming is not None and not warming.done():
             warming.cancel()
             await asyncio.wait((warming,))
+        if self._starting:
+            # A start cannot be interrupted in its thread: wait for it (its child is
+            # killed as it ends, or with the others below), so that no start outlives
+            # the run, still using the fork server and spawning a child after it.
+            await asyncio.wait(set(self._starting))
+
+    async def aclose(self) -> None:
+        """End every child: close the idle ones' sockets (they exit), kill the rest."""
+        self._closed = True
+        await self._stop_starting()
         idle = set(self._idle)
         self._idle.clear()
         for child in list(self._live):
@@ -375,6 +392,27 @@ class ProcessPool:
                 child.process.join(0)
                 with contextlib.suppress(ValueError):
                     child.process.close()
+
+
+def _start(process: BaseProcess, child_end: socket.socket) -> None:
+    """Start ``process`` (in a thread), then close this process's copy of ``child_end``.
+
+    ``child_end`` must stay open until ``start()`` returns, whatever happens to the
+    call that asked for the child: the fork server's start sends the socket's
+    descriptor *number* to the server (SCM_RIGHTS) late in the call. Closed early, it
+    is a bad descriptor (or, reused, another file); the server, sent half a request,
+    dies of it, and every later start fails until it is reaped.
+    """
+    try:
+        process.start()
+    finally:
+        child_end.close()
+
+
+def _abandon(child: _Child, starting: asyncio.Future[None]) -> None:
+    """After a start whose caller was cancelled: kill the child, keep its error quiet."""
+    if not starting.cancelled() and starting.exception() is None:
+        child.kill()
 
 
 async def _wait_exit(process: BaseProcess, within: float) -> bool:
