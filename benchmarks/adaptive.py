@@ -49,6 +49,7 @@ import json
 import math
 import os
 import platform
+import random
 import signal
 import subprocess
 import sys
@@ -144,6 +145,13 @@ async def measure(spec: dict) -> dict:
                 yield f"{base}/capacity/{i}"
                 i += 1
 
+        def items():  # scenario D: n items whose latency is their own, no capacity
+            n = spec["items"]
+            draws = random.Random(25)
+            for i in range(n):
+                ms = 10 + i * 40 // n if spec["shape"] == "rising" else draws.randint(10, 49)
+                yield f"{base}/slow/{ms}"
+
         # Start at the instant agreed with the parent, which changes k on this clock
         # (CLOCK_MONOTONIC is system-wide on Linux); an overloaded client loop would
         # send its own /capacity/set late.
@@ -155,7 +163,8 @@ async def measure(spec: dict) -> dict:
         async with asyncio.TaskGroup() as tg:
             sampler = tg.create_task(sample())
             try:
-                run = parallelize(fetch, urls(), spec["workers"], **options)
+                source = items() if spec.get("shape") else urls()
+                run = parallelize(fetch, source, spec["workers"], **options)
                 async with run:
                     async for out in run:
                         now = time.monotonic()
@@ -471,6 +480,53 @@ def report_c(data: dict, out: Callable[[str], None], verdict: Callable[..., None
             out(f"{r['name']}: 200/s per {C_WINDOW:g} s window from {C_FROM:g} s: {series}\n")
 
 
+D_FIXED = (10, 50, 200)  # scenario D's fixed numworkers
+D_ADAPTIVE = (50, 200)  # scenario D's adaptive runs: numworkers, the limit's maximum
+D_CAP = 60.0  # seconds: scenario D's runs end with their items, or at this
+
+
+def report_d(data: dict, out: Callable[[str], None], verdict: Callable[..., None]) -> None:
+    """Scenario D: items per second of each run, against the fixed run at its numworkers."""
+    runs = data.get("D", [])
+    n = data["args"]["items"]
+    out(
+        f"## D. Latency that varies by item, no capacity: {n:,} GETs of /slow/{{ms}}, "
+        f"ms = 10 + 40 i / n (rising) or 10-49 at random\n"
+    )
+    out(
+        "Items per second over the whole run (all items). The target: an adaptive run "
+        "gets at least 90% of the fixed run with its numworkers (the limit's maximum).\n"
+    )
+    out(
+        "| shape | contender | source | items/s | % of fixed, same numworkers | mean limit | final statistics |"
+    )
+    out("| --- | --- | --- | ---: | ---: | ---: | --- |")
+    rate = {r["name"]: n / r["elapsed"] for r in runs if "failed" not in r}
+    for r in runs:
+        if "failed" in r:
+            out(f"| {r['shape']} | {r['name']} | FAILED: {r['failed']} |")
+            continue
+        limits = [s[2] for s in r["samples"] if len(s) > 2]
+        share = ""
+        if r["adaptive"]:
+            fixed = rate.get(f"{r['shape']} fixed-{r['workers']}")
+            if fixed:
+                share = f"{100 * rate[r['name']] / fixed:.0f}%"
+                verdict(
+                    "D: items/s >= 90% of fixed at the same numworkers",
+                    r["name"],
+                    f"{rate[r['name']]:,.0f} = {share} of {fixed:,.0f}",
+                    rate[r["name"]] >= 0.9 * fixed,
+                )
+        out(
+            f"| {r['shape']} | {r['name']} | {r.get('src_dir') or 'this tree'} "
+            f"| {rate[r['name']]:,.0f} | {share} "
+            f"| {fmt(sum(limits) / len(limits) if limits else None)} "
+            f"| {'`' + r['final']['repr'] + '`' if r.get('final') else ''} |"
+        )
+    out("")
+
+
 def report(data: dict) -> str:
     args = data["args"]
     k, ms = args["k"], args["ms"]
@@ -680,6 +736,8 @@ def report(data: dict) -> str:
 
     if data.get("C"):
         report_c(data, out, verdict)
+    if data.get("D"):
+        report_d(data, out, verdict)
 
     if targets:
         names = [n for n in ADAPTIVE if any(n in v for v in targets.values())]
@@ -875,6 +933,7 @@ def measure_all(args: argparse.Namespace) -> dict:
             "phase": phase,
             "probe_interval": args.probe_interval,
             "probe_seconds": args.probe_seconds,
+            "items": args.items,
         },
     }
     server, base = start_server(k, ms)
@@ -946,6 +1005,29 @@ def measure_all(args: argparse.Namespace) -> dict:
                 }
                 runs.append(run_one(base, server.pid, k, name, spec, args.idle_wait))
             data["C"] = runs
+        if "D" in args.scenarios:
+            print("\nD. latency that varies by item, no capacity (/slow/{ms})", flush=True)
+            runs = []
+            for shape in ("rising", "random"):
+                contenders = [(f"fixed-{w}", w, False, None) for w in D_FIXED]
+                for w in D_ADAPTIVE:
+                    if args.baseline_src:
+                        contenders.append(
+                            (f"adaptive-{w}-baseline", w, "default", args.baseline_src)
+                        )
+                    contenders.append((f"adaptive-{w}", w, "default", None))
+                for name, workers, adaptive, src_dir in contenders:
+                    spec = {
+                        "workers": workers,
+                        "adaptive": adaptive,
+                        "duration": D_CAP,
+                        "shape": shape,
+                        "items": args.items,
+                        "src_dir": src_dir,
+                    }
+                    r = run_one(base, server.pid, k, f"{shape} {name}", spec, args.idle_wait)
+                    runs.append(r)
+            data["D"] = runs
     finally:
         stop_server(server)
     return data
@@ -967,7 +1049,7 @@ def main() -> None:
     )
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out" / "adaptive.md")
     parser.add_argument(
-        "--scenarios", default="A,B", help="any of A, B, C, comma-separated (default A,B)"
+        "--scenarios", default="A,B", help="any of A, B, C, D, comma-separated (default A,B)"
     )
     parser.add_argument(
         "--probe-interval",
@@ -982,6 +1064,9 @@ def main() -> None:
         "--baseline-src",
         help="scenario C: also run the adaptive contender against the library in this "
         "directory (holding parallelize/), e.g. an older commit's src",
+    )
+    parser.add_argument(
+        "--items", type=int, default=5000, help="scenario D: items per run (default 5000)"
     )
     parser.add_argument(
         "--no-adaptive", dest="adaptive", action="store_false", help="fixed contenders only"
