@@ -500,3 +500,29 @@ def test_an_attempt_cut_by_the_deadline_fails_with_deadline_exceeded(run: Any) -
     [failure] = run(main())
     assert isinstance(failure.exception, DeadlineExceeded)
     assert failure.exception.attempts == 1
+
+
+@pytest.mark.parametrize(
+    ("options", "logged"),
+    [
+        ({}, False),
+        ({"timeout": 5.0}, False),
+        ({"deadline": 5.0}, False),
+        ({"retry": Retry(on=Flaky)}, True),
+    ],
+    ids=["no options", "timeout", "deadline", "retry"],
+)
+def test_failures_are_logged_by_one_rule(
+    run: Any, caplog: pytest.LogCaptureFixture, options: dict[str, Any], logged: bool
+) -> None:
+    """One rule: a final failure is logged (ERROR with its traceback when unexpected)
+    only under retry=; otherwise it is yielded (or raised) and nothing is logged."""
+
+    async def action(i: int) -> int:
+        raise Bug(i)
+
+    with caplog.at_level(logging.DEBUG, logger="parallelize"):
+        run(collect(parallelize(action, [1], 1, on_error="yield", **options)))
+    errors = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert bool(errors) == logged
+    assert all(r.exc_info for r in errors)

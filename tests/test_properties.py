@@ -171,12 +171,13 @@ def test_counts_are_never_negative_and_add_up(
             yield i
 
     async def main() -> tuple[Any, list[Any]]:
+        chosen: Any = sync_action if thread else action  # either kind, chosen at run time
         run_ = parallelize(
-            sync_action if thread else action,
+            chosen,
             source() if async_input else range(60),
             numworkers,
             stats=True,
-            on_error=on_error,  # type: ignore[arg-type]
+            on_error="yield" if on_error == "yield" else "raise",
             **options,
         )
         seen: list[Any] = []

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from concurrent.futures import Executor
-from typing import Any, Literal, TypedDict, TypeVar, Unpack, overload
+from typing import Any, Generic, Literal, TypedDict, TypeVar, Unpack, overload
 
 from ._engine import Run
 from ._journal import Journal, SQLiteJournal, WorkSource
@@ -27,18 +27,23 @@ from ._util import (
 __all__ = ("parallelize",)
 
 T = TypeVar("T")
+R = TypeVar("R")  # what a stage's Retry.if_result reads
 
 OnError = Literal["raise", "yield"]
 
 
-class StageOptions(TypedDict, total=False):
-    """The keyword options of :func:`parallelize` but ``on_error``, for :meth:`Run.then`."""
+class StageOptions(TypedDict, Generic[R], total=False):
+    """The keyword options of :func:`parallelize` but ``on_error``, for :meth:`Run.then`.
+
+    ``R`` is the type one call of the action returns (a generator action's: the list
+    of its values), which ``retry``'s ``if_result`` reads.
+    """
 
     ordered: bool
     max_buffered: int | None
     timeout: float | None
     deadline: float | None
-    retry: Retry | None
+    retry: Retry[R] | None
     rate_limit: RateLimiter | None
     adaptive: AdaptiveLimit | bool
     journal: str | os.PathLike[str] | Journal | WorkSource | None
@@ -59,7 +64,7 @@ def parallelize(
     numworkers: int,
     *,
     on_error: Literal["raise"] = ...,
-    **options: Unpack[StageOptions],
+    **options: Unpack[StageOptions[T]],
 ) -> Run[T]: ...
 @overload
 def parallelize(
@@ -68,7 +73,7 @@ def parallelize(
     numworkers: int,
     *,
     on_error: Literal["yield"],
-    **options: Unpack[StageOptions],
+    **options: Unpack[StageOptions[T]],
 ) -> Run[T | Failure]: ...
 @overload
 def parallelize(
@@ -77,7 +82,7 @@ def parallelize(
     numworkers: int,
     *,
     on_error: Literal["raise"] = ...,
-    **options: Unpack[StageOptions],
+    **options: Unpack[StageOptions[list[T]]],
 ) -> Run[T]: ...
 @overload
 def parallelize(
@@ -86,7 +91,7 @@ def parallelize(
     numworkers: int,
     *,
     on_error: Literal["yield"],
-    **options: Unpack[StageOptions],
+    **options: Unpack[StageOptions[list[T]]],
 ) -> Run[T | Failure]: ...
 @overload
 def parallelize(
@@ -95,7 +100,7 @@ def parallelize(
     numworkers: int,
     *,
     on_error: Literal["raise"] = ...,
-    **options: Unpack[StageOptions],
+    **options: Unpack[StageOptions[list[T]]],
 ) -> Run[T]: ...
 @overload
 def parallelize(
@@ -104,7 +109,7 @@ def parallelize(
     numworkers: int,
     *,
     on_error: Literal["yield"],
-    **options: Unpack[StageOptions],
+    **options: Unpack[StageOptions[list[T]]],
 ) -> Run[T | Failure]: ...
 @overload
 def parallelize(
@@ -113,7 +118,7 @@ def parallelize(
     numworkers: int,
     *,
     on_error: Literal["raise"] = ...,
-    **options: Unpack[StageOptions],
+    **options: Unpack[StageOptions[T]],
 ) -> Run[T]: ...
 @overload
 def parallelize(
@@ -122,7 +127,7 @@ def parallelize(
     numworkers: int,
     *,
     on_error: Literal["yield"],
-    **options: Unpack[StageOptions],
+    **options: Unpack[StageOptions[T]],
 ) -> Run[T | Failure]: ...
 def parallelize(
     action: Callable[..., Any],
@@ -134,7 +139,7 @@ def parallelize(
     max_buffered: int | None = None,
     timeout: float | None = None,
     deadline: float | None = None,
-    retry: Retry | None = None,
+    retry: Retry[Any] | None = None,
     rate_limit: RateLimiter | None = None,
     adaptive: AdaptiveLimit | bool = False,
     journal: str | os.PathLike[str] | Journal | WorkSource | None = None,

@@ -92,6 +92,7 @@ __all__ = ("Run",)
 
 logger = logging.getLogger("parallelize")
 
+T = TypeVar("T")
 T_co = TypeVar("T_co", covariant=True)
 U = TypeVar("U")
 
@@ -273,9 +274,11 @@ class Run(Generic[T_co]):
         self._policy = (
             policy if policy is not None or (journal is None and not self._hooks) else ItemPolicy()
         )
-        # Failures are logged under the policies the user asked for (retries name
-        # the expected ones); a journal or signal handling alone logs nothing.
-        self._log_failures = policy is not None
+        # One rule: final failures are logged when the run has retry= (which names
+        # the expected ones: WARNING for those, ERROR with the traceback for the
+        # others). Without it every failure is raised or yielded to the caller, and
+        # nothing is logged, whatever else is set (a timeout, a journal, signals).
+        self._log_failures = policy is not None and policy.retry is not None
         # handle_signals: the grace period for in-flight items after SIGINT/SIGTERM.
         self._grace = grace
         self._grace_timer: asyncio.TimerHandle | None = None
@@ -357,77 +360,117 @@ class Run(Generic[T_co]):
         upstream = self._upstream
         return (self,) if upstream is None else (*upstream.stages, self)
 
+    # A stage's action takes the result type of the stage before. The overloads on
+    # Run[T] come first, as a Run[X] also matches Run[T | Failure] (covariance, T = X).
+    # A Run[X | Failure] fails them when its action takes X and not Failure, and gets
+    # the last four, whose results keep the failures that pass through.
     @overload
     def then(
-        self,
-        action: Callable[..., Awaitable[U]],
+        self: Run[T],
+        action: Callable[[T], Awaitable[U]],
         numworkers: int,
         *,
         on_error: Literal["raise"] = ...,
-        **options: Unpack[StageOptions],
+        **options: Unpack[StageOptions[U]],
     ) -> Run[U]: ...
     @overload
     def then(
-        self,
-        action: Callable[..., Awaitable[U]],
+        self: Run[T],
+        action: Callable[[T], Awaitable[U]],
         numworkers: int,
         *,
         on_error: Literal["yield"],
-        **options: Unpack[StageOptions],
+        **options: Unpack[StageOptions[U]],
     ) -> Run[U | Failure]: ...
     @overload
     def then(
-        self,
-        action: Callable[..., AsyncIterator[U]],
+        self: Run[T],
+        action: Callable[[T], AsyncIterator[U]],
         numworkers: int,
         *,
         on_error: Literal["raise"] = ...,
-        **options: Unpack[StageOptions],
+        **options: Unpack[StageOptions[list[U]]],
     ) -> Run[U]: ...
     @overload
     def then(
-        self,
-        action: Callable[..., AsyncIterator[U]],
+        self: Run[T],
+        action: Callable[[T], AsyncIterator[U]],
         numworkers: int,
         *,
         on_error: Literal["yield"],
-        **options: Unpack[StageOptions],
+        **options: Unpack[StageOptions[list[U]]],
     ) -> Run[U | Failure]: ...
     @overload
     def then(
-        self,
-        action: Callable[..., Iterator[U]],
+        self: Run[T],
+        action: Callable[[T], Iterator[U]],
         numworkers: int,
         *,
         on_error: Literal["raise"] = ...,
-        **options: Unpack[StageOptions],
+        **options: Unpack[StageOptions[list[U]]],
     ) -> Run[U]: ...
     @overload
     def then(
-        self,
-        action: Callable[..., Iterator[U]],
+        self: Run[T],
+        action: Callable[[T], Iterator[U]],
         numworkers: int,
         *,
         on_error: Literal["yield"],
-        **options: Unpack[StageOptions],
+        **options: Unpack[StageOptions[list[U]]],
     ) -> Run[U | Failure]: ...
     @overload
     def then(
-        self,
-        action: Callable[..., U],
+        self: Run[T],
+        action: Callable[[T], U],
         numworkers: int,
         *,
         on_error: Literal["raise"] = ...,
-        **options: Unpack[StageOptions],
+        **options: Unpack[StageOptions[U]],
     ) -> Run[U]: ...
     @overload
     def then(
-        self,
-        action: Callable[..., U],
+        self: Run[T],
+        action: Callable[[T], U],
         numworkers: int,
         *,
         on_error: Literal["yield"],
-        **options: Unpack[StageOptions],
+        **options: Unpack[StageOptions[U]],
+    ) -> Run[U | Failure]: ...
+    @overload
+    def then(
+        self: Run[T | Failure],
+        action: Callable[[T], Awaitable[U]],
+        numworkers: int,
+        *,
+        on_error: Literal["raise", "yield"] = ...,
+        **options: Unpack[StageOptions[U]],
+    ) -> Run[U | Failure]: ...
+    @overload
+    def then(
+        self: Run[T | Failure],
+        action: Callable[[T], AsyncIterator[U]],
+        numworkers: int,
+        *,
+        on_error: Literal["raise", "yield"] = ...,
+        **options: Unpack[StageOptions[list[U]]],
+    ) -> Run[U | Failure]: ...
+    @overload
+    def then(
+        self: Run[T | Failure],
+        action: Callable[[T], Iterator[U]],
+        numworkers: int,
+        *,
+        on_error: Literal["raise", "yield"] = ...,
+        **options: Unpack[StageOptions[list[U]]],
+    ) -> Run[U | Failure]: ...
+    @overload
+    def then(
+        self: Run[T | Failure],
+        action: Callable[[T], U],
+        numworkers: int,
+        *,
+        on_error: Literal["raise", "yield"] = ...,
+        **options: Unpack[StageOptions[U]],
     ) -> Run[U | Failure]: ...
     def then(
         self,
@@ -435,7 +478,7 @@ class Run(Generic[T_co]):
         numworkers: int,
         *,
         on_error: Literal["raise", "yield"] = "raise",
-        **options: Unpack[StageOptions],
+        **options: Unpack[StageOptions[Any]],
     ) -> Run[Any]:
         """Add a stage: run ``action`` over this run's results, as they come.
 
@@ -462,9 +505,10 @@ class Run(Generic[T_co]):
         every stage and awaits all their tasks. An earlier stage's
         :class:`~parallelize.Failure` (with ``on_error="yield"``) passes through
         the later stages unchanged, without calling their actions, and names the
-        stage that failed. (The static type of the last stage's results does not
-        include those failures: check ``isinstance(result, Failure)`` when an
-        earlier stage yields them.)
+        stage that failed: after an ``on_error="yield"`` stage, every later stage's
+        static type is ``Run[U | Failure]``, so check ``isinstance(result,
+        Failure)``. ``action`` takes the previous stage's result type (the failures
+        never reach it), which type checkers verify.
         """
         from ._api import parallelize  # noqa: PLC0415 - _api builds on this module
 
@@ -996,10 +1040,11 @@ class Run(Generic[T_co]):
                 stats.per_attempt = True
             return self._policy_worker
         if stats is not None:
+            self._timing = True  # the first action of each run is timed
             if general:
-                self._policy = ItemPolicy()  # counts as it goes: fine off the hot path
-                stats.per_attempt = True
-                return self._policy_worker
+                # It counts each outcome and samples the clock as _observed_worker
+                # does (the policy worker cost a pipeline's stage 4x: design.md).
+                return self._general_worker
             stats.derived = True
             # Count the items taken without a bytecode per item: a list's, a tuple's
             # or a range's iterator knows how many it has left; any other input goes
@@ -1012,7 +1057,6 @@ class Run(Generic[T_co]):
             else:
                 stats.counter = counter = itertools.count(1)
                 self._sync_source = itertools.compress(source, counter)
-            self._timing = True  # the first action of each run is timed
             return self._observed_worker
         # The hot path never looks for a stop (handle_signals): the others do, before
         # each new item.
@@ -1025,7 +1069,7 @@ class Run(Generic[T_co]):
             if stats is not None:
                 assert self._loop is not None
                 stats.started_at = self._loop.time()
-                if stats.derived:
+                if self._timing:  # the worker samples the clock (see _choose_worker)
                     self._time_next()
             for observer in self._observers:
                 observer.run_started(self)
@@ -1343,14 +1387,21 @@ class Run(Generic[T_co]):
             assert self._stats is not None
             self._stats.timer = self._loop.call_later(_SAMPLE_EVERY, self._time_next)
 
-    async def _general_worker(self) -> None:  # noqa: C901, PLR0912 - inlined, as _worker is
-        """Worker for ordered results and for async inputs."""
+    async def _general_worker(self) -> None:  # noqa: C901, PLR0912, PLR0915 - inlined, as _worker is
+        """Worker for ordered results and for async inputs (a pipeline's later stages).
+
+        With ``stats=True`` it counts each outcome and times an action when
+        ``_timing`` is set, as ``_observed_worker`` does; without, that costs two
+        tests per item.
+        """
         sync_source = self._sync_source
         async_source = self._async_source
         lock = self._pull_lock
         action = self._action
         on_error_yield = self._on_error_yield
         passthrough = self._upstream is not None  # an earlier stage's failures pass
+        stats = self._stats
+        clock = time.perf_counter
         last_kind: type | None = None
         unpack = False
         while True:
@@ -1367,11 +1418,16 @@ class Run(Generic[T_co]):
                     assert async_source is not None
                     assert lock is not None
                     # An async generator cannot be advanced by two tasks at once.
-                    async with lock:
+                    # PullLock, its fast path inlined (no coroutine when it is free).
+                    if not lock.acquire_nowait():
+                        await lock.acquire()
+                    try:
                         item = await anext(async_source)
                         # Number the item while holding the lock: input order.
                         index = self._pulled
                         self._pulled = index + 1
+                    finally:
+                        lock.release()
             except (StopIteration, StopAsyncIteration):
                 self._credits += 1
                 return
@@ -1386,16 +1442,28 @@ class Run(Generic[T_co]):
                     self._pass_on(index, item)
                     last_kind = None  # and decided again for the next item
                     continue
+            began = clock() if self._timing else 0.0  # never set without stats
             try:
                 if unpack:
                     value = await action(*item)
                 else:
                     value = await action(item)
             except Exception as exc:
+                if stats is not None:
+                    if began:
+                        stats.latency.record(clock() - began)
+                    stats.failed += 1
                 if not on_error_yield:
                     self._worker_failed(exc)
                     raise
                 value = Failure(item, exc, stage=self._name)
+            else:
+                if stats is not None:
+                    stats.succeeded += 1
+                    if began:
+                        duration = clock() - began
+                        stats.latency.record(duration)
+                        self._timing = duration >= _TIME_EVERY_ITEM_OVER
             self._deliver(index, value)
 
     # -- the policy worker: timeouts, retries, rate limit ---------------------------

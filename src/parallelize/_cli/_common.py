@@ -619,6 +619,8 @@ async def _consume(
     """Write the run's outcomes; return the exit code."""
     write = sink.write
     failure_line = job.failure_line
+    # -v logs each failure; the library does when it retries (retry=), else we do.
+    log_failures = options.verbose and job.retry is None
     sink.start()
     try:
         async with run:
@@ -627,6 +629,8 @@ async def _consume(
                     write(outcome)
                 else:
                     write(failure_line(outcome))
+                    if log_failures:
+                        _log_failure(outcome)
     except Interrupted as stop:
         sink.flush()
         report(run, options.quiet, job.summary_note)
@@ -637,6 +641,18 @@ async def _consume(
     sink.flush()
     report(run, options.quiet, job.summary_note)
     return EXIT_FAILED if run.statistics().failed else EXIT_OK
+
+
+def _log_failure(failure: Failure) -> None:
+    """Log one failure as the library does under retry= (shown with -v)."""
+    error = failure.exception
+    logging.getLogger("parallelize").error(
+        "item %r failed: %r",
+        failure.item,
+        error,
+        exc_info=error,
+        extra={"item": failure.item, "attempt": failure.attempts, "error": error},
+    )
 
 
 def report(run: Run[Any], quiet: bool, note: str | None = None) -> None:
