@@ -73,3 +73,20 @@ def links(page: int) -> Iterator[str]:
     """Fan-out: a listing page yields its links."""
     for i in range(page % 4):
         yield f"{page}/{i}"
+
+
+class Unbuildable:
+    """An action that pickles here but cannot be rebuilt in a child: as a function
+    the child cannot import, it makes every child die as it starts, by itself."""
+
+    def __reduce__(self) -> tuple[object, tuple[int]]:
+        return (_rebuild, (os.getpid(),))
+
+    def __call__(self, item: int) -> int:
+        return item
+
+
+def _rebuild(parent: int) -> Unbuildable:
+    if os.getpid() != parent:
+        raise ImportError("Unbuildable cannot be rebuilt in a child process")
+    return Unbuildable()

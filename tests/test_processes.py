@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -170,6 +171,20 @@ def test_a_crash_under_the_default_policy_ends_the_run(run: Any) -> None:
     assert no_children_left()
 
 
+def test_a_child_that_dies_starting_is_told_by_its_own_exit_code(run: Any) -> None:
+    """A child that cannot rebuild its action exits by itself (code 1); the error says
+    so, not the SIGKILL it would have got had the pool killed it first."""
+
+    async def main() -> None:
+        with pytest.raises(ProcessCrashed, match=r"died while starting \(exit code 1\)") as caught:
+            async for _ in parallelize(actions.Unbuildable(), [1], 1, executor="process"):
+                pass
+        assert (caught.value.starting, caught.value.exitcode) == (True, 1)
+
+    run(main())
+    assert no_children_left()
+
+
 def test_an_item_that_kills_every_child_fails_after_its_attempts(run: Any) -> None:
     async def main() -> list[Any]:
         return [
@@ -298,8 +313,31 @@ def test_bad_executors_are_refused_before_anything_runs() -> None:
         parallelize(coroutine_action, [1], 1, executor="process")
     with pytest.raises(TypeError, match='executor must be "thread", "process"'):
         parallelize(actions.square, [1], 1, executor="processes")  # type: ignore[call-overload]
-    with pytest.raises(TypeError, match="define it at the top level of a module"):
+    with pytest.raises(
+        TypeError,
+        match=(
+            r"^action test_bad_executors_are_refused_before_anything_runs\.<locals>\.<lambda> "
+            r'is a lambda: executor="process" sends the action to its child processes by '
+            r"module and name, and a lambda has none; define it with def at the top level "
+            r"of a module$"
+        ),
+    ):
         parallelize(lambda x: x, [1], 1, executor="process")
+
+    def nested(x: int) -> int:
+        return x
+
+    with pytest.raises(
+        TypeError,
+        match=(
+            r"^action test_bad_executors_are_refused_before_anything_runs\.<locals>\.nested "
+            r"is defined inside test_bad_executors_are_refused_before_anything_runs\(\): "
+            r'executor="process" sends the action to its child processes by module and '
+            r"name, and a child cannot import what is local to a function; define it at "
+            r"the top level of a module$"
+        ),
+    ):
+        parallelize(nested, [1], 1, executor="process")
 
 
 def run_python(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -320,7 +358,7 @@ def run_python(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
 def test_a_child_that_cannot_start_says_why(tmp_path: Path) -> None:
     """The classic mistake: a script without the ``__main__`` guard. Each child runs
     the script's top level again while starting, and dies of it: a clear error that
-    names the guard, not a hang."""
+    names the guard and how the child ended (its own exit, not a kill), not a hang."""
     script = tmp_path / "job.py"
     script.write_text(
         "import asyncio\n"
@@ -334,7 +372,7 @@ def test_a_child_that_cannot_start_says_why(tmp_path: Path) -> None:
     done = run_python(tmp_path, str(script))
     assert done.returncode == 1
     assert "ProcessCrashed: a worker process" in done.stderr
-    assert "died while starting" in done.stderr
+    assert "died while starting (exit code 1)" in done.stderr
     assert '`if __name__ == "__main__":` guard' in done.stderr
 
 
@@ -407,6 +445,88 @@ def test_a_run_cut_short_leaves_the_next_one_sound(
     script.write_text(CUT_SHORT)
     done = run_python(tmp_path, "-X", "dev", str(script), when, loop_name)
     assert (done.stdout, done.stderr, done.returncode) == ("10 of 10\n" * 3, "", 0)
+
+
+# A user's program whose action is defined in __main__, run as `python -c` (or,
+# with a file, as a script): {define} binds the action to `action`.
+DEFINED_IN_MAIN = """
+import asyncio
+from parallelize import parallelize
+{define}
+
+async def main():
+    print(sorted([x async for x in parallelize(action, range(4), 2, executor="process")]))
+
+if __name__ == "__main__":
+    asyncio.run(main())
+"""
+
+NO_FILE = (
+    r"cannot run in child processes \(executor=\"process\"\): {what} is defined in "
+    r"__main__, and this __main__ has no file \(python -c, an interactive session or a "
+    r"notebook\), so the children, which import the action by its module and name, "
+    r"cannot find it\. Define it at the top level of a module file and import it from "
+    r"there \(or run a script, `python script\.py`, with its main code under "
+    r'`if __name__ == "__main__":`\)$'
+)
+
+
+@pytest.mark.parametrize(
+    ("define", "message"),
+    [
+        (
+            "def action(x):\n    return x * x",
+            r"^TypeError: action action " + NO_FILE.format(what="it"),
+        ),
+        (
+            (
+                "import functools\n"
+                "def power(x, n):\n    return x**n\n"
+                "action = functools.partial(power, n=2)"
+            ),
+            r"^TypeError: action functools\.partial\(<function power at 0x[0-9a-f]+>, n=2\) "
+            + NO_FILE.format(what="power, which it refers to,"),
+        ),
+        (
+            "action = lambda x: x * x",
+            (
+                r'^TypeError: action <lambda> is a lambda: executor="process" sends the '
+                r"action to its child processes by module and name, and a lambda has none; "
+                r"define it with def at the top level of a module$"
+            ),
+        ),
+        (
+            (
+                "def outer():\n    def square(x):\n        return x * x\n    return square\n"
+                "action = outer()"
+            ),
+            (
+                r"^TypeError: action outer\.<locals>\.square is defined inside outer\(\): "
+                r'executor="process" sends the action to its child processes by module and '
+                r"name, and a child cannot import what is local to a function; define it "
+                r"at the top level of a module$"
+            ),
+        ),
+    ],
+    ids=["function", "partial", "lambda", "nested"],
+)
+def test_an_action_the_children_cannot_import_is_refused_before_any_starts(
+    tmp_path: Path, define: str, message: str
+) -> None:
+    """Under `python -c` (as in a notebook), an action defined in __main__ is refused
+    at once with what to do, rather than every child dying as it starts."""
+    done = run_python(tmp_path, "-c", DEFINED_IN_MAIN.format(define=define))
+    assert done.returncode == 1
+    assert "ProcessCrashed" not in done.stderr
+    assert re.match(message, done.stderr.splitlines()[-1]), done.stderr
+
+
+def test_an_action_defined_in_a_guarded_script_runs(tmp_path: Path) -> None:
+    """What works stays working: a script's own function, its main code guarded."""
+    script = tmp_path / "job.py"
+    script.write_text(DEFINED_IN_MAIN.format(define="def action(x):\n    return x * x"))
+    done = run_python(tmp_path, str(script))
+    assert (done.stdout, done.stderr, done.returncode) == ("[0, 1, 4, 9]\n", "", 0)
 
 
 def test_a_process_stage_in_a_pipeline(run: Any) -> None:

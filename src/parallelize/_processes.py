@@ -15,8 +15,9 @@ that runs too long. Here each child runs one item at a time over its own socket,
 
 Children are started lazily, as many as items run at once, with the ``forkserver``
 start method on Linux (safe in a process that has threads, and fast once the server
-runs) and ``spawn`` elsewhere: the function must be importable by name, and a script
-that uses it needs the ``if __name__ == "__main__":`` guard. Arguments and results
+runs) and ``spawn`` elsewhere: the function must be importable by name (checked before
+any child starts, see :func:`check_picklable`), and a script that uses it needs the
+``if __name__ == "__main__":`` guard. Arguments and results
 are pickled between this process and its own children only. Children ignore SIGINT:
 Ctrl-C in a terminal reaches the whole process group, and the run, not the child,
 decides what a signal means (``handle_signals``).
@@ -29,11 +30,13 @@ import contextlib
 import functools
 import multiprocessing
 import pickle
+import pickletools
 import signal
 import socket
+import sys
 import traceback
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, cast
 
 from ._errors import ActionError, ProcessCrashed
@@ -58,16 +61,104 @@ def _process_class() -> type[BaseProcess]:
 
 
 def check_picklable(function: Callable[..., Any]) -> None:
-    """Raise a TypeError that says what to do if ``function`` cannot go to a child."""
+    """Raise a TypeError that says what to do if a child could not get ``function``.
+
+    A child receives the action pickled, that is by reference: it imports the
+    function by its module and qualified name. Two ways that fails, told apart here
+    before any child starts (a child that cannot import its action dies starting):
+
+    * the function has no such name (a lambda, a nested function): pickling fails;
+    * it lives in a ``__main__`` that the child cannot import again, because it has
+      no file (``python -c``, an interactive session, a notebook): pickling works
+      here, and unpickling fails there. A child re-imports ``__main__`` by its module
+      name (``python -m``) or its path (``python script.py``), as multiprocessing's
+      spawn preparation does, and the script's guard keeps its main code from
+      running again.
+    """
+    name = getattr(function, "__qualname__", None) or repr(function)
     try:
-        pickle.dumps(function, _PROTOCOL)
+        data = pickle.dumps(function, _PROTOCOL)
     except Exception as exc:
-        name = getattr(function, "__qualname__", type(function).__name__)
-        raise TypeError(
-            f'executor="process" sends the action to its child processes by name, and '
-            f"{name} cannot be sent ({exc}); define it at the top level of a module "
-            f"(not a lambda, a nested function or a method of a local class)"
-        ) from exc
+        raise TypeError(_unpicklable_message(name, exc)) from exc
+    if _main_is_importable():
+        return
+    for module, qualname in _imported_names(data):
+        if module == "__main__":
+            what = "it" if qualname == name else f"{qualname}, which it refers to,"
+            raise TypeError(
+                f'action {name} cannot run in child processes (executor="process"): '
+                f"{what} is defined in __main__, and this __main__ has no file "
+                f"(python -c, an interactive session or a notebook), so the children, "
+                f"which import the action by its module and name, cannot find it. "
+                f"Define it at the top level of a module file and import it from "
+                f"there (or run a script, `python script.py`, with its main code under "
+                f'`if __name__ == "__main__":`)'
+            )
+
+
+def _unpicklable_message(name: str, exc: Exception) -> str:
+    how = 'executor="process" sends the action to its child processes by module and name'
+    if "<lambda>" in name:
+        return (
+            f"action {name} is a lambda: {how}, and a lambda has none; define it with "
+            f"def at the top level of a module"
+        )
+    outer, local, _ = name.rpartition(".<locals>.")
+    if local:
+        return (
+            f"action {name} is defined inside {outer}(): {how}, and a child cannot "
+            f"import what is local to a function; define it at the top level of a module"
+        )
+    return (
+        f"action {name} cannot be sent to the child processes ({exc}): {how}; define "
+        f"it at the top level of a module (not a lambda, a nested function or a method "
+        f"of a local class)"
+    )
+
+
+def _main_is_importable() -> bool:
+    """Whether a child can import ``__main__`` again: by module name or by path."""
+    main = sys.modules.get("__main__")
+    spec_name = getattr(getattr(main, "__spec__", None), "name", None)
+    return spec_name is not None or getattr(main, "__file__", None) is not None
+
+
+# Opcodes that push a string, that store to or fetch from the memo, that push nothing.
+_STRINGS = frozenset(
+    {"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "SHORT_BINSTRING", "BINSTRING"}
+)
+_PUTS = frozenset({"PUT", "BINPUT", "LONG_BINPUT"})
+_GETS = frozenset({"GET", "BINGET", "LONG_BINGET"})
+_NO_PUSH = frozenset({"PROTO", "FRAME", "STOP"})
+
+
+def _imported_names(data: bytes) -> Iterator[tuple[str, str]]:
+    """Yield the (module, qualified name) pairs that unpickling ``data`` imports.
+
+    Protocol 4 and later name a global with two strings on the stack, then
+    STACK_GLOBAL; a string seen before comes from the memo. Only the last two pushes
+    matter, so only they are kept (None for anything but a string).
+    """
+    memo: dict[int, object] = {}
+    pushed: deque[object] = deque([None, None], maxlen=2)
+    for opcode, arg, _ in pickletools.genops(data):
+        op = opcode.name
+        if op in {"GLOBAL", "INST"}:  # protocols 0 to 3: "module name" in one argument
+            module, _, qualname = str(arg).partition(" ")
+            yield module, qualname
+        elif op == "STACK_GLOBAL":
+            first, second = pushed
+            if isinstance(first, str) and isinstance(second, str):
+                yield first, second
+        if op == "MEMOIZE":
+            memo[len(memo)] = pushed[-1]
+        elif op in _PUTS:
+            if isinstance(arg, int):
+                memo[arg] = pushed[-1]
+        elif op in _STRINGS:
+            pushed.append(arg)
+        elif op not in _NO_PUSH:
+            pushed.append(memo.get(arg) if op in _GETS and isinstance(arg, int) else None)
 
 
 # -- the child's side -----------------------------------------------------------------
@@ -292,9 +383,12 @@ class ProcessPool:
 
     def _kill(self, child: _Child) -> None:
         child.kill()
+        self._forget(child)
+
+    def _forget(self, child: _Child) -> None:
+        """Count ``child`` as gone (it is reaped in ``aclose``): a waiting call may start one."""
         self._live.discard(child)
         self._dead.add(child)
-        # Room for a new child: a waiting call may start one.
         while self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.done():
@@ -348,9 +442,17 @@ class ProcessPool:
 
     async def _crashed(self, child: _Child, *, starting: bool = False) -> ProcessCrashed:
         """Wait for a child whose socket closed to exit; describe how it ended."""
-        self._kill(child)
+        self._forget(child)
         process = child.process
-        await _wait_exit(process, _EXIT_WAIT)
+        # Let it end on its own first: killing it at once would report our own
+        # SIGKILL instead of how it ended (the exit code of its import error, say).
+        try:
+            if not await _wait_exit(process, _EXIT_WAIT):
+                child.kill()
+                await _wait_exit(process, _EXIT_WAIT)
+        except BaseException:
+            child.kill()
+            raise
         return ProcessCrashed(process.pid, process.exitcode, starting=starting)
 
     async def _stop_starting(self) -> None:
