@@ -157,9 +157,11 @@ class Run(Generic[T_co]):
                 ...
 
     Leaving the ``async for`` early (``break``, an exception, cancellation) ends the
-    run: the input stops being read, in-flight actions are cancelled and every task
-    is awaited. :meth:`aclose` does the same explicitly and may be called any number
-    of times.
+    run: the input stops being read and in-flight actions are cancelled. ``async
+    with`` (or :meth:`aclose`, which may be called any number of times) also awaits
+    every task: when it returns, nothing of the run is left. A bare ``break`` out of
+    a bare ``async for`` cannot await: the tasks end on their own a few loop
+    iterations later.
     """
 
     __slots__ = (
