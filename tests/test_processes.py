@@ -408,6 +408,8 @@ async def cut_short(when):
 
 
 async def main(when):
+    # Development mode, for its warnings; a slow step on a busy machine is no fault.
+    asyncio.get_running_loop().slow_callback_duration = 10
     for _ in range(3):
         await cut_short(when)
         outcomes = [
