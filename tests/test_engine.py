@@ -553,3 +553,38 @@ def test_a_signal_stops_every_worker_from_taking_new_items(
     assert not after_stop
     assert sorted(results) == sorted(started)  # every item in flight finished
     assert len(started) < 100
+
+
+@pytest.mark.parametrize(
+    "options", [{}, {"stats": True}, {"ordered": True}, {"timeout": 5.0}], ids=str
+)
+@pytest.mark.parametrize("on_error", ["raise", "yield"])
+def test_a_spread_list_item_that_does_not_fit_says_why_and_how(
+    run: Any, options: dict[str, Any], on_error: str
+) -> None:
+    """process_batch([1, 2, 3]) is called as process_batch(1, 2, 3) (the article's
+    rule); the TypeError says so, and how to pass the list whole."""
+
+    async def process_batch(batch: list[int]) -> int:
+        return sum(batch)
+
+    async def main() -> Any:
+        return [
+            r
+            async for r in parallelize(
+                process_batch, [[1, 2, 3]], 1, on_error=on_error, **options
+            )
+        ]
+
+    pattern = r"spreads a list or tuple item as the action's arguments.*\(item,\)"
+    if on_error == "raise":
+        with pytest.raises(TypeError, match=pattern) as caught:
+            run(main())
+        error = caught.value
+    else:
+        [failure] = run(main())
+        error = failure.exception
+    assert "takes 1 positional argument but 3 were given" in str(error)
+    assert isinstance(error.__cause__, TypeError)
+    # Wrapped as a 1-tuple, the list goes whole.
+    assert run(collect(parallelize(process_batch, [([1, 2, 3],)], 1))) == [6]

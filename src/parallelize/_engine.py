@@ -68,7 +68,7 @@ from typing import (
 
 from ._actions import prepare_action
 from ._aio import PullLock, start_without_hooks
-from ._errors import Interrupted
+from ._errors import Interrupted, explain_spread
 from ._journal import JournalSession, Session
 from ._limits import RateLimit
 from ._observe import ItemHooks, Observer
@@ -1294,9 +1294,11 @@ class Run(Generic[T_co]):
                     else:
                         value = await action(item)
                 except Exception as exc:
+                    if unpack and type(exc) is TypeError:
+                        exc = explain_spread(exc, item, self._name)
                     if not on_error_yield:
                         self._worker_failed(exc)
-                        raise
+                        raise exc  # noqa: TRY201 - explain_spread may have replaced it
                     value = Failure(item, exc, stage=self._name)
                 out.append(value)
                 waiter = self._waiter
@@ -1352,12 +1354,14 @@ class Run(Generic[T_co]):
                     else:
                         value = await action(item)
                 except Exception as exc:
+                    if unpack and type(exc) is TypeError:
+                        exc = explain_spread(exc, item, self._name)
                     if began:
                         record(clock() - began)
                     stats.failed += 1
                     if not on_error_yield:
                         self._worker_failed(exc)
-                        raise
+                        raise exc  # noqa: TRY201 - explain_spread may have replaced it
                     value = Failure(item, exc, stage=self._name)
                 else:
                     if began:
@@ -1451,13 +1455,15 @@ class Run(Generic[T_co]):
                 else:
                     value = await action(item)
             except Exception as exc:
+                if unpack and type(exc) is TypeError:
+                    exc = explain_spread(exc, item, self._name)
                 if stats is not None:
                     if began:
                         stats.latency.record(clock() - began)
                     stats.failed += 1
                 if not on_error_yield:
                     self._worker_failed(exc)
-                    raise
+                    raise exc  # noqa: TRY201 - explain_spread may have replaced it
                 value = Failure(item, exc, stage=self._name)
             else:
                 if stats is not None:
@@ -1718,6 +1724,8 @@ class Run(Generic[T_co]):
                     payload = (state.tag, payload, state.attempts, elapsed)
                 self._deliver(state.index, payload)
                 continue
+            if unpack and type(payload) is TypeError:
+                payload = explain_spread(payload, state.item, self._name)
             if log_failures:
                 self._log_failure(state, payload, expected=expected)
             failure: Any = Failure(
@@ -1812,11 +1820,13 @@ class Run(Generic[T_co]):
             try:
                 value = await (action(*item) if unpack else action(item))
             except Exception as exc:
+                if unpack and type(exc) is TypeError:
+                    exc = explain_spread(exc, item, self._name)
                 if stats is not None:
                     stats.failed += 1
                 if not on_error_yield:
                     self._worker_failed(exc)
-                    raise
+                    raise exc  # noqa: TRY201 - explain_spread may have replaced it
                 elapsed = clock() - started
                 failure = Failure(item, exc, 1, elapsed, stage=self._name)
                 self._deliver(index, (entry, failure, 1, elapsed))
@@ -1845,11 +1855,13 @@ class Run(Generic[T_co]):
             try:
                 value = await (action(*item) if unpack else action(item))
             except Exception as exc:
+                if unpack and type(exc) is TypeError:
+                    exc = explain_spread(exc, item, self._name)
                 if stats is not None:
                     stats.failed += 1
                 if not on_error_yield:
                     self._worker_failed(exc)
-                    raise
+                    raise exc  # noqa: TRY201 - explain_spread may have replaced it
                 elapsed = clock() - started
                 failure = Failure(item, exc, 1, elapsed, stage=self._name)
                 self._deliver(state.index, (state.tag, failure, 1, elapsed))

@@ -265,3 +265,25 @@ class ProcessCrashed(ParallelizeError):  # noqa: N818 - says what happened, as i
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (functools.partial(type(self), starting=self.starting), (self.pid, self.exitcode))
+
+
+def explain_spread(error: TypeError, item: Any, name: str) -> TypeError:
+    """Say where the arguments came from when a spread item does not fit the action.
+
+    A list or tuple item is spread as the action's arguments (the seed article's
+    rule): ``process_batch([1, 2, 3])`` is called as ``process_batch(1, 2, 3)``.
+    The interpreter's "takes 1 positional argument but 3 were given" does not say
+    so: the returned error does, and how to pass the list whole, with the
+    original as its cause. Any other error is returned unchanged.
+    """
+    text = str(error)
+    if f"{name}() " not in text or "argument" not in text:
+        return error
+    shown = repr(item) if len(repr(item)) <= 60 else f"{type(item).__name__} of {len(item)}"
+    explained = TypeError(
+        f"{text}: parallelize spreads a list or tuple item as the action's arguments, "
+        f"so item {shown} was called as {name}(*item). To pass it whole, make each "
+        f"item a 1-tuple, (item,), e.g. ((batch,) for batch in batches)"
+    )
+    explained.__cause__ = error
+    return explained
