@@ -16,7 +16,7 @@ from parallelize import Failure, parallelize  # noqa: E402
 from parallelize.prometheus import PrometheusExporter  # noqa: E402
 
 
-def parse(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+def parse_samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     """Samples by (name, sorted labels)."""
     return {
         (sample.name, tuple(sorted(sample.labels.items()))): sample.value
@@ -28,7 +28,7 @@ def parse(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 async def scrape(session: aiohttp.ClientSession, port: int) -> dict[Any, float]:
     async with session.get(f"http://127.0.0.1:{port}/metrics") as response:
         assert response.status == 200
-        return parse(await response.text())
+        return parse_samples(await response.text())
 
 
 def test_metrics_are_scraped_over_http_during_and_after_a_run(run: Any) -> None:
@@ -88,3 +88,103 @@ def test_an_exporter_without_a_run_exports_nothing_and_closes_twice() -> None:
     assert prometheus_client.generate_latest(registry) == b""
     exporter.close()
     exporter.close()
+
+
+def test_one_exporter_on_two_stages_counts_each_stage_under_its_name(run: Any) -> None:
+    """Each stage of a pipeline that shares the exporter has its own series, labelled
+    with the stage's name (one run's values under no stage label no longer hide them)."""
+    registry = prometheus_client.CollectorRegistry()
+    exporter = PrometheusExporter(registry=registry, labels={"job": "test"})
+
+    async def parse(x: int) -> int:
+        await asyncio.sleep(0)
+        if x % 10 == 0:
+            raise ValueError(x)
+        return x
+
+    async def store(x: int) -> int:
+        await asyncio.sleep(0)
+        return x
+
+    async def main() -> list[Any]:
+        results = parallelize(parse, range(150), 10, observers=[exporter], on_error="yield").then(
+            store, 5, observers=[exporter]
+        )
+        async with results:
+            return [outcome async for outcome in results]
+
+    try:
+        outcomes = run(main())
+        after = parse_samples(prometheus_client.generate_latest(registry).decode())
+    finally:
+        exporter.close()
+    assert len(outcomes) == 150
+    parse_stage, store_stage = (
+        (("job", "test"), ("stage", "parse")),
+        (
+            ("job", "test"),
+            ("stage", "store"),
+        ),
+    )
+
+    def items(stage: tuple[tuple[str, str], ...], outcome: str) -> float:
+        return after[("parallelize_items_total", tuple(sorted((*stage, ("outcome", outcome)))))]
+
+    assert (items(parse_stage, "succeeded"), items(parse_stage, "failed")) == (135, 15)
+    assert (items(store_stage, "succeeded"), items(store_stage, "passed_on")) == (135, 15)
+    assert items(store_stage, "failed") == 0
+    for stage in (parse_stage, store_stage):
+        assert after[("parallelize_run_finished", stage)] == 1
+        assert after[("parallelize_items_expected", stage)] == 150
+    assert after[("parallelize_attempts_total", parse_stage)] == 150
+    assert after[("parallelize_attempts_total", store_stage)] == 135
+    assert after[("parallelize_concurrency_limit", store_stage)] == 5
+
+
+def test_two_stages_of_one_name_sharing_an_exporter_are_refused(run: Any) -> None:
+    """Their series could not be told apart: the pipeline fails, saying what to do."""
+    registry = prometheus_client.CollectorRegistry()
+    exporter = PrometheusExporter(registry=registry)
+
+    async def double(x: int) -> int:
+        return 2 * x
+
+    async def main() -> None:
+        results = parallelize(double, range(10), 2, observers=[exporter]).then(
+            double, 2, observers=[exporter]
+        )
+        async with results:
+            async for _ in results:
+                pass
+
+    try:
+        with pytest.raises(
+            ValueError,
+            match=r"^two stages named 'double' share one PrometheusExporter, which labels "
+            r"each stage with its name: give them different names, "
+            r"e\.g\. \.then\(action, n, name='parse'\)$",
+        ):
+            run(main())
+    finally:
+        exporter.close()
+
+
+def test_a_stage_label_of_ones_own_is_refused_on_a_pipeline(run: Any) -> None:
+    """The exporter's ``stage`` label would clash with the user's."""
+    registry = prometheus_client.CollectorRegistry()
+    exporter = PrometheusExporter(registry=registry, labels={"stage": "mine"})
+
+    async def double(x: int) -> int:
+        return 2 * x
+
+    async def main() -> None:
+        results = parallelize(double, range(10), 2).then(double, 2, observers=[exporter])
+        async with results:
+            async for _ in results:
+                pass
+
+    try:
+        with pytest.raises(ValueError, match=r"^PrometheusExporter\(labels=\{'stage': 'mine'\}\)"):
+            run(main())
+    finally:
+        exporter.close()

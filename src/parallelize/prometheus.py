@@ -7,9 +7,10 @@ on the run's event loop (never by reading the run's state from the server's
 thread). After the run ends, the exporter keeps serving its final values.
 
 Metrics (``namespace`` defaults to ``parallelize``; every one carries the
-exporter's ``labels``):
+exporter's ``labels``, and a ``stage`` label on a pipeline, see below):
 
-    parallelize_items_total{outcome}      counter: succeeded, failed, replayed, skipped
+    parallelize_items_total{outcome}      counter: succeeded, failed, replayed, skipped,
+                                          passed_on (an earlier stage's failures)
     parallelize_attempts_total            counter: calls of the action
     parallelize_retries_total             counter: attempts tried again
     parallelize_items_in_flight           gauge
@@ -18,6 +19,11 @@ exporter's ``labels``):
     parallelize_items_expected            gauge: the input's length, when known
     parallelize_action_duration_seconds   histogram of the actions' durations
     parallelize_run_finished              gauge: 1 once the run has ended
+
+One exporter may be given to several stages of a pipeline
+(``parallelize(...).then(...)``, ``observers=[exporter]`` on each): every metric
+then carries a ``stage`` label, the stage's ``name``, and each stage has its own
+series. Two stages given the same exporter need different names (``name=``).
 
 Example:
     >>> exporter = PrometheusExporter(port=9464)  # http://127.0.0.1:9464/metrics
@@ -32,7 +38,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import dataclasses
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Self
 
 from ._errors import MissingDependencyError
@@ -65,9 +71,14 @@ _SNAPSHOT_TIMEOUT = 2.0
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class _Snapshot:
+    stage: str | None  # the value of the stage label, None when there is none
     stats: Statistics
     counts: dict[int, int]
     total_seconds: float
+
+
+def _same_pipeline(run: Run[Any], other: Run[Any]) -> bool:
+    return run in other.stages or other in run.stages
 
 
 class PrometheusExporter(Observer):
@@ -87,8 +98,14 @@ class PrometheusExporter(Observer):
     Attributes:
         port: The port serving ``/metrics``, or None.
 
-    One exporter follows one run at a time: the last one it was given. Close it
-    with :meth:`close` (or use it as a context manager) to stop its server.
+    One exporter follows one run at a time, the last one it was given, or the
+    stages of one pipeline that it was given (each with a ``stage`` label: its
+    name). Close it with :meth:`close` (or use it as a context manager) to stop
+    its server.
+
+    Raises:
+        ValueError: (from the run) when two stages that share the exporter have
+            the same name, or ``labels`` has a ``stage`` label of its own.
     """
 
     def __init__(
@@ -104,9 +121,13 @@ class PrometheusExporter(Observer):
         self._registry = prometheus_client.REGISTRY if registry is None else registry
         self._namespace = namespace
         self._labels = dict(labels or {})
-        self._run: Run[Any] | None = None
+        # The runs followed: one, or stages of one pipeline (then each is labelled
+        # with its name: staged).
+        self._runs: list[Run[Any]] = []
+        self._staged = False
+        self._running = 0  # followed runs that have not finished
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._last: _Snapshot | None = None
+        self._last: list[_Snapshot] | None = None
         self._registry.register(self)
         self._server: Any = None
         self.port: int | None = None
@@ -137,35 +158,69 @@ class PrometheusExporter(Observer):
     # -- the run's side (on its loop) --------------------------------------------
 
     def run_started(self, run: Run[Any]) -> None:
-        """Follow ``run`` from now on."""
-        self._run = run
+        """Follow ``run`` from now on: alone, or with the other stages of its pipeline."""
+        if not any(_same_pipeline(run, other) for other in self._runs):
+            # Another run: it replaces the ones followed so far.
+            self._runs = []
+            self._running = 0
+            # The last stage starts first (it starts the earlier ones): a stage that
+            # has earlier ones is labelled, and so is every stage joining it.
+            self._staged = len(run.stages) > 1
+        else:
+            self._staged = True
+        if self._staged:
+            if "stage" in self._labels:
+                msg = (
+                    f"PrometheusExporter(labels={self._labels!r}) follows the stages "
+                    "of a pipeline, which it labels 'stage' (their names): give your "
+                    "label another name"
+                )
+                raise ValueError(msg)
+            for other in self._runs:
+                if other.name == run.name:
+                    msg = (
+                        f"two stages named {run.name!r} share one PrometheusExporter, "
+                        "which labels each stage with its name: give them different "
+                        "names, e.g. .then(action, n, name='parse')"
+                    )
+                    raise ValueError(msg)
+        self._runs.append(run)
+        self._running += 1
         self._loop = asyncio.get_running_loop()
-        self._last = self._snapshot()
+        self._last = self._snapshots()
 
     def run_finished(self, run: Run[Any], error: BaseException | None) -> None:  # noqa: ARG002
         """Keep the run's final values, to serve from now on."""
-        self._last = self._snapshot()
-        self._loop = None  # the final values are served from here on
+        if run not in self._runs:
+            return  # replaced by another run meanwhile
+        self._running -= 1
+        self._last = self._snapshots()
+        if not self._running:
+            self._loop = None  # the final values are served from here on
 
-    def _snapshot(self) -> _Snapshot:
-        run = self._run
-        assert run is not None
-        histogram: LatencyHistogram = run._stats.latency  # type: ignore[union-attr]  # noqa: SLF001
-        return _Snapshot(run.statistics(), dict(histogram.counts), histogram.total)
+    def _snapshots(self) -> list[_Snapshot]:
+        snapshots = []
+        for run in self._runs:
+            histogram: LatencyHistogram = run._stats.latency  # type: ignore[union-attr]  # noqa: SLF001
+            stage = run.name if self._staged else None
+            snapshots.append(
+                _Snapshot(stage, run.statistics(), dict(histogram.counts), histogram.total)
+            )
+        return snapshots
 
     # -- the scraper's side (any thread) -----------------------------------------
 
-    def _current(self) -> _Snapshot | None:
-        """Take a snapshot on the run's loop, or fall back on the last one."""
+    def _current(self) -> list[_Snapshot] | None:
+        """Take snapshots on the runs' loop, or fall back on the last ones."""
         loop = self._loop
         if loop is None or loop.is_closed():
             return self._last
-        future: concurrent.futures.Future[_Snapshot] = concurrent.futures.Future()
+        future: concurrent.futures.Future[list[_Snapshot]] = concurrent.futures.Future()
 
         def take() -> None:
             if not future.cancelled():
                 try:
-                    future.set_result(self._snapshot())
+                    future.set_result(self._snapshots())
                 except Exception as exc:  # handed to the scraper
                     future.set_exception(exc)
 
@@ -182,53 +237,85 @@ class PrometheusExporter(Observer):
 
     def collect(self) -> Iterator[Any]:
         """Yield the metric families (called by ``prometheus_client`` on a scrape)."""
-        snapshot = self._current()
-        if snapshot is None:
+        snapshots = self._current()
+        if not snapshots:
             return
-        stats = snapshot.stats
-        names = list(self._labels)
-        values = list(self._labels.values())
+        staged = snapshots[0].stage is not None
+        names = [*self._labels, "stage"] if staged else list(self._labels)
         prefix = self._namespace + "_"
+
+        def labelled(snapshot: _Snapshot, *extra: str) -> list[str]:
+            stage = () if snapshot.stage is None else (snapshot.stage,)
+            return [*self._labels.values(), *stage, *extra]
 
         items = CounterMetricFamily(
             prefix + "items", "Items that have ended, by outcome.", labels=[*names, "outcome"]
         )
-        for outcome in ("succeeded", "failed", "replayed", "skipped"):
-            items.add_metric([*values, outcome], getattr(stats, outcome))
+        for snapshot in snapshots:
+            for outcome in ("succeeded", "failed", "replayed", "skipped", "passed_on"):
+                items.add_metric(labelled(snapshot, outcome), getattr(snapshot.stats, outcome))
         yield items
-        for name, help_text, value in (
-            ("attempts", "Calls of the action.", stats.attempts),
-            ("retries", "Attempts that failed and were tried again.", stats.retries),
+        for name, help_text in (
+            ("attempts", "Calls of the action."),
+            ("retries", "Attempts that failed and were tried again."),
         ):
             counter = CounterMetricFamily(prefix + name, help_text, labels=names)
-            counter.add_metric(values, value)
+            for snapshot in snapshots:
+                counter.add_metric(labelled(snapshot), getattr(snapshot.stats, name))
             yield counter
-        gauges: list[tuple[str, str, float | None]] = [
-            ("items_in_flight", "Items being worked on now.", stats.in_flight),
-            ("items_waiting_retry", "Items waiting for their next attempt.", stats.waiting_retry),
-            ("concurrency_limit", "The most items that may be in flight now.", stats.limit),
-            ("items_expected", "How many items the input has.", stats.total),
-            ("run_finished", "1 once every worker has ended.", float(stats.finished)),
-        ]
-        for name, help_text, gauge_value in gauges:
-            if gauge_value is None:
-                continue
-            gauge = GaugeMetricFamily(prefix + name, help_text, labels=names)
-            gauge.add_metric(values, gauge_value)
+        yield from _gauges(prefix, names, snapshots, labelled)
+        yield _durations(prefix, names, snapshots, labelled)
+
+
+def _gauges(
+    prefix: str,
+    names: list[str],
+    snapshots: list[_Snapshot],
+    labelled: Callable[[_Snapshot], list[str]],
+) -> Iterator[GaugeMetricFamily]:
+    """Yield the gauges, a series for each snapshot (a run, or a stage)."""
+    gauges: list[tuple[str, str, Callable[[Statistics], float | None]]] = [
+        ("items_in_flight", "Items being worked on now.", lambda s: s.in_flight),
+        (
+            "items_waiting_retry",
+            "Items waiting for their next attempt.",
+            lambda s: s.waiting_retry,
+        ),
+        ("concurrency_limit", "The most items that may be in flight now.", lambda s: s.limit),
+        ("items_expected", "How many items the input has.", lambda s: s.total),
+        ("run_finished", "1 once every worker has ended.", lambda s: float(s.finished)),
+    ]
+    for name, help_text, value_of in gauges:
+        gauge = GaugeMetricFamily(prefix + name, help_text, labels=names)
+        for snapshot in snapshots:
+            gauge_value = value_of(snapshot.stats)
+            if gauge_value is not None:
+                gauge.add_metric(labelled(snapshot), gauge_value)
+        if gauge.samples:
             yield gauge
-        histogram = HistogramMetricFamily(
-            prefix + "action_duration_seconds",
-            "Durations of the actions' attempts (fast ones sampled).",
-            labels=names,
-        )
+
+
+def _durations(
+    prefix: str,
+    names: list[str],
+    snapshots: list[_Snapshot],
+    labelled: Callable[[_Snapshot], list[str]],
+) -> HistogramMetricFamily:
+    """Return the duration histogram, a series for each snapshot (a run, or a stage)."""
+    histogram = HistogramMetricFamily(
+        prefix + "action_duration_seconds",
+        "Durations of the actions' attempts (fast ones sampled).",
+        labels=names,
+    )
+    for snapshot in snapshots:
         measured = LatencyHistogram()
         measured.counts = snapshot.counts
         cumulative = measured.cumulative(DURATION_BUCKETS)
         count = sum(snapshot.counts.values())
         buckets = [(_bound(b), float(n)) for b, n in zip(DURATION_BUCKETS, cumulative, strict=True)]
         buckets.append(("+Inf", float(count)))
-        histogram.add_metric(values, buckets, snapshot.total_seconds)
-        yield histogram
+        histogram.add_metric(labelled(snapshot), buckets, snapshot.total_seconds)
+    return histogram
 
 
 def _bound(seconds: float) -> str:
