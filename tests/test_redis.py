@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from parallelize import Backoff, Failure, JournalError, RateLimit, Retry, parallelize
-from parallelize.redis import NO_INPUT, QueueUnavailableError, RedisQueue
+from parallelize.redis import NO_INPUT, QueueInUseError, QueueUnavailableError, RedisQueue
 from redistools import RedisServer, finish, free_port, running, spawn_worker
 
 
@@ -599,12 +599,180 @@ def test_a_concurrency_budget_is_shared_by_the_workers_alive(run: Any, server: R
 # -- misuse and outages ------------------------------------------------------------------
 
 
-def test_redis_down_says_so_after_the_reconnect_timeout(run: Any) -> None:
+@pytest.mark.timeout(30)
+def test_redis_down_says_so_after_the_reconnect_timeout(run: Any, own_server: RedisServer) -> None:
+    """A server reached once, then gone: waited for reconnect_timeout, then said so."""
+
     async def main() -> None:
-        queue = RedisQueue(f"redis://127.0.0.1:{free_port()}/0", run="x", reconnect_timeout=0.5)
-        with pytest.raises(QueueUnavailableError, match=r"did not answer for 0.5 s.*nothing is"):
-            async with queue:
+        async with RedisQueue(own_server.url, run="x", reconnect_timeout=0.5) as queue:
+            own_server.stop()
+            with pytest.raises(
+                QueueUnavailableError, match=r"^Redis at .* did not answer for 0.5 s .*nothing is"
+            ):
+                await queue.progress()
+
+    run(main())
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize(
+    ("where", "error", "message"),
+    [
+        (
+            "refused",
+            QueueUnavailableError,
+            (
+                r"^cannot reach Redis at redis://127\.0\.0\.1:\d+/0 while connecting "
+                r"\(ConnectionError: .*\)\. Check that a Redis server runs there, and the "
+                r"host and port in the URL .* Not retried: .* \(up to reconnect_timeout, 60 s\)$"
+            ),
+        ),
+        (
+            "unknown host",
+            QueueUnavailableError,
+            (
+                r"^cannot reach Redis at redis://nosuchhost\.invalid:6379/0 while connecting "
+                r"\(ConnectionError: .*\)\. Check that a Redis server runs there"
+            ),
+        ),
+        (
+            "bad db",
+            JournalError,
+            (
+                r"^Redis at redis://127\.0\.0\.1:\d+/99 refused the database number in the "
+                r"URL while connecting: DB index is out of range\. Give one the server has"
+            ),
+        ),
+    ],
+)
+def test_a_server_never_reached_fails_at_once(
+    run: Any, server: RedisServer, where: str, error: type[Exception], message: str
+) -> None:
+    """A refused port, an unknown host, a bad DB number: a clear error at the first connection,
+    not reconnect_timeout of retries (a server reached once is waited for: tests above)."""
+    url = {
+        "refused": f"redis://127.0.0.1:{free_port()}/0",
+        "unknown host": "redis://nosuchhost.invalid:6379/0",
+        "bad db": server.url.replace("/0", "/99"),
+    }[where]
+
+    async def main() -> None:
+        started = time.monotonic()
+        with pytest.raises(error, match=message):
+            async with RedisQueue(url, run="x", reconnect_timeout=60):
                 pass
+        assert time.monotonic() - started < 20  # not retried for reconnect_timeout
+
+    run(main())
+
+
+async def run_keys(url: str, run: str) -> list[str]:
+    """Every key of the run in Redis."""
+    async with RedisQueue(url, run="probe") as queue:
+        found: list[str] = await queue._redis().keys(f"parallelize:{{{run}}}:*")
+        return found
+
+
+@pytest.mark.timeout(30)
+def test_delete_refuses_while_a_worker_is_on_the_run(run: Any, server: RedisServer) -> None:
+    """A worker is alive: delete() names it and deletes nothing; once it is gone, it deletes."""
+    name = new_run()
+    started = asyncio.Event()
+    gate = asyncio.Event()
+
+    async def held(item: int) -> int:
+        started.set()
+        await gate.wait()
+        return item
+
+    async def main() -> None:
+        async with RedisQueue(server.url, run=name) as admin:
+            async with RedisQueue(server.url, run=name, idle_timeout=5) as worker:
+                await worker.produce(range(3))
+                task = asyncio.create_task(collect(worker.work(held, 3)))
+                await started.wait()
+                with pytest.raises(
+                    QueueInUseError,
+                    match=rf"^the run '{name}' has 1 worker alive \({worker.consumer}\), so "
+                    r"it was not deleted: .* Stop them \(or wait until they have been silent "
+                    r"for their idle_timeout\), or call delete\(force=True\)",
+                ) as refused:
+                    await admin.delete()
+                assert refused.value.workers == (worker.consumer,)
+                gate.set()
+                assert sorted(await task) == [0, 1, 2]  # the run went on, whole
+            await admin.delete()  # the worker left: it is not alive any more
+            assert await run_keys(server.url, name) == []
+
+    run(main())
+
+
+@pytest.mark.timeout(30)
+def test_a_deleted_run_stays_deleted_under_a_worker_that_finished(
+    run: Any, server: RedisServer
+) -> None:
+    """A worker whose run ended keeps its queue open: once the run is deleted, no report of
+    its brings a key back, its own delete() is not refused by itself, and it runs anew."""
+    name = new_run()
+
+    async def main() -> None:
+        async with (
+            RedisQueue(server.url, run=name, idle_timeout=0.3) as worker,
+            RedisQueue(server.url, run=name) as admin,
+        ):
+            await worker.produce(range(5))
+            assert sorted(await collect(worker.work(double, 5))) == [0, 2, 4, 6, 8]
+            while True:  # until the worker has said it finished (at once, not in 0.1 s)
+                try:
+                    await admin.delete()
+                    break
+                except QueueInUseError:
+                    await asyncio.sleep(0.01)
+            await asyncio.sleep(0.5)  # five of the worker's report periods
+            assert await run_keys(server.url, name) == []
+            got = [r async for r in parallelize(double, range(3), 3, journal=worker)]
+            assert sorted(got) == [0, 2, 4]  # a new run: none skipped
+            await worker.delete()  # its own part ended: not in the way
+            assert await run_keys(server.url, name) == []
+
+    run(main())
+
+
+@pytest.mark.timeout(30)
+def test_delete_force_fences_the_workers_out(run: Any, server: RedisServer) -> None:
+    """delete(force=True) under a worker: its late writes are refused (no key comes back),
+    it stops with a clear error, and a new run of that name runs every item."""
+    name = new_run()
+    started = asyncio.Event()
+    gate = asyncio.Event()
+
+    async def held(item: int) -> int:
+        started.set()
+        await gate.wait()
+        return item
+
+    async def work_while_deleted() -> None:
+        async with RedisQueue(server.url, run=name, idle_timeout=0.3) as worker:
+            await worker.produce(range(3))
+            task = asyncio.create_task(collect(worker.work(held, 3)))
+            await started.wait()
+            async with RedisQueue(server.url, run=name) as admin:
+                await admin.delete(force=True)
+            gate.set()  # their outcomes go to the storer: refused
+            await task
+
+    async def main() -> None:
+        with pytest.raises(
+            JournalError,
+            match=rf"^the run '{name}' was deleted from Redis at .* while this process was on "
+            r"it \(delete\(force=True\), or parallelize queue delete --force\): its writes "
+            r"are refused",
+        ):
+            await work_while_deleted()
+        assert await run_keys(server.url, name) == []
+        async with RedisQueue(server.url, run=name) as again:
+            got = [r async for r in parallelize(double, range(3), 3, journal=again)]
+        assert sorted(got) == [0, 2, 4]  # none skipped as done
 
     run(main())
 

@@ -30,6 +30,7 @@ except ImportError as _exc:  # pragma: no cover - the extra is a test dependency
 from ._redis._queue import (
     NO_INPUT,
     DeadLetter,
+    QueueInUseError,
     QueueProgress,
     QueueUnavailableError,
     RedisQueue,
@@ -41,6 +42,7 @@ from ._redis._queue import (
 __all__ = (
     "NO_INPUT",
     "DeadLetter",
+    "QueueInUseError",
     "QueueProgress",
     "QueueUnavailableError",
     "RedisQueue",

@@ -82,6 +82,7 @@ if TYPE_CHECKING:
 __all__ = (
     "NO_INPUT",
     "DeadLetter",
+    "QueueInUseError",
     "QueueProgress",
     "QueueUnavailableError",
     "RedisQueue",
@@ -123,14 +124,65 @@ _TRANSIENT = (
     rx.MasterDownError,
     OSError,
 )
+# Of those, the ones a server sends: whoever gets one has reached it (a server
+# loading its data at a start, a replica), so the first connection waits for it too.
+_ANSWERED = (rx.BusyLoadingError, rx.ReadOnlyError, rx.TryAgainError, rx.MasterDownError)
+_NAMES_SHOWN = 5  # workers named in a refusal to delete; the rest are counted
 
 
 class QueueUnavailableError(JournalError):
-    """Redis did not answer for longer than the queue's ``reconnect_timeout``.
+    """Redis cannot be reached: at first, or for longer than ``reconnect_timeout``.
+
+    The queue's first connection is not retried: a server never reached is a wrong
+    URL or a server not started. Once reached, Redis is waited for (a restart, a
+    failover) for up to the queue's ``reconnect_timeout``.
 
     Nothing is lost: an item whose outcome was not stored stays pending in the
     run's stream and runs again once Redis is back.
     """
+
+
+class QueueInUseError(JournalError):
+    """:meth:`RedisQueue.delete` refused: workers are on the run.
+
+    A worker counts as alive until its ``idle_timeout`` has passed since its last
+    report (by the Redis server's clock).
+
+    Attributes:
+        run: The run's name.
+        workers: The consumer names of the workers alive, sorted.
+
+    Added in 0.2.
+    """
+
+    def __init__(self, run: str, workers: Iterable[str], location: str) -> None:
+        self.run = run
+        self.workers = tuple(sorted(workers))
+        super().__init__(
+            f"the run {run!r} has {_count_workers(self.workers)} alive "
+            f"({_names(self.workers)}), so it was not deleted: their late writes would "
+            f"reach a new run of that name. Stop them (or wait until they have been "
+            f"silent for their idle_timeout), or call delete(force=True): their writes "
+            f"are then refused, and they stop with an error",
+            location,
+        )
+
+
+def _count_workers(workers: Sequence[str]) -> str:
+    return "1 worker" if len(workers) == 1 else f"{len(workers)} workers"
+
+
+def _names(workers: Sequence[str]) -> str:
+    """Name the first few of ``workers``, and count the others, for one line."""
+    shown = ", ".join(workers[:_NAMES_SHOWN])
+    more = len(workers) - _NAMES_SHOWN
+    return shown if more <= 0 else f"{shown} and {more} more"
+
+
+def _is_fenced(error: BaseException) -> bool:
+    """Whether ``error`` is a write refused because the run was deleted (FENCED)."""
+    cause = error.__cause__
+    return isinstance(cause, rx.ResponseError) and str(cause).startswith("FENCED")
 
 
 def _mask(url: str) -> str:
@@ -425,6 +477,9 @@ class RedisQueue:
         self._producer = prefix + "producer"
         self._rate = prefix + "rate"
         self._alive = prefix + "alive"
+        # The run's epoch this process joined (see _scripts): its writes are refused
+        # once the run is deleted. None until it produces or works.
+        self._epoch: str | None = None
         self.consumer = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}"
         self._client: Any = None  # a redis.asyncio.Redis; Any: its types are loose
         self._scripts: dict[str, Any] = {}
@@ -433,6 +488,9 @@ class RedisQueue:
         self._to_store: list[tuple[str, Any, str, str]] = []  # id, key, record, ok
         self._sending: list[tuple[str, Any, str, str]] = []  # the batch being stored
         self._store_wake = asyncio.Event()
+        # Set when a part of this process ends: the heartbeat tells it at once, so
+        # that a finished worker no longer counts as alive (delete() waits on that).
+        self._report_soon = asyncio.Event()
         self._closing = False
         self._tasks: list[asyncio.Task[None]] = []
         self._session: _Session | None = None
@@ -477,7 +535,7 @@ class RedisQueue:
         try:
             # Reading a run creates nothing in Redis: the stream and its group are
             # made by the first producer or worker.
-            await self._call("connecting", client.ping)
+            await self._call("connecting", client.ping, patient=False)
         except BaseException:
             self._client = None
             await client.aclose()
@@ -542,7 +600,8 @@ class RedisQueue:
         """Make sure the run's group exists, for a worker: refuse a run that was lost.
 
         Items were added (the run's counts say so) but the stream is gone: Redis lost
-        it (restarted without persistence), or it was deleted in part.
+        it (restarted without persistence), or it was deleted in part. Then join the
+        run's epoch.
         """
         created = await self._call("starting the run", self._create_group)
         if created:
@@ -553,14 +612,53 @@ class RedisQueue:
             if int(produced or 0) > 0:
                 await self._call("", lambda: client.delete(self._items))
                 raise self._gone()
+        await self._join_epoch()
 
-    async def _call(self, doing: str, call: Callable[[], Awaitable[T]]) -> T:
+    async def _join_epoch(self) -> None:
+        """Take the run's epoch (a new run's first process sets it) for its writes."""
+        client = self._redis()
+        self._epoch = await self._call(
+            "joining the run",
+            lambda: self._scripts["EPOCH"](
+                keys=[self._meta], args=[secrets.token_hex(8)], client=client
+            ),
+        )
+
+    def _script(self, name: str, keys: list[str], args: list[Any]) -> Awaitable[Any]:
+        """Call the script ``name`` that writes, fenced by the epoch this process joined.
+
+        Its callers (the storer, the reports) write only once the run was joined
+        (by :meth:`_join` or :meth:`produce`); an epoch forgotten since by
+        :meth:`delete` is no epoch, and its writes are refused as a deleted run's.
+        """
+        return self._scripts[name](  # type: ignore[no-any-return]
+            keys=[self._meta, *keys], args=[self._epoch or "", *args], client=self._redis()
+        )
+
+    async def _write(self, doing: str, name: str, keys: list[str], args: list[Any]) -> Any:
+        """Call the script ``name`` that writes, through :meth:`_call`, joining if need be."""
+        if self._epoch is None:
+            await self._join_epoch()  # a shared rate limit used before a run starts
+        return await self._call(doing, lambda: self._script(name, keys, args))
+
+    async def _call(
+        self, doing: str, call: Callable[[], Awaitable[T]], *, patient: bool = True
+    ) -> T:
         """Return ``await call()``, retried while Redis does not answer.
 
+        Args:
+            doing: What the call is for, for messages ("storing outcomes").
+            call: Makes the call (again at each try).
+            patient: False for the queue's first connection: a server never reached
+                is a wrong URL or a server not started, not one restarting, and is
+                not waited for.
+
         Raises:
-            QueueUnavailableError: Redis did not answer for ``reconnect_timeout``.
-            JournalError: Redis refused the credentials or the TLS handshake, or the
-                run is gone.
+            QueueUnavailableError: Redis did not answer for ``reconnect_timeout``, or
+                could not be reached at all (``patient=False``).
+            JournalError: Redis refused the credentials, the TLS handshake or the
+                database number, or the run is gone (or was deleted while this
+                process was on it).
         """
         deadline = 0.0
         delay = 0.05
@@ -575,6 +673,8 @@ class RedisQueue:
                     raise refusal from exc
                 if not isinstance(exc, _TRANSIENT):
                     raise
+                if not patient and not isinstance(exc, _ANSWERED):
+                    raise self._unreachable(exc, doing) from exc
                 now = time.monotonic()
                 if not deadline:
                     deadline = now + self.reconnect_timeout
@@ -604,6 +704,16 @@ class RedisQueue:
                 logger.warning("Redis at %s answers again", _mask(self.url))
             return result
 
+    def _unreachable(self, error: BaseException, doing: str) -> QueueUnavailableError:
+        return QueueUnavailableError(
+            f"cannot reach Redis at {_mask(self.url)} while {doing} "
+            f"({type(error).__name__}: {str(error).rstrip('.') or 'timed out'}). Check that "
+            f"a Redis server runs there, and the host and port in the URL (and that this "
+            f"machine may reach them). Not retried: only a server reached once is waited "
+            f"for (up to reconnect_timeout, {self.reconnect_timeout:g} s)",
+            self.location,
+        )
+
     def _refusal(self, error: BaseException, doing: str) -> JournalError | None:
         """Return the error to raise for what trying again cannot mend, else None."""
         where = _mask(self.url)
@@ -621,8 +731,25 @@ class RedisQueue:
                 f"without TLS",
                 self.location,
             )
-        if isinstance(error, rx.ResponseError) and "NOGROUP" in str(error):
-            return self._gone()
+        if isinstance(error, rx.ResponseError):
+            text = str(error)
+            if "NOGROUP" in text:
+                return self._gone()
+            if "FENCED" in text:
+                return JournalError(
+                    f"the run {self.run!r} was deleted from Redis at {where} while this "
+                    f"process was on it (delete(force=True), or parallelize queue delete "
+                    f"--force): its writes are refused, so that none reaches a new run of "
+                    f"that name. It stopped; start it again to work on a new run",
+                    self.location,
+                )
+            if "DB index" in text:  # "DB index is out of range", "invalid DB index"
+                return JournalError(
+                    f"Redis at {where} refused the database number in the URL while "
+                    f"{doing}: {error}. Give one the server has (0 to 15 by default, its "
+                    f"'databases' setting): redis://host:6379/0",
+                    self.location,
+                )
         return None
 
     def _gone(self) -> JournalError:
@@ -662,6 +789,7 @@ class RedisQueue:
                 input changed since it was produced.
         """
         self._redis()
+        await self._join_epoch()
         return await self._produce(argslist, key)
 
     async def _produce(
@@ -723,8 +851,6 @@ class RedisQueue:
 
     async def _storer(self) -> None:
         """Store the outcomes handed over, a batch per round trip, until closed."""
-        client = self._redis()
-        store = self._scripts["STORE"]
         keys = [
             self._items,
             self._outcomes,
@@ -754,7 +880,7 @@ class RedisQueue:
             args = [*head, "\n".join(["\n".join(record) for record in batch])]
             counts = await self._call(
                 "storing outcomes",
-                lambda: store(keys=keys, args=args, client=client),  # noqa: B023 - called now
+                lambda: self._script("STORE", keys, args),  # noqa: B023 - called now
             )
             self._counts[0] += int(counts[0])
             self._counts[1] += int(counts[1])
@@ -771,10 +897,10 @@ class RedisQueue:
         """
         ids = list(self._owned)
         if ids:
-            released = await self._scripts["RELEASE"](
-                keys=[self._items, self._started, self._solo],
-                args=[_GROUP, self.consumer, int(self.idle_timeout * 1000), *ids],
-                client=self._redis(),
+            released = await self._script(
+                "RELEASE",
+                [self._items, self._started, self._solo],
+                [_GROUP, self.consumer, int(self.idle_timeout * 1000), *ids],
             )
             logger.info("gave back %d entries without an outcome to the run", released)
             self._owned.clear()
@@ -796,12 +922,12 @@ class RedisQueue:
         Returns how many of them others took over. Also resizes this process's
         share of the run's concurrency budget, if it has one.
         """
-        client = self._redis()
         ids = list(self._owned)
         working = self._state == "working"
-        taken, alive, gone = await self._scripts["HEARTBEAT"](
-            keys=[self._items, self._workers, self._alive],
-            args=[
+        taken, alive, gone = await self._script(
+            "HEARTBEAT",
+            [self._items, self._workers, self._alive],
+            [
                 _GROUP,
                 self.consumer,
                 self._status(),
@@ -809,7 +935,6 @@ class RedisQueue:
                 int(self.idle_timeout * 1000),
                 *ids,
             ],
-            client=client,
         )
         self.alive = int(alive)
         for limit, total in self._budgets:
@@ -827,11 +952,27 @@ class RedisQueue:
 
     async def _heartbeats(self) -> None:
         every = self.idle_timeout / 3
+        reported = "idle"
         while True:
-            await asyncio.sleep(every)
-            if self._state == "idle":
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(every):
+                    await self._report_soon.wait()
+            self._report_soon.clear()
+            state = self._state
+            if state == "idle" or (state != "working" and state == reported and not self._owned):
+                # A part that ended is told once: then nothing of the run is this
+                # process's to report (and a deleted run is left deleted).
                 continue
-            lost = await self._call("reporting", self._report)
+            try:
+                lost = await self._call("reporting", self._report)
+            except JournalError as exc:
+                if state == "working" or not _is_fenced(exc):
+                    raise
+                # The run this process ended its part of was deleted since.
+                self._owned.clear()
+                reported = state
+                continue
+            reported = state
             if lost:
                 logger.warning(
                     "%d entries held by this worker were taken over by others (it did not "
@@ -943,13 +1084,29 @@ class RedisQueue:
             for _, fields in entries
         ]
 
-    async def delete(self) -> None:
+    async def delete(self, *, force: bool = False) -> None:
         """Remove every key of the run from Redis (its items, outcomes, everything).
 
+        Refused while workers are on the run (alive: each counts until its
+        ``idle_timeout`` has passed since its last report, by the Redis server's
+        clock): a worker's late writes (an outcome it was storing, a heartbeat) would
+        recreate keys, and a new run of that name would skip the items they name.
+        With ``force=True`` the run is deleted anyway and its processes are fenced
+        out: every write of theirs is refused from then on, and they stop with a
+        :class:`~parallelize.JournalError`.
+
         The queue stays usable: the next producer or worker starts the run afresh.
+
+        Args:
+            force: Delete even while workers are alive, and fence them out
+                (default False). Added in 0.2.
+
+        Raises:
+            QueueInUseError: Workers are alive and ``force`` is False; it names them.
         """
         client = self._redis()
-        names = (
+        names = [
+            self._alive,
             self._items,
             self._outcomes,
             self._results,
@@ -962,9 +1119,30 @@ class RedisQueue:
             self._deaths,
             self._producer,
             self._rate,
-            self._alive,
+        ]
+        flag = "1" if force else "0"
+        # This process's own part, if it ended, is not in the way (its last report
+        # may not have been sent yet).
+        me = self.consumer if self._session is None else ""
+        deleted, alive = await self._call(
+            "deleting the run",
+            lambda: self._scripts["DELETE"](keys=names, args=[flag, me], client=client),
         )
-        await self._call("deleting the run", lambda: client.delete(*names))
+        if not deleted:
+            raise QueueInUseError(self.run, alive, self.location)
+        if alive:
+            logger.warning(
+                "deleted the run %s under %s (%s): their writes are refused from now on",
+                self.run,
+                _count_workers(alive),
+                _names(sorted(alive)),
+            )
+        # This queue's next producer or worker joins a new run; a part of this
+        # process that ended has nothing left to report (one running is fenced out).
+        self._epoch = None
+        if self._session is None:
+            self._state = "idle"
+            self._owned.clear()
 
     def adaptive_limit(self, total: int, **options: Any) -> AdaptiveLimit:
         """Return an adaptive limit for this process, within a budget for the run.
@@ -1107,14 +1285,12 @@ class _Producer:
         """Keep the lock (every third of its TTL)."""
         if time.monotonic() - self._refreshed < self._ttl / 3:
             return
-        queue, client = self._queue, self._client
-        kept = await queue._call(  # noqa: SLF001
+        queue = self._queue
+        kept = await queue._write(  # noqa: SLF001
             "keeping the producer lock",
-            lambda: queue._scripts["REFRESH"](  # noqa: SLF001
-                keys=[queue._producer],  # noqa: SLF001
-                args=[self._token, int(self._ttl * 1000)],
-                client=client,
-            ),
+            "REFRESH",
+            [queue._producer],  # noqa: SLF001
+            [self._token, int(self._ttl * 1000)],
         )
         if not kept:
             raise self._lost()
@@ -1188,13 +1364,11 @@ class _Producer:
             )
         await self._refresh()
         try:
-            length = await queue._call(  # noqa: SLF001
+            length = await queue._write(  # noqa: SLF001
                 "adding items",
-                lambda: queue._scripts["ENQUEUE"](  # noqa: SLF001
-                    keys=[queue._items, queue._meta, queue._producer],  # noqa: SLF001
-                    args=[self._token, self.produced, self._digest, "\n".join(batch)],
-                    client=client,
-                ),
+                "ENQUEUE",
+                [queue._items, queue._meta, queue._producer],  # noqa: SLF001
+                [self._token, self.produced, self._digest, "\n".join(batch)],
             )
         except rx.ResponseError as exc:
             if "PRODUCER_LOST" in str(exc):
@@ -1207,15 +1381,13 @@ class _Producer:
     async def done(self) -> None:
         """Send the last batch, and mark the run's input as added in full."""
         await self.send()
-        queue, client = self._queue, self._client
+        queue = self._queue
         try:
-            await queue._call(  # noqa: SLF001
+            await queue._write(  # noqa: SLF001
                 "marking the input done",
-                lambda: queue._scripts["INPUT_DONE"](  # noqa: SLF001
-                    keys=[queue._meta, queue._producer],  # noqa: SLF001
-                    args=[self._token, self.produced],
-                    client=client,
-                ),
+                "INPUT_DONE",
+                [queue._meta, queue._producer],  # noqa: SLF001
+                [self._token, self.produced],
             )
         except rx.ResponseError as exc:
             if "PRODUCER_LOST" in str(exc):
@@ -1341,6 +1513,7 @@ class _Session:
                 await asyncio.wait((task,))
         queue._state = "finished" if finished else "stopped"  # noqa: SLF001
         queue._session = None  # noqa: SLF001
+        queue._report_soon.set()  # noqa: SLF001
 
     async def _read(self) -> tuple[list[Entry], list[Entry], int]:
         """Return the next entries: suspects, the others, how many of those marked.
@@ -1371,16 +1544,13 @@ class _Session:
     async def _mark_started(self, entries: list[Entry], i: int) -> int:
         """Mark ``entries[i:]`` as started, a few ahead; return the index past them."""
         queue = self._queue
-        client = queue._redis()  # noqa: SLF001
         end = min(len(entries), i + self._mark_ahead)
         packed = "\n".join([entry.ref for entry in entries[i:end]])
-        await queue._call(  # noqa: SLF001
+        await queue._write(  # noqa: SLF001
             "marking items started",
-            lambda: queue._scripts["STARTED"](  # noqa: SLF001
-                keys=[queue._started],  # noqa: SLF001
-                args=[queue.consumer, packed],
-                client=client,
-            ),
+            "STARTED",
+            [queue._started],  # noqa: SLF001
+            [queue.consumer, packed],
         )
         return end
 
@@ -1408,10 +1578,11 @@ class _Session:
     async def _mark_alone(self, entry: Entry) -> None:
         """Note that ``entry`` runs alone here: if this worker dies, it is to blame."""
         queue = self._queue
-        client = queue._redis()  # noqa: SLF001
-        await queue._call(  # noqa: SLF001
+        await queue._write(  # noqa: SLF001
             "marking a suspect",
-            lambda: client.hset(queue._solo, entry.ref, queue.consumer),  # noqa: SLF001
+            "STARTED",
+            [queue._solo],  # noqa: SLF001
+            [queue.consumer, entry.ref],
         )
 
     def _hand(self) -> None:
@@ -1455,14 +1626,11 @@ class _Session:
     async def _take(self, *, mark: int) -> list[Entry]:
         """Read a batch of new entries; mark the first ``mark`` of them as started."""
         queue = self._queue
-        client = queue._redis()  # noqa: SLF001
-        read, skipped = await queue._call(  # noqa: SLF001
+        read, skipped = await queue._write(  # noqa: SLF001
             "reading items",
-            lambda: queue._scripts["TAKE"](  # noqa: SLF001
-                keys=[queue._items, queue._outcomes, queue._started],  # noqa: SLF001
-                args=[_GROUP, queue.consumer, self._batch, mark],
-                client=client,
-            ),
+            "TAKE",
+            [queue._items, queue._outcomes, queue._started],  # noqa: SLF001
+            [_GROUP, queue.consumer, self._batch, mark],
         )
         self.skipped += int(skipped)
         self._read_any = bool(read or skipped)  # skipped: there may be more at once
@@ -1470,30 +1638,27 @@ class _Session:
 
     async def _claim(self) -> tuple[list[Entry], list[Entry]]:
         queue = self._queue
-        client = queue._redis()  # noqa: SLF001
-        claimed, dead, mine = await queue._call(  # noqa: SLF001
+        claimed, dead, mine = await queue._write(  # noqa: SLF001
             "taking over the entries of silent workers",
-            lambda: queue._scripts["CLAIM"](  # noqa: SLF001
-                keys=[
-                    queue._items,  # noqa: SLF001
-                    queue._meta,  # noqa: SLF001
-                    queue._dead,  # noqa: SLF001
-                    queue._solo,  # noqa: SLF001
-                    queue._deaths,  # noqa: SLF001
-                    queue._started,  # noqa: SLF001
-                    queue._tries,  # noqa: SLF001
-                ],
-                args=[
-                    _GROUP,
-                    queue.consumer,
-                    int(queue.idle_timeout * 1000),
-                    1000,
-                    queue.max_deaths,
-                    queue.max_deliveries,
-                    self._alone_at,
-                ],
-                client=client,
-            ),
+            "CLAIM",
+            [
+                queue._items,  # noqa: SLF001
+                queue._meta,  # noqa: SLF001
+                queue._dead,  # noqa: SLF001
+                queue._solo,  # noqa: SLF001
+                queue._deaths,  # noqa: SLF001
+                queue._started,  # noqa: SLF001
+                queue._tries,  # noqa: SLF001
+            ],
+            [
+                _GROUP,
+                queue.consumer,
+                int(queue.idle_timeout * 1000),
+                1000,
+                queue.max_deaths,
+                queue.max_deliveries,
+                self._alone_at,
+            ],
         )
         if claimed or dead:
             logger.warning(
@@ -1636,28 +1801,23 @@ class SharedRateLimit:
 
     async def _reserve(self) -> None:
         queue = self._queue
-        client = queue._redis()  # noqa: SLF001
         interval_us = int(self._interval * 1e6)
         tolerance_us = int((self.burst - 1) * self._interval * 1e6)
         if self._pause:
             delay = max(0.0, self._pause - time.monotonic())
             self._pause = 0.0
-            await queue._call(  # noqa: SLF001
+            await queue._write(  # noqa: SLF001
                 "pausing the run's calls",
-                lambda: queue._scripts["RATE_PAUSE"](  # noqa: SLF001
-                    keys=[queue._rate],  # noqa: SLF001
-                    args=[int(delay * 1e6), tolerance_us],
-                    client=client,
-                ),
+                "RATE_PAUSE",
+                [queue._rate],  # noqa: SLF001
+                [int(delay * 1e6), tolerance_us],
             )
             self.round_trips += 1
-        offsets: Sequence[int] = await queue._call(  # noqa: SLF001
+        offsets: Sequence[int] = await queue._write(  # noqa: SLF001
             "reserving calls",
-            lambda: queue._scripts["RATE"](  # noqa: SLF001
-                keys=[queue._rate],  # noqa: SLF001
-                args=[interval_us, tolerance_us, self._lease],
-                client=client,
-            ),
+            "RATE",
+            [queue._rate],  # noqa: SLF001
+            [interval_us, tolerance_us, self._lease],
         )
         self.round_trips += 1
         now = time.monotonic()

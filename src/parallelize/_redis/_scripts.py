@@ -7,9 +7,11 @@ scripts need)::
     parallelize:{run}:outcomes  hash: key -> outcome record (JSON): stored once
     parallelize:{run}:results   stream: k, r (the record), in the order stored
     parallelize:{run}:dead      stream: the dead letters (id, k, a, deliveries, reason, worker)
-    parallelize:{run}:meta      hash: info, produced, last, input_done, ok, failed, dead
+    parallelize:{run}:meta      hash: epoch, info, produced, last, input_done, ok, failed,
+                                dead
     parallelize:{run}:workers   hash: consumer -> status (JSON); consumer:ok, consumer:failed
-    parallelize:{run}:alive     hash: consumer -> when it last reported (server time, ms)
+    parallelize:{run}:alive     hash: consumer -> until when it counts as alive (server time,
+                                ms: its last report plus its idle_timeout)
     parallelize:{run}:started   hash: entry id -> the consumer that started an attempt of it
     parallelize:{run}:solo      hash: entry id -> the consumer running it alone
     parallelize:{run}:tries     hash: entry id -> its started attempts cut short (no outcome)
@@ -25,13 +27,23 @@ worker held when it died, those it had not started too (the rest of its batch, a
 batch read ahead, suspects waiting to run alone). What counts is ``tries``: the
 attempts that a worker marked as started (``started``, ``solo``) before it died or
 went silent.
+
+A run's epoch (``meta``'s ``epoch``: a random token, set by the first producer or
+worker) fences out the processes of a deleted run. Every script that writes takes
+``meta`` as its first key and the epoch its caller joined as its first argument, and
+refuses (``FENCED``) when they differ: :data:`DELETE` removes ``meta`` with the rest,
+so a late write of a worker that was on the run (an outcome, a heartbeat, a mark)
+can never recreate keys under the name, which a new run would then take for its own
+(an item with an outcome is skipped). The new run's first process sets a new epoch.
 """
 
 from __future__ import annotations
 
 __all__ = (
     "CLAIM",
+    "DELETE",
     "ENQUEUE",
+    "EPOCH",
     "HEARTBEAT",
     "INPUT_DONE",
     "RATE",
@@ -42,6 +54,16 @@ __all__ = (
     "STORE",
     "TAKE",
 )
+
+# The fence, first in every script that writes (its KEYS and ARGV as documented below
+# come after meta and the epoch, which it removes): a process of a deleted run holds
+# an epoch that meta no longer has.
+_FENCE = """
+local meta = table.remove(KEYS, 1)
+if redis.call('HGET', meta, 'epoch') ~= table.remove(ARGV, 1) then
+  return redis.error_reply('FENCED the run was deleted while this process was on it')
+end
+"""
 
 # Fields packed into one argument, one a line: one argument per batch, not four per
 # item, spares the client most of its cost per item (redis-py packs every argument
@@ -67,7 +89,8 @@ end
 # Adds the entries if the caller still holds the producer's lock and agrees on how
 # many were produced; returns the stream's length (the work not yet done).
 ENQUEUE = (
-    _FIELDS
+    _FENCE
+    + _FIELDS
     + """
 local items = fields(ARGV[4])
 if redis.call('GET', KEYS[3]) ~= ARGV[1] then
@@ -93,7 +116,9 @@ return redis.call('XLEN', KEYS[1])
 )
 
 # KEYS: meta, producer.  ARGV: token, produced.
-INPUT_DONE = """
+INPUT_DONE = (
+    _FENCE
+    + """
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then
   return redis.error_reply('PRODUCER_LOST the producer lock was lost (expired or taken)')
 end
@@ -101,14 +126,47 @@ redis.call('HSET', KEYS[1], 'input_done', '1', 'produced', ARGV[2])
 redis.call('DEL', KEYS[2])
 return 1
 """
+)
 
 # KEYS: producer.  ARGV: token, ttl (ms).  Keeps the producer's lock if it still has it.
-REFRESH = """
+REFRESH = (
+    _FENCE
+    + """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
   return 1
 end
 return 0
+"""
+)
+
+# KEYS: meta.  ARGV: a new epoch.
+# Returns the run's epoch, set to the new one if the run has none (a new run).
+# Not fenced: it is how a process joins a run.
+EPOCH = """
+redis.call('HSETNX', KEYS[1], 'epoch', ARGV[1])
+return redis.call('HGET', KEYS[1], 'epoch')
+"""
+
+# KEYS: alive, then every other key of the run.  ARGV: force (1/0), a consumer to
+# leave out (the caller's own, if its part ended; else '').
+# Deletes the run unless a worker is alive (its last report's window not over, by
+# the server's clock) and not force. Removing meta removes the epoch: the late
+# writes of the workers that were on the run are refused from then on (FENCED).
+# Returns {deleted (1/0), the consumers alive}.
+DELETE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local alive = {}
+local seen = redis.call('HGETALL', KEYS[1])
+for i = 2, #seen, 2 do
+  if tonumber(seen[i]) >= now and seen[i - 1] ~= ARGV[2] then
+    alive[#alive + 1] = seen[i - 1]
+  end
+end
+if #alive > 0 and ARGV[1] ~= '1' then return {0, alive} end
+redis.call('DEL', unpack(KEYS))
+return {1, alive}
 """
 
 # KEYS: items, outcomes, started.  ARGV: group, consumer, count, mark.
@@ -117,7 +175,9 @@ return 0
 # first `mark` entries returned are marked as started by this consumer (the worker
 # hands them to its engine at once: one round trip for both).
 # Returns {entries, skipped}: entries as {id, k, a}.
-TAKE = """
+TAKE = (
+    _FENCE
+    + """
 local read = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', ARGV[3],
                         'STREAMS', KEYS[1], '>')
 if not read then return {{}, 0} end
@@ -141,12 +201,15 @@ if #done > 0 then
 end
 return {out, #done}
 """
+)
 
-# KEYS: started.  ARGV: consumer, then id NL id... (packed).
+# KEYS: started (or solo).  ARGV: consumer, then id NL id... (packed).
 # Marks entries as started by this consumer: sent before they are handed to its
-# engine, so that a death right after the start is charged to them.
+# engine, so that a death right after the start is charged to them. On solo: marks
+# a suspect as running alone here.
 STARTED = (
-    _FIELDS
+    _FENCE
+    + _FIELDS
     + """
 local ids = fields(ARGV[2])
 for i = 1, #ids do redis.call('HSET', KEYS[1], ids[i], ARGV[1]) end
@@ -161,7 +224,8 @@ return #ids
 # acks and deletes the entries (and their marks). Returns {newly stored ok, newly
 # stored failed}.
 STORE = (
-    _FIELDS
+    _FENCE
+    + _FIELDS
     + """
 local f = fields(ARGV[4])
 local ok, failed, ids = 0, 0, {}
@@ -205,7 +269,9 @@ return {ok, failed}
 # caller runs those it does not hold.
 # Returns {claimed, dead, mine}: claimed as {id, k, a, alone (1/0): tries >= alone
 # at}, mine as {id, k, a}.
-CLAIM = """
+CLAIM = (
+    _FENCE
+    + """
 local pending = redis.call('XPENDING', KEYS[1], ARGV[1], 'IDLE', ARGV[3], '-', '+', ARGV[4])
 local claimed, dead, mine = {}, 0, {}
 for _, p in ipairs(pending) do
@@ -272,26 +338,31 @@ for _, p in ipairs(pending) do
 end
 return {claimed, dead, mine}
 """
+)
 
 # KEYS: items, workers, alive.  ARGV: group, consumer, status (JSON), alive (1/0),
 # window (ms), ids...
 # Resets the idle time of the entries this consumer still owns (JUSTID: without
-# counting a delivery), writes its status, and notes it alive (or gone) by the
-# server's clock. Returns {entries another consumer owns now, workers alive in the
+# counting a delivery), writes its status, and notes it alive until the window is
+# over (or gone), by the server's clock: each worker's own window, so that anyone
+# reading the hash (DELETE) tells the live ones without knowing their settings.
+# Returns {entries another consumer owns now, workers alive in the
 # window, ids pending for nobody}: the last are most often this consumer's own
 # outcomes stored while the heartbeat was on its way (the caller tells them apart).
-HEARTBEAT = """
+HEARTBEAT = (
+    _FENCE
+    + """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 if ARGV[4] == '1' then
-  redis.call('HSET', KEYS[3], ARGV[2], now)
+  redis.call('HSET', KEYS[3], ARGV[2], now + tonumber(ARGV[5]))
 else
   redis.call('HDEL', KEYS[3], ARGV[2])
 end
 local alive = 0
 local seen = redis.call('HGETALL', KEYS[3])
 for i = 2, #seen, 2 do
-  if tonumber(seen[i]) >= now - tonumber(ARGV[5]) then alive = alive + 1 end
+  if tonumber(seen[i]) >= now then alive = alive + 1 end
 end
 local taken, gone = 0, {}
 for i = 6, #ARGV do
@@ -307,13 +378,16 @@ end
 redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
 return {taken, alive, gone}
 """
+)
 
 # KEYS: items, started, solo.  ARGV: group, consumer, idle (ms), ids...
 # Gives back entries this consumer holds without an outcome (it stops): marked idle
 # for long, so that the others take them over at their next look, not after
 # idle_timeout. Only those it still owns. Their attempts here are not charged: they
 # were cancelled by a worker alive enough to give them back.
-RELEASE = """
+RELEASE = (
+    _FENCE
+    + """
 local n = 0
 for i = 4, #ARGV do
   local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)[1]
@@ -326,11 +400,14 @@ for i = 4, #ARGV do
 end
 return n
 """
+)
 
 # KEYS: rate.  ARGV: interval (us), tolerance (us), count.
 # GCRA over the server's clock: reserves count slots, returns each one's start as
 # microseconds from now (0: at once). Every worker of the run shares the one TAT.
-RATE = """
+RATE = (
+    _FENCE
+    + """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local interval, tolerance = tonumber(ARGV[1]), tonumber(ARGV[2])
@@ -344,10 +421,13 @@ end
 redis.call('SET', KEYS[1], string.format('%.0f', tat), 'PX', 3600000)
 return out
 """
+)
 
 # KEYS: rate.  ARGV: seconds to pause (us), tolerance (us).
 # A service said "Retry-After": nobody of the run starts a call before then.
-RATE_PAUSE = """
+RATE_PAUSE = (
+    _FENCE
+    + """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
@@ -355,3 +435,4 @@ tat = math.max(tat, now + tonumber(ARGV[1]) + tonumber(ARGV[2]))
 redis.call('SET', KEYS[1], string.format('%.0f', tat), 'PX', 3600000)
 return 1
 """
+)
