@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -19,7 +20,7 @@ import pytest
 
 from clitools import by_url, cli, records, write_lines
 from parallelize.redis import RedisQueue
-from redistools import RedisServer, running
+from redistools import RedisServer, free_port, running
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +43,13 @@ def env(redis: RedisServer) -> Iterator[None]:
 
 def new_run() -> str:
     return f"c{uuid.uuid4().hex[:10]}"
+
+
+async def run_keys(url: str, run: str) -> list[str]:
+    """Every key of the run in Redis."""
+    async with RedisQueue(url, run="probe") as queue:
+        found: list[str] = await queue._redis().keys(f"parallelize:{{{run}}}:*")
+        return found
 
 
 def start(*args: str) -> subprocess.Popen[str]:
@@ -256,9 +264,7 @@ def test_reading_a_run_creates_nothing_and_delete_leaves_nothing(redis: RedisSer
     run = new_run()
 
     async def keys() -> list[str]:
-        async with RedisQueue(redis.url, run="probe") as queue:
-            found: list[str] = await queue._redis().keys(f"parallelize:{{{run}}}:*")
-            return found
+        return await run_keys(redis.url, run)
 
     for action in ("status", "results", "dead"):
         result = cli("queue", action, "--run", run)
@@ -272,8 +278,77 @@ def test_reading_a_run_creates_nothing_and_delete_leaves_nothing(redis: RedisSer
     assert asyncio.run(keys()) == []
 
 
-def test_queue_says_when_redis_does_not_answer() -> None:
-    result = cli("queue", "status", "--run", "x", "--redis", "redis://127.0.0.1:1/0")
-    assert result.returncode == 2
-    assert "did not answer for 5 s" in result.stderr
-    assert "Traceback" not in result.stderr
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["queue", "status"],
+        ["fetch", "-"],  # adds and works
+        ["fetch", "-", "--add-only"],
+        ["fetch"],  # works
+    ],
+)
+@pytest.mark.parametrize("where", ["refused", "bad db"])
+def test_a_bad_redis_url_is_one_line_at_once(
+    redis: RedisServer, command: list[str], where: str
+) -> None:
+    """--redis at a refused port or a bad DB number: exit 2 with one line, not 300 s of
+    retries or a traceback."""
+    url = {
+        "refused": f"redis://127.0.0.1:{free_port()}/0",
+        "bad db": redis.url.replace("/0", "/99"),
+    }[where]
+    message = {
+        "refused": r"cannot reach Redis at redis://127\.0\.0\.1:\d+/0 while connecting "
+        r"\(ConnectionError: .*\)\. Check that a Redis server runs there",
+        "bad db": r"Redis at redis://127\.0\.0\.1:\d+/99 refused the database number in the "
+        r"URL while connecting: DB index is out of range\. Give one the server has",
+    }[where]
+    started = time.monotonic()
+    result = cli(*command, "--run", new_run(), "--redis", url, stdin="http://127.0.0.1:9/\n")
+    assert time.monotonic() - started < 15
+    assert result.returncode == 2, result.stderr
+    (line,) = result.stderr.splitlines()
+    assert re.match(rf"^parallelize (queue|fetch): {message}", line), line
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.usefixtures("env")
+def test_queue_delete_refuses_under_a_worker_and_force_fences_it(
+    server: str, tmp_path: Path, redis: RedisServer
+) -> None:
+    """A worker is on the run: delete says so (exit 2, one line, names it, --force); with
+    --force the run is gone, the worker stops with one line, and no key comes back."""
+    run = new_run()
+    urls = [f"{server}/slow/20?n={n}" for n in range(1000)]
+    worker = start("fetch", str(write_lines(tmp_path / "urls.txt", urls)), "--run", run, "-w", "2")
+    try:
+        while not [w for w in status(run)["workers"] if w["state"] == "working"]:
+            assert worker.poll() is None
+            time.sleep(0.02)
+        (name,) = [w["name"] for w in status(run)["workers"]]
+        refused = cli("queue", "delete", "--run", run)
+        assert refused.returncode == 2, refused.stderr
+        assert refused.stderr.splitlines() == [
+            (
+                f"parallelize queue: the run {run} has 1 worker alive ({name}), so it was not "
+                f"deleted: stop them (or wait until they have been silent for their "
+                f"--idle-timeout), or pass --force: their later writes are then refused, "
+                f"and they stop with an error"
+            )
+        ]
+        assert status(run)["produced"] == 1000  # nothing was deleted
+        forced = cli("queue", "delete", "--run", run, "--force")
+        assert forced.returncode == 0, forced.stderr
+        _, err = worker.communicate(timeout=30)
+    finally:
+        worker.kill()
+        worker.communicate()
+    assert worker.returncode == 2, err
+    assert re.match(
+        rf"^parallelize fetch: the run '{run}' was deleted from Redis at .* while this "
+        r"process was on it .* It stopped; start it again to work on a new run$",
+        err.splitlines()[-1],
+    ), err
+    assert "Traceback" not in err
+    assert asyncio.run(run_keys(redis.url, run)) == []

@@ -43,7 +43,7 @@ Read a run shared through Redis (parallelize fetch/run --run NAME), from any mac
   status    how far it is: added, done, failed, dead letters, to go, per worker
   results   every outcome stored, one JSON line each (the lines the workers wrote)
   dead      the items taken out because they kept killing their workers
-  delete    remove the run from Redis"""
+  delete    remove the run from Redis (refused while workers are on it: --force)"""
 
 QUEUE_EPILOG = """\
 examples:
@@ -131,6 +131,13 @@ def add_queue_parser(commands: Any, formatter: type[argparse.HelpFormatter]) -> 
             )
         if name == "status":
             action.add_argument("--json", action="store_true", help="one JSON object")
+        if name == "delete":
+            action.add_argument(
+                "--force",
+                action="store_true",
+                help="delete it even while workers are on it: their later writes are "
+                "refused, and they stop with an error",
+            )
         if name == "results":
             action.add_argument(
                 "--follow",
@@ -212,9 +219,16 @@ def make_queue(options: argparse.Namespace, job: Job | None = None) -> RedisQueu
 
 
 async def add_only(queue: RedisQueue, job: Job) -> int:
-    """Add the job's items to the run; say how many the run has; return the exit code."""
-    async with queue:
-        produced = await queue.produce(job.items, key=job.key)
+    """Add the job's items to the run; say how many the run has; return the exit code.
+
+    Raises:
+        UsageError: Redis cannot be reached, or refused us (one line, exit 2).
+    """
+    try:
+        async with queue:
+            produced = await queue.produce(job.items, key=job.key)
+    except JournalError as exc:
+        raise UsageError(str(exc)) from exc
     sys.stderr.write(f"parallelize: run {queue.run} has {produced:,} {job.noun}, all added\n")
     return EXIT_OK
 
@@ -227,9 +241,23 @@ def queue_command(options: argparse.Namespace) -> int:
     if options.queue_action is None:
         raise UsageError("choose an action: status, results, dead or delete", prog="queue")
     queue = make_queue(options)
+    from parallelize.redis import QueueInUseError  # noqa: PLC0415 - make_queue checked the extra
+
     queue.reconnect_timeout = 5.0
     try:
         return run_loop(_queue_action(queue, options), options.uvloop)
+    except QueueInUseError as exc:
+        count = "1 worker" if len(exc.workers) == 1 else f"{len(exc.workers)} workers"
+        names = ", ".join(exc.workers[:5]) + (
+            f" and {len(exc.workers) - 5} more" if len(exc.workers) > 5 else ""
+        )
+        sys.stderr.write(
+            f"parallelize queue: the run {exc.run} has {count} alive ({names}), so it was "
+            f"not deleted: stop them (or wait until they have been silent for their "
+            f"--idle-timeout), or pass --force: their later writes are then refused, and "
+            f"they stop with an error\n"
+        )
+        return EXIT_USAGE
     except JournalError as exc:
         sys.stderr.write(f"parallelize queue: {exc}\n")
         return EXIT_USAGE
@@ -239,7 +267,7 @@ async def _queue_action(queue: RedisQueue, options: argparse.Namespace) -> int:
     async with queue:
         action = options.queue_action
         if action == "delete":
-            await queue.delete()
+            await queue.delete(force=options.force)
             sys.stderr.write(f"parallelize: deleted the run {queue.run}\n")
             return EXIT_OK
         # A Sink: write() takes a line without its newline; closing leaves stdout open.
