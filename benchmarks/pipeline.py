@@ -4,8 +4,9 @@
     .venv/bin/python benchmarks/pipeline.py --quick       # small sizes, 1 round, about 40 s
     .venv/bin/python benchmarks/pipeline.py --parts pipeline --docs 2000 --fetch-ms 0
     .venv/bin/python benchmarks/pipeline.py --parts hard --hard-n 30000000 --rounds 5
+    .venv/bin/python benchmarks/pipeline.py --parts stages --callgrind   # issue 25, ~6 min
 
-Four parts, every measurement in a fresh subprocess (this script, re-invoked),
+Five parts, every measurement in a fresh subprocess (this script, re-invoked),
 rounds interleaved with the order rotated each round, medians and per-round
 (paired) ratios within the run:
 
@@ -29,6 +30,11 @@ rounds interleaved with the order rotated each round, medians and per-round
   the sum of the stages over the slowest (what no overlap at all would give).
 - control: the same pipeline with every stage sleeping instead of working, so
   that nothing but the engine competes for the CPUs: pipelining alone.
+- stages: what a stage costs the engine, per item: 1, 2, 3 and 4 stages of a no-op
+  ``async def`` (100 workers each), plain and with ``stats=True`` on every stage,
+  over ``--stages-items`` ints: µs per item (medians over the rounds) and, with
+  ``--callgrind`` (valgrind), instructions per item: (Ir(50,000 items) -
+  Ir(10,000 items)) / 40,000, after a warm-up run, ``PYTHONHASHSEED=0``.
 
 The tables are printed and written as markdown to benchmarks/out/pipeline.md,
 with every raw sample in benchmarks/out/pipeline.json.
@@ -82,7 +88,9 @@ from _harness import (
 from _harness import check as harness_check
 
 OUT_DIR = HERE / "out"
-PARTS = ("hard", "overhead", "pipeline", "control")
+PARTS = ("hard", "overhead", "pipeline", "control", "stages")
+STAGE_COUNTS = (1, 2, 3, 4)
+CALLGRIND_SIZES = (10_000, 50_000)  # per item: the difference over the extra items
 HARD_TARGET = 1.8  # the issue: processes at least 1.8x sequential on 2 cores
 NO_SPEEDUP = 1.2  # threads and async: "about 1x" means below this
 PIPELINE_TARGET = 1.10  # the issue: end to end within 10% of the slowest stage alone
@@ -397,6 +405,23 @@ async def measure_control(spec: dict[str, Any], report: dict[str, Any]) -> None:
     await timed_stages(spec, report, actions, list(range(docs)), prepared, int)
 
 
+async def noop(x: int) -> int:
+    return x
+
+
+async def measure_stages(spec: dict[str, Any], report: dict[str, Any]) -> None:
+    """``spec["stages"]`` stages of ``noop`` over ``spec["items"]`` ints, each stage
+    with 100 workers and ``stats=spec["stats"]``."""
+    from parallelize import parallelize  # noqa: PLC0415
+
+    run: Any = parallelize(noop, range(spec["items"]), 100, stats=spec["stats"])
+    for _ in range(spec["stages"] - 1):
+        run = run.then(noop, 100, stats=spec["stats"])
+    start = time.perf_counter()
+    await consume(run, report, start, int)
+    report["elapsed"] = time.perf_counter() - start
+
+
 def child(spec: dict[str, Any]) -> None:
     """Run one measurement; print one JSON line (the parent reads the last line)."""
     import parallelize  # noqa: PLC0415, F401 - imported before the clock starts
@@ -405,7 +430,7 @@ def child(spec: dict[str, Any]) -> None:
         import aiohttp  # noqa: PLC0415, F401
 
     report: dict[str, Any] = {}
-    measures = {"pipeline": measure_pipe, "control": measure_control}
+    measures = {"pipeline": measure_pipe, "control": measure_control, "stages": measure_stages}
     measure = measures.get(spec["part"], measure_hard)
     with errors_into(report):
         asyncio.run(measure(spec, report))
@@ -435,6 +460,8 @@ def expected(spec: dict[str, Any]) -> tuple[int, int]:
     """The count and checksum a correct measurement returns."""
     if spec["part"] == "hard":
         return spec["items"], spec["items"] * spec["n"]
+    if spec["part"] == "stages":
+        return spec["items"], sum(range(spec["items"]))
     from server import document  # noqa: PLC0415
 
     docs, kb = spec["docs"], spec["kb"]
@@ -544,6 +571,96 @@ def measure_rounds(
             if "db" in spec:
                 remove_sqlite(spec["db"])
     return samples
+
+
+def stage_spec(stages: int, stats: bool, items: int) -> dict[str, Any]:
+    spec = {"part": "stages", "stages": stages, "stats": stats, "items": items}
+    return spec | {"expect": expected(spec)}
+
+
+def callgrind_sample(spec: dict[str, Any], tmp: Path, timeout: float) -> dict[str, Any]:
+    """One child under callgrind: its sample, with the instructions it ran (Ir)."""
+    out = tmp / f"callgrind.{spec['stages']}.{spec['stats']}.{spec['items']}"
+    cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"]
+    path = os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")]))
+    env = child_env(PYTHONPATH=path, PYTHONHASHSEED="0")
+    sample = run_measurement([*cmd, *child_cmd(__file__, spec)], timeout, env)
+    sample["problems"] = problems(spec, sample)
+    if not sample.get("error") and out.exists():
+        for line in out.read_text().splitlines():
+            if line.startswith(("summary:", "totals:")):
+                sample["instructions"] = int(line.split()[1])
+                break
+    if "instructions" not in sample:
+        sample["problems"].append("no callgrind total")
+    return sample
+
+
+def measure_stage_series(args: argparse.Namespace) -> dict[str, dict[str, list[dict[str, Any]]]]:
+    """The stage-count series: {"time": {key: samples}, "callgrind": {key: [pair]}}."""
+    keys = [(stages, stats) for stats in (False, True) for stages in STAGE_COUNTS]
+    timed: dict[str, list[dict[str, Any]]] = {}
+    for round_no in range(args.rounds):
+        for stages, stats in rotated(keys, round_no):
+            key = f"{stages}/{'stats' if stats else 'plain'}"
+            sample = run_child(stage_spec(stages, stats, args.stages_items), args.timeout)
+            timed.setdefault(key, []).append(sample)
+            log(f"[{round_no + 1}/{args.rounds}] stages {key}", sample)
+    counted: dict[str, list[dict[str, Any]]] = {}
+    if args.callgrind and shutil.which("valgrind") is None:
+        print("callgrind: valgrind is not installed; skipped", flush=True)
+    elif args.callgrind:
+        with tempfile.TemporaryDirectory(prefix="parallelize-callgrind-") as tmp:
+            for stages, stats in keys:
+                run_child(stage_spec(stages, stats, 1_000), args.timeout)  # warm the .pyc
+                key = f"{stages}/{'stats' if stats else 'plain'}"
+                for items in CALLGRIND_SIZES:
+                    spec = stage_spec(stages, stats, items)
+                    sample = callgrind_sample(spec, Path(tmp), args.timeout * 20)
+                    counted.setdefault(key, []).append(sample)
+                    print(
+                        f"callgrind stages {key:8} n={items:>6,}: "
+                        f"{sample.get('instructions') or 0:>14,} instructions "
+                        f"({'; '.join(sample['problems']) or 'ok'})",
+                        flush=True,
+                    )
+    return {"time": timed, "callgrind": counted}
+
+
+def per_item_instructions(pair: list[dict[str, Any]]) -> float | None:
+    small, large = pair
+    if small["problems"] or large["problems"]:
+        return None
+    extra = CALLGRIND_SIZES[1] - CALLGRIND_SIZES[0]
+    return float(large["instructions"] - small["instructions"]) / extra
+
+
+def stages_table(args: argparse.Namespace, series: dict[str, Any]) -> str:
+    timed, counted = series["time"], series["callgrind"]
+    rows = []
+    for stats in (False, True):
+        for stages in STAGE_COUNTS:
+            key = f"{stages}/{'stats' if stats else 'plain'}"
+            elapsed = median_of(timed[key], "elapsed")
+            per_item = None if key not in counted else per_item_instructions(counted[key])
+            rows.append(
+                [
+                    f"{stages} stage{'s' if stages > 1 else ''}",
+                    "`stats=True`" if stats else "-",
+                    fmt(None if elapsed is None else elapsed / args.stages_items * 1e6, ".2f"),
+                    fmt(per_item, ",.0f"),
+                    check(timed[key] + counted.get(key, [])),
+                ]
+            )
+    header = ["pipeline", "stats", "µs per item", "instructions per item", "check"]
+    title = (
+        f"### Stages: a no-op `async def` per stage, 100 workers each, "
+        f"{args.stages_items:,} items, {args.rounds} rounds\n\n"
+        "`parallelize(noop, range(n), 100).then(noop, 100)...`, every stage with the "
+        "same `stats=`; µs per item: wall time over the items (medians); instructions "
+        "per item (callgrind, `--callgrind`): (Ir(50,000) - Ir(10,000)) / 40,000.\n\n"
+    )
+    return title + markdown(header, rows, right_from=2)
 
 
 # --------------------------------------------------------------------------- #
@@ -848,6 +965,11 @@ def setup_lines(args: argparse.Namespace, db_dir: Path) -> list[str]:
             f"processes, store 1 thread; SQLite files in {db_dir.parent} on "
             f"{filesystem_of(db_dir)}, synchronous={args.sync}"
         )
+    if "stages" in args.parts:
+        lines.append(
+            f"stages: 1-4 stages of a no-op, 100 workers each, {args.stages_items:,} items; "
+            f"callgrind: {'yes' if args.callgrind else 'no (--callgrind)'}"
+        )
     if "control" in args.parts:
         lines.append(
             f"control: the pipeline's shape, stages sleeping (fetch {args.fetch_ms:g} ms, "
@@ -866,7 +988,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--parts",
         default=",".join(PARTS),
-        help="comma-separated: hard,overhead,pipeline,control (all)",
+        help="comma-separated: hard,overhead,pipeline,control,stages (all)",
     )
     parser.add_argument("--hard-n", type=int, default=None, help="loop length N (15*10^6)")
     parser.add_argument("--hard-items", type=int, default=8, help="hard_work items (8)")
@@ -885,6 +1007,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="SQLite synchronous for stage 3 (FULL: an fsync per commit)",
     )
     parser.add_argument("--db-dir", type=Path, default=None, help="where SQLite files go")
+    parser.add_argument(
+        "--stages-items", type=int, default=None, help="stages: items (200,000; --quick 50,000)"
+    )
+    parser.add_argument(
+        "--callgrind", action="store_true", help="stages: also count instructions (valgrind)"
+    )
     parser.add_argument("--timeout", type=float, default=300.0, help="per measurement, s (300)")
     parser.add_argument("--out", type=Path, default=OUT_DIR / "pipeline.md", help="markdown")
     parser.add_argument("--child", help=argparse.SUPPRESS)
@@ -897,6 +1025,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.overhead_items = 500 if args.quick else 2_000
     if args.docs is None:
         args.docs = 200 if args.quick else 1_000
+    if args.stages_items is None:
+        args.stages_items = 50_000 if args.quick else 200_000
     args.parts = [p.strip() for p in args.parts.split(",") if p.strip()]
     unknown = set(args.parts) - set(PARTS)
     if unknown:
@@ -921,7 +1051,9 @@ def main(argv: list[str] | None = None) -> int:
         with server as (base, pid):
             if base is not None:
                 warm_server(base, args)
-            samples = measure_rounds(args, base, pid, db_dir)
+            others = set(args.parts) - {"stages"}
+            samples = measure_rounds(args, base, pid, db_dir) if others else {}
+        series = measure_stage_series(args) if "stages" in args.parts else None
         minutes = (time.perf_counter() - started) / 60
     finally:
         shutil.rmtree(db_dir, ignore_errors=True)
@@ -936,8 +1068,10 @@ def main(argv: list[str] | None = None) -> int:
         tables.append(pipeline_table(args, samples["pipeline"]))
     if "control" in samples:
         tables.append(pipeline_table(args, samples["control"], control=True))
+    if series is not None:
+        tables.append(stages_table(args, series))
     title = "Processes and pipelines benchmark"
-    raw = {"setup": setup, "samples": samples}
+    raw = {"setup": setup, "samples": samples, "stages": series}
     write_report(
         args.out, title, "pipeline.py", argv, minutes, setup, tables, raw, json_indent=None
     )

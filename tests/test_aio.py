@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from parallelize._aio import Deadlines
+from parallelize._aio import Deadlines, PullLock
 
 
 async def guarded(deadlines: Deadlines, seconds: float) -> str:
@@ -68,5 +68,51 @@ def test_a_timeout_inside_an_outer_cancel_scope_stays_a_cancel(run: Any) -> None
         with pytest.raises(TimeoutError):
             async with asyncio.timeout(0.05):
                 await guarded(deadlines, 5)
+
+    run(main())
+
+
+def test_pull_lock_is_taken_at_once_when_free_even_with_waiters(run: Any) -> None:
+    """No convoy: a released lock is free to the next taker; the woken waiter waits
+    again, first in line, and gets it at the next release."""
+
+    async def main() -> None:
+        lock = PullLock()
+        assert lock.acquire_nowait()
+        waiting = asyncio.create_task(lock.acquire())
+        await asyncio.sleep(0)
+        lock.release()
+        assert lock.acquire_nowait(), "free, though a task waits"
+        await asyncio.sleep(0)  # the woken waiter finds it taken and waits again
+        assert not waiting.done()
+        lock.release()
+        await waiting
+        assert lock.locked()
+        lock.release()
+
+    run(main())
+
+
+def test_pull_lock_passes_the_turn_on_past_cancelled_waiters(run: Any) -> None:
+    """A waiter cancelled in line leaves it; one cancelled after being woken hands its
+    turn to the next: nobody waits for a free lock."""
+
+    async def main() -> None:
+        lock = PullLock()
+        await lock.acquire()
+        first, second, third = (asyncio.create_task(lock.acquire()) for _ in range(3))
+        await asyncio.sleep(0)
+        second.cancel()  # in line
+        lock.release()  # wakes the first
+        first.cancel()  # woken, not yet run
+        async with asyncio.timeout(1):
+            await third
+        assert first.cancelled()
+        assert second.cancelled()
+        assert lock.locked()
+        lock.release()
+        async with lock:
+            assert lock.locked()
+        assert not lock.locked()
 
     run(main())

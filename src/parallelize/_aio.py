@@ -184,11 +184,11 @@ class PullLock:
                 else:
                     # Woken, then cancelled before it ran: pass the turn on.
                     self._woken = False
-                    if not self._locked:
+                    if not self.locked():  # a call: the checker keeps no narrowing across it
                         self._wake()
                 raise
             self._woken = False
-            if not self._locked:
+            if not self.locked():
                 self._locked = True
                 return
             # Taken meanwhile by a task that found it free: wait again, first in line.
