@@ -572,7 +572,11 @@ def test_a_spread_list_item_that_does_not_fit_says_why_and_how(
         return [
             r
             async for r in parallelize(
-                process_batch, [[1, 2, 3]], 1, on_error=on_error, **options
+                process_batch,
+                [[1, 2, 3]],
+                1,
+                on_error="yield" if on_error == "yield" else "raise",
+                **options,
             )
         ]
 
