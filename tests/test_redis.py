@@ -999,3 +999,42 @@ def test_property_the_short_json_is_the_encoders(value: Any) -> None:
     from parallelize._redis._queue import _encode, _json  # noqa: PLC0415 - internal
 
     assert _json(value) == _encode(value)
+
+
+@pytest.mark.timeout(30)
+def test_a_lone_surrogate_or_an_unstorable_result_does_not_stall_the_run(
+    run: Any, server: RedisServer
+) -> None:
+    """A result with a lone surrogate (real web data) is stored and read back as it
+    is; a set (JSON cannot hold it) fails its item alone, recorded as a failure: the
+    run finishes with 20 of 20 outcomes, nothing dead-lettered."""
+    import json  # noqa: PLC0415
+
+    from parallelize import UnstorableResult  # noqa: PLC0415
+
+    name = new_run()
+    odd = json.loads('"caf\\ud83d"')
+
+    async def action(i: int) -> Any:
+        if i == 4:
+            return odd
+        if i == 7:
+            return {i}
+        return i
+
+    async def main() -> None:
+        async with RedisQueue(server.url, run=name) as queue:
+            got = [
+                r async for r in parallelize(action, range(20), 4, journal=queue, on_error="yield")
+            ]
+            [failure] = [r for r in got if isinstance(r, Failure)]
+            assert isinstance(failure.exception, UnstorableResult)
+            assert odd in got
+            progress = await queue.progress()
+            assert (progress.ok, progress.failed, progress.dead) == (19, 1, 0)
+            assert progress.finished
+            stored = await queue.get(4)
+            assert stored is not None
+            assert stored.result == odd
+
+    run(main())

@@ -49,7 +49,7 @@ from collections.abc import (
     Iterable,
     Sequence,
 )
-from json.encoder import encode_basestring
+from json.encoder import encode_basestring, encode_basestring_ascii
 from typing import TYPE_CHECKING, Any, Final, Self, TypeVar, final
 from urllib.parse import urlsplit, urlunsplit
 
@@ -58,7 +58,7 @@ from redis import exceptions as rx
 from redis.asyncio.retry import Retry as _RedisRetry
 from redis.backoff import NoBackoff
 
-from parallelize._errors import JournalError
+from parallelize._errors import JournalError, UnstorableResult
 from parallelize._journal._base import item_digest
 from parallelize._journal._session import (
     _END,
@@ -100,15 +100,38 @@ _ENQUEUE_BATCH = 256  # items per XADD script
 _STORE_BATCH = 1000  # outcomes per store script
 _STORE_GATHER = 0.005  # seconds a small batch of outcomes waits for more
 _CALL_TIMEOUT = 10.0  # seconds one call to Redis may take before it is tried again
-_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+_encode_text = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+_encode_ascii = json.JSONEncoder(separators=(",", ":")).encode
 _decode = json.loads
+
+
+def _utf8(text: str) -> bool:
+    """Tell whether UTF-8 can hold ``text`` (a lone surrogate, as web data has, not)."""
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _encode(value: Any) -> str:
+    """Return the JSON text of ``value``, lone surrogates escaped.
+
+    What UTF-8 cannot hold is written as JSON's escape (backslash, u, d83d), which
+    decodes back to the very same string.
+    """
+    text: str = _encode_text(value)
+    return text if _utf8(text) else str(_encode_ascii(value))
 
 
 def _json(value: Any) -> str:
     """``_encode(value)``, without the encoder for the common cases: a str, an int."""
     kind = type(value)
     if kind is str:
-        return encode_basestring(value)  # what the encoder does with a str
+        text: str = encode_basestring(value)  # what the encoder does with a str
+        return text if _utf8(text) else str(encode_basestring_ascii(value))
     if kind is int:
         return str(value)
     return _encode(value)
@@ -1693,7 +1716,21 @@ class _Session:
         return suspects, others
 
     def prepare(self, tagged: Tagged) -> Tagged:
-        """Return ``tagged`` as it is: outcomes are encoded when stored (see record)."""
+        """Encode a result before it is yielded; one that JSON cannot hold fails.
+
+        As the SQLite journal's session does: the ``async for`` body never sees a
+        result that would then be lost, and the storer never meets one it cannot send.
+        """
+        entry, outcome, attempts, elapsed = tagged
+        if type(outcome) is Failure:
+            return tagged
+        try:
+            entry.data = _json(outcome)
+        except (TypeError, ValueError, RecursionError) as exc:
+            error = UnstorableResult(entry.item, outcome, f"{type(exc).__name__}: {exc}")
+            error.__cause__ = exc
+            failure = Failure(entry.item, error, attempts, elapsed, expected=False)
+            return entry, failure, attempts, elapsed
         return tagged
 
     def record(self, entry: Entry, outcome: Any, attempts: int, elapsed: float | None) -> None:
@@ -1719,7 +1756,7 @@ class _Session:
             ok = "0"
         else:
             try:
-                data = _json(outcome)
+                data = entry.data if entry.data is not None else _json(outcome)
             except (TypeError, ValueError) as exc:
                 raise JournalError(
                     f"cannot store the result of item {entry.item!r} in Redis: {exc}. "
