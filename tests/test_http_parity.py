@@ -7,6 +7,7 @@ import json
 import logging
 import re
 from collections.abc import Iterator
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
@@ -132,7 +133,8 @@ def test_a_long_url_is_sent_and_the_servers_414_is_the_reply(run: Any, client_na
             prefix = f"{base}/target/long?max=8190&q="
             for length in (9000, 65534):
                 reply = await client.request("GET", prefix + "a" * (length - len(prefix)))
-                assert (reply.status, reply.reason) == (414, "Request-URI Too Long"), length
+                # The phrase is the server's Python's: "URI Too Long" from 3.13 on.
+                assert (reply.status, reply.reason) == (414, HTTPStatus(414).phrase), length
             cases = [
                 (prefix + "a" * (200_000 - len(prefix)), 200_000),
                 # Short enough as written, too long once each é is %C3%A9.

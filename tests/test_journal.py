@@ -584,7 +584,8 @@ def test_a_lone_surrogate_in_a_result_is_stored_and_replayed(tmp_path: Path) -> 
     assert odd in first
     again = asyncio.run(run_once())
     assert sorted(again) == sorted(first)
-    assert sqlite3.connect(path).execute("SELECT count(*) FROM outcomes").fetchone() == (10_000,)
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        assert conn.execute("SELECT count(*) FROM outcomes").fetchone() == (10_000,)
 
 
 @pytest.mark.parametrize("bad", [b"bytes", {1, 2}, object()], ids=["bytes", "set", "object"])

@@ -98,7 +98,9 @@ def test_cpu_bound_items_run_at_once_on_two_cores(run: Any) -> None:
 
 def test_an_exception_comes_back_with_its_type_and_remote_traceback(run: Any) -> None:
     async def main() -> None:
-        with pytest.raises(ValueError, match="bad item 4") as caught:
+        # The first failure ends the run: item 4's, or 9's when 4's child was slow
+        # to start (a busy machine) and the other worker got there first.
+        with pytest.raises(ValueError, match=r"^bad item (4|9)$") as caught:
             async for _ in parallelize(actions.fail_on, range(10), 2, executor="process"):
                 pass
         assert "fail_on" in str(caught.value.__cause__)  # the child's traceback, as text
