@@ -302,6 +302,27 @@ def test_latency_rising_with_the_input_is_not_taken_for_a_queue() -> None:
     assert e.decreases == 0
 
 
+def test_latency_rising_with_the_input_after_a_queue_was_seen_once_is_not_taken_for_one() -> None:
+    """One 503 early, then no capacity and 10 -> 49 ms down 5,000 items: the limit comes back.
+
+    The 503 says the service has a capacity, so the latency's rise is trusted as a
+    queue's and the limit falls; once it has halved with the latency staying up,
+    the fall is undone (it used to crawl back up from a probe: 60% of the items
+    ended in the time a fixed 200 needs / 0.9, mean limit 60).
+    """
+    e = estimator(high=200)
+    service = SimulatedService(e, k=10**9, s=0.0, latency=rising(5000))
+    service.run(0.2)
+    e.overload(service.next_seq - 1, service.next_seq)
+    fixed = sum(10 + i * 40 // 5000 for i in range(5000)) / 1000 / 200  # 0.74 s at 200
+    limits = []
+    for step in range(1, round((fixed / 0.9 - 0.2) / 0.05) + 1):
+        service.run(0.2 + step * 0.05)
+        limits.append(e.gate)
+    assert sum(limits) / len(limits) >= 100, limits
+    assert sum(end <= service.now for _, end in service.served) >= 0.7 * 5000
+
+
 def test_latency_that_varies_randomly_by_item_is_not_taken_for_a_queue() -> None:
     """No capacity, 10-49 ms at random per item, at most 200: the limit stays near 200."""
     draws = random.Random(25)

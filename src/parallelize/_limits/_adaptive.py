@@ -19,7 +19,10 @@ signals:
   with a test cut to half the limit (a queue's latency is proportional to the
   calls in flight; latency that the items bring, a mix of fast and slow calls or
   calls that get slower down the input, does not care). A test the latency
-  ignores is undone at once, and that round's latency is the new baseline.
+  ignores is undone at once, and that round's latency is the new baseline; so
+  is a fall of the limit by half that the latency ignores, after which a rise
+  over the tolerance is tested again (the queue seen before, a 503 or the
+  client's own loop, is not what raises the latency now).
 * **Overload** (loss, in TCP terms): a timeout, a connection error, a 429/503/504, or
   whatever the user's ``overload`` predicate says. The limit is cut by ``backoff`` at
   once, and only once for all the calls that were already in flight then (TCP
@@ -33,10 +36,11 @@ calls to three quarters of the service's capacity, estimated by Little's law as
 nearly busy, and the mean latency of those calls is the new ``min_rtt`` (BBRv2's
 ProbeRTT at half the bandwidth-delay product; Envoy's filter and BBRv1 drop to a
 handful of calls instead, which halved the goodput for a quarter of a second). A
-probe also comes at once, without waiting for the interval, when the latency tells
-that the baseline moved: a round faster than ``min_rtt`` (the service got faster),
-or a limit that fell by half without the latency following it (no queue of ours is
-left: the service got slower; a queue's latency falls with the limit, Little's law).
+probe also comes at once, without waiting for the interval, when a round is faster
+than ``min_rtt``: the service got faster, and the round still holds our queue. A
+service (or items) that got slower needs no probe: the limit falls by half without
+the latency following it (a queue's latency falls with the limit, Little's law),
+and that round, with no queue of ours left, measured the new baseline.
 Netflix's Gradient2 does without a baseline: it compares the latest latency with a
 long-term average of it, which under sustained load becomes the loaded latency, so
 the queue it keeps grows with the load (it decays the average only once it is twice
@@ -361,12 +365,18 @@ class _Estimator:
                 self.limit = min(self.high, limit * 2 if used else limit)
                 self._new_round(next_seq)
                 return
-        elif ratio > self.tolerance and self._latency_ignores_the_limit(rtt):
-            # No queue of ours is left to drain: the service itself got slower.
-            # Measure it again now, below this round's limit (which the service
-            # no longer queues), rather than cut the limit towards the floor.
-            self.next_probe = now
-            capacity = self.round_limit
+        elif ratio > self.tolerance and (fell_from := self._latency_ignores_the_limit(rtt)):
+            # No queue of ours is left: the service itself got slower, or the items
+            # did (calls that get slower down the input). This round, at half the
+            # limit or less, met no queue: its latency is the new no-load latency,
+            # and the fall was a mistake, undone as a test is. The queue seen
+            # before may have been the only one: the next rise is tested again.
+            self.min_rtt = rtt
+            self.queue_seen = False
+            self.limit = min(self.high, max(self.limit, float(fell_from)))
+            self.decline_limit = 0
+            self._new_round(next_seq)
+            return
         target = limit * self.tolerance / ratio
         if target < limit:
             # Halfway to the target (and never below half): one slow round (a
@@ -455,19 +465,20 @@ class _Estimator:
         self.limit = min(self.high, before)
         return True
 
-    def _latency_ignores_the_limit(self, rtt: float) -> bool:
-        """Tell whether the latency stayed up while the limit fell by half or more.
+    def _latency_ignores_the_limit(self, rtt: float) -> int:
+        """Return the limit the fall began at if the latency stayed up meanwhile, else 0.
 
-        A queue's latency is proportional to the calls in flight (Little's law), so
-        halving the limit halves it; a service that got slower keeps its latency.
-        The geometric midpoint of the two tells them apart.
+        Asks only once the limit fell by half or more. A queue's latency is
+        proportional to the calls in flight (Little's law), so halving the limit
+        halves it; a service or items that got slower keep their latency. The
+        geometric midpoint of the two tells them apart.
         """
         before, now = self.decline_limit, self.round_limit
         if not 0 < 2 * now <= before:
-            return False
+            return 0
         ignored = rtt > self.decline_rtt * math.sqrt(now / before)
         self.decline_limit, self.decline_rtt = now, rtt  # one signal per halving
-        return ignored
+        return before if ignored else 0
 
     def _start_probe(self, now: float, next_seq: int, capacity: float) -> None:
         """Hold the limit under the service's ``capacity`` for the next few calls.
