@@ -21,6 +21,7 @@ __all__ = (
     "check_choice",
     "check_int",
     "check_seconds",
+    "fits_utf8",
     "is_async_callable",
 )
 
@@ -144,3 +145,14 @@ def check_argslist(argslist: object) -> Iterable[Any] | AsyncIterable[Any]:
         f"argslist must be an iterable (list, range, generator) or an async iterable "
         f"(async generator), got {_short_repr(argslist)} of type {type(argslist).__name__}"
     )
+
+
+def fits_utf8(text: str) -> bool:
+    """Tell whether UTF-8 can hold ``text``: not a lone surrogate (web data has them)."""
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

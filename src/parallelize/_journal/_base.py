@@ -19,6 +19,8 @@ from collections.abc import Sequence
 from typing import Any, NamedTuple, Protocol, final, runtime_checkable
 from zlib import crc32
 
+from parallelize._util import fits_utf8
+
 __all__ = (
     "Codec",
     "Journal",
@@ -123,14 +125,11 @@ class JsonCodec:
 
     def encode(self, value: Any) -> str:
         text: str = self._encode(value)
-        if not text.isascii():
-            try:
-                text.encode("utf-8")
-            except UnicodeEncodeError:
-                # A lone surrogate (real web data has them): the file holds UTF-8
-                # only, so escape it as JSON does (\ud83d), which decodes back to
-                # the very same string.
-                return str(self._encode_ascii(value))
+        if not fits_utf8(text):
+            # A lone surrogate (real web data has them): the file holds UTF-8 only,
+            # so escape it as JSON does (\ud83d), which decodes back to the very
+            # same string.
+            return str(self._encode_ascii(value))
         return text
 
     def decode(self, text: str) -> Any:

@@ -35,6 +35,7 @@ from typing import Any, Protocol, final
 
 from parallelize._errors import JournalError, UnstorableResult
 from parallelize._outcomes import Failure
+from parallelize._util import fits_utf8
 
 from ._base import Journal, JsonCodec, Key, Record, RecordedError, RunInfo, item_digest
 
@@ -117,13 +118,7 @@ _CHECK_FIRST = 64
 
 def _storable(text: str) -> str:
     """``text`` as SQLite's UTF-8 can hold it: lone surrogates backslash-escaped."""
-    if text.isascii():
-        return text
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return text.encode("utf-8", "backslashreplace").decode("utf-8")
-    return text
+    return text if fits_utf8(text) else text.encode("utf-8", "backslashreplace").decode()
 
 
 @final

@@ -72,7 +72,7 @@ from parallelize._journal._session import (
 from parallelize._limits import AdaptiveLimit
 from parallelize._limits._rate import check_per_second
 from parallelize._outcomes import Failure
-from parallelize._util import check_int, check_seconds
+from parallelize._util import check_int, check_seconds, fits_utf8
 
 from . import NO_INPUT, _scripts
 
@@ -105,17 +105,6 @@ _encode_ascii = json.JSONEncoder(separators=(",", ":")).encode
 _decode = json.loads
 
 
-def _utf8(text: str) -> bool:
-    """Tell whether UTF-8 can hold ``text`` (a lone surrogate, as web data has, not)."""
-    if text.isascii():
-        return True
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 def _encode(value: Any) -> str:
     """Return the JSON text of ``value``, lone surrogates escaped.
 
@@ -123,7 +112,7 @@ def _encode(value: Any) -> str:
     decodes back to the very same string.
     """
     text: str = _encode_text(value)
-    return text if _utf8(text) else str(_encode_ascii(value))
+    return text if fits_utf8(text) else str(_encode_ascii(value))
 
 
 def _json(value: Any) -> str:
@@ -131,7 +120,7 @@ def _json(value: Any) -> str:
     kind = type(value)
     if kind is str:
         text: str = encode_basestring(value)  # what the encoder does with a str
-        return text if _utf8(text) else str(encode_basestring_ascii(value))
+        return text if fits_utf8(text) else str(encode_basestring_ascii(value))
     if kind is int:
         return str(value)
     return _encode(value)
