@@ -199,6 +199,7 @@ class _Estimator:
         "phase",
         "probe_again",
         "probe_end",
+        "probe_from",
         "probe_interval",
         "probe_seen",
         "probes",
@@ -213,6 +214,7 @@ class _Estimator:
         "rtt",
         "samples",
         "saved_limit",
+        "start_held",
         "test_limit",
         "test_rtt",
         "tolerance",
@@ -242,6 +244,8 @@ class _Estimator:
         self.probe_end = 0  # a probe measures the calls numbered below this
         self.probe_again = False  # the last probe asked for a second one
         self.probe_seen = 0  # calls of the probe that ended
+        # The min_rtt the limit was set under, for the next probe to compare with.
+        self.probe_from: float | None = None
         self.saved_limit = self.limit
         self.recovery_seq = 0  # overload of calls numbered below this is already handled
         self.round_start = 0  # samples of calls numbered below this are stale
@@ -264,6 +268,9 @@ class _Estimator:
         # fast calls, or calls that get slower down the input), and the first cut it
         # asks for is a test (below) rather than a step towards the floor.
         self.queue_seen = False
+        # The start held its limit for a round, to judge its last step by the
+        # next one (below).
+        self.start_held = False
         # A test cut under way: the limit before it (0: none) and the latency then.
         self.test_limit = 0.0
         self.test_rtt = 0.0
@@ -336,8 +343,11 @@ class _Estimator:
             # (a 503 returned as a bare int).
             if self.phase is _Phase.STEADY and old is not None and rtt * _PROBE_CHANGE < old:
                 # The service got faster: this round's latency still holds our
-                # queue, so measure the new no-load latency without one.
+                # queue, so measure the new no-load latency without one. The
+                # limit (and so the probe's level) was set under the old minimum.
                 self.next_probe = now
+                if self.probe_from is None:
+                    self.probe_from = old
             self.min_rtt = old = rtt
         return rtt / old if old > 0 else 1.0
 
@@ -346,7 +356,7 @@ class _Estimator:
         ratio = self._update_min_rtt(rtt, now)
         last_limit, last_rtt = self.last_limit, self.last_rtt
         self.last_limit, self.last_rtt = self.round_limit, rtt
-        if self._testing(rtt, ratio):
+        if self._testing(rtt, ratio, last_rtt) or self._holding(ratio, last_limit, last_rtt):
             self._new_round(next_seq)
             return
         # Grow only a limit that the run fills: the latency of a half-idle limit
@@ -375,6 +385,7 @@ class _Estimator:
             self.queue_seen = False
             self.limit = min(self.high, max(self.limit, float(fell_from)))
             self.decline_limit = 0
+            self.phase = _Phase.START  # no queue seen: double back up
             self._new_round(next_seq)
             return
         target = limit * self.tolerance / ratio
@@ -417,8 +428,15 @@ class _Estimator:
         self.min_rtt = rtt
         return 1.0
 
-    def _testing(self, rtt: float, ratio: float) -> bool:
-        """Judge a test cut, or make one; True if this round's update is done."""
+    def _testing(self, rtt: float, ratio: float, last_rtt: float) -> bool:
+        """Judge a test cut, or make one; True if this round's update is done.
+
+        A test needs two rounds in a row over the tolerance, and takes the lower
+        of the two as the latency before the cut: one slow round (a pause of the
+        client's own process, a burst of new connections) is noise, and a test
+        judged against it would take the latency of the next round for a queue's
+        fall. The round between holds the limit.
+        """
         if self.test_limit:
             return self._test_done(rtt)
         if (
@@ -427,8 +445,27 @@ class _Estimator:
             and not self.queue_seen
             and self.gate > self.low
         ):
-            self._start_test(rtt)
+            before = min(rtt, last_rtt)
+            if self.min_rtt is not None and before > self.tolerance * self.min_rtt:
+                self._start_test(before)
             return True
+        return False
+
+    def _holding(self, ratio: float, last_limit: int, last_rtt: float) -> bool:
+        """Hold the start's limit for a round after its first round over the tolerance.
+
+        The next round judges the start's last step instead (:meth:`_start_ratio`):
+        the first round at a higher limit pays for the new connections it opens,
+        and one slow round may be a pause of the client's own process, while a
+        queue's latency stays. True if this round's update is done.
+        """
+        if self.phase is not _Phase.START:
+            return False
+        if ratio >= self.tolerance and not self.queue_seen and not self.start_held:
+            self.start_held = True
+            self.last_limit, self.last_rtt = last_limit, last_rtt  # the step to judge
+            return True
+        self.start_held = False
         return False
 
     def _start_test(self, rtt: float) -> None:
@@ -460,9 +497,10 @@ class _Estimator:
             return False
         # It did not follow: no queue of ours at either limit. This round's latency
         # is the service's no-load latency for the items of the moment, and the cut
-        # was a mistake: undo it.
+        # was a mistake: undo it, and grow again as at the start.
         self.min_rtt = rtt
         self.limit = min(self.high, before)
+        self.phase = _Phase.START
         return True
 
     def _latency_ignores_the_limit(self, rtt: float) -> int:
@@ -499,6 +537,8 @@ class _Estimator:
         self.probe_seen = 0
         self.decline_limit = 0
         self.next_probe = now + self.probe_interval
+        if self.probe_from is None:
+            self.probe_from = self.min_rtt
 
     def _probe_done(self, rtt: float | None, next_seq: int, now: float) -> None:
         """Count one call of the probe (``rtt`` None: it failed); end it after the last.
@@ -513,7 +553,7 @@ class _Estimator:
             self.round_sum += rtt
         if self.probe_seen < self.probe_end - self.round_start:
             return
-        old = self.min_rtt
+        old, self.probe_from = self.probe_from, None
         if self.round_n:
             self.min_rtt = self.rtt = self.round_sum / self.round_n
         self.limit = self.saved_limit
