@@ -45,6 +45,7 @@ from ._policies import Retry as Retry
 from ._policies import parse_retry_after as parse_retry_after
 from ._policies import retry_after_of as retry_after_of
 from ._progress import Progress as Progress
+from ._redis import NO_INPUT as NO_INPUT
 from ._stats import Latency as Latency
 from ._stats import Statistics as Statistics
 
@@ -61,6 +62,7 @@ __all__ = (
     "JsonCodec",
     "Latency",
     "MissingDependencyError",
+    "NO_INPUT",
     "Observer",
     "ParallelizeError",
     "ProcessCrashed",
@@ -118,3 +120,4 @@ for _obj in (
 ):
     _obj.__module__ = "parallelize"
 del _obj
+type(NO_INPUT).__module__ = "parallelize"
