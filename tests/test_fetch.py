@@ -26,8 +26,8 @@ from hypothesis import strategies as st
 
 from clitools import FIELDS, by_url, cli, interrupt, key, start, write_lines
 from parallelize._cli import _fetch
-from parallelize._cli._common import ENCODE
 from parallelize._cli._fetch import _make_fetch
+from parallelize._cli._output import ENCODE
 from parallelize.http import Reply, backends
 
 

@@ -1,13 +1,21 @@
 """The ``parallelize`` command line: ``parallelize fetch`` and ``parallelize run``.
 
-Built on the public API only::
+Built on the public API only. Each module imports only those below it::
 
-    __init__   main(): parse, dispatch, turn errors into one line and an exit code
-    _parser    the grammar and the help texts
-    _fetch     parallelize fetch URLS: aiohttp, one JSON line per URL
-    _run       parallelize run MODULE:FUNCTION: one JSON line per call
-    _queue     --run NAME (a run shared through Redis) and parallelize queue
-    _common    input lines, the batched output, the run, its summary and exit code
+    __init__     main(): parse, dispatch, turn errors into one line and an exit code
+    _parser      the grammar and the help texts (it asks the commands for theirs)
+    _fetch       parallelize fetch URLS: an HTTP client, one JSON line per URL
+    _run         parallelize run MODULE:FUNCTION: one JSON line per call
+    _queue       parallelize queue: read, or delete, a run shared through Redis
+    _execution   execute(): a Job through parallelize(), its lines, its exit code
+    _shared_run  --run NAME: a run shared through Redis, its options and its queue
+    _summary     the summary on stderr, and how to resume after a signal
+    _job         Job: the action, its items, what a journal keys and compares
+    _input       input lines as items (a pipe read by a thread)
+    _output      ENCODE and the Sink: JSON lines written in batches
+    _files       the files checked before any work: none is another
+    _logging     parallelize's warnings on stderr      _loop     the event loop
+    _errors      exit codes, UsageError, OutputError
 
 Exit codes: 0 every item succeeded, 1 some failed, 2 usage error, 74 the output
 could not be written, 130 interrupted, 141 stdout closed early.
@@ -19,15 +27,9 @@ import argparse
 import os
 import sys
 
-from ._common import (
-    EXIT_INTERRUPTED,
-    EXIT_OUTPUT,
-    EXIT_USAGE,
-    OutputError,
-    UsageError,
-    setup_logging,
-)
+from ._errors import EXIT_INTERRUPTED, EXIT_OUTPUT, EXIT_USAGE, OutputError, UsageError
 from ._fetch import fetch_command
+from ._logging import setup_logging
 from ._parser import build_parser
 from ._queue import queue_command
 from ._run import run_command

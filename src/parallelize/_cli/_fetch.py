@@ -39,24 +39,14 @@ from parallelize.http import (
     open_client,
 )
 
-from ._common import (
-    ENCODE,
-    Job,
-    NotUTF8,
-    Sink,
-    UsageError,
-    check_distinct_files,
-    check_journal,
-    count_items,
-    error_text,
-    execute,
-    open_input,
-    open_output,
-    read_items,
-    run_loop,
-    wants_progress,
-)
-from ._queue import check_queue_options
+from ._errors import UsageError, error_text
+from ._execution import execute, wants_progress
+from ._files import check_distinct_files, check_journal
+from ._input import NotUTF8, count_items, open_input, read_items
+from ._job import Job
+from ._loop import run_loop
+from ._output import ENCODE, Sink, open_output
+from ._shared_run import check_queue_options
 
 if TYPE_CHECKING:
     import argparse

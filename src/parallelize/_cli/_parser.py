@@ -9,9 +9,10 @@ from typing import NoReturn
 
 from parallelize.http import BACKENDS
 
-from ._common import UsageError
+from ._errors import UsageError
 from ._fetch import parse_header
-from ._queue import add_queue_options, add_queue_parser
+from ._queue import add_queue_parser
+from ._shared_run import add_queue_options
 
 __all__ = ("build_parser",)
 

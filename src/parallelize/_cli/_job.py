@@ -1,0 +1,50 @@
+"""A command's job: the action, its items, and what a journal keys and compares them by.
+
+:mod:`._fetch` and :mod:`._run` each build one :class:`Job`; :func:`~._execution.execute`
+runs it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator, Callable, Iterable
+from typing import Any
+
+from parallelize import Failure, Retry
+
+__all__ = ("Job",)
+
+
+@dataclasses.dataclass(slots=True)
+class Job:
+    """One command's work, ready for :func:`execute`.
+
+    Attributes:
+        action: What runs per item; returns the item's JSON line (so that a journal
+            stores, and replays, exactly what was written).
+        items: The items, from :func:`read_items`.
+        failure_line: Turns a :class:`~parallelize.Failure` into its JSON line.
+        noun: What the items are, plural, for messages ("URLs").
+        retry: The retry policy, or None.
+        key: With a journal, the function naming an item across runs, or None for
+            its position in the input.
+        reads_stdin: Whether the items come from stdin (said in the resume hint).
+        total: How many items there are, for the progress bar, or None.
+        summary_note: Said at the end of the summary line ("client aiohttp").
+        timeout_in_action: The action enforces --timeout itself (the run does not).
+        settings: What shapes an outcome besides the item (the request's method and
+            headers, the function): a journal stores them and refuses a rerun
+            whose settings differ (``--reuse-journal`` adopts them instead).
+    """
+
+    action: Callable[..., Any]
+    items: Iterable[Any] | AsyncIterator[Any]
+    failure_line: Callable[[Failure], str]
+    noun: str
+    reads_stdin: bool = False
+    retry: Retry[Any] | None = None
+    key: Callable[[Any], int | str] | None = None
+    total: int | None = None
+    summary_note: str | None = None
+    timeout_in_action: bool = False
+    settings: dict[str, Any] = dataclasses.field(default_factory=dict)
