@@ -1,23 +1,47 @@
-"""The exception tree of parallelize.
+"""The exception tree of parallelize: every error it raises on its own account.
 
 Errors raised by a user's own action, or by iterating the user's own input, come out
 unchanged: they are never wrapped. The classes below are for what parallelize itself
-has to say::
+has to say, so ``except ParallelizeError`` catches all of them; where one is also a
+built-in error, it says so, and an ``except`` of that built-in catches it too::
 
     ParallelizeError
-    ├── ActionError             (an action misbehaved in a way found only while running)
+    ├── ActionError             (an action misbehaved in a way found only while running;
+    │                            also a TypeError)
     ├── RetriesExhausted        (an item's result still asked for a retry after the last)
     ├── RetryWaitTooLong        (the wait before an item's next attempt passed Retry.max_wait)
     ├── DeadlineExceeded        (an item's deadline passed; also a TimeoutError)
     ├── JournalError            (a journal cannot be used: corrupt, locked, mismatched...)
+    │   ├── QueueUnavailableError  (parallelize.redis: Redis cannot be reached)
+    │   └── QueueInUseError        (parallelize.redis: RedisQueue.delete() refused,
+    │                               workers are on the run)
+    ├── RecordedError           (a failure read back from a journal: its type and message)
     ├── UnstorableResult        (an item's result that its journal's codec cannot store)
     ├── Interrupted             (a run stopped on SIGINT/SIGTERM, after saving its work)
     ├── ProcessCrashed          (the child process running an item died)
-    └── MissingDependencyError  (an optional extra is not installed; also an ImportError)
+    ├── MissingDependencyError  (an optional extra is not installed; also an ImportError)
+    └── HTTPClientError         (parallelize.http: a request got no usable reply; .kind)
+        ├── ConnectError            (refused, reset, closed early; also a ConnectionError)
+        │   ├── DNSError            (the host name did not resolve)
+        │   └── TLSError            (the TLS handshake failed)
+        ├── RequestTimeoutError     (no complete reply within the client's timeout;
+        │                            also a TimeoutError)
+        ├── RedirectError           (a redirect that cannot be followed)
+        │   └── TooManyRedirectsError  (more than max_redirects)
+        ├── ProtocolError           (a malformed reply, or a body cut short)
+        ├── InvalidURLError         (not an absolute http(s) URL; also a ValueError)
+        └── BodyTooLargeError       (a body longer than max_body)
 
-Bad arguments to :func:`parallelize.parallelize` are plain :class:`TypeError` and
-:class:`ValueError`, raised before any work starts; misuse of a run's lifecycle is a
-:class:`RuntimeError`.
+The classes are defined below and public as ``parallelize.X``, except four homes
+next to the code that raises them: ``RecordedError`` in ``_journal``
+(``parallelize.RecordedError``), the queue's two in ``_redis``
+(``parallelize.redis.X``), ``HTTPClientError`` and its subclasses in ``http``
+(``parallelize.http.X``). ``tests/test_errors_tree.py`` checks that this drawing
+and the classes agree.
+
+Bad arguments to :func:`parallelize.parallelize` (and to every other entry point) are
+plain :class:`TypeError` and :class:`ValueError`, raised before any work starts (see
+``_util``); misuse of a run's lifecycle is a :class:`RuntimeError`.
 """
 
 from __future__ import annotations

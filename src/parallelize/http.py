@@ -73,7 +73,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mappin
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal, Protocol, final
 
 from ._aio import Deadlines
-from ._errors import MissingDependencyError
+from ._errors import MissingDependencyError, ParallelizeError
 from ._http_settings import TLS, Proxies
 from ._http_settings import proxies as proxies_of
 from ._http_settings import tls as tls_of
@@ -113,8 +113,12 @@ Body = Literal["keep", "discard"] | Callable[[bytes], object]
 # -- the errors --------------------------------------------------------------------
 
 
-class HTTPClientError(Exception):
+class HTTPClientError(ParallelizeError):
     """A request that got no usable reply; ``kind`` names why, the same on every backend.
+
+    Each subclass keeps its built-in base too: ``except ConnectionError`` still
+    catches a ``ConnectError``. Changed in 0.2: a :class:`parallelize.ParallelizeError`
+    (was a plain ``Exception``).
 
     Attributes:
         kind: ``"timeout"``, ``"dns"``, ``"tls"``, ``"connection"``, ``"redirect"``,

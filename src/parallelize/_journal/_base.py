@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from typing import Any, NamedTuple, Protocol, final, runtime_checkable
 from zlib import crc32
 
+from parallelize._errors import ParallelizeError
 from parallelize._util import fits_utf8
 
 __all__ = (
@@ -77,7 +78,7 @@ class Record(NamedTuple):
     digest: bytes | None
 
 
-class RecordedError(Exception):
+class RecordedError(ParallelizeError):
     """A failure read back from a journal: the original exception's type and message.
 
     The original exception object is not stored (a journal is data: loading it must
@@ -86,6 +87,8 @@ class RecordedError(Exception):
     Attributes:
         type_name: The original exception's type, ``module.QualName``.
         message: ``str()`` of the original exception.
+
+    Changed in 0.2: a :class:`parallelize.ParallelizeError` (was a plain ``Exception``).
     """
 
     def __init__(self, type_name: str, message: str) -> None:
