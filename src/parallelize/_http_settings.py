@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from typing import Final
 
 from ._http_urls import bypasses, no_proxy_entries
+from ._util import check_bool
 
 # The environment, as curl and Python's urllib read it: the lower-case name
 # first. HTTP_PROXY (upper case) is ignored in a CGI script (REQUEST_METHOD set),
@@ -167,8 +168,7 @@ def tls(
             or ``client_key`` without ``client_cert``.
         TypeError: ``verify`` is not a bool.
     """
-    if not isinstance(verify, bool):
-        raise TypeError(f"verify must be True or False, got {verify!r}")
+    check_bool("verify", verify)
     if client_key is not None and client_cert is None:
         raise ValueError(
             "client_key needs client_cert: pass the certificate file too "

@@ -1,7 +1,23 @@
-"""Argument validators shared by the public entry points.
+"""Argument validators shared by the public entry points: one per kind of value.
 
 Each check raises before any work starts, names the parameter, shows the value
-received and says what to pass instead.
+received and says what to pass instead, in one shape for every kind::
+
+    TypeError:  "<name> must be <the kind and its range>, got <value>"
+    ValueError: "<name> must be <the range>, got <value>"
+
+The kinds, and their one rule each:
+
+- :func:`check_int`: an int (never a bool) >= a minimum.
+- :func:`check_number`: an int or float (never a bool) within bounds, each
+  inclusive or exclusive, and finite if asked: rates, ratios, factors.
+- :func:`check_seconds`: a duration: a finite number of seconds > 0 (a timeout,
+  an interval); with ``zero=True`` also 0, with ``infinite=True`` also
+  ``math.inf`` (a wait, or a cap on one, that may be none).
+- :func:`check_bool`: True or False (not 0, 1, "yes").
+- :func:`check_choice`: one of a few strings (anything else, a str or not, is
+  the ValueError ``<name> must be one of 'a', 'b', got <value>``).
+- :func:`check_callable`: a function (any callable), or None if allowed.
 """
 
 from __future__ import annotations
@@ -10,7 +26,7 @@ import functools
 import inspect
 import math
 from collections.abc import AsyncIterable, Callable, Iterable
-from typing import Any, Literal
+from typing import Any, Literal, TypeGuard, TypeVar
 
 __all__ = (
     "ActionKind",
@@ -18,12 +34,16 @@ __all__ = (
     "check_action",
     "check_argslist",
     "check_bool",
+    "check_callable",
     "check_choice",
     "check_int",
+    "check_number",
     "check_seconds",
     "fits_utf8",
     "is_async_callable",
 )
+
+T = TypeVar("T")
 
 
 def _short_repr(value: object, limit: int = 60) -> str:
@@ -37,16 +57,84 @@ def check_int(name: str, value: object, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name} must be an int >= {minimum}, got {_short_repr(value)}")
     if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+        raise ValueError(f"{name} must be >= {minimum}, got {_short_repr(value)}")
     return value
 
 
-def check_seconds(name: str, value: object) -> float:
-    """Return ``value`` as float seconds if it is a finite number > 0, else raise."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"{name} must be a number of seconds > 0, got {_short_repr(value)}")
-    if not (value > 0 and math.isfinite(value)):
-        raise ValueError(f"{name} must be > 0 seconds, got {value!r}")
+def _range(
+    above: float | None, at_least: float | None, below: float | None, at_most: float | None
+) -> str | None:
+    """Say a range as the messages do: "> 1", ">= 0", "in [0, 1]", "in (0, 100]"...
+
+    None if there is no bound.
+    """
+    low = ("(", ">", above) if above is not None else None
+    low = low or (("[", ">=", at_least) if at_least is not None else None)
+    high = (")", "<", below) if below is not None else None
+    high = high or (("]", "<=", at_most) if at_most is not None else None)
+    if low is not None and high is not None:
+        if low[0] == "(" and high[0] == ")":
+            return f"between {low[2]:g} and {high[2]:g} (exclusive)"
+        return f"in {low[0]}{low[2]:g}, {high[2]:g}{high[0]}"
+    one = low or high
+    return None if one is None else f"{one[1]} {one[2]:g}"
+
+
+def _is_number(value: object) -> TypeGuard[float]:
+    # bool is an int subclass, but timeout=True is always a mistake.
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def check_number(
+    name: str,
+    value: object,
+    *,
+    above: float | None = None,
+    at_least: float | None = None,
+    below: float | None = None,
+    at_most: float | None = None,
+    finite: bool = False,
+) -> float:
+    """Return ``value`` as a float if it is a number within the bounds given, else raise.
+
+    Each bound is optional: ``above``/``below`` exclude it, ``at_least``/``at_most``
+    include it. NaN is never within a bound; ``finite=True`` refuses infinities too.
+
+    Example: ``check_number("per_second", rate, above=0, finite=True)`` raises
+    ``TypeError("per_second must be a number > 0, got '10'")`` and
+    ``ValueError("per_second must be > 0 and finite, got 0")``.
+    """
+    rule = _range(above, at_least, below, at_most)
+    if not _is_number(value):
+        kind = "a number" if rule is None else f"a number {rule}"
+        raise TypeError(f"{name} must be {kind}, got {_short_repr(value)}")
+    if not (
+        (above is None or value > above)
+        and (at_least is None or value >= at_least)
+        and (below is None or value < below)
+        and (at_most is None or value <= at_most)
+        and (not finite or math.isfinite(value))
+    ):
+        rules = [r for r in (rule, "finite" if finite else None) if r is not None]
+        raise ValueError(f"{name} must be {' and '.join(rules)}, got {_short_repr(value)}")
+    return float(value)
+
+
+def check_seconds(name: str, value: object, *, zero: bool = False, infinite: bool = False) -> float:
+    """Return ``value`` as float seconds if it is a finite number > 0, else raise.
+
+    ``zero=True`` accepts 0 too (a wait that may be none), ``infinite=True``
+    accepts ``math.inf`` (a cap that never applies). The TypeError names the
+    bound unless it is the one every duration has (>= 0): ``"timeout must be a
+    number of seconds > 0, got '5'"``; the ValueError always does: ``"timeout
+    must be > 0 seconds, got -1"``.
+    """
+    bound = ">= 0" if zero else "> 0"
+    if not _is_number(value):
+        kind = "a number of seconds" if zero else f"a number of seconds {bound}"
+        raise TypeError(f"{name} must be {kind}, got {_short_repr(value)}")
+    if not ((value >= 0 if zero else value > 0) and (infinite or math.isfinite(value))):
+        raise ValueError(f"{name} must be {bound} seconds, got {_short_repr(value)}")
     return float(value)
 
 
@@ -63,6 +151,19 @@ def check_bool(name: str, value: object) -> bool:
     if not isinstance(value, bool):
         raise TypeError(f"{name} must be True or False, got {_short_repr(value)}")
     return value
+
+
+def check_callable(name: str, value: T, what: str = "a function", *, none: bool = False) -> T:
+    """Return ``value`` if it is callable (or None, with ``none=True``), else raise.
+
+    ``what`` says which function: ``check_callable("overload", f, "a function of an
+    outcome")`` raises ``TypeError("overload must be a function of an outcome, got
+    503")``; with ``none=True`` the message adds ``or None``.
+    """
+    if (value is None and none) or callable(value):
+        return value
+    alternatives = f"{what} or None" if none else what
+    raise TypeError(f"{name} must be {alternatives}, got {_short_repr(value)}")
 
 
 ActionKind = Literal["async", "sync", "asyncgen", "gen"]

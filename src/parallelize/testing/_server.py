@@ -47,6 +47,7 @@ from http import HTTPStatus
 from typing import TYPE_CHECKING
 
 from parallelize._errors import MissingDependencyError
+from parallelize._util import check_int
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -105,9 +106,7 @@ class Capacity:
     def resize(self, k: int | None = None, ms: float | None = None) -> None:
         """Change the capacity (and the service time) now."""
         if k is not None:
-            if k < 1:
-                raise ValueError(f"k must be >= 1, got {k}")
-            self.k = k
+            self.k = check_int("k", k, 1)
         if ms is not None:
             self.ms = ms
         self._admit()
