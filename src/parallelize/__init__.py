@@ -5,7 +5,8 @@ Layers, each importing only the ones below it::
     _api        parallelize(): validate the arguments, build a Run
     _engine     Run: input -> workers (one TaskGroup) -> bounded buffer -> consumer
     _policies   Retry, Backoff, per-item timeouts: pure math and one attempt
-    _limits     RateLimit (GCRA) and AdaptiveLimit (latency and overload), shared by the workers
+    _limits     Limit, the one seam of every limit; RateLimit (GCRA) and AdaptiveLimit
+                (latency and overload), shared by the workers
     _journal    Journal protocol, SQLiteJournal, the session that skips and records
     _progress   the progress bar (rich), an observer redrawn from a loop timer
     _observe    Observer: hooks on a run's events
@@ -33,8 +34,11 @@ from ._journal import Journal as Journal
 from ._journal import JsonCodec as JsonCodec
 from ._journal import RecordedError as RecordedError
 from ._journal import SQLiteJournal as SQLiteJournal
+from ._limits import NO_OUTCOME as NO_OUTCOME
 from ._limits import AdaptiveLimit as AdaptiveLimit
 from ._limits import AdaptiveStatistics as AdaptiveStatistics
+from ._limits import Limit as Limit
+from ._limits import Permit as Permit
 from ._limits import RateLimit as RateLimit
 from ._limits import RateLimitStatistics as RateLimitStatistics
 from ._limits import overload_of as overload_of
@@ -50,6 +54,8 @@ from ._stats import Latency as Latency
 from ._stats import Statistics as Statistics
 
 __all__ = (
+    "NO_INPUT",
+    "NO_OUTCOME",
     "ActionError",
     "AdaptiveLimit",
     "AdaptiveStatistics",
@@ -61,10 +67,11 @@ __all__ = (
     "JournalError",
     "JsonCodec",
     "Latency",
+    "Limit",
     "MissingDependencyError",
-    "NO_INPUT",
     "Observer",
     "ParallelizeError",
+    "Permit",
     "ProcessCrashed",
     "Progress",
     "RateLimit",
@@ -102,6 +109,8 @@ for _obj in (
     RateLimitStatistics,
     AdaptiveLimit,
     AdaptiveStatistics,
+    Limit,
+    Permit,
     overload_of,
     JournalError,
     Journal,
@@ -121,3 +130,4 @@ for _obj in (
     _obj.__module__ = "parallelize"
 del _obj
 type(NO_INPUT).__module__ = "parallelize"
+type(NO_OUTCOME).__module__ = "parallelize"

@@ -9,7 +9,7 @@ from typing import Any, Generic, Literal, TypedDict, TypeVar, Unpack, overload
 
 from ._engine import Run
 from ._journal import Journal, SQLiteJournal, WorkSource
-from ._limits import AdaptiveLimit, RateLimit, RateLimiter
+from ._limits import AdaptiveLimit, Limit, RateLimit, RateLimiter, as_limit
 from ._observe import Observer
 from ._outcomes import Failure
 from ._policies import ItemPolicy, Retry
@@ -44,7 +44,7 @@ class StageOptions(TypedDict, Generic[R], total=False):
     timeout: float | None
     deadline: float | None
     retry: Retry[R] | None
-    rate_limit: RateLimiter | None
+    rate_limit: RateLimiter | Limit | None
     adaptive: AdaptiveLimit | bool
     journal: str | os.PathLike[str] | Journal | WorkSource | None
     key: Callable[[Any], int | str] | None
@@ -140,7 +140,7 @@ def parallelize(
     timeout: float | None = None,
     deadline: float | None = None,
     retry: Retry[Any] | None = None,
-    rate_limit: RateLimiter | None = None,
+    rate_limit: RateLimiter | Limit | None = None,
     adaptive: AdaptiveLimit | bool = False,
     journal: str | os.PathLike[str] | Journal | WorkSource | None = None,
     key: Callable[[Any], int | str] | None = None,
@@ -193,7 +193,9 @@ def parallelize(
         rate_limit: A :class:`~parallelize.RateLimit` that every attempt waits for,
             shared by all workers (and by other runs given the same object); or
             one shared by every process of a Redis run
-            (:meth:`parallelize.redis.RedisQueue.rate_limit`).
+            (:meth:`parallelize.redis.RedisQueue.rate_limit`); or any
+            :class:`~parallelize.Limit` of your own, which every attempt passes
+            after the adaptive limit.
         adaptive: Keep the number of actions in flight at what the service can
             take, between 1 and ``numworkers``: ``True`` for the defaults, or an
             :class:`~parallelize.AdaptiveLimit` to tune it and read its current
@@ -281,32 +283,9 @@ def parallelize(
     buffered = (
         checked_numworkers if max_buffered is None else check_int("max_buffered", max_buffered, 0)
     )
-    adaptive_limit = _check_adaptive(adaptive, checked_numworkers)
-    policy = None
-    if (
-        timeout is not None
-        or deadline is not None
-        or retry is not None
-        or rate_limit is not None
-        or adaptive_limit is not None
-    ):
-        if retry is not None and not isinstance(retry, Retry):
-            raise TypeError(f"retry must be a Retry(...) or None, got {retry!r}")
-        if rate_limit is not None and not (
-            isinstance(rate_limit, RateLimit)
-            or (
-                callable(getattr(rate_limit, "acquire", None))
-                and hasattr(rate_limit, "pause_until")
-            )
-        ):
-            raise TypeError(f"rate_limit must be a RateLimit(...) or None, got {rate_limit!r}")
-        policy = ItemPolicy(
-            timeout=None if timeout is None else check_seconds("timeout", timeout),
-            deadline=None if deadline is None else check_seconds("deadline", deadline),
-            retry=retry,
-            rate_limit=rate_limit,
-            adaptive=adaptive_limit,
-        )
+    policy = _policy_of(
+        timeout, deadline, retry, rate_limit, _check_adaptive(adaptive, checked_numworkers)
+    )
     check_bool("stats", stats)
     observer_list = _check_observers(observers, progress)
     if total is not None:
@@ -400,6 +379,46 @@ def _check_adaptive(adaptive: object, numworkers: int) -> AdaptiveLimit | None:
             )
     adaptive._bind(numworkers)  # noqa: SLF001 - the run's numworkers caps the limit
     return adaptive
+
+
+def _policy_of(
+    timeout: float | None,
+    deadline: float | None,
+    retry: object,
+    rate_limit: object,
+    adaptive: AdaptiveLimit | None,
+) -> ItemPolicy | None:
+    """Return what every attempt goes through, or None for the plain hot path."""
+    if (
+        timeout is None
+        and deadline is None
+        and retry is None
+        and rate_limit is None
+        and adaptive is None
+    ):
+        return None
+    if retry is not None and not isinstance(retry, Retry):
+        raise TypeError(f"retry must be a Retry(...) or None, got {retry!r}")
+    limits: list[Limit] = []
+    if adaptive is not None:
+        limits.append(adaptive)  # its place before the rate's slot
+    if rate_limit is not None:
+        limits.append(_check_rate_limit(rate_limit))
+    return ItemPolicy(
+        timeout=None if timeout is None else check_seconds("timeout", timeout),
+        deadline=None if deadline is None else check_seconds("deadline", deadline),
+        retry=retry,
+        limits=tuple(limits),
+        adaptive=adaptive,
+    )
+
+
+def _check_rate_limit(rate_limit: object) -> Limit:
+    if isinstance(rate_limit, RateLimit | Limit):
+        return rate_limit
+    if callable(getattr(rate_limit, "acquire", None)) and hasattr(rate_limit, "pause_until"):
+        return as_limit(rate_limit)  # type: ignore[arg-type]  # a first-shape RateLimiter
+    raise TypeError(f"rate_limit must be a RateLimit(...) or None, got {rate_limit!r}")
 
 
 def _check_journal(journal: object) -> Journal | WorkSource | None:

@@ -70,7 +70,6 @@ from ._actions import prepare_action
 from ._aio import PullLock, start_without_hooks
 from ._errors import Interrupted, explain_spread
 from ._journal import JournalSession, Session
-from ._limits import RateLimit
 from ._observe import ItemHooks, Observer
 from ._outcomes import Failure
 from ._policies import DONE, RETRY, ItemPolicy, ItemState
@@ -620,14 +619,7 @@ class Run(Generic[T_co]):
         policy = self._policy
         if policy is None:
             return 0
-        waiting = 0
-        adaptive = policy.adaptive
-        if adaptive is not None:
-            # Its places are held by attempts running or waiting for the rate limit.
-            waiting += max(0, in_flight - adaptive.statistics().in_flight)
-        if isinstance(policy.rate_limit, RateLimit):  # a shared one counts other runs'
-            waiting += policy.rate_limit.statistics().waiting
-        return min(in_flight, waiting)
+        return min(in_flight, policy.waiting[0])
 
     def _in_flight(self) -> int:
         """Items that hold a credit but are neither buffered nor waiting to retry."""

@@ -16,6 +16,10 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Generic, Never, TypeVar, final, overload
 
 from ._errors import DeadlineExceeded, RetriesExhausted, RetryWaitTooLong
+from ._limits._base import NO_OUTCOME, Limit, Permit
+
+if TYPE_CHECKING:
+    from ._limits import AdaptiveLimit
 
 __all__ = (
     "Backoff",
@@ -312,8 +316,13 @@ class ItemPolicy:
     timeout: float | None = None
     deadline: float | None = None
     retry: Retry[Any] | None = None
-    rate_limit: Any = None  # a RateLimit; Any keeps this module free of the limits
-    adaptive: Any = None  # an AdaptiveLimit
+    # Every attempt passes these in order (parallelize._limits.Limit): the adaptive
+    # limit's place before the rate limit's slot, since taking them the other way
+    # round would let slots granted while waiting for a place bunch up into a burst.
+    limits: tuple[Limit, ...] = ()
+    adaptive: AdaptiveLimit | None = None  # also among the limits: run.adaptive
+    # Attempts of this run waiting in a limit's admit(): Statistics.waiting_limit.
+    waiting: list[int] = dataclasses.field(default_factory=lambda: [0])
 
     def new_state(self, index: int, item: Any, now: float) -> ItemState:
         deadline_at = None if self.deadline is None else now + self.deadline
@@ -323,17 +332,24 @@ class ItemPolicy:
         self, action: Callable[..., Any], unpack: bool, state: ItemState, draw: float
     ) -> Verdict:
         """Run one attempt of ``state``'s item and tell what comes next."""
-        adaptive = self.adaptive
-        if adaptive is None:
-            return await self._attempt(action, unpack, state, draw, None)
-        # The adaptive limit's place is taken before the rate limit's slot: taking
-        # them the other way round would let slots granted while waiting for a
-        # place bunch up into a burst.
-        ticket = await adaptive._acquire()  # noqa: SLF001 - the engine's side of the limit
+        limits = self.limits
+        if not limits:
+            return await self._attempt(action, unpack, state, draw, ())
+        permits: list[Permit] = []
+        waiting = self.waiting
+        waiting[0] += 1
         try:
-            return await self._attempt(action, unpack, state, draw, ticket)
+            try:
+                for limit in limits:
+                    # One by one: a permit taken is given back if a later one fails.
+                    permits.append(await limit.admit(state.item))  # noqa: PERF401
+            finally:
+                waiting[0] -= 1
+            return await self._attempt(action, unpack, state, draw, permits)
         finally:
-            adaptive._release(ticket)  # noqa: SLF001
+            # Whatever _attempt has not given back (it never ran, or was cancelled).
+            while permits:
+                permits.pop().release(NO_OUTCOME)
 
     async def _attempt(  # noqa: C901 - one attempt, each outcome inline
         self,
@@ -341,10 +357,8 @@ class ItemPolicy:
         unpack: bool,
         state: ItemState,
         draw: float,
-        ticket: Any,
+        permits: list[Permit] | tuple[()],
     ) -> Verdict:
-        if self.rate_limit is not None:
-            await self.rate_limit.acquire()
         loop = asyncio.get_running_loop()
         now = loop.time()
         limit = None if self.timeout is None else now + self.timeout
@@ -358,8 +372,9 @@ class ItemPolicy:
         # No timer without a time limit (a journal or a rate limit alone): a timeout
         # context costs a few microseconds per attempt for nothing.
         timer = None if limit is None else asyncio.timeout_at(limit)
-        if ticket is not None:
-            self.adaptive._begin(ticket)  # noqa: SLF001 - the engine's side of the limit
+        if permits:
+            for permit in permits:
+                permit.start()
         # The duration by the performance counter: uvloop's loop.time() moves in ms.
         began = time.perf_counter()
         try:
@@ -371,8 +386,8 @@ class ItemPolicy:
         except Exception as error:
             state.duration = time.perf_counter() - began
             end = loop.time()
-            if ticket is not None:
-                ticket.outcome = error
+            if permits:
+                _release(permits, error)
             # timer.expired(): our timeout (or deadline) ended the attempt, as opposed
             # to a TimeoutError raised by the action itself.
             expired = timer is not None and timer.expired()
@@ -380,8 +395,8 @@ class ItemPolicy:
                 return FAIL, self._past_deadline(state, error), 0.0, True
             return self._after_exception(error, state, draw, end, expired)
         state.duration = time.perf_counter() - began
-        if ticket is not None:
-            ticket.outcome = value
+        if permits:
+            _release(permits, value)
         retry = self.retry
         if retry is None or retry.if_result is None or not retry.if_result(value):
             return DONE, value, 0.0, False
@@ -413,9 +428,11 @@ class ItemPolicy:
         if state.deadline_at is not None and now + delay >= state.deadline_at:
             # No time left for another attempt: end the item now.
             return FAIL, self._past_deadline(state, failure), 0.0, True
-        if asked is not None and self.rate_limit is not None:
+        if asked is not None and self.limits:
             # The service asked everybody to wait, not only this item.
-            self.rate_limit.pause_until(time.monotonic() + asked)
+            until = time.monotonic() + asked
+            for each in self.limits:
+                each.pause_until(until)
         return RETRY, failure, delay, True
 
     def _past_deadline(self, state: ItemState, last: object) -> DeadlineExceeded:
@@ -424,3 +441,9 @@ class ItemPolicy:
         if isinstance(last, BaseException):
             error.__cause__ = last
         return error
+
+
+def _release(permits: list[Permit], outcome: object) -> None:
+    """Give the permits back with the attempt's outcome, the last taken first."""
+    while permits:
+        permits.pop().release(outcome)

@@ -1,13 +1,18 @@
 """Limits shared by the workers of a run (or of several runs)."""
 
 from ._adaptive import AdaptiveLimit, AdaptiveStatistics, overload_of
-from ._rate import RateLimit, RateLimiter, RateLimitStatistics
+from ._base import NO_OUTCOME, Limit, Permit
+from ._rate import RateLimit, RateLimiter, RateLimitStatistics, as_limit
 
 __all__ = (
+    "NO_OUTCOME",
     "AdaptiveLimit",
     "AdaptiveStatistics",
+    "Limit",
+    "Permit",
     "RateLimit",
     "RateLimitStatistics",
     "RateLimiter",
+    "as_limit",
     "overload_of",
 )

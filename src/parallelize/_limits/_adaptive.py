@@ -64,9 +64,11 @@ import random
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import final
+from typing import Any, final
 
 from parallelize._util import check_int, check_seconds
+
+from ._base import NO_OUTCOME, Permit
 
 __all__ = ("AdaptiveLimit", "AdaptiveStatistics", "overload_of")
 
@@ -573,17 +575,22 @@ class _Estimator:
 
 @final
 class _Ticket:
-    """One call's place in an :class:`AdaptiveLimit` (internal)."""
+    """One call's place in an :class:`AdaptiveLimit`: its :class:`~parallelize.Permit`."""
 
-    __slots__ = ("outcome", "seq", "started")
+    __slots__ = ("limit", "outcome", "seq", "started")
 
-    def __init__(self, seq: int) -> None:
+    def __init__(self, limit: AdaptiveLimit, seq: int) -> None:
+        self.limit = limit
         self.seq = seq
         self.started = 0.0
-        self.outcome: object = _NO_OUTCOME
+        self.outcome: object = NO_OUTCOME
 
+    def start(self) -> None:
+        self.limit._begin(self)  # noqa: SLF001 - the limit's own permit
 
-_NO_OUTCOME = object()
+    def release(self, outcome: object) -> None:
+        self.outcome = outcome
+        self.limit._release(self)  # noqa: SLF001 - the limit's own permit
 
 
 def _check_number(name: str, value: object, low: float, high: float, what: str) -> float:
@@ -737,6 +744,13 @@ class AdaptiveLimit:
 
     # -- the gate ------------------------------------------------------------------
 
+    async def admit(self, item: Any) -> Permit:  # noqa: ARG002 - one limit for every item
+        """Wait for a place for an attempt (the :class:`~parallelize.Limit` side)."""
+        return await self._acquire()
+
+    def pause_until(self, when: float) -> None:
+        """Nothing to do: the latency and the overloads steer this limit."""
+
     async def _acquire(self) -> _Ticket:
         """Wait for a place (first come, first served) and take it."""
         if self._held < self._estimator.gate and not self._waiters:
@@ -745,7 +759,7 @@ class AdaptiveLimit:
             await self._wait_for_place()
         seq = self._next_seq
         self._next_seq = seq + 1
-        return _Ticket(seq)
+        return _Ticket(self, seq)
 
     async def _wait_for_place(self) -> None:
         loop = asyncio.get_running_loop()
@@ -783,7 +797,7 @@ class AdaptiveLimit:
         self._held -= 1
         outcome = ticket.outcome
         e = self._estimator
-        if outcome is not _NO_OUTCOME and self._overload(outcome):
+        if outcome is not NO_OUTCOME and self._overload(outcome):
             before = e.gate
             e.overload(ticket.seq, self._next_seq)
             if e.gate < before:
@@ -794,7 +808,7 @@ class AdaptiveLimit:
                     e.gate,
                     extra={"error": outcome, "limit": e.gate},
                 )
-        elif outcome is _NO_OUTCOME or isinstance(outcome, BaseException):
+        elif outcome is NO_OUTCOME or isinstance(outcome, BaseException):
             # Nothing to learn, but a probe waiting for this call must not wait forever.
             e.skip(ticket.seq, self._next_seq, time.monotonic())
         else:

@@ -21,9 +21,11 @@ import dataclasses
 import math
 import time
 from collections import deque
-from typing import Protocol, final
+from typing import Any, Protocol, final
 
-__all__ = ("RateLimit", "RateLimitStatistics", "RateLimiter", "check_per_second")
+from ._base import NO_PERMIT, Limit, Permit
+
+__all__ = ("RateLimit", "RateLimitStatistics", "RateLimiter", "as_limit", "check_per_second")
 
 
 def check_per_second(per_second: object) -> float:
@@ -162,6 +164,11 @@ class RateLimit:
             self._arm()
         await waiter  # a cancelled waiter is skipped when its turn comes
 
+    async def admit(self, item: Any) -> Permit:  # noqa: ARG002 - one rate for every item
+        """Wait for this attempt's slot (the :class:`~parallelize.Limit` side)."""
+        await self.acquire()
+        return NO_PERMIT
+
     def _arm(self) -> None:
         loop = asyncio.get_running_loop()
         self._timer = loop.call_later(self.delay(time.monotonic()), self._release)
@@ -185,3 +192,30 @@ class RateLimit:
         """Return a snapshot of the calls let through and the time spent waiting."""
         waiting = sum(1 for waiter, _ in self._waiters if not waiter.done())
         return RateLimitStatistics(self._calls, self._waited, self._paused_until, waiting)
+
+
+@final
+class _RateLimiterLimit:
+    """A ``rate_limit=`` of the first shape (``acquire()``, ``pause_until()``) as a Limit."""
+
+    __slots__ = ("_limiter",)
+
+    def __init__(self, limiter: RateLimiter) -> None:
+        self._limiter = limiter
+
+    def __repr__(self) -> str:
+        return repr(self._limiter)
+
+    async def admit(self, item: Any) -> Permit:  # noqa: ARG002 - one rate for every item
+        await self._limiter.acquire()
+        return NO_PERMIT
+
+    def pause_until(self, when: float) -> None:
+        self._limiter.pause_until(when)
+
+
+def as_limit(rate_limit: RateLimiter | Limit) -> Limit:
+    """Return ``rate_limit`` as a :class:`Limit` (wrapping a first-shape rate limiter)."""
+    if isinstance(rate_limit, Limit):
+        return rate_limit
+    return _RateLimiterLimit(rate_limit)
