@@ -5,12 +5,13 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from concurrent.futures import Executor
-from typing import Any, Generic, Literal, TypedDict, TypeVar, Unpack, overload
+from typing import Any, Literal, TypeVar, Unpack, overload
 
-from ._engine import Run
+from ._engine import Run, register_stage_factory
 from ._journal import Journal, SQLiteJournal, WorkSource
 from ._limits import AdaptiveLimit, Limit, RateLimit, RateLimiter, as_limit
 from ._observe import Observer
+from ._options import StageOptions
 from ._outcomes import Failure
 from ._policies import ItemPolicy, Retry
 from ._processes import check_picklable
@@ -27,34 +28,8 @@ from ._util import (
 __all__ = ("parallelize",)
 
 T = TypeVar("T")
-R = TypeVar("R")  # what a stage's Retry.if_result reads
 
 OnError = Literal["raise", "yield"]
-
-
-class StageOptions(TypedDict, Generic[R], total=False):
-    """The keyword options of :func:`parallelize` but ``on_error``, for :meth:`Run.then`.
-
-    ``R`` is the type one call of the action returns (a generator action's: the list
-    of its values), which ``retry``'s ``if_result`` reads.
-    """
-
-    ordered: bool
-    max_buffered: int | None
-    timeout: float | None
-    deadline: float | None
-    retry: Retry[R] | None
-    rate_limit: RateLimiter | Limit | None
-    adaptive: AdaptiveLimit | bool
-    journal: str | os.PathLike[str] | Journal | WorkSource | None
-    key: Callable[[Any], int | str] | None
-    handle_signals: bool | float
-    stats: bool
-    progress: bool | Progress
-    observers: Iterable[Observer]
-    total: int | None
-    name: str | None
-    executor: Literal["thread", "process"] | Executor | None
 
 
 @overload
@@ -466,3 +441,6 @@ def _check_stage_journal(argslist: object, journal: object, key: object) -> None
             "key= a function of the item (its URL, an id), or ordered=True on the "
             "stage before"
         )
+
+
+register_stage_factory(parallelize)

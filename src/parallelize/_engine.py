@@ -81,9 +81,9 @@ if TYPE_CHECKING:
     from types import TracebackType
 
     from ._actions import ExecutorSpec
-    from ._api import StageOptions
     from ._journal import Entry, Journal, WorkSource
     from ._limits import AdaptiveLimit
+    from ._options import StageOptions
     from ._processes import ProcessPool
     from ._util import ActionKind
 
@@ -141,6 +141,17 @@ def _check_cancelled() -> None:
 def _wake(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():
         waiter.set_result(None)
+
+
+# parallelize() builds a stage for Run.then(). It lives in the API layer above,
+# which this module must not import: it registers itself here when imported.
+_stage_factory: Callable[..., Run[Any]] | None = None
+
+
+def register_stage_factory(factory: Callable[..., Run[Any]]) -> None:
+    """Let :meth:`Run.then` build its stages with ``factory`` (``parallelize``)."""
+    global _stage_factory  # noqa: PLW0603 - set once, when the API layer is imported
+    _stage_factory = factory
 
 
 @final
@@ -511,8 +522,6 @@ class Run(Generic[T_co]):
         Failure)``. ``action`` takes the previous stage's result type (the failures
         never reach it), which type checkers verify.
         """
-        from ._api import parallelize  # noqa: PLC0415 - _api builds on this module
-
         if self._state is not _State.NEW:
             raise RuntimeError(
                 f"{self!r} has started: add its stages with then() before iterating it"
@@ -522,7 +531,8 @@ class Run(Generic[T_co]):
                 f"{self!r} already feeds the stage {self._upstream_of.name!r}: a run "
                 f"has one reader; call then() on the last stage"
             )
-        stage = parallelize(action, self, numworkers, on_error=on_error, **options)
+        assert _stage_factory is not None, "parallelize() registers itself on import"
+        stage = _stage_factory(action, self, numworkers, on_error=on_error, **options)
         self._upstream_of = stage
         return stage
 
