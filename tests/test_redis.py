@@ -996,7 +996,8 @@ def test_messages_name_the_queue_without_its_password() -> None:
 )
 def test_property_the_short_json_is_the_encoders(value: Any) -> None:
     """Keys, arguments and results skip the encoder when they can, byte for byte the same."""
-    from parallelize._redis._queue import _encode, _json  # noqa: PLC0415 - internal
+    from parallelize._redis._records import encode as _encode  # noqa: PLC0415 - internal
+    from parallelize._redis._records import to_json as _json  # noqa: PLC0415 - internal
 
     assert _json(value) == _encode(value)
 
