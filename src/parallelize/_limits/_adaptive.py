@@ -728,13 +728,16 @@ class AdaptiveLimit:
         """Cap the limit at a run's ``numworkers`` when no ``max_limit`` was given."""
         if self.max_limit is None:
             self._ceiling = numworkers
-            self._cap(numworkers)
+            self.cap(numworkers)
 
-    def _cap(self, high: float) -> None:
+    def cap(self, high: float) -> None:
         """Keep the limit at or below ``high`` (and the run's ceiling) from now on.
 
         A fleet's budget (:meth:`parallelize.redis.RedisQueue.adaptive_limit`) sets
-        this process's share with it as workers come and go.
+        this process's share with it as workers come and go; a higher ``high``
+        frees places at once. Never below ``min_limit``.
+
+        Added in 0.2.
         """
         e = self._estimator
         e.high = max(float(self.min_limit), min(high, self._ceiling))

@@ -48,13 +48,13 @@ class SharedBudget:
         limit = AdaptiveLimit(**options)
         self._limits.append((limit, total))
         if alive:
-            limit._cap(max(1, total // alive))  # noqa: SLF001 - TODO(issue 21): the Limit protocol
+            limit.cap(max(1, total // alive))
         return limit
 
     def resize(self, alive: int) -> None:
         """Give each limit its share, now that ``alive`` workers are on the run."""
         for limit, total in self._limits:
-            limit._cap(max(1, total // max(1, alive)))  # noqa: SLF001 - TODO(issue 21): the Limit protocol
+            limit.cap(max(1, total // max(1, alive)))
 
 
 @final
