@@ -156,6 +156,11 @@ class Latency:
         p90: 90% of the durations were at most this.
         p99: 99% of the durations were at most this.
         max: The longest duration measured.
+        total: The sum of the durations measured (not in the repr). Added in 0.2.
+        buckets: The histogram behind the percentiles, for exporters: ``(upper
+            bound in seconds, count)`` for each bucket that holds a duration, in
+            order of the bound (not in the repr). 16 buckets per power of two;
+            every power of two is an exact edge. Added in 0.2.
     """
 
     count: int
@@ -164,6 +169,10 @@ class Latency:
     p90: float
     p99: float
     max: float
+    total: float = dataclasses.field(default=0.0, repr=False, compare=False)
+    buckets: tuple[tuple[float, int], ...] = dataclasses.field(
+        default=(), repr=False, compare=False
+    )
 
     @classmethod
     def of(cls, histogram: LatencyHistogram) -> Latency | None:
@@ -178,6 +187,10 @@ class Latency:
             p90=p90,
             p99=p99,
             max=histogram.maximum,
+            total=histogram.total,
+            buckets=tuple(
+                (histogram.upper_bound(bucket), n) for bucket, n in sorted(histogram.counts.items())
+            ),
         )
 
 

@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any, Self
 
 from ._errors import MissingDependencyError
 from ._observe import Observer
-from ._stats import LatencyHistogram, Statistics
+from ._stats import Statistics
 
 if TYPE_CHECKING:
     from ._engine import Run
@@ -73,8 +73,6 @@ _SNAPSHOT_TIMEOUT = 2.0
 class _Snapshot:
     stage: str | None  # the value of the stage label, None when there is none
     stats: Statistics
-    counts: dict[int, int]
-    total_seconds: float
 
 
 def _same_pipeline(run: Run[Any], other: Run[Any]) -> bool:
@@ -201,11 +199,8 @@ class PrometheusExporter(Observer):
     def _snapshots(self) -> list[_Snapshot]:
         snapshots = []
         for run in self._runs:
-            histogram: LatencyHistogram = run._stats.latency  # type: ignore[union-attr]  # noqa: SLF001
             stage = run.name if self._staged else None
-            snapshots.append(
-                _Snapshot(stage, run.statistics(), dict(histogram.counts), histogram.total)
-            )
+            snapshots.append(_Snapshot(stage, run.statistics()))
         return snapshots
 
     # -- the scraper's side (any thread) -----------------------------------------
@@ -308,13 +303,16 @@ def _durations(
         labels=names,
     )
     for snapshot in snapshots:
-        measured = LatencyHistogram()
-        measured.counts = snapshot.counts
-        cumulative = measured.cumulative(DURATION_BUCKETS)
-        count = sum(snapshot.counts.values())
-        buckets = [(_bound(b), float(n)) for b, n in zip(DURATION_BUCKETS, cumulative, strict=True)]
-        buckets.append(("+Inf", float(count)))
-        histogram.add_metric(labelled(snapshot), buckets, snapshot.total_seconds)
+        latency = snapshot.stats.latency
+        measured = () if latency is None else latency.buckets
+        # Exact: every bound is a power of two, an edge of the run's own buckets.
+        buckets = [
+            (_bound(bound), float(sum(n for upper, n in measured if upper <= bound)))
+            for bound in DURATION_BUCKETS
+        ]
+        buckets.append(("+Inf", float(sum(n for _, n in measured))))
+        total = 0.0 if latency is None else latency.total
+        histogram.add_metric(labelled(snapshot), buckets, total)
     return histogram
 
 
