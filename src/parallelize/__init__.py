@@ -1,21 +1,44 @@
 """parallelize: run an async action over huge numbers of inputs with a bounded pool.
 
-Layers, each importing only the ones below it::
+The house, top to bottom. A module imports from its own layer or the ones below,
+never up, and no import cycle runs through any modules; imports under ``if
+TYPE_CHECKING:`` are for types only (an observer's hooks are typed with the Run
+they observe). ``tests/test_layers.py`` holds the map below to that::
 
-    _api        parallelize(): validate the arguments, build a Run
-    _engine     Run: input -> workers (one TaskGroup) -> bounded buffer -> consumer
-    _policies   Retry, Backoff, per-item timeouts: pure math and one attempt
-    _limits     Limit, the one seam of every limit; RateLimit (GCRA) and AdaptiveLimit
-                (latency and overload), shared by the workers
-    _journal    Journal protocol, SQLiteJournal, the session that skips and records
-    _progress   the progress bar (rich), an observer redrawn from a loop timer
-    _observe    Observer: hooks on a run's events
-    _stats      the counters, the latency histogram, the Statistics snapshot
-    _signals    SIGINT/SIGTERM handlers for a graceful stop
-    _actions    how an action is called: loop, threads, processes; fan-out
-    _processes  executor="process": one child process per item in flight
-    _aio        asyncio plumbing          _outcomes   Failure, yielded for a failed item
-    _errors     the exception tree        _util       argument validators
+    [command line]
+    __main__        ``python -m parallelize``
+    _cli/           parallelize fetch | run | queue, on the public faces only
+    [faces]
+    parallelize     this module: the public names
+    http            open_client(): one seam over aiohttp, httpx and pyreqwest
+    redis           RedisQueue: one run over many processes and machines
+    _redis._queue   the RedisQueue itself: builds the rooms of _redis/, work()
+    prometheus      PrometheusExporter: a run's statistics as metrics
+    testing/        the test server (``python -m parallelize.testing``)
+    [api]
+    _api            parallelize(): check the arguments, build a Run
+    [engine]
+    _engine         Run: input -> workers (one TaskGroup) -> bounded buffer -> consumer
+    [parts]
+    _progress       the progress bar (rich), an observer redrawn from a loop timer
+    _observe        Observer: hooks on a run's events
+    _options        StageOptions: the keyword options of a stage
+    _policies       Retry, Backoff, timeouts and deadlines: one attempt (ItemPolicy)
+    _limits/        Limit, the one seam of every limit; RateLimit (GCRA), AdaptiveLimit
+    _journal/       Journal, SQLiteJournal and its writer, the session that skips and records
+    _redis/         the queue's rooms: records, connection, shared limits, member,
+                    producer, session (what the run uses as journal=)
+    _actions        how an action is called: loop, threads, processes; fan-out
+    _processes      executor="process": one child process per item in flight
+    _signals        SIGINT/SIGTERM handlers for a graceful stop
+    _stats          the counters, the latency histogram, the Statistics snapshot
+    _outcomes       Failure, yielded for a failed item
+    _aio            asyncio plumbing
+    _http_settings  http's settings: proxies, certificates, limits
+    _http_urls      http's URL checks
+    [base]
+    _errors         the exception tree (drawn there)
+    _util           argument validators, one rule per kind of value; small helpers
 """
 
 from ._api import parallelize as parallelize
