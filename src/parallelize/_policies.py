@@ -10,13 +10,13 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import email.utils
-import math
 import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Generic, Never, TypeVar, final, overload
 
 from ._errors import DeadlineExceeded, RetriesExhausted, RetryWaitTooLong
 from ._limits._base import NO_OUTCOME, Limit, Permit
+from ._util import check_callable, check_int, check_number, check_seconds
 
 if TYPE_CHECKING:
     from ._limits import AdaptiveLimit
@@ -37,15 +37,6 @@ __all__ = (
 # if_result (Retry[object]) would widen every run's results to object. Covariant,
 # that Retry is Retry[Never], which fits every action and decides nothing.
 R_co = TypeVar("R_co", covariant=True)
-
-
-def _check_seconds(name: str, value: object, *, allow_zero: bool = True) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"{name} must be a number of seconds, got {value!r}")
-    if math.isnan(value) or value < 0 or (value == 0 and not allow_zero):
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ValueError(f"{name} must be {bound} seconds, got {value!r}")
-    return float(value)
 
 
 @final
@@ -75,16 +66,10 @@ class Backoff:
     jitter: float = 0.5
 
     def __post_init__(self) -> None:
-        _check_seconds("Backoff.initial", self.initial)
-        _check_seconds("Backoff.maximum", self.maximum)
-        if isinstance(self.multiplier, bool) or not isinstance(self.multiplier, int | float):
-            raise TypeError(f"Backoff.multiplier must be a number >= 1, got {self.multiplier!r}")
-        if not self.multiplier >= 1:
-            raise ValueError(f"Backoff.multiplier must be >= 1, got {self.multiplier!r}")
-        if isinstance(self.jitter, bool) or not isinstance(self.jitter, int | float):
-            raise TypeError(f"Backoff.jitter must be a number in [0, 1], got {self.jitter!r}")
-        if not 0 <= self.jitter <= 1:
-            raise ValueError(f"Backoff.jitter must be in [0, 1], got {self.jitter!r}")
+        check_seconds("Backoff.initial", self.initial, zero=True, infinite=True)
+        check_seconds("Backoff.maximum", self.maximum, zero=True, infinite=True)
+        check_number("Backoff.multiplier", self.multiplier, at_least=1)
+        check_number("Backoff.jitter", self.jitter, at_least=0, at_most=1)
 
     def delay(self, retry: int, draw: float) -> float:
         """Return the seconds to wait before retry number ``retry`` (>= 1).
@@ -221,18 +206,13 @@ class Retry(Generic[R_co]):
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "on", _check_exception_types(self.on))
-        if isinstance(self.attempts, bool) or not isinstance(self.attempts, int):
-            raise TypeError(f"Retry.attempts must be an int >= 1, got {self.attempts!r}")
-        if self.attempts < 1:
-            raise ValueError(f"Retry.attempts must be >= 1, got {self.attempts}")
+        check_int("Retry.attempts", self.attempts, 1)
         if not isinstance(self.backoff, Backoff):
             raise TypeError(f"Retry.backoff must be a Backoff, got {self.backoff!r}")
         if self.max_wait is not None:
-            _check_seconds("Retry.max_wait", self.max_wait)
+            check_seconds("Retry.max_wait", self.max_wait, zero=True, infinite=True)
         for name in ("if_exception", "if_result", "retry_after"):
-            value = getattr(self, name)
-            if value is not None and not callable(value):
-                raise TypeError(f"Retry.{name} must be a function or None, got {value!r}")
+            check_callable(f"Retry.{name}", getattr(self, name), none=True)
 
     def is_expected(self, error: Exception) -> bool:
         """Tell whether ``error`` is one of the failures this policy retries."""

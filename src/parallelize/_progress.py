@@ -15,6 +15,7 @@ from typing import IO, TYPE_CHECKING, Any, final
 
 from ._errors import MissingDependencyError
 from ._observe import Observer
+from ._util import check_number
 
 if TYPE_CHECKING:
     import asyncio
@@ -55,11 +56,7 @@ class Progress:
     def __post_init__(self) -> None:
         if self.description is not None and not isinstance(self.description, str):
             raise TypeError(f"Progress.description must be a str, got {self.description!r}")
-        rate: object = self.refresh_per_second
-        if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 < rate <= 100:
-            raise ValueError(
-                f"Progress.refresh_per_second must be a number in (0, 100], got {rate!r}"
-            )
+        check_number("Progress.refresh_per_second", self.refresh_per_second, above=0, at_most=100)
 
     def observer(self) -> Observer:
         """Return the display for one run (an :class:`~parallelize.Observer`)."""

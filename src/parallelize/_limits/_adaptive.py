@@ -66,7 +66,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, final
 
-from parallelize._util import check_int, check_seconds
+from parallelize._util import check_callable, check_int, check_number, check_seconds
 
 from ._base import NO_OUTCOME, Permit
 
@@ -593,14 +593,6 @@ class _Ticket:
         self.limit._release(self)  # noqa: SLF001 - the limit's own permit
 
 
-def _check_number(name: str, value: object, low: float, high: float, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"{name} must be a number {what}, got {value!r}")
-    if not low < value < high:
-        raise ValueError(f"{name} must be {what}, got {value!r}")
-    return float(value)
-
-
 @final
 class AdaptiveLimit:
     """A limit on calls in flight that follows what the service can take.
@@ -673,11 +665,9 @@ class AdaptiveLimit:
                 raise ValueError(f"max_limit ({max_limit}) must be >= min_limit ({min_limit})")
         self.max_limit = max_limit
         self._initial = check_int("initial", initial, 1)
-        self.tolerance = _check_number("tolerance", tolerance, 1.0, math.inf, "> 1")
-        self.backoff = _check_number("backoff", backoff, 0.0, 1.0, "between 0 and 1 (exclusive)")
-        if not callable(overload):
-            raise TypeError(f"overload must be a function of an outcome, got {overload!r}")
-        self._overload = overload
+        self.tolerance = check_number("tolerance", tolerance, above=1)
+        self.backoff = check_number("backoff", backoff, above=0, below=1)
+        self._overload = check_callable("overload", overload, "a function of an outcome")
         self.probe_interval = check_seconds("probe_interval", probe_interval)
         self._random = random.Random()  # noqa: S311 - jitter, not cryptography
         self._estimator = self._new_estimator(max_limit)

@@ -23,6 +23,8 @@ import time
 from collections import deque
 from typing import Any, Protocol, final
 
+from parallelize._util import check_int, check_number
+
 from ._base import NO_PERMIT, Limit, Permit
 
 __all__ = ("RateLimit", "RateLimitStatistics", "RateLimiter", "as_limit", "check_per_second")
@@ -30,11 +32,7 @@ __all__ = ("RateLimit", "RateLimitStatistics", "RateLimiter", "as_limit", "check
 
 def check_per_second(per_second: object) -> float:
     """Check a rate in calls per second (a number > 0, finite), for every rate limit."""
-    if isinstance(per_second, bool) or not isinstance(per_second, int | float):
-        raise TypeError(f"per_second must be a number > 0, got {per_second!r}")
-    if not (per_second > 0 and math.isfinite(per_second)):
-        raise ValueError(f"per_second must be > 0 and finite, got {per_second!r}")
-    return float(per_second)
+    return check_number("per_second", per_second, above=0, finite=True)
 
 
 class RateLimiter(Protocol):
@@ -103,10 +101,7 @@ class RateLimit:
 
     def __init__(self, per_second: float, *, burst: int = 1) -> None:
         check_per_second(per_second)
-        if isinstance(burst, bool) or not isinstance(burst, int):
-            raise TypeError(f"burst must be an int >= 1, got {burst!r}")
-        if burst < 1:
-            raise ValueError(f"burst must be >= 1, got {burst}")
+        check_int("burst", burst, 1)
         self._interval = 1.0 / per_second
         self._burst = burst
         self._tolerance = (burst - 1) * self._interval

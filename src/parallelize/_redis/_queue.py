@@ -40,7 +40,7 @@ from urllib.parse import urlsplit
 
 from parallelize._limits import AdaptiveLimit
 from parallelize._outcomes import Failure
-from parallelize._util import check_int, check_seconds
+from parallelize._util import check_callable, check_int, check_seconds
 
 from . import NO_INPUT
 from ._connection import Connection, mask
@@ -178,9 +178,9 @@ class RedisQueue:
         self.batch = None if batch is None else check_int("batch", batch, 1)
         self.results_stream = bool(results_stream)
         self.reconnect_timeout = check_seconds("reconnect_timeout", reconnect_timeout)
-        if failure_data is not None and not callable(failure_data):
-            raise TypeError(f"failure_data must be a function of a Failure, got {failure_data!r}")
-        self.failure_data = failure_data
+        self.failure_data = check_callable(
+            "failure_data", failure_data, "a function of a Failure", none=True
+        )
         self.consumer = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}"
         self._keys = Keys.of(run)
         # The parts of the queue (each reads the queue's settings when it needs them):
