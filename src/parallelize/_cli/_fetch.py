@@ -24,7 +24,6 @@ from parallelize import (
     DeadlineExceeded,
     Failure,
     MissingDependencyError,
-    Retry,
     RetryWaitTooLong,
     parse_retry_after,
 )
@@ -43,7 +42,7 @@ from ._errors import UsageError, error_text
 from ._execution import execute, wants_progress
 from ._files import check_distinct_files, check_journal
 from ._input import NotUTF8, count_items, open_input, read_items
-from ._job import Job
+from ._job import Job, retry_of
 from ._loop import run_loop
 from ._output import ENCODE, Sink, open_output
 from ._shared_run import check_queue_options
@@ -287,14 +286,7 @@ async def _fetch(
             failure_line=_make_failure_line(loop, starts, tries, options.timeout),
             noun="URLs",
             reads_stdin=options.urls == "-",
-            retry=None
-            if not options.retries
-            else Retry(
-                on=(),
-                attempts=options.retries + 1,
-                if_exception=_is_retryable,
-                max_wait=options.max_retry_wait or None,
-            ),
+            retry=retry_of(options, _is_retryable),
             key=_url_of,
             total=total,
             summary_note=f"client {client.name}",

@@ -12,7 +12,22 @@ from typing import Any
 
 from parallelize import Failure, Retry
 
-__all__ = ("Job",)
+__all__ = ("Job", "retry_of")
+
+
+def retry_of(options: Any, retryable: Callable[[Exception], bool]) -> Retry[Any] | None:
+    """Return ``--retries N`` (and ``--max-retry-wait``) as a Retry, or None for 0.
+
+    ``retryable`` tells the errors worth another attempt; each command knows its own.
+    """
+    if not options.retries:
+        return None
+    return Retry(
+        on=(),
+        attempts=options.retries + 1,
+        if_exception=retryable,
+        max_wait=options.max_retry_wait or None,
+    )
 
 
 @dataclasses.dataclass(slots=True)

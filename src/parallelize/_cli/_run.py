@@ -19,13 +19,13 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from parallelize import DeadlineExceeded, Failure, Retry, RetryWaitTooLong
+from parallelize import DeadlineExceeded, Failure, RetryWaitTooLong
 
 from ._errors import UsageError, error_text
 from ._execution import execute, wants_progress
 from ._files import check_distinct_files, check_journal
 from ._input import NotUTF8, count_items, open_input, read_items
-from ._job import Job
+from ._job import Job, retry_of
 from ._loop import run_loop
 from ._output import ENCODE, Sink, open_output
 from ._shared_run import check_queue_options
@@ -297,14 +297,7 @@ async def _run(
         failure_line=_make_failure_line(options.timeout),
         noun="calls",
         reads_stdin=options.input == "-",
-        retry=None
-        if not options.retries
-        else Retry(
-            on=(),
-            attempts=options.retries + 1,
-            if_exception=_retryable,
-            max_wait=options.max_retry_wait or None,
-        ),
+        retry=retry_of(options, _retryable),
         total=total,
         settings={"function": options.function},
     )
