@@ -1,11 +1,12 @@
 """Limits shared by the workers of a run (or of several runs)."""
 
 from ._adaptive import AdaptiveLimit, AdaptiveStatistics, overload_of
-from ._base import NO_OUTCOME, Limit, Permit
+from ._base import NO_OUTCOME, NO_PERMIT, Limit, Permit
 from ._rate import RateLimit, RateLimiter, RateLimitStatistics, as_limit
 
 __all__ = (
     "NO_OUTCOME",
+    "NO_PERMIT",
     "AdaptiveLimit",
     "AdaptiveStatistics",
     "Limit",

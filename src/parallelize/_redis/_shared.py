@@ -14,7 +14,7 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Any, Protocol, final
 
-from parallelize._limits import AdaptiveLimit
+from parallelize._limits import NO_PERMIT, AdaptiveLimit, Permit
 from parallelize._limits._rate import check_per_second
 from parallelize._util import check_int
 
@@ -66,7 +66,8 @@ class SharedRateLimit:
     reserves a few slots at a time (about 50 ms worth), so a fleet takes one round
     trip per few calls and never more than ``per_second`` (plus ``burst``) in
     total. A slot not used in time is dropped, never bunched with the next; a
-    ``Retry-After`` pauses the whole fleet.
+    ``Retry-After`` pauses the whole fleet. A :class:`~parallelize.Limit`, as
+    :class:`~parallelize.RateLimit` is.
     """
 
     def __init__(self, queue: QueueLike, per_second: float, *, burst: int = 1) -> None:
@@ -107,6 +108,11 @@ class SharedRateLimit:
             async with self._lock:
                 if not slots:
                     await self._reserve()
+
+    async def admit(self, item: Any) -> Permit:  # noqa: ARG002 - one rate for every item
+        """Wait for this attempt's slot (the :class:`~parallelize.Limit` side)."""
+        await self.acquire()
+        return NO_PERMIT
 
     async def _reserve(self) -> None:
         connection = self._connection
