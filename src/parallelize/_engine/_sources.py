@@ -1,0 +1,318 @@
+"""Where the general worker's next item comes from: a due retry, or the input.
+
+:class:`ItemSource` hands each general worker its next item as an ``ItemState``: a
+retry that has fallen due (from :class:`Retries`, the heap), else a new item from
+the input, taken under a credit: a sync iterator, an async one under the pull lock,
+or what the reader task pulled (an async input with retries). A journal's entry is
+replayed or a pipeline's passing failure delivered on the spot, by the outcome part,
+without reaching the worker. The journal or a work source plugs in as a wrapper of
+the input (``Session.wrap``), so it is an input like any other here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import logging
+from collections import deque
+from collections.abc import AsyncIterator, Iterator
+from typing import TYPE_CHECKING, Any
+
+from parallelize._aio import PullLock
+from parallelize._outcomes import Failure
+from parallelize._policies import ItemPolicy, ItemState
+
+if TYPE_CHECKING:
+    from parallelize._journal import Entry
+
+    from ._flow import Flow
+    from ._sinks import Outcomes
+
+__all__ = ("ItemSource", "Retries")
+
+logger = logging.getLogger("parallelize")
+
+_NO_POLICY = ItemPolicy()
+
+
+def _check_cancelled() -> None:
+    """Raise ``CancelledError`` if the current task was cancelled and goes on anyway.
+
+    A task whose awaited code swallowed its cancellation no longer gets a
+    ``CancelledError`` from its next ``await``: the reader checks here before it
+    waits, where a lost cancellation would otherwise hang the run.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+class Retries:
+    """Items waiting for a retry, in a heap ordered by the loop time they are due."""
+
+    __slots__ = ("flow", "heap", "seq")
+
+    def __init__(self, flow: Flow) -> None:
+        self.flow = flow
+        self.heap: list[tuple[float, int, ItemState]] = []
+        self.seq = itertools.count()
+
+    def due(self, now: float) -> ItemState | None:
+        heap = self.heap
+        # Within a millisecond counts as due: timers are no finer than that.
+        if heap and heap[0][0] <= now + 0.001:
+            return heapq.heappop(heap)[2]
+        return None
+
+    def schedule(self, state: ItemState, failure: object, delay: float) -> None:
+        """Park ``state`` until its retry is due; its worker goes on with other items."""
+        loop = self.flow.loop
+        assert loop is not None
+        due = loop.time() + delay
+        heapq.heappush(self.heap, (due, next(self.seq), state))
+        # The timer wakes a sleeping worker, if there is one, when the retry is due.
+        loop.call_at(due, self.flow.wake_worker)
+        logger.debug(
+            "retrying %r in %.3f s after attempt %d: %r",
+            state.item,
+            delay,
+            state.attempts,
+            failure,
+            extra={"item": state.item, "attempt": state.attempts, "error": failure},
+        )
+
+
+class ItemSource:
+    """The next item of a general worker: a due retry, or a new item of the input."""
+
+    __slots__ = (
+        "async_source",
+        "exhausted",
+        "flow",
+        "journaled",
+        "lock",
+        "outcomes",
+        "passthrough",
+        "policy",
+        "read_ended",
+        "read_items",
+        "read_wanted",
+        "reader",
+        "retries",
+        "sync_source",
+    )
+
+    def __init__(  # noqa: PLR0917 - one part's whole wiring
+        self,
+        flow: Flow,
+        sync_source: Iterator[Any] | None,
+        async_source: AsyncIterator[Any] | None,
+        lock: PullLock | None,
+        policy: ItemPolicy | None,
+        outcomes: Outcomes,
+        *,
+        journaled: bool,
+        passthrough: bool,
+    ) -> None:
+        self.flow = flow
+        self.sync_source = sync_source
+        self.async_source = async_source
+        self.lock = lock
+        self.policy = policy
+        self.outcomes = outcomes
+        self.journaled = journaled
+        self.passthrough = passthrough  # an earlier stage's failures pass through
+        self.retries = Retries(flow) if policy is not None and policy.retry else None
+        self.exhausted = False  # the input has no more items
+        # With retries over an async input, one reader task pulls the input for the
+        # workers (see read_ahead): a due retry never waits for an idle input.
+        self.reader: asyncio.Future[None] | None = None  # wakes the reader
+        self.read_items: deque[Any] = deque()
+        self.read_wanted = False
+        self.read_ended = False
+
+    @property
+    def waiting(self) -> int:
+        """Items waiting for a retry."""
+        return 0 if self.retries is None else len(self.retries.heap)
+
+    def reads_ahead(self) -> bool:
+        """Whether a reader task pulls the input: an async input, with retries.
+
+        Then a retry may fall due while the input has nothing to give (a pipe that
+        is idle, a queue that ends only once every item is done, the retried one
+        too): a worker waiting in the input could not run it, and with one worker
+        the run would never end. The reader waits in the input instead.
+        """
+        return self.async_source is not None and self.retries is not None
+
+    async def next(self) -> ItemState | None:  # noqa: C901, PLR0912, PLR0915 - each way to find work
+        """Return the next item: a due retry, or a new item.
+
+        Sleeps while there is nothing to do; returns None once there never will be.
+        """
+        flow = self.flow
+        retries = self.retries
+        loop = flow.loop
+        assert loop is not None
+        while True:
+            if flow.stopping:
+                # Items waiting for a retry are dropped: not recorded, they run again
+                # on resume.
+                flow.wake_all_workers()
+                return None
+            if retries is not None:
+                state = retries.due(loop.time())
+                if state is not None:
+                    return state
+            if self.exhausted:
+                if retries is None or not retries.heap:
+                    flow.wake_all_workers()  # so that the idle ones end too
+                    return None
+                await self._wait_for_work()
+                continue
+            if not flow.credits:
+                await self._wait_for_work()
+                continue
+            if self.reader is not None or self.read_items or self.read_ended:
+                state = await self._next_read()
+                if state is not None:
+                    return state
+                continue
+            flow.credits -= 1
+            if flow.credits and flow.credit_waiters:
+                flow.wake_worker()  # pass the baton: more credits are free
+            try:
+                sync_source = self.sync_source
+                if sync_source is not None:
+                    item = next(sync_source)
+                else:
+                    # An async generator cannot be advanced by two tasks at once.
+                    # PullLock, its fast path inlined (no coroutine when it is free).
+                    lock = self.lock
+                    assert self.async_source is not None
+                    assert lock is not None
+                    if not lock.acquire_nowait():
+                        await lock.acquire()
+                    try:
+                        item = await anext(self.async_source)
+                    finally:
+                        lock.release()
+            except (StopIteration, StopAsyncIteration):
+                flow.credits += 1
+                self.exhausted = True
+                continue
+            except Exception as exc:
+                flow.worker_failed(exc)
+                raise
+            index = flow.pulled
+            flow.pulled = index + 1
+            state = self._new_state(index, item)
+            if state is not None:
+                return state
+
+    def _new_state(self, index: int, item: Any) -> ItemState | None:
+        """Start a new item's state; None if it needs no action (delivered already)."""
+        policy = self.policy
+        if not self.journaled:
+            if self.passthrough and type(item) is Failure:
+                self.outcomes.pass_on(index, item)
+                return None
+            if policy is None:
+                return ItemState(index, item, 0.0, None)
+            assert self.flow.loop is not None
+            return policy.new_state(index, item, self.flow.loop.time())
+        entry: Entry = item
+        if entry.stored is not None:
+            self.outcomes.replay(index, entry)
+            return None
+        if self.passthrough and type(entry.item) is Failure:
+            self.outcomes.pass_on(index, (entry, entry.item, 0, None))
+            return None
+        assert self.flow.loop is not None
+        state = (policy or _NO_POLICY).new_state(index, entry.item, self.flow.loop.time())
+        state.tag = entry
+        return state
+
+    async def _wait_for_work(self) -> None:
+        """Sleep until a credit is returned, a retry falls due, or the input ends.
+
+        A worker never sleeps past the earliest waiting retry: it sets its own timer
+        for it. (Loop timers may fire a little early, uvloop's by up to a millisecond;
+        a woken worker that finds nothing due simply sleeps again, with a new timer.)
+        """
+        loop = self.flow.loop
+        assert loop is not None
+        waiter = loop.create_future()
+        self.flow.credit_waiters.append(waiter)
+        timer = None
+        if self.retries is not None and self.retries.heap:
+            timer = loop.call_at(self.retries.heap[0][0], _wake, waiter)
+        try:
+            await waiter
+        finally:
+            if timer is not None:
+                timer.cancel()
+
+    async def _next_read(self) -> ItemState | None:
+        """Take an item the reader pulled; or ask for one and wait (then None)."""
+        flow = self.flow
+        if not self.read_items:
+            if self.read_ended:
+                self.exhausted = True
+            else:
+                self._want_item()
+                await self._wait_for_work()
+            return None
+        flow.credits -= 1
+        if flow.credits and flow.credit_waiters:
+            flow.wake_worker()  # pass the baton: the next asks the reader
+        index = flow.pulled
+        flow.pulled = index + 1
+        return self._new_state(index, self.read_items.popleft())
+
+    def _want_item(self) -> None:
+        """Ask the reader for one more input item."""
+        self.read_wanted = True
+        reader = self.reader
+        if reader is not None and not reader.done():
+            reader.set_result(None)
+
+    def start_reader(self) -> None:
+        """Have the workers ask the reader from the start (before it runs)."""
+        assert self.flow.loop is not None
+        self.reader = self.flow.loop.create_future()
+
+    async def read_ahead(self) -> None:
+        """Pull the async input an item at a time, when a worker asks for one."""
+        source = self.async_source
+        flow = self.flow
+        loop = flow.loop
+        assert source is not None
+        assert loop is not None
+        try:
+            while True:
+                while not self.read_wanted:
+                    _check_cancelled()  # the input's own code may swallow a cancel
+                    self.reader = waiter = loop.create_future()
+                    await waiter
+                self.read_wanted = False
+                try:
+                    item = await anext(source)
+                except StopAsyncIteration:
+                    self.read_ended = True
+                    flow.wake_all_workers()
+                    return
+                except Exception as exc:
+                    flow.worker_failed(exc)
+                    raise
+                self.read_items.append(item)
+                flow.wake_worker()
+        finally:
+            self.reader = None
