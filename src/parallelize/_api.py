@@ -8,7 +8,7 @@ from concurrent.futures import Executor
 from typing import Any, Literal, TypeVar, Unpack, overload
 
 from ._engine import Run, register_stage_factory
-from ._journal import Journal, SQLiteJournal, WorkSource
+from ._journal import Journal, SQLiteJournal, WorkSource, missing
 from ._limits import AdaptiveLimit, Limit, RateLimit, RateLimiter, as_limit
 from ._observe import Observer
 from ._options import StageOptions
@@ -267,12 +267,13 @@ def parallelize(
         total = check_int("total", total, 0)
     if name is not None and not isinstance(name, str):
         raise TypeError(f"name must be a str, got {name!r}")
-    if journal is not None and callable(getattr(journal, "open_session", None)) and ordered:
+    checked_journal = _check_journal(journal)
+    if isinstance(checked_journal, WorkSource) and ordered:
         raise ValueError(
             "ordered=True cannot be kept with a queue: its items come from many "
             "producers and workers. Drop ordered=, or sort the results by key"
         )
-    _check_stage_journal(argslist, journal, key)
+    _check_stage_journal(argslist, checked_journal, key)
     if key is not None:
         if journal is None:
             raise ValueError("key= identifies items in a journal: pass journal= too")
@@ -288,7 +289,7 @@ def parallelize(
         on_error_yield=on_error == "yield",
         max_buffered=buffered,
         policy=policy,
-        journal=_check_journal(journal),
+        journal=checked_journal,
         key=key,
         grace=_check_grace(handle_signals),
         stats=stats,
@@ -397,19 +398,28 @@ def _check_rate_limit(rate_limit: object) -> Limit:
 
 
 def _check_journal(journal: object) -> Journal | WorkSource | None:
+    """Return ``journal=`` as a journal or a work source; a path opens SQLite."""
     if journal is None:
         return None
     if isinstance(journal, str | os.PathLike):
         return SQLiteJournal(journal)
-    if callable(getattr(journal, "open_session", None)):
-        return journal  # type: ignore[return-value]  # a WorkSource (a Redis queue)
-    for name in ("open", "lookup", "append", "close"):
-        if not callable(getattr(journal, name, None)):
-            raise TypeError(
-                f"journal must be a path or a journal object such as "
-                f"SQLiteJournal('crawl.db'), got {journal!r}"
-            )
-    return journal  # type: ignore[return-value]
+    # The protocols' isinstance() sees only that each member exists; missing()
+    # also wants the methods callable.
+    if isinstance(journal, WorkSource) and not missing(journal, WorkSource):
+        return journal  # first: a queue is a journal and the run's input too
+    if isinstance(journal, Journal) and not missing(journal, Journal):
+        return journal
+    raise TypeError(
+        f"journal must be a path, a Journal (such as SQLiteJournal('crawl.db')) or a "
+        f"WorkSource (such as a RedisQueue); {journal!r} has no "
+        f"{_listed(missing(journal, WorkSource))} for a WorkSource, nor "
+        f"{_listed(missing(journal, Journal))} for a Journal"
+    )
+
+
+def _listed(names: list[str]) -> str:
+    """Join names for a message: ``a``, ``a or b``, ``a, b or c``."""
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
 
 
 def _check_grace(handle_signals: object) -> float | None:
@@ -432,7 +442,7 @@ def _check_stage_journal(argslist: object, journal: object, key: object) -> None
         and key is None
         and isinstance(argslist, Run)
         and not argslist._ordered  # noqa: SLF001 - a stage's own setting, read where built
-        and not callable(getattr(journal, "open_session", None))
+        and not isinstance(journal, WorkSource)
     ):
         raise ValueError(
             "a journal on a later stage of a pipeline needs key=: its items are the "

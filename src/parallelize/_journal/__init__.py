@@ -1,7 +1,20 @@
 """Journals: durable records of each item's final outcome, to resume a run."""
 
-from ._base import Codec, Journal, JsonCodec, Record, RecordedError, RunInfo
-from ._session import Entry, JournalSession, Session, WorkSource
+from ._base import (
+    Codec,
+    Entry,
+    Journal,
+    JsonCodec,
+    Record,
+    RecordedError,
+    RunInfo,
+    RunSession,
+    Session,
+    Tagged,
+    WorkSource,
+    missing,
+)
+from ._session import JournalSession, open_run_session
 from ._sqlite import SQLiteJournal
 
 __all__ = (
@@ -13,7 +26,11 @@ __all__ = (
     "Record",
     "RecordedError",
     "RunInfo",
+    "RunSession",
     "SQLiteJournal",
     "Session",
+    "Tagged",
     "WorkSource",
+    "missing",
+    "open_run_session",
 )

@@ -1,10 +1,17 @@
-"""What a journal stores, and the small interface every journal implements.
+"""What a journal stores, and the small interfaces a run's journal implements.
 
 A journal records each item's *final* outcome (a result, or a failure with its
 attempts and timing) under the item's key, durably, so that a rerun of the same job
-skips what is done. The engine talks to it through :class:`Journal`; the SQLite
-journal is the embedded default, and a shared store (Redis Streams) implements the
-same methods.
+skips what is done. ``journal=`` takes one of two kinds, each a :class:`Protocol`
+checked when the run is built:
+
+- a :class:`Journal` (the SQLite journal is the embedded default), a store that the
+  run's :class:`~parallelize._journal.JournalSession` looks up and appends to;
+- a :class:`WorkSource` (a Redis queue), a shared store that is also the run's
+  input: it opens the run's session itself.
+
+Either way the run then talks to a :class:`RunSession`: its entries to run, and
+where each final outcome goes.
 
 Keys: by default an item's key is its position in the input (an int), checked on
 resume against a short hash of the item so that a journal is never applied to a
@@ -15,7 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator, Sequence
 from typing import Any, NamedTuple, Protocol, final, runtime_checkable
 from zlib import crc32
 
@@ -24,12 +31,19 @@ from parallelize._util import fits_utf8
 
 __all__ = (
     "Codec",
+    "Entry",
     "Journal",
     "JsonCodec",
     "Record",
     "RecordedError",
     "RunInfo",
+    "RunSession",
+    "Session",
+    "Tagged",
+    "WorkSource",
     "item_digest",
+    "missing",
+    "type_name",
 )
 
 Key = int | str
@@ -167,6 +181,20 @@ def item_digest(item: object) -> bytes | None:
     return crc32(text.encode()).to_bytes(4, "little")
 
 
+def type_name(error: BaseException) -> str:
+    """Return the type of ``error`` as a record stores it: ``module.QualName``.
+
+    A builtin's is its bare name (``ValueError``), as a traceback shows it.
+    """
+    kind = type(error)
+    return (
+        kind.__qualname__
+        if kind.__module__ == "builtins"
+        else f"{kind.__module__}.{kind.__qualname__}"
+    )
+
+
+@runtime_checkable
 class Journal(Protocol):
     """The storage behind ``parallelize(..., journal=...)``.
 
@@ -203,3 +231,107 @@ class Journal(Protocol):
 
     def close(self, *, finished: bool) -> None:
         """Release the store; ``finished`` says whether the whole input was done."""
+
+
+@final
+class Entry:
+    """An input item on its way through a journaled run (internal)."""
+
+    __slots__ = ("data", "digest", "item", "key", "ref", "stored")
+
+    ref: Any  # a work source's own handle on the entry (a Redis stream id), when it has one
+
+    def __init__(self, key: Key, item: Any, digest: bytes | None, stored: Record | None) -> None:
+        self.key = key
+        self.item = item
+        self.digest = digest
+        self.stored = stored  # set when the item is replayed, not run
+        self.data: str | None = None  # the result as the codec stored it (see prepare)
+
+
+# An outcome as the workers deliver it to a journaled run's consumer:
+# (entry, result or Failure, attempts, elapsed).
+Tagged = tuple[Entry, Any, int, float | None]
+
+
+class RunSession(Protocol):
+    """What a run asks of its session, whichever opened it.
+
+    Implemented by :class:`~parallelize._journal.JournalSession` (a
+    :class:`Journal`'s) and by a :class:`WorkSource`'s own session (a Redis
+    queue's). Only a journal's session reads a sync input or replays stored
+    outcomes: those calls (``wrap()``, ``replayed_outcome()``) are on
+    ``JournalSession`` alone.
+    """
+
+    recorded: int  # outcomes recorded by this run
+    replayed: int  # stored outcomes yielded again without running
+    skipped: int  # items done already, not run
+
+    @property
+    def location(self) -> str | None:
+        """Where the journal is, for messages."""
+
+    def wrap_async(self, source: AsyncIterable[Any]) -> AsyncIterator[Entry]:
+        """Return the entries to run (a work source's own, whatever ``source``)."""
+
+    def prepare(self, tagged: Tagged) -> Tagged:
+        """Make an outcome ready to record before it is yielded (see JournalSession)."""
+
+    def record(self, entry: Entry, outcome: Any, attempts: int, elapsed: float | None) -> None:
+        """Record the final outcome of ``entry`` (taken by the consumer)."""
+
+    def flush(self) -> None:
+        """Record what is buffered now."""
+
+    def close(self, *, finished: bool) -> None:
+        """Flush, then release the journal (idempotent)."""
+
+
+class Session(RunSession, Protocol):
+    """A :class:`RunSession` that also reads sync inputs and replays: a journal's.
+
+    Transitional: the engine's annotation of its session until it narrows to
+    :class:`RunSession`, with ``JournalSession`` where it wraps a sync input or
+    replays. A work source's session is no ``Session``: it needs neither call.
+    """
+
+    def wrap(self, source: Iterable[Any]) -> Iterator[Entry]:
+        """Return the entries of a sync input to run or replay."""
+
+    def replayed_outcome(self, entry: Entry) -> Any:
+        """Return what to yield for a replayed entry."""
+
+
+@runtime_checkable
+class WorkSource(Protocol):
+    """A journal that is also the run's input: a shared queue (:mod:`parallelize.redis`)."""
+
+    def open_session(
+        self,
+        argslist: Iterable[Any] | AsyncIterable[Any],
+        *,
+        key: Callable[[Any], Key] | None,
+        action_name: str,
+        numworkers: int,
+    ) -> RunSession:
+        """Start a run's use of the source; ``argslist`` is added to it meanwhile."""
+
+
+def missing(candidate: object, protocol: type) -> list[str]:
+    """Return the members of ``protocol`` that ``candidate`` lacks, for a message.
+
+    Methods as ``name()`` (missing or not callable), then attributes, in the
+    order the protocol declares them.
+    """
+    methods = [
+        f"{name}()"
+        for name, value in vars(protocol).items()
+        if not name.startswith("_")
+        and callable(value)
+        and not callable(getattr(candidate, name, None))
+    ]
+    attributes = [
+        name for name in vars(protocol).get("__annotations__", {}) if not hasattr(candidate, name)
+    ]
+    return methods + attributes

@@ -13,103 +13,53 @@ Appends are batched: one transaction per ``flush_every`` outcomes or per
 ``flush_interval`` seconds, whichever comes first; at a crash, the items in flight,
 the results buffered for the consumer and the last unflushed batch are run again on
 resume, and nothing else.
+
+:func:`open_run_session` opens a run's session on whichever ``journal=`` it got: this
+module's :class:`JournalSession` on a :class:`Journal`, or a :class:`WorkSource`'s own.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import types
 from collections.abc import (
     AsyncGenerator,
     AsyncIterable,
     AsyncIterator,
     Callable,
-    Generator,
     Iterable,
     Iterator,
     Sequence,
 )
-from typing import Any, Protocol, final
+from typing import Any, final
 
 from parallelize._errors import JournalError, UnstorableResult
 from parallelize._outcomes import Failure
 from parallelize._util import fits_utf8
 
-from ._base import Journal, JsonCodec, Key, Record, RecordedError, RunInfo, item_digest
+from ._anext import END, cancel, resume, start_next
+from ._base import (
+    Entry,
+    Journal,
+    JsonCodec,
+    Key,
+    Record,
+    RecordedError,
+    RunInfo,
+    RunSession,
+    Tagged,
+    WorkSource,
+    item_digest,
+    type_name,
+)
 
-__all__ = ("Entry", "JournalSession", "Session", "Tagged", "WorkSource")
+__all__ = ("JournalSession", "open_run_session")
 
 _BATCH = 256  # input items looked up in the journal at once
-
-
-_END: Any = object()  # the async input has no more items
-
-
-def _start_next(items: AsyncIterator[Any]) -> tuple[Any, Any, Any]:
-    """Start ``items.__anext__()`` by hand, to see whether it must wait.
-
-    Returns ``(item, None, None)`` when the item was ready, ``(_END, None, None)``
-    at the end of the input, and ``(None, step, waiting_on)`` when ``step`` (the
-    started ``__anext__``) yielded ``waiting_on`` to wait for: ``await
-    _resume(step, waiting_on)`` then finishes it.
-    """
-    step: Any = anext(items)
-    try:
-        waiting_on = step.send(None)
-    except StopIteration as ready:
-        return ready.value, None, None
-    except StopAsyncIteration:
-        return _END, None, None
-    return None, step, waiting_on
-
-
-@types.coroutine
-def _resume(step: Any, waiting_on: Any) -> Generator[Any, Any, Any]:
-    """Await ``step``, an awaitable already started by hand that yielded ``waiting_on``.
-
-    What ``await`` does after a first ``send(None)``: hand each yielded future to
-    the task, send its results (or throw its exceptions, cancellation included)
-    back, and return the awaitable's value; ``_END`` at the end of the input.
-    """
-    while True:
-        try:
-            try:
-                sent = yield waiting_on
-            except BaseException as exc:  # thrown in by the task: pass it on
-                waiting_on = step.throw(exc)
-            else:
-                waiting_on = step.send(sent)
-        except StopIteration as done:
-            return done.value
-        except StopAsyncIteration:
-            return _END
-
-
-@types.coroutine
-def _cancel(step: Any) -> Generator[Any, Any, None]:
-    """Cancel ``step``, a started ``__anext__``, as cancelling its task would.
-
-    ``CancelledError`` is thrown in where it waits, and whatever its clean-up awaits
-    is awaited, until it ends. (Its ``close()`` would leave an async generator
-    marked as running, which then refuses ``aclose()``.)
-    """
-    try:
-        waiting_on = step.throw(asyncio.CancelledError())
-    except BaseException:  # ended: cancelled, finished or failed
-        return
-    with contextlib.suppress(BaseException):  # however its clean-up ends
-        yield from _resume(step, waiting_on)
-
 
 logger = logging.getLogger("parallelize")
 
 _new_record: Callable[[type[Record], tuple[Any, ...]], Record] = tuple.__new__
-
-# An outcome as the workers deliver it to a journaled run's consumer:
-# (entry, result or Failure, attempts, elapsed).
-Tagged = tuple["Entry", Any, int, float | None]
 
 # Outcomes whose round trip through the codec is checked: the first ones, and the
 # first of each new type (a lossy round trip is a property of the type, mostly).
@@ -121,87 +71,11 @@ def _storable(text: str) -> str:
     return text if fits_utf8(text) else text.encode("utf-8", "backslashreplace").decode()
 
 
-@final
-class Entry:
-    """An input item on its way through a journaled run (internal)."""
-
-    __slots__ = ("data", "digest", "item", "key", "ref", "stored")
-
-    ref: Any  # a work source's own handle on the entry (a Redis stream id), when it has one
-
-    def __init__(self, key: Key, item: Any, digest: bytes | None, stored: Record | None) -> None:
-        self.key = key
-        self.item = item
-        self.digest = digest
-        self.stored = stored  # set when the item is replayed, not run
-        self.data: str | None = None  # the result as the codec stored it (see prepare)
-
-
-class Session(Protocol):
-    """What a run uses of its journal: a :class:`JournalSession`, or a work source's.
-
-    A work source (a Redis queue) makes its own with ``open_session(argslist, *,
-    key, action_name, numworkers)``: its entries come from the source itself.
-    """
-
-    recorded: int
-    replayed: int
-    skipped: int
-
-    @property
-    def location(self) -> str | None:
-        """Where the journal is, for messages."""
-
-    def wrap(self, source: Iterable[Any]) -> Iterator[Entry]:
-        """Return the entries of a sync input to run or replay."""
-
-    def wrap_async(self, source: AsyncIterable[Any]) -> AsyncIterator[Entry]:
-        """Return the entries of an async input to run or replay."""
-
-    def replayed_outcome(self, entry: Entry) -> Any:
-        """Return what to yield for a replayed entry."""
-
-    def prepare(self, tagged: Tagged) -> Tagged:
-        """Make an outcome ready to record before it is yielded (see JournalSession)."""
-
-    def record(self, entry: Entry, outcome: Any, attempts: int, elapsed: float | None) -> None:
-        """Record the final outcome of ``entry`` (taken by the consumer)."""
-
-    def flush(self) -> None:
-        """Record what is buffered now."""
-
-    def close(self, *, finished: bool) -> None:
-        """Flush, then release the journal (idempotent)."""
-
-
-class WorkSource(Protocol):
-    """A journal that is also the run's input: a shared queue (:mod:`parallelize.redis`)."""
-
-    def open_session(
-        self,
-        argslist: Iterable[Any] | AsyncIterable[Any],
-        *,
-        key: Callable[[Any], Key] | None,
-        action_name: str,
-        numworkers: int,
-    ) -> Session:
-        """Start a run's use of the source; ``argslist`` is added to it meanwhile."""
-
-
 def _safe_decode(codec: Any, data: str) -> Any:
     try:
         return codec.decode(data)
     except Exception:  # for a message only
         return data
-
-
-def _type_name(error: BaseException) -> str:
-    kind = type(error)
-    return (
-        kind.__qualname__
-        if kind.__module__ == "builtins"
-        else f"{kind.__module__}.{kind.__qualname__}"
-    )
 
 
 @final
@@ -325,15 +199,15 @@ class JournalSession:
         step: Any = None  # the input's __anext__, started and waiting
         try:
             while True:
-                item, step, waiting_on = _start_next(items)
+                item, step, waiting_on = start_next(items)
                 if step is not None:
                     # Not ready: hand on what was read, then wait for it.
                     for entry in self._decide(batch):
                         yield entry
                     batch = []
-                    item = await _resume(step, waiting_on)
+                    item = await resume(step, waiting_on)
                     step = None
-                if item is _END:
+                if item is END:
                     break
                 batch.append(self._keyed(position, item))
                 position += 1
@@ -345,7 +219,7 @@ class JournalSession:
                 yield entry
         finally:
             if step is not None:
-                await _cancel(step)  # left waiting (the run was closed): end it first
+                await cancel(step)  # left waiting (the run was closed): end it first
             if isinstance(items, AsyncGenerator):
                 # Close the user's generator within the run, not in the collector.
                 await items.aclose()
@@ -421,7 +295,7 @@ class JournalSession:
                 entry.key,
                 False,  # noqa: FBT003 - a field of the record
                 None,
-                _type_name(error),
+                type_name(error),
                 _storable(str(error)),
                 outcome.attempts,
                 outcome.elapsed,
@@ -472,3 +346,44 @@ class JournalSession:
         finally:
             self._closed = True
             self._journal.close(finished=finished)
+
+
+def open_run_session(
+    journal: Journal | WorkSource,
+    argslist: Iterable[Any] | AsyncIterable[Any],
+    *,
+    key: Callable[[Any], Key] | None,
+    action_name: str,
+    numworkers: int,
+) -> tuple[RunSession, Iterator[Entry] | AsyncIterator[Entry], bool]:
+    """Open a run's session on ``journal``: the first thing a journaled run does.
+
+    A journal that cannot be used fails here, before anything starts.
+
+    Args:
+        journal: A :class:`WorkSource` (checked first) or a :class:`Journal`.
+        argslist: The run's input.
+        key: Identifies an item (default: its position).
+        action_name: The action's name, to refuse a store written by another.
+        numworkers: The run's workers in this process.
+
+    Returns:
+        ``(session, entries, own_items)``: the session to record outcomes in; the
+        entries to run (and, a journal's, to replay), async for an async input or a
+        work source, else sync; and whether those are ``argslist``'s items (a work
+        source's are its own: ``argslist`` is only what this process adds to it).
+
+    Raises:
+        JournalError: The journal refused the run (see :meth:`Journal.open`).
+    """
+    if isinstance(journal, WorkSource):
+        # A work source (a Redis queue): the run's items come from it, and argslist
+        # is added to it meanwhile (its session holds it already).
+        session = journal.open_session(
+            argslist, key=key, action_name=action_name, numworkers=numworkers
+        )
+        return session, session.wrap_async(argslist), False  # type: ignore[arg-type]  # ignored by the source
+    own = JournalSession(journal, key=key, action_name=action_name)
+    if isinstance(argslist, AsyncIterable):
+        return own, own.wrap_async(argslist), True
+    return own, own.wrap(argslist), True

@@ -20,8 +20,8 @@ from typing import Any, final
 from redis import exceptions as rx
 
 from parallelize._errors import JournalError
+from parallelize._journal._anext import END, cancel, resume, start_next
 from parallelize._journal._base import item_digest
-from parallelize._journal._session import _END, _cancel, _resume, _start_next
 
 from ._connection import Connection
 from ._records import QueueSettings, key_text, to_json
@@ -204,15 +204,15 @@ class Producer:
         """Add an async input; a batch goes as soon as the next item is not ready."""
         items = aiter(argslist)
         while True:
-            item, step, waiting_on = _start_next(items)
+            item, step, waiting_on = start_next(items)
             if step is not None:
                 try:
                     await self.send()  # not ready: send what was read, then wait
-                    item = await _resume(step, waiting_on)
+                    item = await resume(step, waiting_on)
                 except BaseException:
-                    await _cancel(step)
+                    await cancel(step)
                     raise
-            if item is _END:
+            if item is END:
                 return
             if self.add(item):
                 await self.send()

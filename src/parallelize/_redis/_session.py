@@ -17,7 +17,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, I
 from typing import Any, final
 
 from parallelize._errors import JournalError, UnstorableResult
-from parallelize._journal._session import Entry, Tagged, _type_name
+from parallelize._journal._base import Entry, Tagged, type_name
 from parallelize._outcomes import Failure
 
 from . import NO_INPUT
@@ -34,6 +34,10 @@ logger = logging.getLogger("parallelize.redis")
 @final
 class QueueSession:
     """A run's input and journal, in one: the engine's side of a :class:`RedisQueue`.
+
+    A :class:`~parallelize._journal.RunSession`: the queue is the run's input, so
+    its session neither wraps a sync input nor replays (no ``wrap()`` or
+    ``replayed_outcome()``, which only a journal's session has).
 
     Args:
         queue: The queue's settings (the queue itself).
@@ -94,12 +98,6 @@ class QueueSession:
     @property
     def location(self) -> str:
         return self._queue.location
-
-    def wrap(self, source: Iterable[Any]) -> Any:  # noqa: ARG002 - the Session protocol
-        raise AssertionError("a queue's session reads with wrap_async()")
-
-    def replayed_outcome(self, entry: Entry) -> Any:  # noqa: ARG002 - the Session protocol
-        raise AssertionError("a queue's session replays nothing")
 
     async def wrap_async(self, source: AsyncIterable[Any]) -> AsyncIterator[Entry]:  # noqa: ARG002
         """Yield the run's entries for this process, until the run is over.
@@ -357,7 +355,7 @@ class QueueSession:
             record = encode(
                 {
                     "ok": False,
-                    "error": {"type": _type_name(error), "message": str(error)},
+                    "error": {"type": type_name(error), "message": str(error)},
                     "expected": outcome.expected,
                     "attempts": outcome.attempts,
                     "elapsed": outcome.elapsed,
