@@ -24,7 +24,7 @@ from parallelize import (
     overload_of,
     parallelize,
 )
-from parallelize._limits._adaptive import _Estimator
+from parallelize._limits._estimator import Estimator as _Estimator
 from spies import InFlightSpy
 
 # -- the arithmetic, fed by a model service ------------------------------------------

@@ -1,0 +1,211 @@
+"""The aiohttp backend of :func:`parallelize.http.open_client`, its errors mapped onto ours."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any, final
+
+from ._aio import Deadlines
+from ._http_client import (
+    Body,
+    Client,
+    Reply,
+    bad_redirect,
+    check_length,
+    check_url,
+    read_body,
+    too_many_redirects,
+)
+from ._http_errors import (
+    ConnectError,
+    DNSError,
+    HTTPClientError,
+    InvalidURLError,
+    ProtocolError,
+    RedirectError,
+    RequestTimeoutError,
+    TLSError,
+    TooManyRedirectsError,
+)
+from ._http_settings import TLS, Proxies
+from ._http_urls import MAX_URL_LENGTH, too_long, wire_url
+
+if TYPE_CHECKING:
+    import aiohttp
+
+__all__ = ("open_aiohttp",)
+
+
+@contextlib.asynccontextmanager
+async def open_aiohttp(  # noqa: PLR0917 - open_client's settings, passed on
+    connections: int,
+    headers: list[tuple[str, str]],
+    max_redirects: int,
+    timeout: float | None,  # noqa: ASYNC109
+    proxies: Proxies,
+    tls: TLS,
+) -> AsyncIterator[Client]:
+    import aiohttp  # noqa: PLC0415 - the extra, imported where used
+
+    # A context of our own even without options: aiohttp's default one is made at
+    # its import, so SSL_CERT_FILE set later would be ignored (pyreqwest reads it
+    # when the client is built, as this does).
+    connector = aiohttp.TCPConnector(limit=connections, ttl_dns_cache=300, ssl=tls.ssl_context())
+    async with aiohttp.ClientSession(
+        connector=connector,
+        headers=headers,
+        # The time limit is ours (Deadlines): aiohttp's costs ~10% of a small request.
+        timeout=aiohttp.ClientTimeout(total=None),
+        cookie_jar=aiohttp.DummyCookieJar(),  # no cookie of one URL sent to another
+        # The environment is read by us (_http_settings), as for pyreqwest; aiohttp's
+        # own reading skips ALL_PROXY and would read ~/.netrc.
+        trust_env=False,
+    ) as session:
+        yield _Aiohttp(session, max_redirects, timeout, proxies)
+
+
+@final
+class _Aiohttp:
+    """The aiohttp backend: one session, its connection pool shared by every request."""
+
+    name = "aiohttp"
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        max_redirects: int,
+        timeout: float | None,
+        proxies: Proxies,
+    ) -> None:
+        import aiohttp  # noqa: PLC0415 - imported already by then
+        import yarl  # noqa: PLC0415 - aiohttp's own dependency
+
+        self._deadlines = None if timeout is None else Deadlines(timeout)
+        self._url = yarl.URL
+        self._proxies = proxies if proxies.is_used else None
+        # Each scheme's proxy as aiohttp takes it: the URL without its credentials,
+        # and those as a header (proxy_auth= is deprecated in aiohttp 3.14): on the
+        # request itself for http://, on the CONNECT only for https:// (not to leak
+        # them to the server through the tunnel).
+        self._proxy_arguments: dict[str, dict[str, Any]] = {}
+        for scheme, proxy in (("http", proxies.http), ("https", proxies.https)):
+            if proxy is None:
+                continue
+            parsed = yarl.URL(proxy)
+            arguments: dict[str, Any] = {"proxy": parsed.with_user(None)}
+            auth = aiohttp.BasicAuth.from_url(parsed)  # None without credentials
+            if auth is not None:
+                where = "headers" if scheme == "http" else "proxy_headers"
+                arguments[where] = {"Proxy-Authorization": auth.encode()}
+            self._proxy_arguments[scheme] = arguments
+
+        self._request = session.request
+        self._max_redirects = max_redirects
+        # aiohttp's defaults (10, followed) need no keyword arguments per request.
+        self._redirects: dict[str, Any] = (
+            {}
+            if max_redirects == 10
+            else {"allow_redirects": max_redirects > 0, "max_redirects": max_redirects}
+        )
+        self._errors = _aiohttp_errors()
+
+    async def request(
+        self, method: str, url: str, *, body: Body = "keep", max_body: int | None = None
+    ) -> Reply:
+        """See :meth:`Client.request`."""
+        check_url(url)  # by its prefix: aiohttp parses it once, as it would anyway
+        target = self._target(url)
+        proxies = self._proxies
+        arguments = self._redirects if proxies is None else self._via(proxies, target)
+        deadlines = self._deadlines
+        entry = None if deadlines is None else deadlines.enter()
+        try:
+            async with self._request(method, target, **arguments) as resp:
+                if max_body is not None:
+                    check_length(resp.content_length, max_body)
+                size, kept = await read_body(resp.content.readany, body, max_body)
+                final = str(resp.url) if resp.history else url
+                return Reply(resp.status, resp.reason or "", final, resp.headers, size, kept)
+        except asyncio.CancelledError:
+            if entry is not None and Deadlines.expired(entry):
+                raise _timed_out(self._deadlines) from None
+            raise
+        except HTTPClientError:
+            raise
+        except Exception as exc:
+            mapped = _mapped(exc, self._errors)
+            if mapped is None:
+                raise
+            if isinstance(mapped, TooManyRedirectsError):
+                mapped = too_many_redirects(self._max_redirects)
+            elif isinstance(mapped, RedirectError):  # to a URL aiohttp cannot fetch
+                location = exc.args[0] if exc.args else ""  # the Location header
+                mapped = bad_redirect(url, str(location))
+            raise mapped from exc
+        finally:
+            if deadlines is not None and entry is not None:
+                deadlines.leave(entry)
+
+    def _via(self, proxies: Proxies, target: Any) -> dict[str, Any]:
+        """Return the request's keyword arguments with its proxy, if it has one."""
+        proxy = proxies.proxy_of(target.scheme, target.host or "")
+        if proxy is None:
+            return self._redirects
+        return {**self._redirects, **self._proxy_arguments[target.scheme]}
+
+    def _target(self, url: str) -> Any:
+        """Return ``url`` in the wire form pyreqwest sends, as a yarl URL taken as is.
+
+        yarl's own quoting differs (a space in a query becomes ``+``, ``%7E``
+        becomes ``~``): :func:`wire_url` writes what browsers and pyreqwest send.
+        """
+        try:
+            wire = wire_url(url)
+            target = self._url(wire, encoded=True)
+            target.port  # noqa: B018 - raises ValueError for a port out of range
+        except ValueError as exc:
+            raise InvalidURLError(f"not a valid URL: {exc}") from exc
+        if len(wire) > MAX_URL_LENGTH:
+            raise InvalidURLError(too_long(len(wire)))
+        return target
+
+
+def _timed_out(deadlines: Deadlines | None) -> RequestTimeoutError:
+    seconds = 0.0 if deadlines is None else deadlines.seconds
+    return RequestTimeoutError(f"no complete reply within the client's timeout of {seconds:g} s")
+
+
+def _aiohttp_errors() -> tuple[tuple[Any, type[HTTPClientError]], ...]:
+    """Return aiohttp's exception classes and ours, the first that matches wins."""
+    import aiohttp  # noqa: PLC0415 - imported already by then
+
+    # Classes of aiohttp 3.10+ (the extra allows 3.9): an empty tuple matches nothing.
+    dns = getattr(aiohttp, "ClientConnectorDNSError", ())
+    redirect = getattr(aiohttp, "RedirectClientError", ())
+    return (
+        (aiohttp.TooManyRedirects, TooManyRedirectsError),
+        (_types(redirect), RedirectError),
+        (aiohttp.InvalidURL, InvalidURLError),
+        (TimeoutError, RequestTimeoutError),
+        (_types(dns), DNSError),
+        (aiohttp.ClientSSLError, TLSError),
+        ((aiohttp.ClientConnectionError, ConnectionError), ConnectError),
+        ((aiohttp.ClientPayloadError, aiohttp.ClientResponseError), ProtocolError),
+    )
+
+
+def _types(found: type[BaseException] | tuple[()]) -> tuple[type[BaseException], ...]:
+    return found if isinstance(found, tuple) else (found,)
+
+
+def _mapped(
+    error: Exception, table: tuple[tuple[Any, type[HTTPClientError]], ...]
+) -> HTTPClientError | None:
+    for types, ours in table:
+        if isinstance(error, types):
+            text = str(error)
+            name = type(error).__name__
+            return ours(f"{name}: {text}" if text else name)
+    return None

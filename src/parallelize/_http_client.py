@@ -1,0 +1,168 @@
+"""The seam every HTTP backend implements, and the steps of a request they share.
+
+:class:`Client` (one method, ``request``) and its :class:`Reply`; checking a URL
+before it is sent, reading a body (kept, discarded or handed on, within
+``max_body``), and the errors a limit of the client raises, worded the same on
+every backend.
+"""
+
+from __future__ import annotations
+
+import urllib.parse
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Literal, Protocol, final
+
+from ._http_errors import BodyTooLargeError, InvalidURLError, RedirectError, TooManyRedirectsError
+from ._http_urls import MAX_URL_LENGTH, too_long
+
+__all__ = (
+    "Body",
+    "Client",
+    "Reply",
+    "bad_redirect",
+    "check_length",
+    "check_url",
+    "read_body",
+    "too_large",
+    "too_many_redirects",
+)
+
+Body = Literal["keep", "discard"] | Callable[[bytes], object]
+
+
+@final
+class Reply:
+    """A response, its body read: kept, discarded or handed to your function.
+
+    Attributes:
+        status: The HTTP status of the last response (after redirects).
+        reason: Its reason phrase (the standard one where the backend has none).
+        url: The final URL, after redirects.
+        headers: Its headers, a case-insensitive mapping.
+        size: The body's length in bytes, as read (decompressed).
+        body: The body with ``body="keep"`` (the default), else ``b""``.
+    """
+
+    __slots__ = ("body", "headers", "reason", "size", "status", "url")
+
+    def __init__(  # noqa: PLR0917 - built by the backends only
+        self, status: int, reason: str, url: str, headers: Mapping[str, str], size: int, body: bytes
+    ) -> None:
+        """Hold what the backend read."""
+        self.status = status
+        self.reason = reason
+        self.url = url
+        self.headers = headers
+        self.size = size
+        self.body = body
+
+    def __repr__(self) -> str:
+        """``<Reply 200 https://... 5120 bytes>``."""
+        return f"<Reply {self.status} {self.url} {self.size} bytes>"
+
+
+class Client(Protocol):
+    """What every backend offers: one method, the same arguments, replies and errors."""
+
+    name: str
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        body: Body = "keep",
+        max_body: int | None = None,
+    ) -> Reply:
+        """Send ``method url``, read the body, return the :class:`Reply`.
+
+        Args:
+            method: ``"GET"``, ``"HEAD"``, ...
+            url: An absolute http:// or https:// URL.
+            body: ``"keep"`` (into ``Reply.body``), ``"discard"`` (read and
+                counted only), or a function called with each chunk in order
+                (write them to a file: the body is never held whole).
+            max_body: Read no more than this many bytes; a longer body raises
+                :class:`BodyTooLargeError` (before reading, when the server
+                sends its length).
+
+        Raises:
+            HTTPClientError: One of its subclasses, by kind.
+        """
+        ...
+
+
+def check_url(url: str) -> None:
+    """Raise :class:`InvalidURLError` unless ``url`` is absolute http(s) with a host.
+
+    The common case by its prefix alone (urlsplit would cost 3 us a request); the
+    backend's own parser refuses the rest of what is malformed.
+    """
+    if len(url) > MAX_URL_LENGTH:
+        raise InvalidURLError(too_long(len(url)))
+    rest = url[7:] if url.startswith("http://") else url[8:] if url.startswith("https://") else None
+    if rest is not None:
+        if not rest or rest[0] in "/?#:@":
+            raise InvalidURLError("the URL has no host")
+        return
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port out of range
+    except ValueError as exc:
+        raise InvalidURLError(f"not a valid URL: {exc}") from exc
+    if parts.scheme not in ("http", "https"):
+        raise InvalidURLError("not an http:// or https:// URL")
+    if not parts.hostname:
+        raise InvalidURLError("the URL has no host")
+
+
+def too_large(max_body: int) -> BodyTooLargeError:
+    """Return the error of a body longer than ``max_body`` bytes."""
+    return BodyTooLargeError(f"the body is larger than {max_body:,} bytes (max_body)")
+
+
+def too_many_redirects(most: int) -> TooManyRedirectsError:
+    """Return the error of a request redirected more than ``most`` times."""
+    return TooManyRedirectsError(f"more than {most} redirects")
+
+
+def bad_redirect(url: str, location: str) -> RedirectError:
+    """Return the error of a redirect from ``url`` to a URL we cannot fetch."""
+    try:
+        check_url(urllib.parse.urljoin(url, location))
+        reason = "not a valid URL"
+    except InvalidURLError as exc:
+        reason = str(exc)
+    return RedirectError(f"a redirect to {location!r}: {reason}")
+
+
+async def read_body(
+    read: Callable[[], Awaitable[Any]], body: Body, max_body: int | None
+) -> tuple[int, bytes]:
+    """Read a body to its end by ``read()`` (a chunk, empty or None at the end).
+
+    Returns its size and, with ``body="keep"``, the body itself.
+    """
+    size = 0
+    if body == "discard" and max_body is None:  # fetch's path: a tight loop
+        while chunk := await read():
+            size += len(chunk)
+        return size, b""
+    chunks = []
+    keep = body == "keep"
+    write = None if isinstance(body, str) else body
+    while chunk := await read():
+        size += len(chunk)
+        if max_body is not None and size > max_body:
+            raise too_large(max_body)
+        if write is not None:
+            write(bytes(chunk))
+        elif keep:
+            chunks.append(bytes(chunk))
+    return size, b"".join(chunks)
+
+
+def check_length(length: int | None, max_body: int) -> None:
+    """Refuse a body by its announced length before reading any of it."""
+    if length is not None and length > max_body:
+        raise too_large(max_body)

@@ -1,0 +1,207 @@
+"""The pyreqwest backend of :func:`parallelize.http.open_client`, its errors mapped onto ours.
+
+Redirects are followed here, not by reqwest, to know the final URL.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import http
+import time
+import urllib.parse
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any, Final, final
+
+from ._http_client import (
+    Body,
+    Client,
+    Reply,
+    bad_redirect,
+    check_length,
+    check_url,
+    read_body,
+    too_many_redirects,
+)
+from ._http_errors import (
+    ConnectError,
+    DNSError,
+    HTTPClientError,
+    InvalidURLError,
+    ProtocolError,
+    RequestTimeoutError,
+    TLSError,
+)
+from ._http_settings import TLS, Proxies
+from ._http_urls import too_long, wire_url
+
+if TYPE_CHECKING:
+    import pyreqwest.client
+
+__all__ = ("open_pyreqwest",)
+
+_REDIRECTS: Final = frozenset({301, 302, 303, 307, 308})
+# The standard reason phrase of each status: reqwest reads none.
+_PHRASES: Final = {status.value: status.phrase for status in http.HTTPStatus}
+
+
+@contextlib.asynccontextmanager
+async def open_pyreqwest(  # noqa: PLR0917 - open_client's settings, passed on
+    connections: int,
+    headers: list[tuple[str, str]],
+    max_redirects: int,
+    timeout: float | None,  # noqa: ASYNC109
+    proxies: Proxies,
+    tls: TLS,
+) -> AsyncIterator[Client]:
+    from pyreqwest.client import ClientBuilder  # noqa: PLC0415 - the extra, imported where used
+    from pyreqwest.proxy import ProxyBuilder  # noqa: PLC0415 - the extra, imported where used
+
+    builder = (
+        ClientBuilder()
+        .max_connections(connections)
+        .follow_redirects(False)  # followed here, to know the final URL  # noqa: FBT003
+        .default_cookie_store(False)  # noqa: FBT003
+        .gzip(True)  # noqa: FBT003
+        .deflate(True)  # noqa: FBT003
+    )
+    if headers:
+        builder = builder.default_headers(headers)
+    if timeout is not None:
+        builder = builder.timeout(dt.timedelta(seconds=timeout))
+    # Our proxies, never reqwest's own reading of the environment (whose order
+    # differs: HTTP_PROXY before http_proxy, and "*" in NO_PROXY not for IPs).
+    builder = builder.no_proxy()
+    if proxies.is_used:
+        no_proxy = ",".join(proxies.no_proxy) or None
+        if proxies.http is not None:
+            builder = builder.proxy(ProxyBuilder.http(proxies.http).no_proxy(no_proxy))
+        if proxies.https is not None:
+            builder = builder.proxy(ProxyBuilder.https(proxies.https).no_proxy(no_proxy))
+    try:
+        ca_pem, identity_pem = tls.ca_pem(), tls.identity_pem()
+        if ca_pem is not None:
+            builder = builder.add_root_certificate_pem(ca_pem)
+        if identity_pem is not None:
+            builder = builder.identity_pem(identity_pem)
+    except Exception as exc:  # pyreqwest's error for a malformed PEM file
+        raise ValueError(f"cannot load the TLS files: {exc}") from exc
+    if not tls.verify:
+        builder = builder.danger_accept_invalid_certs(True)  # noqa: FBT003
+    async with builder.build() as client:
+        yield _Pyreqwest(client, max_redirects, timeout)
+
+
+@final
+class _Pyreqwest:
+    """The pyreqwest backend: reqwest's pool on its own runtime thread."""
+
+    name = "pyreqwest"
+
+    def __init__(
+        self, client: pyreqwest.client.Client, max_redirects: int, timeout: float | None
+    ) -> None:
+        self._client = client
+        self._max_redirects = max_redirects
+        self._timeout = timeout
+
+    async def request(
+        self, method: str, url: str, *, body: Body = "keep", max_body: int | None = None
+    ) -> Reply:
+        """See :meth:`Client.request`."""
+        check_url(url)
+        hops = 0
+        started = time.monotonic()
+        try:
+            while True:
+                builder = self._builder(method, url, hops, started)
+                async with builder.build_streamed() as resp:
+                    status = resp.status
+                    location = None
+                    if status in _REDIRECTS and self._max_redirects:
+                        location = resp.get_header("location")
+                    if location is not None:
+                        hops += 1
+                        method, url = self._redirected(hops, status, method, url, location)
+                        continue
+                    if max_body is not None:
+                        length = resp.get_header("content-length")
+                        if length is not None and length.isdigit():
+                            check_length(int(length), max_body)
+                    size, kept = await read_body(resp.body_reader.read_chunk, body, max_body)
+                    return Reply(status, _PHRASES.get(status, ""), url, resp.headers, size, kept)
+        except HTTPClientError:
+            raise
+        except Exception as exc:
+            mapped = _pyreqwest_mapped(exc)
+            if mapped is None:
+                raise
+            if isinstance(mapped, InvalidURLError) and "not a valid Uri" in str(mapped):
+                # Short enough as given, too long once percent-encoded (http's u16).
+                mapped = InvalidURLError(too_long(len(wire_url(url))))
+            raise mapped from exc
+
+    def _builder(self, method: str, url: str, hops: int, started: float) -> Any:
+        """Return the request of one hop; a redirect gets the time left of the timeout."""
+        try:
+            builder = self._client.request(method, url)
+        except ValueError as exc:  # pyreqwest's URL parser, and only it
+            raise InvalidURLError(f"not a valid URL: {exc}") from exc
+        if hops and self._timeout is not None:  # the client's timeout is per hop
+            left = self._timeout - (time.monotonic() - started)
+            builder = builder.timeout(dt.timedelta(seconds=max(left, 0.001)))
+        return builder
+
+    def _redirected(
+        self, hops: int, status: int, method: str, url: str, location: str
+    ) -> tuple[str, str]:
+        """Return the method and URL to follow a redirect with (as browsers do)."""
+        if hops > self._max_redirects:
+            raise too_many_redirects(self._max_redirects)
+        joined = urllib.parse.urljoin(url, location)
+        try:
+            check_url(joined)
+        except InvalidURLError:
+            raise bad_redirect(url, location) from None
+        url = joined
+        if status == 303 or (status in (301, 302) and method == "POST"):
+            method = method if method == "HEAD" else "GET"
+        return method, url
+
+
+# What reqwest's error chain says, and the kind it means (checked in this order).
+_CAUSES: Final = (
+    ("dns error", DNSError),
+    ("certificate", TLSError),
+    ("tls", TLSError),
+    ("ssl", TLSError),
+    ("handshake", TLSError),
+    ("invalidcontenttype", TLSError),  # rustls: the server does not speak TLS
+    ("corrupt message", TLSError),
+)
+
+
+def _pyreqwest_mapped(error: Exception) -> HTTPClientError | None:
+    from pyreqwest import exceptions  # noqa: PLC0415 - imported already by then
+
+    if not isinstance(error, exceptions.PyreqwestError):
+        return None  # yours (a body= function's), unchanged
+    causes = getattr(error, "details", None) or {}
+    chain = [cause["message"] for cause in causes.get("causes") or ()]
+    root = chain[-1] if chain else ""
+    text = f"{error.message}: {root}" if root else error.message
+    ours: type[HTTPClientError]
+    if isinstance(error, exceptions.RequestTimeoutError):
+        ours = RequestTimeoutError
+    elif isinstance(error, exceptions.BuilderError):
+        ours = InvalidURLError
+    elif isinstance(error, exceptions.ConnectError):
+        lowered = " ".join(chain).lower()
+        ours = next((kind for words, kind in _CAUSES if words in lowered), ConnectError)
+    elif isinstance(error, exceptions.NetworkError):
+        ours = ConnectError
+    elif isinstance(error, exceptions.RequestError):
+        ours = ProtocolError
+    else:
+        return None
+    return ours(text)
