@@ -7,6 +7,7 @@ increments per item and the display a millisecond per redraw, whatever the rate.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import sys
@@ -18,8 +19,6 @@ from ._observe import Observer
 from ._util import check_number
 
 if TYPE_CHECKING:
-    import asyncio
-
     from ._engine import Run
     from ._stats import Statistics
 
@@ -84,6 +83,7 @@ class _Board:
         self._period = 1 / refresh_per_second
         self._lines: list[_Display] = []
         self._timer: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # the runs' loop, once started
         self._routes: list[_Route] = []
         # soft_wrap: lines printed above the bar (JSON records) are never cut in two.
         # force_terminal: checked by the caller; rich would check again, environment
@@ -98,20 +98,23 @@ class _Board:
         )
 
     def add(self, display: _Display) -> None:
+        """Add a run's line; the first starts the display and its timer.
+
+        Called from the run's ``run_started`` hook, on the run's own loop: the
+        timer goes on the loop running now.
+        """
         self._lines.append(display)
         if len(self._lines) == 1:
             streams = (sys.stdout, sys.stderr)
+            self._loop = asyncio.get_running_loop()
             self._live.start()
             self._routes = _route_handlers(streams, (sys.stdout, sys.stderr))
             self._tick()
 
     def _tick(self) -> None:
         self._live.update(self._render(), refresh=True)
-        run = self._lines[0]._run  # noqa: SLF001 - any run's loop will do
-        assert run is not None
-        loop = run._loop  # noqa: SLF001 - the run's own loop, for the timer
-        assert loop is not None
-        self._timer = loop.call_later(self._period, self._tick)
+        assert self._loop is not None
+        self._timer = self._loop.call_later(self._period, self._tick)
 
     def _render(self) -> Any:
         from rich.console import Group  # noqa: PLC0415 - the extra
