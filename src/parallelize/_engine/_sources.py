@@ -161,6 +161,7 @@ class ItemSource:
         retries = self.retries
         loop = flow.loop
         assert loop is not None
+        waited = False  # pass the baton only after a wait, as Flow.take_credit does
         while True:
             if flow.stopping:
                 # Items waiting for a retry are dropped: not recorded, they run again
@@ -179,6 +180,7 @@ class ItemSource:
                 continue
             if not flow.credits:
                 await self._wait_for_work()
+                waited = True
                 continue
             if self.reader is not None or self.read_items or self.read_ended:
                 state = await self._next_read()
@@ -186,7 +188,7 @@ class ItemSource:
                     return state
                 continue
             flow.credits -= 1
-            if flow.credits and flow.credit_waiters:
+            if waited and flow.credits and flow.credit_waiters:
                 flow.wake_worker()  # pass the baton: more credits are free
             try:
                 sync_source = self.sync_source
