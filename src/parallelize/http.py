@@ -114,24 +114,13 @@ __all__ = (
 # Every backend we know, fastest first, with the module and the extra that bring it.
 BACKENDS: Final = {"pyreqwest": ("pyreqwest", "fast"), "aiohttp": ("aiohttp", "http")}
 
-# The public names are this module's: reprs, tracebacks and pickles say
+# The public classes are this module's: reprs, tracebacks and pickles say
 # parallelize.http.DNSError, wherever the class is written.
-for _obj in (
-    BodyTooLargeError,
-    Client,
-    ConnectError,
-    DNSError,
-    HTTPClientError,
-    InvalidURLError,
-    ProtocolError,
-    RedirectError,
-    Reply,
-    RequestTimeoutError,
-    TLSError,
-    TooManyRedirectsError,
-):
-    _obj.__module__ = __name__
-del _obj
+for _name in __all__:
+    _obj = globals().get(_name)
+    if isinstance(_obj, type):
+        _obj.__module__ = __name__
+del _name, _obj
 
 
 def backends() -> list[str]:
