@@ -16,7 +16,7 @@ from parallelize._outcomes import Failure
 from ._flow import MISSING
 
 if TYPE_CHECKING:
-    from parallelize._journal import Entry, Session
+    from parallelize._journal import Entry, RunSession
 
     from ._flow import Flow
 
@@ -65,7 +65,7 @@ async def ordered_results(flow: Flow, next_slow: SlowPath) -> AsyncGenerator[Any
 
 async def journaled_results(
     flow: Flow,
-    journal: Session,
+    journal: RunSession,
     next_slow: SlowPath,
     unstorable: Callable[[Any], Awaitable[Any]],
 ) -> AsyncGenerator[Any, None]:
@@ -104,7 +104,7 @@ async def journaled_results(
 
 async def recorded(
     results: AsyncGenerator[Any, None],
-    journal: Session,
+    journal: RunSession,
     unstorable: Callable[[Any], Awaitable[Any]],
 ) -> AsyncGenerator[Any, None]:
     """Yield the outcomes of tagged ``results``; record each once it was taken.

@@ -38,7 +38,6 @@ from typing import (
     Self,
     TypeVar,
     Unpack,
-    cast,
     final,
     overload,
 )
@@ -46,7 +45,7 @@ from typing import (
 from parallelize._actions import prepare_action
 from parallelize._aio import PullLock, start_without_hooks
 from parallelize._errors import Interrupted
-from parallelize._journal import JournalSession, Session
+from parallelize._journal import RunSession, open_run_session
 from parallelize._observe import ItemHooks, Observer
 from parallelize._outcomes import Failure
 from parallelize._policies import ItemPolicy
@@ -238,7 +237,7 @@ class Run(Generic[T_co]):
         self._signals: SignalHandlers | None = None
         self._interrupted: int | None = None  # the signal that stopped the run
         self._journal_spec = (journal, key)
-        self._journal: Session | None = None  # opened when the run starts
+        self._journal: RunSession | None = None  # opened when the run starts
         # Items waiting for a retry keep their credit: make room for them.
         retry_room = 10 * numworkers if policy is not None and policy.retry is not None else 0
         # Credits, buffers, wake-ups: what the workers and the consumer share.
@@ -768,21 +767,9 @@ class Run(Generic[T_co]):
         if journal is not None:
             # First: a journal that cannot be used fails before anything starts.
             name = getattr(self._action, "__qualname__", type(self._action).__name__)
-            open_session = getattr(journal, "open_session", None)
-            if open_session is not None:
-                # A work source (a Redis queue): the run's items come from it, and
-                # argslist is added to it meanwhile.
-                session: Session = open_session(
-                    argslist, key=key, action_name=name, numworkers=self._numworkers
-                )
-                argslist = session.wrap_async(argslist)  # type: ignore[arg-type]
-                own_items = False
-            else:
-                session = JournalSession(cast("Journal", journal), key=key, action_name=name)
-                if isinstance(argslist, AsyncIterable):
-                    argslist = session.wrap_async(argslist)
-                else:
-                    argslist = session.wrap(argslist)
+            session, argslist, own_items = open_run_session(
+                journal, argslist, key=key, action_name=name, numworkers=self._numworkers
+            )
             self._journal = session
         loop = asyncio.get_running_loop()
         self._loop = loop

@@ -13,11 +13,12 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from parallelize._errors import explain_spread
+from parallelize._journal import JournalSession
 from parallelize._outcomes import Failure
 from parallelize._policies import DONE, RETRY, ItemState
 
 if TYPE_CHECKING:
-    from parallelize._journal import Entry, Session
+    from parallelize._journal import Entry, RunSession
     from parallelize._observe import ItemHooks
     from parallelize._stats import StatsCounters
 
@@ -47,7 +48,7 @@ class Outcomes:
         self,
         flow: Flow,
         name: str,
-        journal: Session | None,
+        journal: RunSession | None,
         stats: StatsCounters | None,
         hooks: ItemHooks | None,
         *,
@@ -102,8 +103,10 @@ class Outcomes:
 
     def replay(self, index: int, entry: Entry) -> None:
         """Deliver a journaled item's stored outcome without running it."""
-        assert self.journal is not None
-        outcome = self.journal.replayed_outcome(entry)
+        journal = self.journal
+        # Only a journal's own session stores what it replays (Entry.stored).
+        assert isinstance(journal, JournalSession)
+        outcome = journal.replayed_outcome(entry)
         if isinstance(outcome, Failure) and not self.on_error_yield:
             self.flow.worker_failed(outcome.exception)
             raise outcome.exception

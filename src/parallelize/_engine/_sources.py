@@ -6,7 +6,7 @@ the input, taken under a credit: a sync iterator, an async one under the pull lo
 or what the reader task pulled (an async input with retries). A journal's entry is
 replayed or a pipeline's passing failure delivered on the spot, by the outcome part,
 without reaching the worker. The journal or a work source plugs in as a wrapper of
-the input (``Session.wrap``), so it is an input like any other here.
+the input (``JournalSession.wrap``), so it is an input like any other here.
 """
 
 from __future__ import annotations

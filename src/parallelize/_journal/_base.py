@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Sequence
 from typing import Any, NamedTuple, Protocol, final, runtime_checkable
 from zlib import crc32
 
@@ -38,7 +38,6 @@ __all__ = (
     "RecordedError",
     "RunInfo",
     "RunSession",
-    "Session",
     "Tagged",
     "WorkSource",
     "item_digest",
@@ -286,21 +285,6 @@ class RunSession(Protocol):
 
     def close(self, *, finished: bool) -> None:
         """Flush, then release the journal (idempotent)."""
-
-
-class Session(RunSession, Protocol):
-    """A :class:`RunSession` that also reads sync inputs and replays: a journal's.
-
-    Transitional: the engine's annotation of its session until it narrows to
-    :class:`RunSession`, with ``JournalSession`` where it wraps a sync input or
-    replays. A work source's session is no ``Session``: it needs neither call.
-    """
-
-    def wrap(self, source: Iterable[Any]) -> Iterator[Entry]:
-        """Return the entries of a sync input to run or replay."""
-
-    def replayed_outcome(self, entry: Entry) -> Any:
-        """Return what to yield for a replayed entry."""
 
 
 @runtime_checkable
