@@ -710,6 +710,7 @@ def test_bounds_above_numworkers_are_refused(options: dict[str, Any], message: s
         ({"min_limit": 0}, ValueError, r"^min_limit must be >= 1, got 0$"),
         ({"max_limit": 2, "min_limit": 3}, ValueError, r"^max_limit \(2\) must be >= min_limit"),
         ({"tolerance": 1.0}, ValueError, r"^tolerance must be > 1, got 1.0$"),
+        ({"tolerance": float("inf")}, ValueError, r"^tolerance must be > 1, got inf$"),
         ({"backoff": 1}, ValueError, r"^backoff must be between 0 and 1 \(exclusive\), got 1$"),
         ({"probe_interval": 0}, ValueError, r"^probe_interval must be > 0 seconds, got 0$"),
         ({"initial": 2.5}, TypeError, r"^initial must be an int >= 1, got 2.5$"),

@@ -18,7 +18,8 @@ they observe). ``tests/test_layers.py`` holds the map below to that::
     [api]
     _api            parallelize(): check the arguments, build a Run
     [engine]
-    _engine         Run: input -> workers (one TaskGroup) -> bounded buffer -> consumer
+    _engine/        Run: input -> workers (one TaskGroup) -> bounded buffer -> consumer,
+                    from parts: sources, the general worker, sinks, the flow of credits
     [parts]
     _progress       the progress bar (rich), an observer redrawn from a loop timer
     _observe        Observer: hooks on a run's events
@@ -34,8 +35,12 @@ they observe). ``tests/test_layers.py`` holds the map below to that::
     _stats          the counters, the latency histogram, the Statistics snapshot
     _outcomes       Failure, yielded for a failed item
     _aio            asyncio plumbing
+    _http_client    http's seam: Client, Reply, the steps every backend shares
+    _http_aiohttp   http's aiohttp backend
+    _http_pyreqwest http's pyreqwest backend
     _http_settings  http's settings: proxies, certificates, limits
     _http_urls      http's URL checks
+    _http_errors    http's exceptions (HTTPClientError and its kinds)
     [base]
     _errors         the exception tree (drawn there)
     _util           argument validators, one rule per kind of value; small helpers

@@ -9,7 +9,7 @@ from typing import Any, Literal, TypeVar, Unpack, overload
 
 from ._engine import Run, register_stage_factory
 from ._journal import Journal, SQLiteJournal, WorkSource, missing
-from ._limits import AdaptiveLimit, Limit, RateLimit, RateLimiter, as_limit
+from ._limits import AdaptiveLimit, Limit, RateLimit, RateLimiter, as_limit, bind_to_run
 from ._observe import Observer
 from ._options import StageOptions
 from ._outcomes import Failure
@@ -353,7 +353,7 @@ def _check_adaptive(adaptive: object, numworkers: int) -> AdaptiveLimit | None:
                 f"never has more than numworkers actions in flight; raise numworkers or "
                 f"lower {name}"
             )
-    adaptive._bind(numworkers)  # noqa: SLF001 - the run's numworkers caps the limit
+    bind_to_run(adaptive, numworkers)  # the run's numworkers caps the limit
     return adaptive
 
 

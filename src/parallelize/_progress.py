@@ -175,12 +175,12 @@ class _Display(Observer):
         if self._final is not None:
             return self._final
         assert self._run is not None
-        return self._render(self._run._statistics(latency=False))  # noqa: SLF001 - no percentiles
+        return self._render(self._run.statistics())
 
     def run_finished(self, run: Run[Any], error: BaseException | None) -> None:  # noqa: ARG002
         if self._board is None:
             return
-        self._final = self._render(run._statistics(latency=False))  # noqa: SLF001
+        self._final = self._render(run.statistics())
         self.ended = True
         self._board.finished()
         self._board = None

@@ -1,6 +1,6 @@
 """Limits shared by the workers of a run (or of several runs)."""
 
-from ._adaptive import AdaptiveLimit, AdaptiveStatistics, overload_of
+from ._adaptive import AdaptiveLimit, AdaptiveStatistics, bind_to_run, overload_of
 from ._base import NO_OUTCOME, NO_PERMIT, Limit, Permit
 from ._rate import RateLimit, RateLimiter, RateLimitStatistics, as_limit
 
@@ -15,5 +15,6 @@ __all__ = (
     "RateLimitStatistics",
     "RateLimiter",
     "as_limit",
+    "bind_to_run",
     "overload_of",
 )

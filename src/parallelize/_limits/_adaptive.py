@@ -195,6 +195,8 @@ class AdaptiveLimit:
         self.max_limit = max_limit
         self._initial = check_int("initial", initial, 1)
         self.tolerance = check_number("tolerance", tolerance, above=1)
+        if self.tolerance == math.inf:  # a limit that never backs off for latency
+            raise ValueError(f"tolerance must be > 1, got {tolerance!r}")
         self.backoff = check_number("backoff", backoff, above=0, below=1)
         self._overload = check_callable("overload", overload, "a function of an outcome")
         self.probe_interval = check_seconds("probe_interval", probe_interval)
@@ -347,3 +349,8 @@ class AdaptiveLimit:
             if not waiter.done():
                 self._held += 1
                 waiter.set_result(None)
+
+
+def bind_to_run(limit: AdaptiveLimit, numworkers: int) -> None:
+    """Cap ``limit`` at a run's ``numworkers`` when it has no ``max_limit`` of its own."""
+    limit._bind(numworkers)  # noqa: SLF001 - this module's own class
