@@ -221,11 +221,8 @@ class Run(Generic[T_co]):
                 with contextlib.suppress(TypeError):
                     total = len(argslist)  # type: ignore[arg-type]
         self._total: int | None = total
-        # A journaled run goes through the policy worker, which knows each item's
-        # attempts and timing, even without any policy.
-        self._policy = (
-            policy if policy is not None or (journal is None and not self._hooks) else ItemPolicy()
-        )
+        # Per-item hooks need each item's attempts: an empty policy gives them.
+        self._policy = policy if policy is not None or not self._hooks else ItemPolicy()
         # One rule: final failures are logged when the run has retry= (which names
         # the expected ones: WARNING for those, ERROR with the traceback for the
         # others). Without it every failure is raised or yielded to the caller, and
@@ -808,10 +805,11 @@ class Run(Generic[T_co]):
             self._ordered
             or source is None
             or self._policy is not None
+            or self._journal is not None
             or (stats is None and self._grace is not None)
         )
-        if stats is not None and self._policy is None:
-            flow.timing = True  # the first action of each run is timed
+        if self._policy is None and (stats is not None or self._journal is not None):
+            flow.timing = True  # the first action is timed; a journaled run's, every one
         if not general:
             assert source is not None
             if stats is None:

@@ -64,15 +64,17 @@ class Outcomes:
         self.log_failures = log_failures
         self.retries: Retries | None = None  # set by the item source that owns them
 
-    def done(self, state: ItemState, value: Any, attempts: int, elapsed: float | None) -> None:
-        """Deliver an item's result (with its journal entry, in a journaled run)."""
+    def done(self, index: int, tag: Any, value: Any, attempts: int, elapsed: float | None) -> None:
+        """Deliver an item's result (with its journal entry ``tag``, in a journaled run)."""
         if self.journal is not None:
-            value = (state.tag, value, attempts, elapsed)
-        self.flow.deliver(state.index, value)
+            value = (tag, value, attempts, elapsed)
+        self.flow.deliver(index, value)
 
-    def failed(
+    def failed(  # noqa: PLR0917 - an item and its end
         self,
-        state: ItemState,
+        index: int,
+        item: Any,
+        tag: Any,
         error: Exception,
         attempts: int,
         elapsed: float | None,
@@ -82,14 +84,14 @@ class Outcomes:
     ) -> None:
         """End an item with ``error``: deliver its ``Failure``, or raise the error."""
         if unpack and type(error) is TypeError:
-            error = explain_spread(error, state.item, self.name)
+            error = explain_spread(error, item, self.name)
         if self.log_failures:
-            self._log(state, error, expected=expected)
+            self._log(item, attempts, error, expected=expected)
         if not self.on_error_yield:
             self.flow.worker_failed(error)
             raise error
-        failure: Any = Failure(state.item, error, attempts, elapsed, expected, self.name)
-        self.done(state, failure, attempts, elapsed)
+        failure: Any = Failure(item, error, attempts, elapsed, expected, self.name)
+        self.done(index, tag, failure, attempts, elapsed)
 
     def retry(self, state: ItemState, failure: object, delay: float) -> None:
         assert self.retries is not None
@@ -146,21 +148,21 @@ class Outcomes:
                 for hook in hooks.failed:
                     hook(failure)
 
-    def _log(self, state: ItemState, error: BaseException, *, expected: bool) -> None:
-        fields = {"item": state.item, "attempt": state.attempts, "error": error}
+    def _log(self, item: Any, attempts: int, error: BaseException, *, expected: bool) -> None:
+        fields = {"item": item, "attempt": attempts, "error": error}
         if expected:
             logger.warning(
                 "item %r failed after %d attempts: %r",
-                state.item,
-                state.attempts,
+                item,
+                attempts,
                 error,
                 extra=fields,
             )
         else:
             logger.error(
                 "item %r failed with an unexpected error on attempt %d: %r",
-                state.item,
-                state.attempts,
+                item,
+                attempts,
                 error,
                 exc_info=error,
                 extra=fields,

@@ -1,9 +1,10 @@
 """Where the general worker's next item comes from: a due retry, or the input.
 
-:class:`ItemSource` hands each general worker its next item as an ``ItemState``: a
-retry that has fallen due (from :class:`Retries`, the heap), else a new item from
-the input, taken under a credit: a sync iterator, an async one under the pull lock,
-or what the reader task pulled (an async input with retries). A journal's entry is
+:class:`ItemSource` hands each general worker its next item: a new item from the
+input, taken under a credit (a sync iterator, an async one under the pull lock, or
+what the reader task pulled: an async input with retries), as ``(index, item,
+tag)``, synchronously when one is at hand (``next_nowait``); in a run with a policy,
+an ``ItemState`` for it or for a retry that has fallen due (:class:`Retries`). A journal's entry is
 replayed or a pipeline's passing failure delivered on the spot, by the outcome part,
 without reaching the worker. The journal or a work source plugs in as a wrapper of
 the input (``JournalSession.wrap``), so it is an input like any other here.
@@ -16,7 +17,7 @@ import heapq
 import itertools
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from parallelize._aio import PullLock
@@ -29,11 +30,13 @@ if TYPE_CHECKING:
     from ._flow import Flow
     from ._sinks import Outcomes
 
-__all__ = ("ItemSource", "Retries")
+__all__ = ("DELIVERED", "ItemSource", "Retries", "Taken")
 
 logger = logging.getLogger("parallelize")
 
-_NO_POLICY = ItemPolicy()
+# A new item: (index in the input, the item, its journal entry or None).
+Taken = tuple[int, Any, Any]
+DELIVERED: Any = object()  # ItemSource.admit(): the item needs no action
 
 
 def _check_cancelled() -> None:
@@ -92,7 +95,9 @@ class ItemSource:
     """The next item of a general worker: a due retry, or a new item of the input."""
 
     __slots__ = (
+        "admit",
         "async_source",
+        "at_hand",
         "exhausted",
         "flow",
         "journaled",
@@ -105,7 +110,6 @@ class ItemSource:
         "read_wanted",
         "reader",
         "retries",
-        "sync_source",
     )
 
     def __init__(  # noqa: PLR0917 - one part's whole wiring
@@ -121,13 +125,19 @@ class ItemSource:
         passthrough: bool,
     ) -> None:
         self.flow = flow
-        self.sync_source = sync_source
         self.async_source = async_source
         self.lock = lock
         self.policy = policy
         self.outcomes = outcomes
         self.journaled = journaled
         self.passthrough = passthrough  # an earlier stage's failures pass through
+        # admit(index, got): the item to run for what the input gave, or DELIVERED
+        # (a journal's entry replayed, an earlier stage's failure passed on); None
+        # when every item goes to the action as it comes.
+        self.admit: Callable[[int, Any], Any] | None = (
+            self._admit_entry if journaled else self._admit_failure if passthrough else None
+        )
+        self.at_hand = sync_source  # None once a sync input is exhausted
         self.retries = Retries(flow) if policy is not None and policy.retry else None
         self.exhausted = False  # the input has no more items
         # With retries over an async input, one reader task pulls the input for the
@@ -152,8 +162,91 @@ class ItemSource:
         """
         return self.async_source is not None and self.retries is not None
 
-    async def next(self) -> ItemState | None:  # noqa: C901, PLR0912, PLR0915 - each way to find work
-        """Return the next item: a due retry, or a new item.
+    def next_nowait(self) -> Taken | None:
+        """Take a new item of a sync input under a free credit, without waiting.
+
+        The fast path of every run without a policy, once per item: returns
+        ``(index, item, tag)`` (``tag``: the item's journal entry, or None), or None
+        when no item is at hand (no credit free, the run stopping, an async input, the
+        input exhausted): then :meth:`take` (or :meth:`next`) waits for one. A
+        journal's replayed entry or a passing failure is delivered on the way.
+        """
+        flow = self.flow
+        source = self.at_hand
+        while source is not None and flow.credits and not flow.stopping:
+            flow.credits -= 1
+            try:
+                item = next(source)
+            except StopIteration:
+                flow.credits += 1
+                self.exhaust()
+                return None
+            except Exception as exc:
+                flow.worker_failed(exc)
+                raise
+            index = flow.pulled
+            flow.pulled = index + 1
+            taken = self._taken(index, item)
+            if taken is not None:
+                return taken
+        return None
+
+    def exhaust(self) -> None:
+        """Note that the sync input has no more items."""
+        self.at_hand = None
+        self.exhausted = True
+
+    async def take(self, *, waited: bool = False) -> Taken | None:  # noqa: C901 - each way to wait
+        """Return a new item as :meth:`next_nowait` does, waiting for it if need be.
+
+        For a run without retries (no heap, no reader): waits for a credit, pulls an
+        async input under its lock; returns None once there is no item left, or the
+        run stops. ``waited``: the caller waited already (pass the baton on).
+        """
+        flow = self.flow
+        while True:
+            if flow.stopping or self.exhausted:
+                flow.wake_all_workers()  # so that the idle ones end too
+                return None
+            if not flow.credits:
+                await self._wait_for_work()
+                waited = True
+                continue
+            if waited and flow.credits > 1 and flow.credit_waiters:
+                flow.wake_worker()  # pass the baton: more credits are free
+            if self.at_hand is not None:
+                taken = self.next_nowait()
+                if taken is not None:
+                    return taken
+                continue
+            # An async generator cannot be advanced by two tasks at once. PullLock,
+            # its fast path inlined (no coroutine when it is free).
+            lock = self.lock
+            assert self.async_source is not None
+            assert lock is not None
+            flow.credits -= 1
+            try:
+                if not lock.acquire_nowait():
+                    await lock.acquire()
+                try:
+                    item = await anext(self.async_source)
+                finally:
+                    lock.release()
+            except StopAsyncIteration:
+                flow.credits += 1
+                self.exhausted = True
+                continue
+            except Exception as exc:
+                flow.worker_failed(exc)
+                raise
+            index = flow.pulled
+            flow.pulled = index + 1
+            taken = self._taken(index, item)
+            if taken is not None:
+                return taken
+
+    async def next(self) -> ItemState | None:  # noqa: C901, PLR0912 - each way to find work
+        """Return the next item of a run with a policy: a due retry, or a new item.
 
         Sleeps while there is nothing to do; returns None once there never will be.
         """
@@ -187,59 +280,49 @@ class ItemSource:
                 if state is not None:
                     return state
                 continue
-            flow.credits -= 1
-            if waited and flow.credits and flow.credit_waiters:
-                flow.wake_worker()  # pass the baton: more credits are free
-            try:
-                sync_source = self.sync_source
-                if sync_source is not None:
-                    item = next(sync_source)
-                else:
-                    # An async generator cannot be advanced by two tasks at once.
-                    # PullLock, its fast path inlined (no coroutine when it is free).
-                    lock = self.lock
-                    assert self.async_source is not None
-                    assert lock is not None
-                    if not lock.acquire_nowait():
-                        await lock.acquire()
-                    try:
-                        item = await anext(self.async_source)
-                    finally:
-                        lock.release()
-            except (StopIteration, StopAsyncIteration):
-                flow.credits += 1
-                self.exhausted = True
-                continue
-            except Exception as exc:
-                flow.worker_failed(exc)
-                raise
-            index = flow.pulled
-            flow.pulled = index + 1
-            state = self._new_state(index, item)
-            if state is not None:
-                return state
+            if self.at_hand is not None:
+                if waited and flow.credits > 1 and flow.credit_waiters:
+                    flow.wake_worker()  # pass the baton: more credits are free
+                taken = self.next_nowait()
+            else:
+                # No heap here (an async input with retries has a reader): take()
+                # has nothing else to wait for.
+                taken = await self.take(waited=waited)
+            if taken is not None:
+                return self._state(taken)
 
-    def _new_state(self, index: int, item: Any) -> ItemState | None:
-        """Start a new item's state; None if it needs no action (delivered already)."""
-        policy = self.policy
-        if not self.journaled:
-            if self.passthrough and type(item) is Failure:
-                self.outcomes.pass_on(index, item)
-                return None
-            if policy is None:
-                return ItemState(index, item, 0.0, None)
-            assert self.flow.loop is not None
-            return policy.new_state(index, item, self.flow.loop.time())
-        entry: Entry = item
+    def _admit_failure(self, index: int, got: Any) -> Any:
+        """``admit`` of a later stage: an earlier stage's failure is passed on."""
+        if type(got) is Failure:
+            self.outcomes.pass_on(index, got)
+            return DELIVERED
+        return got
+
+    def _admit_entry(self, index: int, got: Any) -> Any:
+        """``admit`` of a journaled run: its input gives entries, some replayed."""
+        entry: Entry = got
         if entry.stored is not None:
             self.outcomes.replay(index, entry)
-            return None
+            return DELIVERED
         if self.passthrough and type(entry.item) is Failure:
             self.outcomes.pass_on(index, (entry, entry.item, 0, None))
-            return None
+            return DELIVERED
+        return entry.item
+
+    def _taken(self, index: int, got: Any) -> Taken | None:
+        """``admit()``, as ``(index, item, tag)``; None if delivered already."""
+        if self.admit is None:
+            return index, got, None
+        item = self.admit(index, got)
+        return None if item is DELIVERED else (index, item, got if self.journaled else None)
+
+    def _state(self, taken: Taken) -> ItemState:
+        """Start the attempts of a new item (a run with a policy)."""
+        index, item, tag = taken
+        assert self.policy is not None
         assert self.flow.loop is not None
-        state = (policy or _NO_POLICY).new_state(index, entry.item, self.flow.loop.time())
-        state.tag = entry
+        state = self.policy.new_state(index, item, self.flow.loop.time())
+        state.tag = tag
         return state
 
     async def _wait_for_work(self) -> None:
@@ -277,7 +360,8 @@ class ItemSource:
             flow.wake_worker()  # pass the baton: the next asks the reader
         index = flow.pulled
         flow.pulled = index + 1
-        return self._new_state(index, self.read_items.popleft())
+        taken = self._taken(index, self.read_items.popleft())
+        return None if taken is None else self._state(taken)
 
     def _want_item(self) -> None:
         """Ask the reader for one more input item."""
