@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+from parallelize._aio import start_without_hooks
 from parallelize._outcomes import Failure
 
 from ._flow import MISSING
@@ -20,9 +21,47 @@ if TYPE_CHECKING:
 
     from ._flow import Flow
 
-__all__ = ("flattened", "journaled_results", "ordered_results", "recorded", "results")
+__all__ = (
+    "flattened",
+    "journaled_results",
+    "open_results",
+    "ordered_results",
+    "recorded",
+    "results",
+)
 
 SlowPath = Callable[[], Awaitable[Any]]
+Unstorable = Callable[[Any], Awaitable[Any]]
+
+
+def open_results(
+    flow: Flow,
+    journal: RunSession | None,
+    next_slow: SlowPath,
+    unstorable: Unstorable,
+    *,
+    ordered: bool,
+    fan_out: bool,
+) -> AsyncGenerator[Any, None]:
+    """Return the generator that yields a run's results, started (see ``start_without_hooks``).
+
+    In completion or input order; recorded in the journal once taken, if any; a
+    generator action's values flattened (``fan_out``). ``next_slow`` waits for the
+    next result; ``unstorable`` settles one that the journal cannot store.
+    """
+    if journal is None:
+        chain = (ordered_results if ordered else results)(flow, next_slow)
+    elif ordered:
+        chain = ordered_results(flow, next_slow)
+        start_without_hooks(chain)
+        chain = recorded(chain, journal, unstorable)
+    else:
+        chain = journaled_results(flow, journal, next_slow, unstorable)
+    start_without_hooks(chain)
+    if fan_out:
+        chain = flattened(chain)
+        start_without_hooks(chain)
+    return chain
 
 
 async def results(flow: Flow, next_slow: SlowPath) -> AsyncGenerator[Any, None]:

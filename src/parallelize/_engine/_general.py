@@ -1,16 +1,20 @@
-"""The general worker: one loop assembled from the parts, for every run but the hot ones.
+"""The general worker, assembled from the parts: every run but the two hot ones.
 
 Each item travels the same way, whatever the options: the item source hands out the
-next item (a due retry, or a new one under a credit: ``_sources.py``), one attempt
-runs (``ItemPolicy.attempt``: its limits, timeout and retry verdict; or, without any
-policy, the action called inline), and the outcome sink settles it (``_sinks.py``:
-buffer, journal tag, retry heap, error; counting and hooks). A new option adds to a
-part, not a worker.
+next item (``_sources.py``: a new one under a credit, or a due retry), one attempt
+runs, and the outcome sink settles it (``_sinks.py``: buffer, journal tag, retry
+heap, error; counting and hooks). A new option adds to a part, not a worker.
+
+The worker has one loop per way to run an attempt, chosen once per run
+(``_assemble.py``): ``attempt_each`` runs ``ItemPolicy.attempt`` (limits, timeout,
+the retry verdict) on an ``ItemState``; ``call_each``, for a run without a policy,
+calls the action inline on the item as it comes, with no state, no coroutine and,
+while an item is at hand, no call of the item source per item (its fast path is
+inlined: ``docs/design.md`` gives the cost of each part).
 """
 
 from __future__ import annotations
 
-import random
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -21,6 +25,8 @@ from ._hot import TIME_EVERY_ITEM_OVER
 from ._sources import DELIVERED
 
 if TYPE_CHECKING:
+    import random
+
     from parallelize._observe import ItemHooks
     from parallelize._policies import ItemPolicy
     from parallelize._stats import StatsCounters
@@ -29,32 +35,10 @@ if TYPE_CHECKING:
     from ._sinks import Outcomes
     from ._sources import ItemSource
 
-__all__ = ("general_worker",)
+__all__ = ("attempt_each", "call_each")
 
 
-async def general_worker(  # noqa: PLR0917 - the parts, assembled
-    flow: Flow,
-    items: ItemSource,
-    action: Callable[..., Any],
-    policy: ItemPolicy | None,
-    outcomes: Outcomes,
-    unpacked: tuple[type, ...],
-    stats: StatsCounters | None,
-    hooks: ItemHooks | None,
-    draw: random.Random,
-) -> None:
-    """Run items from ``items`` through one attempt each, until there are none.
-
-    An attempt is the policy's (``ItemPolicy.attempt``), or without a policy the
-    action called inline: the loop for each is chosen once, not per item.
-    """
-    if policy is None:
-        await _call_each(flow, items, action, outcomes, unpacked, stats)
-    else:
-        await _attempt_each(flow, items, action, policy, outcomes, unpacked, stats, hooks, draw)
-
-
-async def _call_each(  # noqa: C901, PLR0912, PLR0915, PLR0917 - the source's fast path inlined
+async def call_each(  # noqa: C901, PLR0912, PLR0915, PLR0917 - the source's fast path inlined
     flow: Flow,
     items: ItemSource,
     action: Callable[..., Any],
@@ -140,7 +124,7 @@ async def _call_each(  # noqa: C901, PLR0912, PLR0915, PLR0917 - the source's fa
         flow.deliver(index, value)
 
 
-async def _attempt_each(  # noqa: PLR0917 - the parts, assembled
+async def attempt_each(  # noqa: PLR0917 - the parts, assembled
     flow: Flow,
     items: ItemSource,
     action: Callable[..., Any],

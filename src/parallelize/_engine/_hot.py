@@ -97,7 +97,7 @@ async def observed_worker(  # noqa: C901, PLR0912 - as plain_worker
     """``plain_worker`` that also counts, for ``stats=True`` and observers of the run.
 
     It counts only the failures: the items taken are counted by the input's
-    iterator (see ``Run._choose_worker``), the finished ones are those minus the
+    iterator (see ``_assemble.assemble``), the finished ones are those minus the
     ones in flight (see ``statistics()``). An action is timed when ``flow.timing``
     is set: by a timer a hundred times a second, and for good while actions take
     over 50 us. The cost of an untimed item is one attribute test.

@@ -1,8 +1,8 @@
 """The run's lifecycle: start, the supervisor and its task group, results, close.
 
-``Run`` owns the task group, the credits (its ``Flow``) and the consumer's way in;
-it picks the worker (one of the two inlined in ``_hot.py``, or the general one
-assembled from the parts) and wires the parts. The invariants (credits bound memory,
+``Run`` owns the supervisor task, the credits (its ``Flow``), the journal's session
+and the consumer's way in; the worker and its parts are chosen and wired by
+``_assemble.py``, the workers run by ``_supervisor.py``. The invariants (credits bound memory,
 hysteresis on wake-ups, structured concurrency, the first error re-raised unchanged)
 are stated in ``_flow.py`` and ``docs/design.md``.
 """
@@ -13,11 +13,8 @@ import asyncio
 import contextlib
 import enum
 import functools
-import itertools
 import logging
-import operator
 import random
-import signal
 import threading
 import weakref
 from collections.abc import (
@@ -32,61 +29,47 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import (
     TYPE_CHECKING,
     Any,
-    Generic,
-    Literal,
     NoReturn,
     Self,
     TypeVar,
-    Unpack,
     final,
-    overload,
 )
 
 from parallelize._actions import prepare_action
-from parallelize._aio import PullLock, start_without_hooks
+from parallelize._aio import PullLock
 from parallelize._errors import Interrupted
 from parallelize._journal import RunSession, open_run_session
 from parallelize._observe import ItemHooks, Observer
-from parallelize._outcomes import Failure
 from parallelize._policies import ItemPolicy
-from parallelize._signals import SignalHandlers
-from parallelize._stats import Latency, Statistics, StatsCounters
+from parallelize._stats import Statistics, StatsCounters
 
-from ._consumer import flattened, journaled_results, ordered_results, recorded
-from ._consumer import results as plain_results
+from ._assemble import assemble
+from ._consumer import open_results
 from ._flow import MISSING, Flow
-from ._general import general_worker
-from ._hot import UNPACKED, observed_worker, plain_worker
-from ._sinks import Outcomes
+from ._grace import Grace
+from ._hot import UNPACKED
+from ._snapshot import sample_clock, snapshot, stop_counting
 from ._sources import ItemSource
+from ._stages import Stages
+from ._supervisor import release, run_workers
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Coroutine
+    from collections.abc import Coroutine
     from types import TracebackType
 
     from parallelize._actions import ExecutorSpec
     from parallelize._journal import Journal, WorkSource
     from parallelize._limits import AdaptiveLimit
-    from parallelize._options import StageOptions
     from parallelize._processes import ProcessPool
     from parallelize._util import ActionKind
 
-__all__ = ("Run", "register_stage_factory")
+__all__ = ("Run",)
 
 logger = logging.getLogger("parallelize")
 
 T = TypeVar("T")
 T_co = TypeVar("T_co", covariant=True)
 U = TypeVar("U")
-
-_SAMPLE_EVERY = 0.01  # seconds between two timed actions when actions are fast
-# Iterators whose length hint is exact: how many items they have left.
-_EXACT_HINTS: tuple[type, ...] = (
-    type(iter([])),
-    type(iter(())),
-    type(iter(range(1))),
-    type(iter(range(1 << 64))),
-)
 
 
 class _State(enum.Enum):
@@ -103,19 +86,8 @@ def _name_of(action: Callable[..., Any]) -> str:
     return name if isinstance(name, str) else type(action).__name__
 
 
-# parallelize() builds a stage for Run.then(). It lives in the API layer above,
-# which this module must not import: it registers itself here when imported.
-_stage_factory: Callable[..., Run[Any]] | None = None
-
-
-def register_stage_factory(factory: Callable[..., Run[Any]]) -> None:
-    """Let :meth:`Run.then` build its stages with ``factory`` (``parallelize``)."""
-    global _stage_factory  # noqa: PLW0603 - set once, when the API layer is imported
-    _stage_factory = factory
-
-
 @final
-class Run(Generic[T_co]):
+class Run(Stages[T_co]):
     """A running (or ready to run) ``parallelize`` job; iterate it for the results.
 
     Returned by :func:`parallelize.parallelize`; not created directly. A run is an
@@ -145,9 +117,8 @@ class Run(Generic[T_co]):
         "_fan_out",
         "_flow",
         "_grace",
-        "_grace_timer",
+        "_handling",
         "_hooks",
-        "_interrupted",
         "_items",
         "_iterator",
         "_journal",
@@ -166,7 +137,6 @@ class Run(Generic[T_co]):
         "_pull_lock",
         "_random",
         "_results_ref",
-        "_signals",
         "_state",
         "_stats",
         "_supervisor",
@@ -230,9 +200,7 @@ class Run(Generic[T_co]):
         self._log_failures = policy is not None and policy.retry is not None
         # handle_signals: the grace period for in-flight items after SIGINT/SIGTERM.
         self._grace = grace
-        self._grace_timer: asyncio.TimerHandle | None = None
-        self._signals: SignalHandlers | None = None
-        self._interrupted: int | None = None  # the signal that stopped the run
+        self._handling: Grace | None = None  # the signal handlers, once started
         self._journal_spec = (journal, key)
         self._journal: RunSession | None = None  # opened when the run starts
         # Items waiting for a retry keep their credit: make room for them.
@@ -292,156 +260,8 @@ class Run(Generic[T_co]):
         upstream = self._upstream
         return (self,) if upstream is None else (*upstream.stages, self)
 
-    # A stage's action takes the result type of the stage before. The overloads on
-    # Run[T] come first, as a Run[X] also matches Run[T | Failure] (covariance, T = X).
-    # A Run[X | Failure] fails them when its action takes X and not Failure, and gets
-    # the last four, whose results keep the failures that pass through.
-    @overload
-    def then(
-        self: Run[T],
-        action: Callable[[T], Awaitable[U]],
-        numworkers: int,
-        *,
-        on_error: Literal["raise"] = ...,
-        **options: Unpack[StageOptions[U]],
-    ) -> Run[U]: ...
-    @overload
-    def then(
-        self: Run[T],
-        action: Callable[[T], Awaitable[U]],
-        numworkers: int,
-        *,
-        on_error: Literal["yield"],
-        **options: Unpack[StageOptions[U]],
-    ) -> Run[U | Failure]: ...
-    @overload
-    def then(
-        self: Run[T],
-        action: Callable[[T], AsyncIterator[U]],
-        numworkers: int,
-        *,
-        on_error: Literal["raise"] = ...,
-        **options: Unpack[StageOptions[list[U]]],
-    ) -> Run[U]: ...
-    @overload
-    def then(
-        self: Run[T],
-        action: Callable[[T], AsyncIterator[U]],
-        numworkers: int,
-        *,
-        on_error: Literal["yield"],
-        **options: Unpack[StageOptions[list[U]]],
-    ) -> Run[U | Failure]: ...
-    @overload
-    def then(
-        self: Run[T],
-        action: Callable[[T], Iterator[U]],
-        numworkers: int,
-        *,
-        on_error: Literal["raise"] = ...,
-        **options: Unpack[StageOptions[list[U]]],
-    ) -> Run[U]: ...
-    @overload
-    def then(
-        self: Run[T],
-        action: Callable[[T], Iterator[U]],
-        numworkers: int,
-        *,
-        on_error: Literal["yield"],
-        **options: Unpack[StageOptions[list[U]]],
-    ) -> Run[U | Failure]: ...
-    @overload
-    def then(
-        self: Run[T],
-        action: Callable[[T], U],
-        numworkers: int,
-        *,
-        on_error: Literal["raise"] = ...,
-        **options: Unpack[StageOptions[U]],
-    ) -> Run[U]: ...
-    @overload
-    def then(
-        self: Run[T],
-        action: Callable[[T], U],
-        numworkers: int,
-        *,
-        on_error: Literal["yield"],
-        **options: Unpack[StageOptions[U]],
-    ) -> Run[U | Failure]: ...
-    @overload
-    def then(
-        self: Run[T | Failure],
-        action: Callable[[T], Awaitable[U]],
-        numworkers: int,
-        *,
-        on_error: Literal["raise", "yield"] = ...,
-        **options: Unpack[StageOptions[U]],
-    ) -> Run[U | Failure]: ...
-    @overload
-    def then(
-        self: Run[T | Failure],
-        action: Callable[[T], AsyncIterator[U]],
-        numworkers: int,
-        *,
-        on_error: Literal["raise", "yield"] = ...,
-        **options: Unpack[StageOptions[list[U]]],
-    ) -> Run[U | Failure]: ...
-    @overload
-    def then(
-        self: Run[T | Failure],
-        action: Callable[[T], Iterator[U]],
-        numworkers: int,
-        *,
-        on_error: Literal["raise", "yield"] = ...,
-        **options: Unpack[StageOptions[list[U]]],
-    ) -> Run[U | Failure]: ...
-    @overload
-    def then(
-        self: Run[T | Failure],
-        action: Callable[[T], U],
-        numworkers: int,
-        *,
-        on_error: Literal["raise", "yield"] = ...,
-        **options: Unpack[StageOptions[U]],
-    ) -> Run[U | Failure]: ...
-    def then(
-        self,
-        action: Callable[..., Any],
-        numworkers: int,
-        *,
-        on_error: Literal["raise", "yield"] = "raise",
-        **options: Unpack[StageOptions[Any]],
-    ) -> Run[Any]:
-        """Add a stage: run ``action`` over this run's results, as they come.
-
-        ``run.then(action, n, ...)`` is ``parallelize(action, run, n, ...)``: the
-        same options, with this run as the input. The stages run at once, each with
-        its own workers and policies, joined by their bounded buffers: the first
-        results leave the last stage while the first is still reading its input, and
-        a slow stage holds back the ones before it instead of filling memory::
-
-            pages = (
-                parallelize(fetch, urls, 100, retry=Retry(on=OSError))
-                .then(parse, 2, executor="process")
-                .then(store, 1)
-            )
-            async with pages:
-                async for row in pages:
-                    ...
-
-        Each result is passed to the next stage's action whole, as its one
-        argument: a result is a value, not an argument list, so a tuple or a list
-        is never unpacked (unlike the items of a plain ``argslist``).
-
-        Iterate the last stage only. Closing it (or an error in any stage) ends
-        every stage and awaits all their tasks. An earlier stage's
-        :class:`~parallelize.Failure` (with ``on_error="yield"``) passes through
-        the later stages unchanged, without calling their actions, and names the
-        stage that failed: after an ``on_error="yield"`` stage, every later stage's
-        static type is ``Run[U | Failure]``, so check ``isinstance(result,
-        Failure)``. ``action`` takes the previous stage's result type (the failures
-        never reach it), which type checkers verify.
-        """
+    def _take_stage(self, make: Callable[[], Run[Any]]) -> Run[Any]:
+        """Make the stage that this run feeds (``make()``), if it may feed one."""
         if self._state is not _State.NEW:
             raise RuntimeError(
                 f"{self!r} has started: add its stages with then() before iterating it"
@@ -451,8 +271,7 @@ class Run(Generic[T_co]):
                 f"{self!r} already feeds the stage {self._upstream_of.name!r}: a run "
                 f"has one reader; call then() on the last stage"
             )
-        assert _stage_factory is not None, "parallelize() registers itself on import"
-        stage = _stage_factory(action, self, numworkers, on_error=on_error, **options)
+        stage = make()
         self._upstream_of = stage
         return stage
 
@@ -475,89 +294,24 @@ class Run(Generic[T_co]):
         Raises:
             RuntimeError: The run was made without ``stats=True``.
         """
-        return self._statistics(latency=True)
-
-    def _statistics(self, *, latency: bool) -> Statistics:
-        """``statistics()``, with the percentiles only if asked (they cost 20 us)."""
         stats = self._stats
         if stats is None:
             raise RuntimeError(
                 "statistics() needs a run that counts: parallelize(..., stats=True) "
                 "(progress= and observers= turn it on too)"
             )
-        loop = self._loop
-        started = self._state is not _State.NEW and loop is not None
-        if stats.finished_at is not None:
-            now = stats.finished_at
-        else:
-            now = loop.time() if started and loop is not None else stats.started_at
-        in_flight = 0 if self._done or not started else self._in_flight()
-        waiting_limit = self._waiting_for_limits(in_flight) if in_flight else 0
-        in_flight -= waiting_limit
-        if stats.derived:
-            # The lean worker counts the items it took and its failures only.
-            unfinished = stats.unfinished if self._done else in_flight
-            if stats.counter is not None:
-                # How far the counter has gone: "count(n + 1)" after n items
-                # (compress() draws a number for each item it passes on).
-                taken = int(repr(stats.counter)[6:-1]) - 1
-            else:
-                assert stats.hinted_from is not None
-                assert self._sync_source is not None
-                taken = stats.hinted_from - operator.length_hint(self._sync_source)
-            succeeded = taken - unfinished - stats.failed
-        else:
-            succeeded = stats.succeeded
-        # Without retries (every worker but the policy worker) one attempt per item.
-        attempts = stats.attempts if stats.per_attempt else succeeded + stats.failed + in_flight
-        journal = self._journal
-        replayed = 0 if journal is None else journal.replayed
-        skipped = 0 if journal is None else journal.skipped
-        done = succeeded + stats.failed + replayed + skipped + stats.passed_on
-        elapsed = max(0.0, now - stats.started_at) if started else 0.0
-        ran = succeeded + stats.failed
-        rate = ran / elapsed if elapsed > 0 else 0.0
-        total = self._total
-        eta = None
-        if total is not None and rate > 0:
-            eta = max(0, total - done) / rate
-        adaptive = self.adaptive
-        return Statistics(
-            total=total,
-            done=done,
-            succeeded=succeeded,
-            failed=stats.failed,
-            replayed=replayed,
-            skipped=skipped,
-            passed_on=stats.passed_on,
-            in_flight=in_flight,
-            waiting_retry=0 if self._done else self._waiting_retry(),
-            retries=stats.retries,
-            attempts=attempts,
-            elapsed=elapsed,
-            rate=rate,
-            eta=eta,
-            limit=self._numworkers if adaptive is None else adaptive.limit,
-            latency=Latency.of(stats.latency) if latency else None,
-            finished=self._done,
-            undone=stats.unfinished + self._waiting_retry() if self._done else 0,
-            waiting_limit=waiting_limit,
+        return snapshot(
+            stats,
+            self._flow,
+            self._items,
+            self._policy,
+            self._journal,
+            source=self._sync_source,
+            started=self._state is not _State.NEW and self._loop is not None,
+            done=self._done,
+            total=self._total,
+            numworkers=self._numworkers,
         )
-
-    def _waiting_retry(self) -> int:
-        """Items waiting for a retry (they hold their credits)."""
-        return 0 if self._items is None else self._items.waiting
-
-    def _in_flight(self) -> int:
-        """Items that hold a credit but are neither buffered nor waiting to retry."""
-        return self._flow.in_flight(self._waiting_retry())
-
-    def _waiting_for_limits(self, in_flight: int) -> int:
-        """Items among ``in_flight`` waiting for a limit's place or slot, not running."""
-        policy = self._policy
-        if policy is None:
-            return 0
-        return min(in_flight, policy.waiting[0])
 
     # -- the consumer's side -----------------------------------------------------
 
@@ -575,20 +329,14 @@ class Run(Generic[T_co]):
         # An async generator (its C-level __anext__ is the cheapest per result) that
         # the run references only weakly: when the consumer drops it (break), the
         # weakref's callback cancels the run's work at once.
-        flow = self._flow
-        journal = self._journal
-        if journal is None:
-            results = (ordered_results if self._ordered else plain_results)(flow, self._next_slow)
-        elif self._ordered:
-            results = ordered_results(flow, self._next_slow)
-            start_without_hooks(results)
-            results = recorded(results, journal, self._unstorable)
-        else:
-            results = journaled_results(flow, journal, self._next_slow, self._unstorable)
-        start_without_hooks(results)
-        if self._fan_out:
-            results = flattened(results)
-            start_without_hooks(results)
+        results = open_results(
+            self._flow,
+            self._journal,
+            self._next_slow,
+            self._unstorable,
+            ordered=self._ordered,
+            fan_out=self._fan_out,
+        )
         self._results_ref = weakref.ref(results, self._on_results_dropped)
         return results
 
@@ -676,10 +424,11 @@ class Run(Generic[T_co]):
         await self._stop()  # the journal, if any, is closed by its consumer
         if self._flow.error is not None and self._journal is not None:
             self._journal.close(finished=False)
-        if self._flow.error is None and self._interrupted is not None:
+        interrupted = None if self._handling is None else self._handling.interrupted
+        if self._flow.error is None and interrupted is not None:
             journal = self._journal
             raise Interrupted(
-                self._interrupted,
+                interrupted,
                 None if journal is None else journal.location,
                 0 if journal is None else journal.recorded,
             )
@@ -773,8 +522,7 @@ class Run(Generic[T_co]):
         self._flow.loop = loop
         self._loop_thread = threading.get_ident()
         if self._grace is not None:
-            self._signals = SignalHandlers(loop, self._on_signal)
-            self._signals.install()
+            self._handling = Grace(self._grace, self._flow, loop, self._cancel)
         self._action, self._executor, self._processes = prepare_action(
             self._action, self._kind, self._executor_spec, self._numworkers
         )
@@ -792,73 +540,29 @@ class Run(Generic[T_co]):
         self._supervisor = loop.create_task(self._supervise(numworkers))
 
     def _choose_worker(self) -> Callable[[], Coroutine[Any, Any, None]]:
-        """Return the worker for this run: one of the two inlined ones, or the general.
-
-        The inlined ones (``_hot.py``) serve a sync input in completion order without
-        policies, journal or per-item hooks; everything else is assembled from the
-        parts (``_general.py``).
-        """
-        stats = self._stats
-        flow = self._flow
-        source = self._sync_source
-        general = (
-            self._ordered
-            or source is None
-            or self._policy is not None
-            or self._journal is not None
-            or (stats is None and self._grace is not None)
-        )
-        if self._policy is None and (stats is not None or self._journal is not None):
-            flow.timing = True  # the first action is timed; a journaled run's, every one
-        if not general:
-            assert source is not None
-            if stats is None:
-                # The hot path never looks for a stop (handle_signals): the others
-                # do, before each new item.
-                return functools.partial(
-                    plain_worker, flow, source, self._action, self._name,
-                    on_error_yield=self._on_error_yield,
-                )  # fmt: skip
-            stats.derived = True
-            # Count the items taken without a bytecode per item: a list's, a tuple's
-            # or a range's iterator knows how many it has left; any other input goes
-            # through itertools.compress() with a counter as its (always true)
-            # selectors: C code, a number drawn per item.
-            if isinstance(source, _EXACT_HINTS):
-                stats.hinted_from = operator.length_hint(source)
-            else:
-                stats.counter = counter = itertools.count(1)
-                self._sync_source = source = itertools.compress(source, counter)
-            return functools.partial(
-                observed_worker, flow, source, self._action, self._name, stats,
-                on_error_yield=self._on_error_yield,
-            )  # fmt: skip
-        if stats is not None and self._policy is not None:
-            stats.per_attempt = True
-        outcomes = Outcomes(
-            flow,
-            self._name,
-            self._journal,
-            stats,
-            self._hooks,
+        """Return the worker for this run, its parts wired (see ``_assemble.py``)."""
+        assembly = assemble(
+            self._flow,
+            self._action,
+            name=self._name,
+            sync_source=self._sync_source,
+            async_source=self._async_source,
+            lock=self._pull_lock,
+            policy=self._policy,
+            journal=self._journal,
+            stats=self._stats,
+            hooks=self._hooks,
+            ordered=self._ordered,
+            grace=self._grace is not None,
             on_error_yield=self._on_error_yield,
             log_failures=self._log_failures,
-        )
-        self._items = items = ItemSource(
-            flow,
-            self._sync_source,
-            self._async_source,
-            self._pull_lock,
-            self._policy,
-            outcomes,
-            journaled=self._journal is not None,
+            unpacked=self._unpacked,
             passthrough=self._upstream is not None,
+            draw=self._random,
         )
-        outcomes.retries = items.retries
-        return functools.partial(
-            general_worker, flow, items, self._action, self._policy, outcomes,
-            self._unpacked, stats, self._hooks, self._random,
-        )  # fmt: skip
+        self._items = assembly.items
+        self._sync_source = assembly.source
+        return assembly.worker
 
     async def _supervise(self, numworkers: int) -> None:
         worker = self._choose_worker()
@@ -867,13 +571,13 @@ class Run(Generic[T_co]):
             if stats is not None:
                 assert self._loop is not None
                 stats.started_at = self._loop.time()
-                if self._flow.timing:  # the worker samples the clock (see _choose_worker)
-                    self._time_next()
+                if self._flow.timing:  # the worker samples the clock (see _assemble.py)
+                    sample_clock(self._flow, stats, self._loop)
             for observer in self._observers:
                 observer.run_started(self)
             if self._processes is not None:
                 self._processes.warm_up()
-            await self._run_workers(worker, numworkers)
+            await run_workers(worker, numworkers, self._flow, self._items, self._workers)
         except BaseExceptionGroup as group_error:
             # Workers record the first error themselves; this catches anything else.
             self._flow.fail(group_error.exceptions[0])
@@ -881,65 +585,24 @@ class Run(Generic[T_co]):
             self._flow.record_error(exc)
         finally:
             self._wind_down()
-            await self._release()
-
-    async def _run_workers(
-        self, worker: Callable[[], Coroutine[Any, Any, None]], numworkers: int
-    ) -> None:
-        """Run ``numworkers`` workers (and the reader, if any) in a task group."""
-        items = self._items
-        reads_ahead = items is not None and items.reads_ahead()
-        if items is not None and reads_ahead:
-            items.start_reader()  # workers ask the reader from the start
-        async with asyncio.TaskGroup() as group:
-            self._workers = [group.create_task(worker()) for _ in range(numworkers)]
-            reader = None
-            if items is not None and reads_ahead:
-                reader = group.create_task(items.read_ahead())
-            try:
-                if self._workers:
-                    await asyncio.wait(self._workers)
-            except asyncio.CancelledError:
-                # Cancelled from anywhere (aclose(), a worker's error through the
-                # group, the loop's shutdown): halt, so that a worker whose action
-                # swallows its own cancellation ends instead of waiting for a credit.
-                self._flow.halt()
-                raise
-            if reader is not None:
-                reader.cancel()  # the workers are done: so is the input
-
-    async def _release(self) -> None:
-        """Close what the run holds open: the input, the processes, earlier stages."""
-        source = self._async_source
-        if isinstance(source, AsyncGenerator):
-            # Our own iterator over the user's async input: close it here, inside the
-            # run's lifetime, rather than leave it to the garbage collector.
-            try:
-                await source.aclose()
-            except Exception as exc:
-                self._flow.record_error(exc)
-        if self._processes is not None:
-            await self._processes.aclose()
-        if self._upstream is not None:
-            # An earlier stage ends with this one: its tasks are awaited here, so
-            # nothing of the pipeline outlives the last stage (and an error in a
-            # later stage stops the earlier ones).
-            try:
-                await self._upstream.aclose()
-            except Exception as exc:
-                self._flow.record_error(exc)
+            upstream = self._upstream
+            await release(
+                self._flow,
+                self._async_source,
+                self._processes,
+                None if upstream is None else upstream.aclose,
+            )
 
     def _wind_down(self) -> None:
         """Finish the supervisor's work once every worker has ended."""
         stats = self._stats
         if stats is not None:
-            self._stop_counting(stats)
+            assert self._loop is not None
+            stop_counting(stats, self._flow, self._items, self._loop)
         self._done = True
         self._workers = []
-        if self._grace_timer is not None:
-            self._grace_timer.cancel()
-        if self._signals is not None:
-            self._signals.restore()
+        if self._handling is not None:
+            self._handling.restore()
         if self._journal is not None:
             try:
                 self._journal.flush()  # what the consumer took, even if it left
@@ -956,43 +619,3 @@ class Run(Generic[T_co]):
                 observer.run_finished(self, self._flow.error)
             except Exception as exc:
                 self._flow.record_error(exc)
-
-    def _stop_counting(self, stats: StatsCounters) -> None:
-        # What still holds a credit now was in flight when the run was cancelled.
-        stats.unfinished = self._in_flight()
-        if stats.timer is not None:
-            stats.timer.cancel()
-        assert self._loop is not None
-        stats.finished_at = self._loop.time()
-
-    def _on_signal(self, signum: int) -> None:
-        """SIGINT/SIGTERM: first stop taking items (grace), then cancel at once."""
-        name = signal.Signals(signum).name
-        assert self._loop is not None
-        if self._interrupted is not None:
-            logger.warning("%s again: cancelling the items in flight now", name)
-            self._cancel()
-            return
-        self._interrupted = signum
-        self._flow.stopping = True
-        logger.warning(
-            "%s: stopping: no new items; those in flight may finish for %g s "
-            "(%s again to cancel them now)",
-            name,
-            self._grace,
-            name,
-            extra={"signal": name},
-        )
-        self._flow.wake_all_workers()  # sleeping workers see the stop and end
-        assert self._grace is not None
-        self._grace_timer = self._loop.call_later(self._grace, self._cancel)
-
-    def _time_next(self) -> None:
-        """Have the next action timed (the observed worker's sampling timer)."""
-        self._flow.timing = True
-        if not self._done:
-            assert self._loop is not None
-            assert self._stats is not None
-            self._stats.timer = self._loop.call_later(_SAMPLE_EVERY, self._time_next)
-
-    # -- the policy worker: timeouts, retries, rate limit ---------------------------

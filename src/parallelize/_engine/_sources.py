@@ -184,9 +184,7 @@ class ItemSource:
             except Exception as exc:
                 flow.worker_failed(exc)
                 raise
-            index = flow.pulled
-            flow.pulled = index + 1
-            taken = self._taken(index, item)
+            taken = self._taken(item)
             if taken is not None:
                 return taken
         return None
@@ -239,9 +237,7 @@ class ItemSource:
             except Exception as exc:
                 flow.worker_failed(exc)
                 raise
-            index = flow.pulled
-            flow.pulled = index + 1
-            taken = self._taken(index, item)
+            taken = self._taken(item)
             if taken is not None:
                 return taken
 
@@ -309,8 +305,11 @@ class ItemSource:
             return DELIVERED
         return entry.item
 
-    def _taken(self, index: int, got: Any) -> Taken | None:
-        """``admit()``, as ``(index, item, tag)``; None if delivered already."""
+    def _taken(self, got: Any) -> Taken | None:
+        """Return what the input gave, numbered and admitted; None if delivered already."""
+        flow = self.flow
+        index = flow.pulled
+        flow.pulled = index + 1
         if self.admit is None:
             return index, got, None
         item = self.admit(index, got)
@@ -358,9 +357,7 @@ class ItemSource:
         flow.credits -= 1
         if flow.credits and flow.credit_waiters:
             flow.wake_worker()  # pass the baton: the next asks the reader
-        index = flow.pulled
-        flow.pulled = index + 1
-        taken = self._taken(index, self.read_items.popleft())
+        taken = self._taken(self.read_items.popleft())
         return None if taken is None else self._state(taken)
 
     def _want_item(self) -> None:
