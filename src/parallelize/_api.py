@@ -441,7 +441,7 @@ def _check_stage_journal(argslist: object, journal: object, key: object) -> None
         journal is not None
         and key is None
         and isinstance(argslist, Run)
-        and not argslist._ordered  # noqa: SLF001 - a stage's own setting, read where built
+        and not argslist.ordered
         and not isinstance(journal, WorkSource)
     ):
         raise ValueError(

@@ -251,6 +251,14 @@ class Run(Stages[T_co]):
         return self._name
 
     @property
+    def ordered(self) -> bool:
+        """Whether the results come in input order (``ordered=True``).
+
+        Added in 0.2.
+        """
+        return self._ordered
+
+    @property
     def stages(self) -> tuple[Run[Any], ...]:
         """The runs of this pipeline, the first stage first and this run last.
 
