@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from parallelize._stats import StatsCounters
 
     from ._flow import Flow
-    from ._sources import Retries
+    from ._retries import Retries
 
 __all__ = ("Outcomes",)
 

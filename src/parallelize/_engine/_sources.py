@@ -13,9 +13,6 @@ the input (``JournalSession.wrap``), so it is an input like any other here.
 from __future__ import annotations
 
 import asyncio
-import heapq
-import itertools
-import logging
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING, Any
@@ -24,15 +21,16 @@ from parallelize._aio import PullLock
 from parallelize._outcomes import Failure
 from parallelize._policies import ItemPolicy, ItemState
 
+from ._retries import Retries
+
 if TYPE_CHECKING:
     from parallelize._journal import Entry
 
     from ._flow import Flow
     from ._sinks import Outcomes
 
-__all__ = ("DELIVERED", "ItemSource", "Retries", "Taken")
+__all__ = ("DELIVERED", "ItemSource", "Taken")
 
-logger = logging.getLogger("parallelize")
 
 # A new item: (index in the input, the item, its journal entry or None).
 Taken = tuple[int, Any, Any]
@@ -54,41 +52,6 @@ def _check_cancelled() -> None:
 def _wake(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():
         waiter.set_result(None)
-
-
-class Retries:
-    """Items waiting for a retry, in a heap ordered by the loop time they are due."""
-
-    __slots__ = ("flow", "heap", "seq")
-
-    def __init__(self, flow: Flow) -> None:
-        self.flow = flow
-        self.heap: list[tuple[float, int, ItemState]] = []
-        self.seq = itertools.count()
-
-    def due(self, now: float) -> ItemState | None:
-        heap = self.heap
-        # Within a millisecond counts as due: timers are no finer than that.
-        if heap and heap[0][0] <= now + 0.001:
-            return heapq.heappop(heap)[2]
-        return None
-
-    def schedule(self, state: ItemState, failure: object, delay: float) -> None:
-        """Park ``state`` until its retry is due; its worker goes on with other items."""
-        loop = self.flow.loop
-        assert loop is not None
-        due = loop.time() + delay
-        heapq.heappush(self.heap, (due, next(self.seq), state))
-        # The timer wakes a sleeping worker, if there is one, when the retry is due.
-        loop.call_at(due, self.flow.wake_worker)
-        logger.debug(
-            "retrying %r in %.3f s after attempt %d: %r",
-            state.item,
-            delay,
-            state.attempts,
-            failure,
-            extra={"item": state.item, "attempt": state.attempts, "error": failure},
-        )
 
 
 class ItemSource:
