@@ -19,7 +19,6 @@ import ast
 import dataclasses
 import os
 import re
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -39,14 +38,6 @@ PLACEHOLDER = "# the fragment"
 REDIS_URL = re.compile(r"redis://:(?P<password>[^@]+)@queue\.internal:6379/0")
 # What a run must never print, even when it exits with 0.
 SYMPTOMS = ("Task was destroyed", "was never awaited", "Unclosed client session", "Traceback")
-# pyreqwest 0.15.1 on Python 3.11's default event loop aborts at interpreter exit in
-# about one run in five (a plain pyreqwest script too; not on uvloop): the program has
-# done its work, and that abort alone is tolerated in a block that uses it.
-PYREQWEST_EXIT_ABORT = (
-    "Fatal Python error: PyGILState_Release",
-    "Python runtime state: finalizing",
-)
-
 # The programs a fragment runs in. Each defines what its fragments use, with the
 # same URLs (https://example.com is replaced as in the blocks).
 SETUPS = {
@@ -254,10 +245,7 @@ def run_program(block: Block, source: str, origins: list[str], directory: Path) 
     except subprocess.TimeoutExpired:
         pytest.fail(f"{block.where}: the block did not end within {TIMEOUT} s")
     stderr = located(result.stderr, script, origins)
-    aborted_at_exit = result.returncode == -signal.SIGABRT and all(
-        line in stderr for line in PYREQWEST_EXIT_ABORT
-    )
-    if result.returncode != 0 and not (aborted_at_exit and "parallelize.http" in source):
+    if result.returncode != 0:
         pytest.fail(f"{block.where}: the block exited with {result.returncode}\n{stderr}")
     symptoms = [symptom for symptom in SYMPTOMS if symptom in stderr]
     if symptoms:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -219,3 +222,41 @@ def test_an_error_of_your_body_function_comes_out_unchanged(run: Any, client_nam
             assert not isinstance(caught.value, HTTPClientError)
 
     run(main())
+
+
+# A program that ends right after its requests, on the default event loop (where
+# pyreqwest 0.15's runtime thread was last seen taking the GIL as the interpreter
+# finalized: "Fatal Python error: PyGILState_Release", about one run in three).
+_ENDS_RIGHT_AFTER = """
+import asyncio, sys
+from parallelize import parallelize
+from parallelize.http import open_client
+
+async def main(base):
+    async with open_client("pyreqwest", connections=100, timeout=30) as client:
+        async def get(url):
+            return (await client.request("GET", url)).status
+        urls = [f"{base}/page/{i}" for i in range(1000)]
+        statuses = [s async for s in parallelize(get, urls, 100)]
+    assert statuses == [200] * 1000, statuses
+
+asyncio.run(main(sys.argv[1]))
+"""
+
+
+@pytest.mark.timeout(120)
+def test_a_program_that_uses_pyreqwest_exits_cleanly(server: str, tmp_path: Path) -> None:
+    """Twelve runs of a program that ends right after 1,000 requests: each exits with 0."""
+    if "pyreqwest" not in backends():
+        pytest.skip("pyreqwest is not installed")
+    script = tmp_path / "ends.py"
+    script.write_text(_ENDS_RIGHT_AFTER, encoding="utf-8")
+    for _ in range(12):
+        result = subprocess.run(  # noqa: S603 - our own program
+            [sys.executable, str(script), server],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr[-2000:]
