@@ -25,7 +25,8 @@ they observe). ``tests/test_layers.py`` holds the map below to that::
     _observe        Observer: hooks on a run's events
     _options        StageOptions: the keyword options of a stage
     _policies       Retry, Backoff, timeouts and deadlines: one attempt (ItemPolicy)
-    _limits/        Limit, the one seam of every limit; RateLimit (GCRA), AdaptiveLimit
+    _limits/        Limit, the one seam of every limit; RateLimit (GCRA), AdaptiveLimit,
+                    PerKey (limits per key, set aside by the item source)
     _journal/       Journal, SQLiteJournal and its writer, the session that skips and records
     _redis/         the queue's rooms: records, connection, shared limits, member,
                     producer, session (what the run uses as journal=)
@@ -52,6 +53,7 @@ from ._errors import ActionError as ActionError
 from ._errors import DeadlineExceeded as DeadlineExceeded
 from ._errors import Interrupted as Interrupted
 from ._errors import JournalError as JournalError
+from ._errors import KeyDownError as KeyDownError
 from ._errors import MissingDependencyError as MissingDependencyError
 from ._errors import ParallelizeError as ParallelizeError
 from ._errors import ProcessCrashed as ProcessCrashed
@@ -65,10 +67,14 @@ from ._journal import SQLiteJournal as SQLiteJournal
 from ._limits import NO_OUTCOME as NO_OUTCOME
 from ._limits import AdaptiveLimit as AdaptiveLimit
 from ._limits import AdaptiveStatistics as AdaptiveStatistics
+from ._limits import KeyStatistics as KeyStatistics
 from ._limits import Limit as Limit
+from ._limits import PerKey as PerKey
 from ._limits import Permit as Permit
 from ._limits import RateLimit as RateLimit
 from ._limits import RateLimitStatistics as RateLimitStatistics
+from ._limits import down_of as down_of
+from ._limits import host_of as host_of
 from ._limits import overload_of as overload_of
 from ._observe import Observer as Observer
 from ._outcomes import Failure as Failure
@@ -94,11 +100,14 @@ __all__ = (
     "Journal",
     "JournalError",
     "JsonCodec",
+    "KeyDownError",
+    "KeyStatistics",
     "Latency",
     "Limit",
     "MissingDependencyError",
     "Observer",
     "ParallelizeError",
+    "PerKey",
     "Permit",
     "ProcessCrashed",
     "Progress",
@@ -112,6 +121,8 @@ __all__ = (
     "SQLiteJournal",
     "Statistics",
     "UnstorableResult",
+    "down_of",
+    "host_of",
     "overload_of",
     "parallelize",
     "parse_retry_after",
@@ -139,6 +150,11 @@ for _obj in (
     AdaptiveStatistics,
     Limit,
     Permit,
+    PerKey,
+    KeyStatistics,
+    KeyDownError,
+    host_of,
+    down_of,
     overload_of,
     JournalError,
     Journal,

@@ -9,7 +9,16 @@ from typing import Any, Literal, TypeVar, Unpack, overload
 
 from ._engine import Run, register_stage_factory
 from ._journal import Journal, SQLiteJournal, WorkSource, missing
-from ._limits import AdaptiveLimit, Limit, RateLimit, RateLimiter, as_limit, bind_to_run
+from ._limits import (
+    AdaptiveLimit,
+    KeyedLimits,
+    Limit,
+    PerKey,
+    RateLimit,
+    RateLimiter,
+    as_limit,
+    bind_to_run,
+)
 from ._observe import Observer
 from ._options import StageOptions
 from ._outcomes import Failure
@@ -117,6 +126,7 @@ def parallelize(
     retry: Retry[Any] | None = None,
     rate_limit: RateLimiter | Limit | None = None,
     adaptive: AdaptiveLimit | bool = False,
+    per_key: PerKey | None = None,
     journal: str | os.PathLike[str] | Journal | WorkSource | None = None,
     key: Callable[[Any], int | str] | None = None,
     handle_signals: bool | float = False,
@@ -177,6 +187,14 @@ def parallelize(
             ``limit``. It grows while the latency stays flat and backs off on rising
             latency and on overload (timeouts, connection errors, 429/503/504).
             Default False: always ``numworkers`` at once.
+        per_key: Limits for each key apart (each host, each tenant): a
+            :class:`~parallelize.PerKey` with the function from an item to its key
+            (:func:`~parallelize.host_of` for URLs) and any of a concurrency, a
+            rate, an adaptive limit and a circuit breaker per key. An attempt
+            whose key is at its limit is set aside and its worker takes an item
+            of another key, so one slow, throttling or dead key never holds the
+            others' workers; a ``Retry-After`` pauses its key alone. Default
+            None. Added in 0.3.
         journal: Record every item's final outcome durably, and on a rerun skip
             the items already done: a path (a :class:`~parallelize.SQLiteJournal`
             file, created owner-only) or a journal object. An outcome is recorded
@@ -259,7 +277,12 @@ def parallelize(
         checked_numworkers if max_buffered is None else check_int("max_buffered", max_buffered, 0)
     )
     policy = _policy_of(
-        timeout, deadline, retry, rate_limit, _check_adaptive(adaptive, checked_numworkers)
+        timeout,
+        deadline,
+        retry,
+        rate_limit,
+        _check_adaptive(adaptive, checked_numworkers),
+        _check_per_key(per_key, checked_numworkers),
     )
     check_bool("stats", stats)
     observer_list = _check_observers(observers, progress)
@@ -357,12 +380,13 @@ def _check_adaptive(adaptive: object, numworkers: int) -> AdaptiveLimit | None:
     return adaptive
 
 
-def _policy_of(
+def _policy_of(  # noqa: PLR0917 - every option an attempt goes through
     timeout: float | None,
     deadline: float | None,
     retry: object,
     rate_limit: object,
     adaptive: AdaptiveLimit | None,
+    keyed: KeyedLimits | None,
 ) -> ItemPolicy | None:
     """Return what every attempt goes through, or None for the plain hot path."""
     if (
@@ -371,6 +395,7 @@ def _policy_of(
         and retry is None
         and rate_limit is None
         and adaptive is None
+        and keyed is None
     ):
         return None
     if retry is not None and not isinstance(retry, Retry):
@@ -386,7 +411,20 @@ def _policy_of(
         retry=retry,
         limits=tuple(limits),
         adaptive=adaptive,
+        keyed=keyed,
     )
+
+
+def _check_per_key(per_key: object, numworkers: int) -> KeyedLimits | None:
+    """Return this run's state of ``per_key=`` (its own: a PerKey may serve many runs)."""
+    if per_key is None:
+        return None
+    if not isinstance(per_key, PerKey):
+        raise TypeError(
+            f"per_key must be a PerKey(...) or None, got {per_key!r}: write "
+            f"per_key=PerKey(host_of, concurrency=2)"
+        )
+    return KeyedLimits(per_key, numworkers)
 
 
 def _check_rate_limit(rate_limit: object) -> Limit:

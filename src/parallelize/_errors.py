@@ -11,6 +11,8 @@ built-in error, it says so, and an ``except`` of that built-in catches it too::
     ├── RetriesExhausted        (an item's result still asked for a retry after the last)
     ├── RetryWaitTooLong        (the wait before an item's next attempt passed Retry.max_wait)
     ├── DeadlineExceeded        (an item's deadline passed; also a TimeoutError)
+    ├── KeyDownError            (PerKey's breaker: the item's key is down; also a
+    │                            ConnectionError)
     ├── JournalError            (a journal cannot be used: corrupt, locked, mismatched...)
     │   ├── QueueUnavailableError  (parallelize.redis: Redis cannot be reached)
     │   └── QueueInUseError        (parallelize.redis: RedisQueue.delete() refused,
@@ -54,6 +56,7 @@ __all__ = (
     "DeadlineExceeded",
     "Interrupted",
     "JournalError",
+    "KeyDownError",
     "MissingDependencyError",
     "ParallelizeError",
     "ProcessCrashed",
@@ -214,6 +217,39 @@ class DeadlineExceeded(ParallelizeError, TimeoutError):  # noqa: N818 - as it re
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.item, self.deadline, self.attempts, self.last))
+
+
+class KeyDownError(ParallelizeError, ConnectionError):
+    """The item's key (its host) is down: :class:`~parallelize.PerKey`'s breaker is open.
+
+    The item failed at once, without an attempt: ``failures`` consecutive attempts of
+    its key failed as down (connection errors, timeouts), and the key's items fail
+    this way until a probe, let through after ``cooldown`` seconds, succeeds. The last
+    of those failures is the ``__cause__``. Never retried (a retry would only wait to
+    be refused again); a ``ConnectionError``, as the failures that opened the breaker.
+
+    The command line records it as ``"host_down"``.
+
+    Attributes:
+        key: The item's key.
+        failures: Consecutive down outcomes of the key when it was refused.
+        cooldown: Seconds the breaker stays open from its last opening.
+
+    Added in 0.3.
+    """
+
+    def __init__(self, key: Any, failures: int, cooldown: float) -> None:
+        self.key = key
+        self.failures = failures
+        self.cooldown = cooldown
+        super().__init__(
+            f"{key!r} is down: {failures} attempts in a row failed (connection errors or "
+            f"timeouts); its items fail at once until a probe, {cooldown:g} s after the "
+            f"breaker opened, succeeds"
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.key, self.failures, self.cooldown))
 
 
 class UnstorableResult(ParallelizeError):  # noqa: N818 - says what it is, as it reads

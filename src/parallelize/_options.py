@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, TypedDict, TypeVar
 
 if TYPE_CHECKING:
     from ._journal import Journal, WorkSource
-    from ._limits import AdaptiveLimit, Limit, RateLimiter
+    from ._limits import AdaptiveLimit, Limit, PerKey, RateLimiter
     from ._observe import Observer
     from ._policies import Retry
     from ._progress import Progress
@@ -37,6 +37,7 @@ class StageOptions(TypedDict, Generic[R], total=False):
     retry: Retry[R] | None
     rate_limit: RateLimiter | Limit | None
     adaptive: AdaptiveLimit | bool
+    per_key: PerKey | None
     journal: str | os.PathLike[str] | Journal | WorkSource | None
     key: Callable[[Any], int | str] | None
     handle_signals: bool | float

@@ -14,12 +14,12 @@ import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Generic, Never, TypeVar, final, overload
 
-from ._errors import DeadlineExceeded, RetriesExhausted, RetryWaitTooLong
+from ._errors import DeadlineExceeded, KeyDownError, RetriesExhausted, RetryWaitTooLong
 from ._limits._base import NO_OUTCOME, Limit, Permit
 from ._util import check_callable, check_int, check_number, check_seconds
 
 if TYPE_CHECKING:
-    from ._limits import AdaptiveLimit
+    from ._limits import AdaptiveLimit, KeyedLimits
 
 __all__ = (
     "Backoff",
@@ -268,7 +268,17 @@ def retry_after_of(failure: object) -> float | None:
 class ItemState:
     """One item's progress through its attempts (internal, mutable)."""
 
-    __slots__ = ("attempts", "deadline_at", "duration", "index", "item", "started", "tag")
+    __slots__ = (
+        "attempts",
+        "deadline_at",
+        "duration",
+        "index",
+        "item",
+        "key_entry",
+        "permit",
+        "started",
+        "tag",
+    )
 
     def __init__(self, index: int, item: Any, started: float, deadline_at: float | None) -> None:
         self.index = index
@@ -278,6 +288,11 @@ class ItemState:
         self.deadline_at = deadline_at  # loop time after which no attempt may run
         self.tag: Any = None  # the journal's entry for the item, in a journaled run
         self.duration = 0.0  # seconds the last attempt's action took (0: none ran)
+        # With PerKey limits: the item's key's state, and its next attempt's permit
+        # on that key (or the exception the item fails with at once), taken by the
+        # item source.
+        self.key_entry: Any = None
+        self.permit: Any = None
 
 
 # What an attempt comes to: the engine's next step for the item.
@@ -301,6 +316,10 @@ class ItemPolicy:
     # round would let slots granted while waiting for a place bunch up into a burst.
     limits: tuple[Limit, ...] = ()
     adaptive: AdaptiveLimit | None = None  # also among the limits: run.adaptive
+    # Limits per key: taken by the item source before an attempt reaches attempt()
+    # (set aside there, never waited for), the permit on ItemState.permit. A
+    # Retry-After then pauses the item's key alone.
+    keyed: KeyedLimits | None = None
     # Attempts of this run waiting in a limit's admit(): Statistics.waiting_limit.
     waiting: list[int] = dataclasses.field(default_factory=lambda: [0])
 
@@ -313,18 +332,26 @@ class ItemPolicy:
     ) -> Verdict:
         """Run one attempt of ``state``'s item and tell what comes next."""
         limits = self.limits
-        if not limits:
+        keyed = state.permit
+        if keyed is not None:
+            state.permit = None
+            if isinstance(keyed, BaseException):
+                # Refused by its key (down), or the key function raised: no attempt.
+                state.duration = 0.0
+                return FAIL, keyed, 0.0, isinstance(keyed, KeyDownError)
+        if not limits and keyed is None:
             return await self._attempt(action, unpack, state, draw, ())
-        permits: list[Permit] = []
-        waiting = self.waiting
-        waiting[0] += 1
+        permits: list[Permit] = [] if keyed is None else [keyed]
         try:
-            try:
-                for limit in limits:
-                    # One by one: a permit taken is given back if a later one fails.
-                    permits.append(await limit.admit(state.item))  # noqa: PERF401
-            finally:
-                waiting[0] -= 1
+            if limits:
+                waiting = self.waiting
+                waiting[0] += 1
+                try:
+                    for limit in limits:
+                        # One by one: a permit taken is given back if a later one fails.
+                        permits.append(await limit.admit(state.item))  # noqa: PERF401
+                finally:
+                    waiting[0] -= 1
             return await self._attempt(action, unpack, state, draw, permits)
         finally:
             # Whatever _attempt has not given back (it never ran, or was cancelled).
@@ -408,11 +435,15 @@ class ItemPolicy:
         if state.deadline_at is not None and now + delay >= state.deadline_at:
             # No time left for another attempt: end the item now.
             return FAIL, self._past_deadline(state, failure), 0.0, True
-        if asked is not None and self.limits:
-            # The service asked everybody to wait, not only this item.
-            until = time.monotonic() + asked
-            for each in self.limits:
-                each.pause_until(until)
+        if asked is not None:
+            if self.keyed is not None:
+                # Limits per key: the service of this key asked, the others did not.
+                self.keyed.pause(state, now + asked)
+            elif self.limits:
+                # The service asked everybody to wait, not only this item.
+                until = time.monotonic() + asked
+                for each in self.limits:
+                    each.pause_until(until)
         return RETRY, failure, delay, True
 
     def _past_deadline(self, state: ItemState, last: object) -> DeadlineExceeded:

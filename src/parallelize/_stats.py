@@ -12,7 +12,10 @@ import asyncio
 import dataclasses
 import itertools
 import math
-from typing import final
+from typing import TYPE_CHECKING, final
+
+if TYPE_CHECKING:
+    from ._limits import KeyStatistics
 
 __all__ = ("Latency", "LatencyHistogram", "Statistics", "StatsCounters")
 
@@ -226,9 +229,14 @@ class Statistics:
         waiting_limit: Items waiting for an adaptive limit's place or a rate
             limit's slot before their attempt (not in ``in_flight``). Added in 0.2.
         undone: Items taken from the input that ended without an outcome, once the
-            run is finished: cut off in flight, or waiting for a retry, when it was
-            stopped (a signal, ``break``); a journal runs them again on resume.
-            Added in 0.2.
+            run is finished: cut off in flight, waiting for a retry or set aside,
+            when it was stopped (a signal, ``break``); a journal runs them again on
+            resume. Added in 0.2.
+        set_aside: Items set aside by their key's limits (:class:`~parallelize.PerKey`),
+            waiting for their key to admit them (not in ``in_flight``). Added in 0.3.
+        keys: The keys of a run with :class:`~parallelize.PerKey` limits (None
+            without): how many are active, paused, open, the top keys by items
+            waiting. Added in 0.3.
     """
 
     total: int | None
@@ -250,8 +258,10 @@ class Statistics:
     finished: bool
     undone: int = 0
     waiting_limit: int = 0
+    set_aside: int = 0
+    keys: KeyStatistics | None = None
 
-    def summary(self) -> str:
+    def summary(self) -> str:  # noqa: C901, PLR0912 - a line per thing worth saying
         """Return a few lines for people: counts, throughput and latency."""
         total = "" if self.total is None else f" of {self.total:,}"
         items = "item" if self.done == 1 and self.total in (None, 1) else "items"
@@ -268,10 +278,22 @@ class Statistics:
         lines = [line]
         if self.retries:
             lines.append(f"{self.attempts:,} attempts, {self.retries:,} retries")
-        if self.in_flight or self.waiting_retry or self.waiting_limit:
+        if self.in_flight or self.waiting_retry or self.waiting_limit or self.set_aside:
             line = f"{self.in_flight:,} in flight, {self.waiting_retry:,} waiting to retry"
             if self.waiting_limit:
                 line += f", {self.waiting_limit:,} waiting for a limit"
+            if self.set_aside:
+                line += f", {self.set_aside:,} set aside by their key"
+            lines.append(line)
+        keys = self.keys
+        if keys is not None:
+            line = f"keys: {keys.keys:,} known, {keys.active:,} active"
+            if keys.paused:
+                line += f", {keys.paused:,} paused"
+            if keys.open:
+                line += f", {keys.open:,} down (breaker open)"
+            if keys.down:
+                line += f"; {keys.down:,} items failed as their key was down"
             lines.append(line)
         if self.undone:
             lines.append(

@@ -44,7 +44,7 @@ def stop_counting(
 ) -> None:
     """Make the counters final: every worker has ended."""
     # What still holds a credit now was in flight when the run was cancelled.
-    stats.unfinished = flow.in_flight(0 if items is None else items.waiting)
+    stats.unfinished = flow.in_flight(0 if items is None else items.holding)
     if stats.timer is not None:
         stats.timer.cancel()
     stats.finished_at = loop.time()
@@ -84,7 +84,10 @@ def snapshot(
     else:
         now = loop.time() if started and loop is not None else stats.started_at
     waiting_retry = 0 if items is None else items.waiting
-    running = 0 if done or not started else flow.in_flight(waiting_retry)
+    set_aside = 0 if items is None else items.set_aside
+    running = 0
+    if started and not done:
+        running = flow.in_flight(waiting_retry if items is None else items.holding)
     waiting_limit = min(running, policy.waiting[0]) if running and policy is not None else 0
     running -= waiting_limit
     if stats.derived:
@@ -113,6 +116,7 @@ def snapshot(
     if total is not None and rate > 0:
         eta = max(0, total - finished) / rate
     adaptive = None if policy is None else policy.adaptive
+    keyed = None if policy is None else policy.keyed
     return Statistics(
         total=total,
         done=finished,
@@ -131,6 +135,8 @@ def snapshot(
         limit=numworkers if adaptive is None else adaptive.limit,
         latency=Latency.of(stats.latency),
         finished=done,
-        undone=stats.unfinished + waiting_retry if done else 0,
+        undone=stats.unfinished + waiting_retry + set_aside if done else 0,
         waiting_limit=waiting_limit,
+        set_aside=0 if done else set_aside,
+        keys=None if keyed is None else keyed.statistics(),
     )

@@ -64,6 +64,7 @@ class ItemSource:
         "exhausted",
         "flow",
         "journaled",
+        "keyed",
         "lock",
         "outcomes",
         "passthrough",
@@ -102,6 +103,11 @@ class ItemSource:
         )
         self.at_hand = sync_source  # None once a sync input is exhausted
         self.retries = Retries(flow) if policy is not None and policy.retry else None
+        # Limits per key: an attempt whose key cannot go now is set aside there
+        # (_next_keyed), and the worker takes another.
+        self.keyed = None if policy is None else policy.keyed
+        if self.keyed is not None:
+            self.keyed.bind(flow)
         self.exhausted = False  # the input has no more items
         # With retries over an async input, one reader task pulls the input for the
         # workers (see read_ahead): a due retry never waits for an idle input.
@@ -115,6 +121,24 @@ class ItemSource:
         """Items waiting for a retry."""
         return 0 if self.retries is None else len(self.retries.heap)
 
+    @property
+    def set_aside(self) -> int:
+        """Items set aside by their key's limits."""
+        return 0 if self.keyed is None else self.keyed.set_aside
+
+    @property
+    def holding(self) -> int:
+        """Items that hold a credit without being in flight, buffered or ended.
+
+        Those waiting for a retry, and in an ordered run those set aside (which keep
+        theirs: an ordered run's results wait for them, and given back, their credits
+        could all end up in the reorder buffer, with none left to run them).
+        """
+        held = self.waiting
+        if self.keyed is not None and self.flow.ordered:
+            held += self.keyed.set_aside
+        return held
+
     def reads_ahead(self) -> bool:
         """Whether a reader task pulls the input: an async input, with retries.
 
@@ -123,7 +147,9 @@ class ItemSource:
         too): a worker waiting in the input could not run it, and with one worker
         the run would never end. The reader waits in the input instead.
         """
-        return self.async_source is not None and self.retries is not None
+        return self.async_source is not None and (
+            self.retries is not None or self.keyed is not None
+        )
 
     def next_nowait(self) -> Taken | None:
         """Take a new item of a sync input under a free credit, without waiting.
@@ -209,6 +235,8 @@ class ItemSource:
 
         Sleeps while there is nothing to do; returns None once there never will be.
         """
+        if self.keyed is not None:
+            return await self._next_keyed()
         flow = self.flow
         retries = self.retries
         loop = flow.loop
@@ -250,6 +278,73 @@ class ItemSource:
             if taken is not None:
                 return self._state(taken)
 
+    async def _next_keyed(self) -> ItemState | None:  # noqa: C901, PLR0912, PLR0915 - each way
+        """:meth:`next` with limits per key: each attempt's key admits it, or it waits aside.
+
+        In order: a set-aside item whose key may go now (the ring, round-robin), a
+        due retry, a new item of the input. A retry or a new item that its key
+        cannot take now is set aside and the worker looks again; in a run in
+        completion order it gives its credit back meanwhile (taking one again to
+        go), so the items set aside, bounded apart (``PerKey.set_aside``), never
+        stop the input's other keys. At the bound the input is not read further.
+        """
+        flow = self.flow
+        retries = self.retries
+        keyed = self.keyed
+        loop = flow.loop
+        assert keyed is not None
+        assert loop is not None
+        give_back = not flow.ordered
+        while True:
+            if flow.stopping:
+                # Items set aside are dropped as retries are: they run again on resume.
+                flow.wake_all_workers()
+                return None
+            now = loop.time()
+            if flow.credits or not give_back:
+                state = keyed.ready(now)
+                if state is not None:
+                    if give_back:
+                        flow.credits -= 1
+                    if keyed.has_ready() and flow.credits and flow.credit_waiters:
+                        flow.wake_worker()  # pass the baton: more keys may go
+                    return state
+            if retries is not None:
+                state = retries.due(now)
+                if state is not None:
+                    if keyed.route(state, now):
+                        return state
+                    if give_back:
+                        flow.credits += 1
+                    continue
+            if self.exhausted:
+                if not keyed.set_aside and (retries is None or not retries.heap):
+                    flow.wake_all_workers()  # so that the idle ones end too
+                    return None
+                await self._wait_for_work()
+                continue
+            if keyed.full:
+                if not keyed.holding:
+                    keyed.holding = True
+                    keyed.held += 1
+                await self._wait_for_work()
+                continue
+            keyed.holding = False
+            if not flow.credits:
+                await self._wait_for_work()
+                continue
+            if self.reader is not None or self.read_items or self.read_ended:
+                state = await self._next_read()
+            else:
+                taken = self.next_nowait()
+                state = None if taken is None else self._state(taken)
+            if state is None:
+                continue
+            if keyed.route(state, loop.time()):
+                return state
+            if give_back:
+                flow.credits += 1
+
     def _admit_failure(self, index: int, got: Any) -> Any:
         """``admit`` of a later stage: an earlier stage's failure is passed on."""
         if type(got) is Failure:
@@ -290,17 +385,25 @@ class ItemSource:
     async def _wait_for_work(self) -> None:
         """Sleep until a credit is returned, a retry falls due, or the input ends.
 
-        A worker never sleeps past the earliest waiting retry: it sets its own timer
-        for it. (Loop timers may fire a little early, uvloop's by up to a millisecond;
-        a woken worker that finds nothing due simply sleeps again, with a new timer.)
+        A worker never sleeps past the earliest waiting retry, nor past the time a
+        set-aside item's key may go again: it sets its own timer for it. (Loop
+        timers may fire a little early, uvloop's by up to a millisecond; a woken
+        worker that finds nothing due simply sleeps again, with a new timer.)
         """
         loop = self.flow.loop
         assert loop is not None
         waiter = loop.create_future()
         self.flow.credit_waiters.append(waiter)
         timer = None
+        when = None
         if self.retries is not None and self.retries.heap:
-            timer = loop.call_at(self.retries.heap[0][0], _wake, waiter)
+            when = self.retries.heap[0][0]
+        if self.keyed is not None:
+            key_at = self.keyed.wake_at()  # a key's rate, pause or cool-down
+            if key_at is not None and (when is None or key_at < when):
+                when = key_at
+        if when is not None:
+            timer = loop.call_at(when, _wake, waiter)
         try:
             await waiter
         finally:

@@ -2,6 +2,7 @@
 
 from ._adaptive import AdaptiveLimit, AdaptiveStatistics, bind_to_run, overload_of
 from ._base import NO_OUTCOME, NO_PERMIT, Limit, Permit
+from ._keyed import KeyedLimits, KeyStatistics, PerKey, down_of, host_of
 from ._rate import RateLimit, RateLimiter, RateLimitStatistics, as_limit
 
 __all__ = (
@@ -9,12 +10,17 @@ __all__ = (
     "NO_PERMIT",
     "AdaptiveLimit",
     "AdaptiveStatistics",
+    "KeyStatistics",
+    "KeyedLimits",
     "Limit",
+    "PerKey",
     "Permit",
     "RateLimit",
     "RateLimitStatistics",
     "RateLimiter",
     "as_limit",
     "bind_to_run",
+    "down_of",
+    "host_of",
     "overload_of",
 )

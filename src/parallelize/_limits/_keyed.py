@@ -1,0 +1,656 @@
+"""Limits per key (a host, a tenant), with no head-of-line blocking.
+
+Each key gets its own concurrency, rate, adaptive limit and circuit breaker.
+
+:class:`PerKey` is what a user writes (``parallelize(..., per_key=PerKey(host_of,
+concurrency=2))``); :class:`KeyedLimits` is one run's state of it, which the item
+source asks before an attempt goes (``_engine/_sources.py``). An attempt whose key
+cannot go now is **set aside** in its key's queue, and the worker takes an item of
+another key: the keyed limit never blocks a worker the way a global limit's
+``admit()`` does, which for a limit per key would be head-of-line blocking (one slow
+host holding every worker). Keys with items set aside and free to go wait in a ring,
+served round-robin, so a key with a million items cannot starve one with ten.
+
+Each key holds:
+
+* its **concurrency**: attempts in flight, at most ``concurrency`` (or its adaptive
+  limit, the lower);
+* its **rate**: GCRA (the generic cell rate algorithm): a theoretical arrival time
+  ``tat`` moved on by ``1 / rate`` per attempt; an attempt may go once ``now >= tat -
+  (burst - 1) / rate``. Smooth, with a burst, one float per key;
+* its **pause**: a ``Retry-After`` on an overload outcome (429, 503, a timeout...) of
+  this key holds this key alone;
+* its **breaker**: ``failures`` consecutive "down" outcomes (a connection error or a
+  timeout, :func:`down_of`) open it: its items set aside, and those that come while it
+  is open, fail at once with :class:`~parallelize.KeyDownError`. After ``cooldown``
+  one attempt goes as a probe (half open); its success closes the breaker, its
+  failure opens it again for twice as long (at most ``max_cooldown``): Envoy's
+  outlier ejection and resilience4j's breaker, by consecutive failures;
+* its **adaptive limit**, when ``adaptive=True``: an :class:`~._estimator.Estimator`
+  fed by this key's latencies and overloads alone.
+
+The state of an idle key with nothing to remember (no pause, no debt of rate, a
+closed breaker with no failures) is dropped past ``keys`` idle keys, oldest first,
+so memory does not grow with the number of keys ever seen.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import heapq
+import math
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable, Hashable
+from typing import TYPE_CHECKING, Any, Final, final
+
+from parallelize._errors import KeyDownError
+from parallelize._util import check_bool, check_callable, check_int, check_number, check_seconds
+
+from ._adaptive import overload_of
+from ._base import NO_OUTCOME
+from ._estimator import Estimator
+
+if TYPE_CHECKING:
+    from parallelize._engine._flow import Flow
+    from parallelize._policies import ItemState
+
+__all__ = ("KeyStatistics", "KeyedLimits", "PerKey", "down_of", "host_of")
+
+# A Retry-After of one key is honoured up to this long (a key paused for a day is a
+# key whose items never run: a Retry.max_wait fails them instead, as it would alone).
+_MAX_PAUSE: Final = 3600.0
+
+# Connection failures of the HTTP clients we know, by class name (none imported).
+_DOWN_ERROR_NAMES = frozenset(
+    {"ClientConnectionError", "ServerTimeoutError", "NetworkError", "TimeoutException"}
+)
+
+
+def down_of(outcome: object) -> bool:
+    """Tell whether an attempt's outcome says its key (its host) is down.
+
+    The default ``down`` predicate of :class:`PerKey`: a ``TimeoutError`` (the
+    ``timeout`` option's too) or a ``ConnectionError`` (``parallelize.http``'s
+    ``ConnectError`` and ``RequestTimeoutError`` are both), and aiohttp's and httpx's
+    connection and timeout errors. A reply, whatever its status, is not: the host
+    answered.
+
+    Added in 0.3.
+    """
+    if not isinstance(outcome, BaseException):
+        return False
+    if isinstance(outcome, TimeoutError | ConnectionError):
+        return True
+    return any(kind.__name__ in _DOWN_ERROR_NAMES for kind in type(outcome).__mro__)
+
+
+def host_of(url: object) -> str:
+    """Return the key of a URL for :class:`PerKey`: its host and port, lower case.
+
+    ``https://Example.com/a`` and ``https://example.com:443/b`` are one key
+    (``example.com:443``); ``http://example.com`` is another (``example.com:80``). An
+    item that is not a URL string raises ``ValueError`` (that item fails, alone).
+
+    Added in 0.3.
+    """
+    if not isinstance(url, str):
+        raise TypeError(f"host_of() takes a URL string, got {url!r}")
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        raise ValueError(f"not an absolute URL (no scheme://): {url!r}")
+    scheme = scheme.lower()
+    netloc = rest
+    for stop in "/?#":
+        netloc = netloc.partition(stop)[0]
+    netloc = netloc.rpartition("@")[2].lower()
+    if netloc.startswith("["):  # an IPv6 literal
+        host, _, port = netloc.partition("]")
+        host += "]"
+        port = port.removeprefix(":")
+    else:
+        host, _, port = netloc.partition(":")
+    if not host:
+        raise ValueError(f"a URL with no host: {url!r}")
+    if not port:
+        port = {"http": "80", "https": "443", "ws": "80", "wss": "443"}.get(scheme, "")
+    return f"{host}:{port}" if port else host
+
+
+@final
+@dataclasses.dataclass(frozen=True, slots=True)
+class PerKey:
+    """Limits that apply to each key apart: ``parallelize(..., per_key=PerKey(...))``.
+
+    ``key`` maps an item to its key (:func:`host_of` for URLs); every other field is
+    a limit that each key gets its own copy of, all optional (give at least one)
+    and combinable with the run's own ``numworkers``, ``rate_limit`` and
+    ``adaptive``. An attempt whose key is at a limit is set aside and its worker
+    takes an item of another key; keys waiting are served round-robin.
+
+    Attributes:
+        key: A function of an item, its key (hashable). One that raises fails that
+            item alone, with its exception.
+        concurrency: The most attempts of one key in flight (None: no such limit).
+        rate: The most attempts of one key per second (None: no such limit), spread
+            evenly (GCRA), with ``burst``.
+        burst: Attempts of one key that may go at once after a quiet spell
+            (default 1: none bunch up).
+        adaptive: Give each key its own adaptive concurrency limit (see
+            :class:`~parallelize.AdaptiveLimit`), fed by that key's latency and
+            overloads, at most ``concurrency`` (or ``numworkers``).
+        failures: The circuit breaker: this many consecutive ``down`` outcomes of a
+            key open its breaker, and its items fail at once with
+            :class:`~parallelize.KeyDownError` until a probe succeeds. None (the
+            default) turns it off.
+        cooldown: Seconds an open breaker waits before its probe (default 10);
+            doubled each time the probe fails, up to ``max_cooldown`` (default 300).
+        down: Tells a "key is down" outcome (default :func:`down_of`: connection
+            errors and timeouts).
+        set_aside: The most items set aside at once, all keys together (default
+            10,000). At the bound the run reads no further ahead until a key can
+            go again (``Statistics.keys.held`` counts those times).
+        keys: How many idle keys keep their state (default 10,000); older idle keys
+            with nothing to remember are forgotten.
+
+    Example:
+        >>> polite = PerKey(host_of, concurrency=2, rate=1.0, failures=5)
+        >>> async for page in parallelize(fetch, urls, 200, per_key=polite):
+        ...     ...
+
+    Added in 0.3.
+    """
+
+    key: Callable[[Any], Hashable]
+    concurrency: int | None = None
+    rate: float | None = None
+    burst: int = 1
+    adaptive: bool = False
+    failures: int | None = None
+    cooldown: float = 10.0
+    max_cooldown: float = 300.0
+    down: Callable[[object], bool] = down_of
+    set_aside: int = 10_000
+    keys: int = 10_000
+
+    def __post_init__(self) -> None:
+        check_callable("PerKey.key", self.key, "a function of an item, its key")
+        if self.concurrency is not None:
+            check_int("PerKey.concurrency", self.concurrency, 1)
+        if self.rate is not None:
+            check_number("PerKey.rate", self.rate, above=0)
+            if self.rate == math.inf:
+                raise ValueError("PerKey.rate must be finite; None sets no rate")
+        check_int("PerKey.burst", self.burst, 1)
+        check_bool("PerKey.adaptive", self.adaptive)
+        if self.failures is not None:
+            check_int("PerKey.failures", self.failures, 1)
+        check_seconds("PerKey.cooldown", self.cooldown, zero=True)
+        check_seconds("PerKey.max_cooldown", self.max_cooldown, zero=True)
+        if self.max_cooldown < self.cooldown:
+            raise ValueError(
+                f"PerKey.max_cooldown ({self.max_cooldown:g}) must be >= cooldown "
+                f"({self.cooldown:g})"
+            )
+        check_callable("PerKey.down", self.down, "a function of an outcome")
+        check_int("PerKey.set_aside", self.set_aside, 1)
+        check_int("PerKey.keys", self.keys, 1)
+        if (
+            self.concurrency is None
+            and self.rate is None
+            and not self.adaptive
+            and self.failures is None
+        ):
+            raise ValueError(
+                "PerKey limits nothing: give concurrency=, rate=, adaptive=True or "
+                "failures= (or drop per_key=)"
+            )
+
+
+@final
+@dataclasses.dataclass(frozen=True, slots=True)
+class KeyStatistics:
+    """The keys of a run with :class:`PerKey` limits, at one moment.
+
+    Attributes:
+        keys: Keys whose state is kept (idle ones with nothing to remember are
+            dropped past ``PerKey.keys``).
+        active: Keys with an attempt in flight.
+        waiting: Keys with items set aside.
+        paused: Keys held by a ``Retry-After``.
+        open: Keys whose breaker is open or half open.
+        set_aside: Items set aside, all keys together.
+        set_aside_limit: ``PerKey.set_aside``.
+        held: Times the run stopped reading ahead because ``set_aside`` was full.
+        down: Items failed at once with :class:`~parallelize.KeyDownError`.
+        top: Up to ten keys with the most items set aside: ``(key, set aside, in
+            flight)``, the most first.
+
+    Added in 0.3.
+    """
+
+    keys: int
+    active: int
+    waiting: int
+    paused: int
+    open: int
+    set_aside: int
+    set_aside_limit: int
+    held: int
+    down: int
+    top: tuple[tuple[Hashable, int, int], ...]
+
+
+# A key's breaker.
+_CLOSED: Final = 0
+_OPEN: Final = 1
+_HALF_OPEN: Final = 2
+# What a key may do now (KeyedLimits._verdict), besides a time to wait until.
+_GO: Final = -1.0
+_FAIL: Final = -2.0
+_BLOCKED: Final = math.inf  # until an attempt of the key ends
+
+
+@final
+class _Key:
+    """One key's state."""
+
+    __slots__ = (
+        "breaker",
+        "cooldown",
+        "estimator",
+        "failures",
+        "in_action",
+        "in_flight",
+        "items",
+        "key",
+        "last_down",
+        "open_until",
+        "paused_until",
+        "ringed",
+        "seq",
+        "tat",
+        "timer_at",
+    )
+
+    def __init__(self, key: Hashable) -> None:
+        self.key = key
+        self.items: deque[ItemState] = deque()
+        self.in_flight = 0  # attempts admitted and not yet released
+        self.in_action = 0  # of those, running their action
+        self.tat = 0.0  # GCRA's theoretical arrival time
+        self.paused_until = 0.0
+        self.breaker = _CLOSED
+        self.failures = 0  # consecutive down outcomes
+        self.cooldown = 0.0  # the current open spell's length
+        self.open_until = 0.0
+        self.last_down: BaseException | None = None
+        self.estimator: Estimator | None = None
+        self.seq = 0  # the adaptive estimator's call numbers
+        self.ringed = False  # in the ring of keys ready to go
+        self.timer_at = 0.0  # a timer is set for this key at this time (0: none)
+
+    def neutral(self, now: float) -> bool:
+        """Whether forgetting this key loses nothing (but its adaptive limit)."""
+        return (
+            not self.items
+            and not self.in_flight
+            and self.tat <= now
+            and self.paused_until <= now
+            and self.breaker == _CLOSED
+            and not self.failures
+        )
+
+
+@final
+class _KeyPermit:
+    """One attempt's hold on its key (the :class:`~parallelize.Permit` shape)."""
+
+    __slots__ = ("entry", "limits", "seq", "started")
+
+    def __init__(self, limits: KeyedLimits, entry: _Key) -> None:
+        self.limits = limits
+        self.entry = entry
+        self.seq = entry.seq
+        entry.seq += 1
+        self.started = 0.0
+
+    def start(self) -> None:
+        entry = self.entry
+        entry.in_action += 1
+        if entry.estimator is not None:
+            entry.estimator.started(entry.in_action)
+        self.started = time.perf_counter()
+
+    def release(self, outcome: object) -> None:
+        self.limits.released(self, outcome)
+
+
+def _wake_nothing() -> None:
+    pass
+
+
+@final
+class KeyedLimits:
+    """One run's keys: their limits, their items set aside, the ring of ready keys.
+
+    Internal: the item source calls :meth:`route` for each attempt and :meth:`ready`
+    for a set-aside one that may go now; the attempt's permit (on
+    ``ItemState.permit``) comes back with its outcome.
+    """
+
+    __slots__ = (
+        "_entries",
+        "_high",
+        "_idle",
+        "_interval",
+        "_ring",
+        "_timers",
+        "_tolerance",
+        "clock",
+        "down",
+        "held",
+        "holding",
+        "set_aside",
+        "settings",
+        "wake",
+    )
+
+    def __init__(self, settings: PerKey, numworkers: int) -> None:
+        self.settings = settings
+        self._entries: dict[Hashable, _Key] = {}
+        self._idle: OrderedDict[Hashable, None] = OrderedDict()  # neutral keys, oldest first
+        self._ring: deque[_Key] = deque()
+        self._timers: list[tuple[float, int, _Key]] = []
+        self._interval = 0.0 if settings.rate is None else 1.0 / settings.rate
+        self._tolerance = (settings.burst - 1) * self._interval
+        self._high = numworkers if settings.concurrency is None else settings.concurrency
+        self.set_aside = 0
+        self.held = 0  # times reading ahead stopped at the bound
+        self.holding = False  # reading ahead is stopped at the bound now
+        self.down = 0  # items failed at once, their key down
+        # Wakes a worker: a key became ready (the run's Flow.wake_worker).
+        self.wake: Callable[[], None] = _wake_nothing
+        # The loop's clock, the one the item source and its timers read.
+        self.clock: Callable[[], float] = time.monotonic
+
+    def bind(self, flow: Flow) -> None:
+        """Wake the run's workers when a key becomes ready; read its loop's clock."""
+        self.wake = flow.wake_worker
+        if flow.loop is not None:
+            self.clock = flow.loop.time
+
+    @property
+    def full(self) -> bool:
+        """Whether as many items are set aside as the bound allows."""
+        return self.set_aside >= self.settings.set_aside
+
+    # -- the item source's side ------------------------------------------------------
+
+    def route(self, state: ItemState, now: float) -> bool:
+        """Admit ``state``'s next attempt, or set it aside; True if it goes now.
+
+        When it goes, ``state.permit`` is its permit, or the exception it fails with
+        at once (its key is down, or the key function raised on its item).
+        """
+        entry = state.key_entry
+        if entry is None:
+            try:
+                key = self.settings.key(state.item)
+                hash(key)
+            except Exception as exc:  # that item fails, alone, with it
+                state.permit = exc
+                return True
+            entry = self._entry(key)
+            state.key_entry = entry
+        elif self._entries.get(entry.key) is not entry:  # forgotten while it waited to retry
+            entry = state.key_entry = self._entry(entry.key)
+        if entry.items:
+            self._set_aside(entry, state, now)  # after the key's earlier items
+            return False
+        verdict = self._verdict(entry, now)
+        if verdict == _GO:
+            state.permit = self._take(entry)
+            return True
+        if verdict == _FAIL:
+            state.permit = self._refused(entry)
+            return True
+        self._set_aside(entry, state, now)
+        return False
+
+    def ready(self, now: float) -> ItemState | None:
+        """Return a set-aside item whose key may go now (its permit taken), or None."""
+        timers = self._timers
+        while timers and timers[0][0] <= now:
+            _, _, entry = heapq.heappop(timers)
+            entry.timer_at = 0.0
+            if entry.items and not entry.ringed:
+                entry.ringed = True
+                self._ring.append(entry)
+        ring = self._ring
+        while ring:
+            entry = ring.popleft()
+            entry.ringed = False
+            if not entry.items:
+                continue
+            verdict = self._verdict(entry, now)
+            if verdict == _GO:
+                permit: Any = self._take(entry)
+            elif verdict == _FAIL:
+                permit = self._refused(entry)
+            else:
+                self._wait(entry, verdict)
+                continue
+            state = entry.items.popleft()
+            self.set_aside -= 1
+            state.permit = permit
+            if entry.items:
+                self._requeue(entry, now)  # to the back of the ring: round-robin
+            return state
+        return None
+
+    def wake_at(self) -> float | None:
+        """Return the loop time of the earliest key timer (a rate, a pause, a cool-down)."""
+        timers = self._timers
+        while timers and timers[0][2].timer_at != timers[0][0]:
+            heapq.heappop(timers)  # a stale timer
+        return timers[0][0] if timers else None
+
+    def has_ready(self) -> bool:
+        """Whether a key in the ring may have an item to go."""
+        return bool(self._ring)
+
+    def pause(self, state: ItemState, until: float) -> None:
+        """Hold ``state``'s key until ``until`` (loop time)."""
+        entry = state.key_entry
+        if entry is not None:
+            entry.paused_until = max(entry.paused_until, until)
+
+    # -- the permits' side ---------------------------------------------------------
+
+    def released(self, permit: _KeyPermit, outcome: object) -> None:
+        """End an attempt of the key: learn from its outcome, let the next go."""
+        entry = permit.entry
+        entry.in_flight -= 1
+        if permit.started:
+            entry.in_action -= 1
+        now = self.clock()
+        if outcome is not NO_OUTCOME:
+            self._learn(entry, permit, outcome, now)
+        elif entry.estimator is not None:
+            entry.estimator.skip(permit.seq, entry.seq, now)
+        if entry.items:
+            if not entry.ringed:
+                entry.ringed = True
+                self._ring.append(entry)
+            self.wake()
+        elif entry.neutral(now):
+            self._rest(entry)
+
+    def _learn(self, entry: _Key, permit: _KeyPermit, outcome: object, now: float) -> None:
+        overload = overload_of(outcome)
+        if overload:
+            asked = _retry_after(outcome)
+            if asked is not None:
+                entry.paused_until = max(entry.paused_until, now + min(asked, _MAX_PAUSE))
+        estimator = entry.estimator
+        if estimator is not None:
+            if overload:
+                estimator.overload(permit.seq, entry.seq)
+            elif isinstance(outcome, BaseException):
+                estimator.skip(permit.seq, entry.seq, now)
+            else:
+                rtt = time.perf_counter() - permit.started
+                estimator.sample(permit.seq, rtt, entry.seq, now)
+        if self.settings.failures is not None:
+            self._breaker(entry, outcome, now)
+
+    def _breaker(self, entry: _Key, outcome: object, now: float) -> None:
+        """Count a down outcome, or a reply; open, reopen or close the breaker."""
+        settings = self.settings
+        assert settings.failures is not None
+        if settings.down(outcome):
+            entry.failures += 1
+            if isinstance(outcome, BaseException):
+                entry.last_down = outcome
+            if entry.breaker == _HALF_OPEN:
+                self._open(entry, min(settings.max_cooldown, entry.cooldown * 2), now)
+            elif entry.breaker == _CLOSED and entry.failures >= settings.failures:
+                self._open(entry, settings.cooldown, now)
+        elif not isinstance(outcome, BaseException):
+            entry.failures = 0  # the key answered
+            if entry.breaker != _CLOSED:
+                entry.breaker = _CLOSED
+                entry.cooldown = 0.0
+
+    def _open(self, entry: _Key, cooldown: float, now: float) -> None:
+        entry.breaker = _OPEN
+        entry.cooldown = cooldown
+        entry.open_until = now + cooldown
+
+    # -- inside --------------------------------------------------------------------
+
+    def _entry(self, key: Hashable) -> _Key:
+        entry = self._entries.get(key)
+        if entry is None:
+            entry = self._entries[key] = _Key(key)
+            if self.settings.adaptive:
+                entry.estimator = Estimator(
+                    low=1,
+                    high=self._high,
+                    initial=min(4, self._high),
+                    tolerance=1.5,
+                    backoff=0.7,
+                    probe_interval=30.0,
+                    now=self.clock(),
+                )
+            self._forget_idle()
+        else:
+            self._idle.pop(key, None)
+        return entry
+
+    def _verdict(self, entry: _Key, now: float) -> float:
+        """``_GO``, ``_FAIL``, ``_BLOCKED`` or the loop time to look again."""
+        if entry.breaker == _OPEN:
+            if now < entry.open_until:
+                return _FAIL
+            entry.breaker = _HALF_OPEN  # the cool-down is over: one probe
+        if entry.breaker == _HALF_OPEN and entry.in_flight:
+            return _BLOCKED  # the probe's outcome decides
+        if entry.paused_until > now:
+            return entry.paused_until
+        cap = self.settings.concurrency
+        if entry.estimator is not None:
+            gate = entry.estimator.gate
+            cap = gate if cap is None else min(cap, gate)
+        if cap is not None and entry.in_flight >= cap:
+            return _BLOCKED
+        if self._interval and now < entry.tat - self._tolerance:
+            return entry.tat - self._tolerance
+        return _GO
+
+    def _take(self, entry: _Key) -> _KeyPermit:
+        if self._interval:
+            now = self.clock()
+            entry.tat = max(entry.tat, now) + self._interval
+        entry.in_flight += 1
+        return _KeyPermit(self, entry)
+
+    def _refused(self, entry: _Key) -> KeyDownError:
+        self.down += 1
+        error = KeyDownError(entry.key, entry.failures, entry.cooldown)
+        error.__cause__ = entry.last_down
+        return error
+
+    def _set_aside(self, entry: _Key, state: ItemState, now: float) -> None:
+        entry.items.append(state)
+        self.set_aside += 1
+        if len(entry.items) == 1:
+            verdict = self._verdict(entry, now)
+            if verdict in (_GO, _FAIL):
+                self._requeue(entry, now)
+            else:
+                self._wait(entry, verdict)
+
+    def _requeue(self, entry: _Key, now: float) -> None:
+        verdict = self._verdict(entry, now)
+        if verdict in (_GO, _FAIL):
+            if not entry.ringed:
+                entry.ringed = True
+                self._ring.append(entry)
+        else:
+            self._wait(entry, verdict)
+
+    def _wait(self, entry: _Key, when: float) -> None:
+        """Look at the key again at ``when`` (``_BLOCKED``: when an attempt ends)."""
+        if when in {_BLOCKED, entry.timer_at}:
+            return
+        entry.timer_at = when
+        heapq.heappush(self._timers, (when, id(entry), entry))
+
+    def _rest(self, entry: _Key) -> None:
+        """Note an idle key; forget the oldest idle ones past the bound."""
+        self._idle[entry.key] = None
+        self._idle.move_to_end(entry.key)
+        self._forget_idle()
+
+    def _forget_idle(self) -> None:
+        entries, idle = self._entries, self._idle
+        now = self.clock()
+        while len(entries) > self.settings.keys and idle:
+            key, _ = idle.popitem(last=False)
+            entry = entries.get(key)
+            if entry is not None and entry.neutral(now) and not entry.ringed:
+                del entries[key]
+
+    def statistics(self) -> KeyStatistics:
+        """Return a snapshot of the keys (see :class:`KeyStatistics`)."""
+        now = self.clock()
+        active = waiting = paused = opened = 0
+        top: list[tuple[int, int, Hashable]] = []
+        for entry in self._entries.values():
+            active += entry.in_flight > 0
+            paused += entry.paused_until > now
+            opened += entry.breaker != _CLOSED
+            if entry.items:
+                waiting += 1
+                top.append((len(entry.items), entry.in_flight, entry.key))
+        best = heapq.nlargest(10, top, key=lambda row: (row[0], row[1]))
+        return KeyStatistics(
+            keys=len(self._entries),
+            active=active,
+            waiting=waiting,
+            paused=paused,
+            open=opened,
+            set_aside=self.set_aside,
+            set_aside_limit=self.settings.set_aside,
+            held=self.held,
+            down=self.down,
+            top=tuple((key, n, flying) for n, flying, key in best),
+        )
+
+
+def _retry_after(outcome: object) -> float | None:
+    from parallelize._policies import retry_after_of  # noqa: PLC0415 - the layer above's reader
+
+    return retry_after_of(outcome)
