@@ -614,3 +614,26 @@ def test_cancelled_with_items_set_aside_ends_promptly(run: Any) -> None:
     assert during.set_aside > 0
     assert after.finished
     assert after.undone >= during.set_aside
+
+
+@pytest.mark.timeout(30)
+def test_a_key_gets_a_rate_of_its_own_while_the_run_goes_on(run: Any) -> None:
+    """``run.keys.set_rate()``: a Crawl-delay learnt from one site slows that site alone."""
+    meter = Meter()
+    items = [f"{key}:{i}" for i in range(10) for key in "ab"]
+
+    async def main() -> Any:
+        run_ = parallelize(meter.action({}), items, 4, per_key=PerKey(_key, concurrency=4))
+        assert run_.keys is not None
+        run_.keys.set_rate("a", 20)
+        with pytest.raises(ValueError, match="rate"):
+            run_.keys.set_rate("a", 0)
+        async for _ in run_:
+            pass
+        return run_.keys.statistics()
+
+    stats = run(main())
+    a, b = meter.starts["a"], meter.starts["b"]
+    assert a[-1] - a[0] >= 9 * 0.05 - 0.003
+    assert b[-1] - b[0] < 0.2
+    assert stats.keys == 2

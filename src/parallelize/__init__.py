@@ -67,6 +67,7 @@ from ._journal import SQLiteJournal as SQLiteJournal
 from ._limits import NO_OUTCOME as NO_OUTCOME
 from ._limits import AdaptiveLimit as AdaptiveLimit
 from ._limits import AdaptiveStatistics as AdaptiveStatistics
+from ._limits import KeyedLimits as KeyedLimits
 from ._limits import KeyStatistics as KeyStatistics
 from ._limits import Limit as Limit
 from ._limits import PerKey as PerKey
@@ -102,6 +103,7 @@ __all__ = (
     "JsonCodec",
     "KeyDownError",
     "KeyStatistics",
+    "KeyedLimits",
     "Latency",
     "Limit",
     "MissingDependencyError",
@@ -152,6 +154,7 @@ for _obj in (
     Permit,
     PerKey,
     KeyStatistics,
+    KeyedLimits,
     KeyDownError,
     host_of,
     down_of,

@@ -59,7 +59,7 @@ if TYPE_CHECKING:
 
     from parallelize._actions import ExecutorSpec
     from parallelize._journal import Journal, WorkSource
-    from parallelize._limits import AdaptiveLimit
+    from parallelize._limits import AdaptiveLimit, KeyedLimits
     from parallelize._processes import ProcessPool
     from parallelize._util import ActionKind
 
@@ -291,6 +291,18 @@ class Run(Stages[T_co]):
         time, for a progress display or metrics.
         """
         return None if self._policy is None else self._policy.adaptive
+
+    @property
+    def keys(self) -> KeyedLimits | None:
+        """The run's keys, with ``per_key=`` (None without).
+
+        ``keys.statistics()`` (a :class:`~parallelize.KeyStatistics`, also in
+        :meth:`statistics`), ``keys.set_rate(key, per_second)`` to give one key a rate
+        of its own while the run goes on (a ``Crawl-delay`` read from its site).
+
+        Added in 0.3.
+        """
+        return None if self._policy is None else self._policy.keyed
 
     def statistics(self) -> Statistics:
         """Return a snapshot of the run's progress: counts, rate, ETA, latency percentiles.

@@ -262,6 +262,7 @@ class _Key:
         "failures",
         "in_action",
         "in_flight",
+        "interval",
         "items",
         "key",
         "last_down",
@@ -279,6 +280,7 @@ class _Key:
         self.in_flight = 0  # attempts admitted and not yet released
         self.in_action = 0  # of those, running their action
         self.tat = 0.0  # GCRA's theoretical arrival time
+        self.interval: float | None = None  # this key's own 1 / rate (set_rate)
         self.paused_until = 0.0
         self.breaker = _CLOSED
         self.failures = 0  # consecutive down outcomes
@@ -293,7 +295,8 @@ class _Key:
     def neutral(self, now: float) -> bool:
         """Whether forgetting this key loses nothing (but its adaptive limit)."""
         return (
-            not self.items
+            self.interval is None
+            and not self.items
             and not self.in_flight
             and self.tat <= now
             and self.paused_until <= now
@@ -334,9 +337,13 @@ def _wake_nothing() -> None:
 class KeyedLimits:
     """One run's keys: their limits, their items set aside, the ring of ready keys.
 
-    Internal: the item source calls :meth:`route` for each attempt and :meth:`ready`
-    for a set-aside one that may go now; the attempt's permit (on
-    ``ItemState.permit``) comes back with its outcome.
+    ``Run.keys`` of a run with ``per_key=``: read its :meth:`statistics`, give a key a
+    rate of its own with :meth:`set_rate`. The rest is the engine's: the item source
+    calls :meth:`route` for each attempt and :meth:`ready` for a set-aside one that
+    may go now; the attempt's permit (on ``ItemState.permit``) comes back with its
+    outcome.
+
+    Added in 0.3.
     """
 
     __slots__ = (
@@ -346,7 +353,6 @@ class KeyedLimits:
         "_interval",
         "_ring",
         "_timers",
-        "_tolerance",
         "clock",
         "down",
         "held",
@@ -363,7 +369,6 @@ class KeyedLimits:
         self._ring: deque[_Key] = deque()
         self._timers: list[tuple[float, int, _Key]] = []
         self._interval = 0.0 if settings.rate is None else 1.0 / settings.rate
-        self._tolerance = (settings.burst - 1) * self._interval
         self._high = numworkers if settings.concurrency is None else settings.concurrency
         self.set_aside = 0
         self.held = 0  # times reading ahead stopped at the bound
@@ -459,6 +464,21 @@ class KeyedLimits:
     def has_ready(self) -> bool:
         """Whether a key in the ring may have an item to go."""
         return bool(self._ring)
+
+    def set_rate(self, key: Hashable, rate: float | None) -> None:
+        """Give ``key`` a rate of its own (attempts per second), or back ``PerKey.rate``.
+
+        For what is learnt while the run goes on: a site's ``Crawl-delay``, a
+        tenant's quota. The new spacing applies from the key's next attempt.
+
+        Added in 0.3.
+        """
+        if rate is not None:
+            check_number("rate", rate, above=0)
+        entry = self._entry(key)
+        entry.interval = None if rate is None or rate == math.inf else 1.0 / rate
+        if entry.neutral(self.clock()):
+            self._rest(entry)
 
     def pause(self, state: ItemState, until: float) -> None:
         """Hold ``state``'s key until ``until`` (loop time)."""
@@ -565,14 +585,18 @@ class KeyedLimits:
             cap = gate if cap is None else min(cap, gate)
         if cap is not None and entry.in_flight >= cap:
             return _BLOCKED
-        if self._interval and now < entry.tat - self._tolerance:
-            return entry.tat - self._tolerance
+        interval = self._interval if entry.interval is None else entry.interval
+        if interval:
+            due = entry.tat - (self.settings.burst - 1) * interval
+            if now < due:
+                return due
         return _GO
 
     def _take(self, entry: _Key) -> _KeyPermit:
-        if self._interval:
+        interval = self._interval if entry.interval is None else entry.interval
+        if interval:
             now = self.clock()
-            entry.tat = max(entry.tat, now) + self._interval
+            entry.tat = max(entry.tat, now) + interval
         entry.in_flight += 1
         return _KeyPermit(self, entry)
 
