@@ -74,6 +74,7 @@ from ._limits import PerKey as PerKey
 from ._limits import Permit as Permit
 from ._limits import RateLimit as RateLimit
 from ._limits import RateLimitStatistics as RateLimitStatistics
+from ._limits import SharedKeys as SharedKeys
 from ._limits import down_of as down_of
 from ._limits import host_of as host_of
 from ._limits import overload_of as overload_of
@@ -121,6 +122,7 @@ __all__ = (
     "RetryWaitTooLong",
     "Run",
     "SQLiteJournal",
+    "SharedKeys",
     "Statistics",
     "UnstorableResult",
     "down_of",
@@ -156,6 +158,7 @@ for _obj in (
     KeyStatistics,
     KeyedLimits,
     KeyDownError,
+    SharedKeys,
     host_of,
     down_of,
     overload_of,

@@ -295,6 +295,7 @@ class ItemSource:
         assert keyed is not None
         assert loop is not None
         give_back = not flow.ordered
+        shared = keyed.shared is not None  # the fleet's limits too (SharedKeys)
         while True:
             if flow.stopping:
                 # Items set aside are dropped as retries are: they run again on resume.
@@ -308,11 +309,15 @@ class ItemSource:
                         flow.credits -= 1
                     if keyed.has_ready() and flow.credits and flow.credit_waiters:
                         flow.wake_worker()  # pass the baton: more keys may go
-                    return state
+                    if not shared or await keyed.admit_shared(state):
+                        return state
+                    if give_back:
+                        flow.credits += 1
+                    continue
             if retries is not None:
                 state = retries.due(now)
                 if state is not None:
-                    if keyed.route(state, now):
+                    if keyed.route(state, now) and (not shared or await keyed.admit_shared(state)):
                         return state
                     if give_back:
                         flow.credits += 1
@@ -340,7 +345,7 @@ class ItemSource:
                 state = None if taken is None else self._state(taken)
             if state is None:
                 continue
-            if keyed.route(state, loop.time()):
+            if keyed.route(state, loop.time()) and (not shared or await keyed.admit_shared(state)):
                 return state
             if give_back:
                 flow.credits += 1

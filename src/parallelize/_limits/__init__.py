@@ -2,7 +2,7 @@
 
 from ._adaptive import AdaptiveLimit, AdaptiveStatistics, bind_to_run, overload_of
 from ._base import NO_OUTCOME, NO_PERMIT, Limit, Permit
-from ._keyed import KeyedLimits, KeyStatistics, PerKey, down_of, host_of
+from ._keyed import KeyedLimits, KeyStatistics, PerKey, SharedKeys, down_of, host_of
 from ._rate import RateLimit, RateLimiter, RateLimitStatistics, as_limit
 
 __all__ = (
@@ -18,6 +18,7 @@ __all__ = (
     "RateLimit",
     "RateLimitStatistics",
     "RateLimiter",
+    "SharedKeys",
     "as_limit",
     "bind_to_run",
     "down_of",

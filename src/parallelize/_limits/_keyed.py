@@ -42,7 +42,7 @@ import math
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Hashable
-from typing import TYPE_CHECKING, Any, Final, final
+from typing import TYPE_CHECKING, Any, Final, Protocol, final, runtime_checkable
 
 from parallelize._errors import KeyDownError
 from parallelize._util import check_bool, check_callable, check_int, check_number, check_seconds
@@ -55,7 +55,7 @@ if TYPE_CHECKING:
     from parallelize._engine._flow import Flow
     from parallelize._policies import ItemState
 
-__all__ = ("KeyStatistics", "KeyedLimits", "PerKey", "down_of", "host_of")
+__all__ = ("KeyStatistics", "KeyedLimits", "PerKey", "SharedKeys", "down_of", "host_of")
 
 # A Retry-After of one key is honoured up to this long (a key paused for a day is a
 # key whose items never run: a Retry.max_wait fails them instead, as it would alone).
@@ -117,6 +117,26 @@ def host_of(url: object) -> str:
     return f"{host}:{port}" if port else host
 
 
+@runtime_checkable
+class SharedKeys(Protocol):
+    """Limits per key kept outside this process: the whole fleet's (in Redis).
+
+    A run whose :class:`PerKey` has ``shared=`` asks it once its own limits admit
+    an attempt: :meth:`acquire` takes the key's place in the fleet (and its rate
+    slot), or says how long to hold the key before asking again; meanwhile the
+    item waits aside, first of its key, and the worker takes another.
+
+    Added in 0.3.
+    """
+
+    async def acquire(self, key: Hashable) -> float | None:
+        """Take a fleet-wide place of ``key``: None when taken, else seconds to wait."""
+        ...
+
+    def release(self, key: Hashable, outcome: object) -> None:
+        """Give back the place :meth:`acquire` took (without waiting: I/O is queued)."""
+
+
 @final
 @dataclasses.dataclass(frozen=True, slots=True)
 class PerKey:
@@ -152,6 +172,9 @@ class PerKey:
             go again (``Statistics.keys.held`` counts those times).
         keys: How many idle keys keep their state (default 10,000); older idle keys
             with nothing to remember are forgotten.
+        shared: The same limits kept for the whole fleet of a Redis run
+            (:meth:`parallelize.redis.RedisQueue.per_key`), or any
+            :class:`SharedKeys`: asked after this process's own limits.
 
     Example:
         >>> polite = PerKey(host_of, concurrency=2, rate=1.0, failures=5)
@@ -172,6 +195,7 @@ class PerKey:
     down: Callable[[object], bool] = down_of
     set_aside: int = 10_000
     keys: int = 10_000
+    shared: SharedKeys | None = None
 
     def __post_init__(self) -> None:
         check_callable("PerKey.key", self.key, "a function of an item, its key")
@@ -195,6 +219,11 @@ class PerKey:
         check_callable("PerKey.down", self.down, "a function of an outcome")
         check_int("PerKey.set_aside", self.set_aside, 1)
         check_int("PerKey.keys", self.keys, 1)
+        if self.shared is not None and not isinstance(self.shared, SharedKeys):
+            raise TypeError(
+                f"PerKey.shared must have acquire() and release() (a SharedKeys, such as "
+                f"RedisQueue.per_key()'s), got {self.shared!r}"
+            )
         if (
             self.concurrency is None
             and self.rate is None
@@ -309,7 +338,7 @@ class _Key:
 class _KeyPermit:
     """One attempt's hold on its key (the :class:`~parallelize.Permit` shape)."""
 
-    __slots__ = ("entry", "limits", "seq", "started")
+    __slots__ = ("entry", "limits", "seq", "shared", "started")
 
     def __init__(self, limits: KeyedLimits, entry: _Key) -> None:
         self.limits = limits
@@ -317,6 +346,7 @@ class _KeyPermit:
         self.seq = entry.seq
         entry.seq += 1
         self.started = 0.0
+        self.shared = False  # it holds a place of the fleet's too (SharedKeys)
 
     def start(self) -> None:
         entry = self.entry
@@ -359,6 +389,7 @@ class KeyedLimits:
         "holding",
         "set_aside",
         "settings",
+        "shared",
         "wake",
     )
 
@@ -370,6 +401,7 @@ class KeyedLimits:
         self._timers: list[tuple[float, int, _Key]] = []
         self._interval = 0.0 if settings.rate is None else 1.0 / settings.rate
         self._high = numworkers if settings.concurrency is None else settings.concurrency
+        self.shared = settings.shared
         self.set_aside = 0
         self.held = 0  # times reading ahead stopped at the bound
         self.holding = False  # reading ahead is stopped at the bound now
@@ -454,6 +486,35 @@ class KeyedLimits:
             return state
         return None
 
+    async def admit_shared(self, state: ItemState) -> bool:
+        """Take the fleet's place for ``state``'s admitted attempt; True if it goes.
+
+        False: the fleet's limits hold its key; the item is set aside again, first
+        of its key, and the key waits locally for as long as the fleet said.
+        """
+        permit = state.permit
+        shared = self.shared
+        if shared is None or not isinstance(permit, _KeyPermit):
+            return True  # nothing to ask, or it fails at once
+        entry = permit.entry
+        try:
+            wait = await shared.acquire(entry.key)
+        except BaseException:
+            state.permit = None
+            self.released(permit, NO_OUTCOME)
+            raise
+        if wait is None:
+            permit.shared = True
+            return True
+        state.permit = None
+        entry.in_flight -= 1  # the local place, given back unused
+        now = self.clock()
+        entry.paused_until = max(entry.paused_until, now + max(wait, 0.001))
+        entry.items.appendleft(state)
+        self.set_aside += 1
+        self._wait(entry, entry.paused_until)  # its timer brings the key back
+        return False
+
     def wake_at(self) -> float | None:
         """Return the loop time of the earliest key timer (a rate, a pause, a cool-down)."""
         timers = self._timers
@@ -494,6 +555,9 @@ class KeyedLimits:
         entry.in_flight -= 1
         if permit.started:
             entry.in_action -= 1
+        if permit.shared:
+            assert self.shared is not None
+            self.shared.release(entry.key, outcome)
         now = self.clock()
         if outcome is not NO_OUTCOME:
             self._learn(entry, permit, outcome, now)
