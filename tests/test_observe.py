@@ -6,6 +6,7 @@ import asyncio
 import io
 import logging
 import math
+import re
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from parallelize import (
     Backoff,
     Failure,
     Observer,
+    PerKey,
     Progress,
     Retry,
     Statistics,
@@ -366,6 +368,64 @@ def test_progress_draws_rate_eta_and_counts_on_a_terminal(run: Any) -> None:
     assert "ETA" in text
     assert "200/200" in text
     assert "in flight" in text
+
+
+def screen_text(screen: io.StringIO) -> str:
+    """What a terminal shows: the text drawn, without its escape codes."""
+    return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", screen.getvalue())
+
+
+class TooMany(Exception):
+    """A 429 reply that asks for a minute's pause (``Retry-After: 60``)."""
+
+    status = 429
+    retry_after = 60.0
+
+
+@pytest.mark.timeout(30)
+def test_progress_shows_the_keys_of_limits_per_key(run: Any, monkeypatch: Any) -> None:
+    """With limits per key the line says how many keys are active, paused and down,
+    and how many items are set aside, and that reading is held at the bound."""
+    monkeypatch.setenv("COLUMNS", "240")  # the whole line, uncut
+    expected = "keys 1 active, 1 paused · 1 down · set aside 3 (reading held)"
+    gate = asyncio.Event()
+
+    class Screen(FakeTerminal):
+        """Opens the gate once a frame has shown the expected line."""
+
+        def write(self, text: str) -> int:
+            written = super().write(text)
+            if expected in screen_text(self):
+                gate.set()
+            return written
+
+    screen = Screen()
+
+    async def act(item: str) -> str:
+        key = item.split(":", maxsplit=1)[0]
+        if key == "dead":
+            raise ConnectionRefusedError(item)  # opens its breaker (failures=1)
+        if key == "slow":
+            raise TooMany(item)  # pauses its key for a minute
+        await gate.wait()  # "busy" holds its one place; the next three wait aside
+        return item
+
+    async def main() -> list[Any]:
+        items = ["dead:0", "slow:0", *(f"busy:{i}" for i in range(10))]
+        keyed = PerKey(lambda item: item.split(":")[0], concurrency=1, failures=1, set_aside=3)
+        progress = Progress(description="crawl", file=screen, refresh_per_second=50)
+        results = parallelize(
+            act, iter(items), 8, per_key=keyed, progress=progress, on_error="yield"
+        )
+        return [outcome async for outcome in results]
+
+    outcomes = run(main())
+    assert sum(isinstance(outcome, Failure) for outcome in outcomes) == 2
+    text = screen_text(screen)
+    assert expected in text
+    # The last line: nothing set aside, and no key active, once the run has ended.
+    last = text.rsplit("crawl", maxsplit=1)[1]
+    assert "keys 0 active, 1 paused · 1 down · elapsed" in last
 
 
 def test_progress_stays_silent_off_a_terminal(run: Any) -> None:

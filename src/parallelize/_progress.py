@@ -20,6 +20,7 @@ from ._util import check_number
 
 if TYPE_CHECKING:
     from ._engine import Run
+    from ._limits import KeyStatistics
     from ._stats import Statistics
 
 __all__ = ("Progress",)
@@ -220,6 +221,7 @@ class _Display(Observer):
             parts.append(f"retries {stats.retries:,}")
         parts.append(f"in flight {stats.in_flight:,}")
         parts.append(f"limit {stats.limit:,}")
+        parts.extend(_keys(stats.keys))
         if stats.replayed or stats.skipped:
             parts.append(f"from journal {stats.replayed + stats.skipped:,}")
         parts.append(f"elapsed {_clock(stats.elapsed)}")
@@ -240,6 +242,24 @@ class _Display(Observer):
             else:
                 line.append(part)
         return line
+
+
+def _keys(keys: KeyStatistics | None) -> list[str | tuple[str, str]]:
+    """Say how the keys of limits per key fare, and the items set aside (if any)."""
+    if keys is None:
+        return []
+    line = f"keys {keys.active:,} active"
+    if keys.paused:
+        line += f", {keys.paused:,} paused"
+    parts: list[str | tuple[str, str]] = [line]
+    if keys.open:
+        parts.append((f"{keys.open:,} down", "red"))  # breakers open
+    if keys.set_aside:
+        aside = f"set aside {keys.set_aside:,}"
+        if keys.set_aside >= keys.set_aside_limit:
+            aside += " (reading held)"  # the bound: the input is read no further
+        parts.append(aside)
+    return parts
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
