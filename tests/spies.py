@@ -64,3 +64,37 @@ async def settle(rounds: int = 5) -> None:
     """Let the event loop run pending callbacks for a few iterations."""
     for _ in range(rounds):
         await asyncio.sleep(0)
+
+
+class TooMany(Exception):
+    """A 429 reply that asks for a minute's pause (``Retry-After: 60``)."""
+
+    status = 429
+    retry_after = 60.0
+
+
+def key_of(item: str) -> str:
+    """The key of an item written ``key:n``."""
+    return item.split(":", maxsplit=1)[0]
+
+
+class KeyStates:
+    """An action that puts the keys of limits per key in each state they can be in.
+
+    For ``PerKey(key_of, concurrency=1, failures=1)``: a ``dead:n`` item fails with a
+    connection error (its key's breaker opens: the key is down), a ``slow:n`` one
+    with a 429 asking for a minute's pause (its key is paused), and ``busy:n`` ones
+    wait for ``gate``: one in flight, the next ones set aside.
+    """
+
+    def __init__(self) -> None:
+        self.gate = asyncio.Event()
+
+    async def __call__(self, item: str) -> str:
+        key = key_of(item)
+        if key == "dead":
+            raise ConnectionRefusedError(item)
+        if key == "slow":
+            raise TooMany(item)
+        await self.gate.wait()
+        return item

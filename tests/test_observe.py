@@ -26,6 +26,7 @@ from parallelize import (
     parallelize,
 )
 from parallelize._stats import LatencyHistogram
+from spies import KeyStates, key_of
 
 
 class Flaky(Exception):
@@ -375,20 +376,13 @@ def screen_text(screen: io.StringIO) -> str:
     return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", screen.getvalue())
 
 
-class TooMany(Exception):
-    """A 429 reply that asks for a minute's pause (``Retry-After: 60``)."""
-
-    status = 429
-    retry_after = 60.0
-
-
 @pytest.mark.timeout(30)
 def test_progress_shows_the_keys_of_limits_per_key(run: Any, monkeypatch: Any) -> None:
     """With limits per key the line says how many keys are active, paused and down,
     and how many items are set aside, and that reading is held at the bound."""
     monkeypatch.setenv("COLUMNS", "240")  # the whole line, uncut
     expected = "keys 1 active, 1 paused · 1 down · set aside 3 (reading held)"
-    gate = asyncio.Event()
+    act = KeyStates()
 
     class Screen(FakeTerminal):
         """Opens the gate once a frame has shown the expected line."""
@@ -396,23 +390,14 @@ def test_progress_shows_the_keys_of_limits_per_key(run: Any, monkeypatch: Any) -
         def write(self, text: str) -> int:
             written = super().write(text)
             if expected in screen_text(self):
-                gate.set()
+                act.gate.set()
             return written
 
     screen = Screen()
 
-    async def act(item: str) -> str:
-        key = item.split(":", maxsplit=1)[0]
-        if key == "dead":
-            raise ConnectionRefusedError(item)  # opens its breaker (failures=1)
-        if key == "slow":
-            raise TooMany(item)  # pauses its key for a minute
-        await gate.wait()  # "busy" holds its one place; the next three wait aside
-        return item
-
     async def main() -> list[Any]:
         items = ["dead:0", "slow:0", *(f"busy:{i}" for i in range(10))]
-        keyed = PerKey(lambda item: item.split(":")[0], concurrency=1, failures=1, set_aside=3)
+        keyed = PerKey(key_of, concurrency=1, failures=1, set_aside=3)
         progress = Progress(description="crawl", file=screen, refresh_per_second=50)
         results = parallelize(
             act, iter(items), 8, per_key=keyed, progress=progress, on_error="yield"

@@ -12,8 +12,9 @@ prometheus_client = pytest.importorskip("prometheus_client")
 
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
-from parallelize import Failure, parallelize  # noqa: E402
+from parallelize import Failure, PerKey, parallelize  # noqa: E402
 from parallelize.prometheus import PrometheusExporter  # noqa: E402
+from spies import KeyStates, key_of, settle  # noqa: E402
 
 
 def parse_samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -188,3 +189,122 @@ def test_a_stage_label_of_ones_own_is_refused_on_a_pipeline(run: Any) -> None:
             run(main())
     finally:
         exporter.close()
+
+
+def per_key_series(samples: dict[Any, float]) -> dict[str, dict[str, float]]:
+    """The series by key of each per-key family: {name: {key: value}}."""
+    found: dict[str, dict[str, float]] = {}
+    for (name, labels), value in samples.items():
+        key = dict(labels).get("key")
+        if key is not None:
+            found.setdefault(name, {})[key] = value
+    return found
+
+
+async def scrape_registry(registry: Any) -> dict[Any, float]:
+    """Scrape from another thread, as a Prometheus server's request would."""
+    text = await asyncio.to_thread(prometheus_client.generate_latest, registry)
+    return parse_samples(text.decode())
+
+
+@pytest.mark.timeout(30)
+def test_limits_per_key_export_their_keys_and_items_set_aside(run: Any) -> None:
+    """The keys by state, the items set aside and their bound, the items failed as
+    their key was down, and the top key's own series; none without per_key."""
+    registry = prometheus_client.CollectorRegistry()
+    exporter = PrometheusExporter(registry=registry, labels={"job": "test"})
+    job = (("job", "test"),)
+    act = KeyStates()
+
+    async def main() -> tuple[dict[Any, float], dict[Any, float], dict[Any, float]]:
+        items = ["dead:0", "dead:1", "slow:0", *(f"busy:{i}" for i in range(10))]
+        keyed = PerKey(key_of, concurrency=1, failures=1, set_aside=3)
+        results = parallelize(
+            act, iter(items), 8, per_key=keyed, observers=[exporter], on_error="yield"
+        )
+        async with results:
+            iterator = aiter(results)
+            for _ in range(3):  # dead:0, dead:1 (its key down) and slow:0 fail
+                assert isinstance(await anext(iterator), Failure)
+            await settle(100)  # the run reads on until its set-aside items are at the bound
+            during = await scrape_registry(registry)
+            act.gate.set()
+            assert len([outcome async for outcome in iterator]) == 10
+        after = await scrape_registry(registry)
+        async for _ in parallelize(act, ["busy:0"], 1, observers=[exporter]):
+            pass
+        return during, after, await scrape_registry(registry)
+
+    try:
+        during, after, plain = run(main())
+    finally:
+        exporter.close()
+
+    def keys(samples: dict[Any, float], state: str) -> float:
+        return samples[("parallelize_keys", (*job, ("state", state)))]
+
+    assert [keys(during, state) for state in ("known", "active", "waiting", "paused", "open")] == [
+        3,
+        1,
+        1,
+        1,
+        1,
+    ]
+    assert during[("parallelize_items_set_aside", job)] == 3
+    assert during[("parallelize_set_aside_limit", job)] == 3
+    assert during[("parallelize_set_aside_held_total", job)] >= 1
+    assert during[("parallelize_key_down_items_total", job)] == 1
+    assert per_key_series(during) == {
+        "parallelize_key_set_aside": {"busy": 3},
+        "parallelize_key_in_flight": {"busy": 1},
+    }
+    # Once the run is over: nothing set aside, no key in the top.
+    assert after[("parallelize_items_set_aside", job)] == 0
+    assert keys(after, "active") == 0
+    assert after[("parallelize_key_down_items_total", job)] == 1
+    assert per_key_series(after) == {}
+    # A run without limits per key has no series of keys.
+    assert plain[("parallelize_run_finished", job)] == 1
+    assert not [name for name, _ in plain if "key" in name or "set_aside" in name]
+
+
+@pytest.mark.timeout(60)
+def test_a_run_over_a_thousand_keys_exports_ten_series_per_key_at_most(run: Any) -> None:
+    """However many keys, each per-key family has the top ten keys' series at most,
+    made anew on each scrape: keys that left the top are gone, none pile up."""
+    registry = prometheus_client.CollectorRegistry()
+    exporter = PrometheusExporter(registry=registry)
+
+    async def act(item: str) -> str:
+        await asyncio.sleep(0)
+        return item
+
+    def items() -> Any:
+        # 1,000 keys, in runs of ten items of one key: most of each run waits aside.
+        for i in range(10_000):
+            yield f"k{(i // 10) % 1000}:{i}"
+
+    async def main() -> tuple[list[dict[str, dict[str, float]]], dict[Any, float]]:
+        keyed = PerKey(key_of, concurrency=1)
+        scrapes = []
+        count = 0
+        async for _ in parallelize(act, items(), 100, per_key=keyed, observers=[exporter]):
+            count += 1
+            if count % 250 == 0:
+                scrapes.append(per_key_series(await scrape_registry(registry)))
+        return scrapes, await scrape_registry(registry)
+
+    try:
+        scrapes, after = run(main())
+    finally:
+        exporter.close()
+    assert len(scrapes) == 40
+    seen: set[str] = set()
+    for series in scrapes:
+        assert set(series) <= {"parallelize_key_set_aside", "parallelize_key_in_flight"}
+        for by_key in series.values():
+            assert len(by_key) <= 10
+            seen.update(by_key)
+    assert len(seen) > 10  # the top changed as the run went on
+    assert per_key_series(after) == {}
+    assert after[("parallelize_keys", (("state", "known"),))] <= 1000

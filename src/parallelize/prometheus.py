@@ -20,6 +20,24 @@ exporter's ``labels``, and a ``stage`` label on a pipeline, see below):
     parallelize_action_duration_seconds   histogram of the actions' durations
     parallelize_run_finished              gauge: 1 once the run has ended
 
+With limits per key (``per_key=PerKey(...)``), also:
+
+    parallelize_keys{state}               gauge: keys known (their state kept), active
+                                          (an attempt in flight), waiting (items set
+                                          aside), paused (a Retry-After), open (breaker)
+    parallelize_items_set_aside           gauge: items set aside until their key may go
+    parallelize_set_aside_limit           gauge: the most items set aside at once
+    parallelize_set_aside_held_total      counter: times reading stopped at that bound
+    parallelize_key_down_items_total      counter: items failed at once, their key down
+    parallelize_key_set_aside{key}        gauge: items set aside, of each top key
+    parallelize_key_in_flight{key}        gauge: attempts in flight, of each top key
+
+The two series by ``key`` are for the top keys alone, the ten with the most items
+set aside now (``KeyStatistics.top``), and are made anew on each scrape: a key that
+has left the top has no series any more. However many keys a run meets (a crawl of a
+million hosts), it exports at most ten series of each, so the scraper's storage does
+not grow with the keys.
+
 One exporter may be given to several stages of a pipeline
 (``parallelize(...).then(...)``, ``observers=[exporter]`` on each): every metric
 then carries a ``stage`` label, the stage's ``name``, and each stage has its own
@@ -47,6 +65,7 @@ from ._stats import Statistics
 
 if TYPE_CHECKING:
     from ._engine import Run
+    from ._limits import KeyStatistics
 
 try:
     import prometheus_client
@@ -63,6 +82,11 @@ __all__ = ("DURATION_BUCKETS", "PrometheusExporter")
 # Bucket bounds of the duration histogram, in seconds: powers of two from 61 us to
 # 64 s, which are exact edges of the run's own latency histogram.
 DURATION_BUCKETS = tuple(2.0**exponent for exponent in range(-14, 7))
+
+# The keys of limits per key that have series of their own: the top ones by items set
+# aside (KeyStatistics.top has no more), so that a run over a million keys does not
+# make a million series.
+_TOP_KEYS = 10
 
 # A scrape waits this long for the run's loop to take a snapshot; then it answers
 # with the last one.
@@ -260,6 +284,9 @@ class PrometheusExporter(Observer):
             yield counter
         yield from _gauges(prefix, names, snapshots, labelled)
         yield _durations(prefix, names, snapshots, labelled)
+        keyed = [snapshot for snapshot in snapshots if snapshot.stats.keys is not None]
+        if keyed:
+            yield from _keys(prefix, names, keyed, labelled)
 
 
 def _gauges(
@@ -314,6 +341,89 @@ def _durations(
         total = 0.0 if latency is None else latency.total
         histogram.add_metric(labelled(snapshot), buckets, total)
     return histogram
+
+
+_Family = GaugeMetricFamily | CounterMetricFamily
+
+
+def _keys(
+    prefix: str,
+    names: list[str],
+    snapshots: list[_Snapshot],
+    labelled: Callable[..., list[str]],
+) -> Iterator[_Family]:
+    """Yield the metrics of limits per key, for the snapshots of runs that have them.
+
+    The series by ``key`` are the top keys' alone (at most ``_TOP_KEYS``), made anew
+    on each scrape: their number never grows with the keys a run meets.
+    """
+    states = GaugeMetricFamily(
+        prefix + "keys", "Keys of the limits per key, by state.", labels=[*names, "state"]
+    )
+    families: list[tuple[_Family, Callable[[KeyStatistics], int]]] = [
+        (
+            GaugeMetricFamily(
+                prefix + "items_set_aside",
+                "Items set aside until their key may go.",
+                labels=names,
+            ),
+            lambda keys: keys.set_aside,
+        ),
+        (
+            GaugeMetricFamily(
+                prefix + "set_aside_limit", "The most items set aside at once.", labels=names
+            ),
+            lambda keys: keys.set_aside_limit,
+        ),
+        (
+            CounterMetricFamily(
+                prefix + "set_aside_held",
+                "Times reading the input stopped, the items set aside at their limit.",
+                labels=names,
+            ),
+            lambda keys: keys.held,
+        ),
+        (
+            CounterMetricFamily(
+                prefix + "key_down_items",
+                "Items failed at once, their key down (its breaker open).",
+                labels=names,
+            ),
+            lambda keys: keys.down,
+        ),
+    ]
+    by_key = [*names, "key"]
+    top_set_aside = GaugeMetricFamily(
+        prefix + "key_set_aside",
+        f"Items set aside, of the {_TOP_KEYS} keys with the most.",
+        labels=by_key,
+    )
+    top_in_flight = GaugeMetricFamily(
+        prefix + "key_in_flight",
+        f"Attempts in flight, of the {_TOP_KEYS} keys with the most items set aside.",
+        labels=by_key,
+    )
+    for snapshot in snapshots:
+        keys = snapshot.stats.keys
+        assert keys is not None
+        for state, count in (
+            ("known", keys.keys),
+            ("active", keys.active),
+            ("waiting", keys.waiting),
+            ("paused", keys.paused),
+            ("open", keys.open),
+        ):
+            states.add_metric(labelled(snapshot, state), count)
+        for family, value_of in families:
+            family.add_metric(labelled(snapshot), value_of(keys))
+        for key, set_aside, in_flight in keys.top[:_TOP_KEYS]:
+            top_set_aside.add_metric(labelled(snapshot, str(key)), set_aside)
+            top_in_flight.add_metric(labelled(snapshot, str(key)), in_flight)
+    yield states
+    for family, _ in families:
+        yield family
+    yield top_set_aside
+    yield top_in_flight
 
 
 def _bound(seconds: float) -> str:
