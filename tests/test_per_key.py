@@ -688,3 +688,29 @@ def test_shared_limits_hold_a_key_across_runs(run: Any) -> None:
 def test_shared_must_be_shared_keys() -> None:
     with pytest.raises(TypeError, match="acquire"):
         PerKey(_key, concurrency=2, shared=object())  # type: ignore[arg-type]
+
+
+@pytest.mark.timeout(30)
+def test_workers_read_on_when_the_set_aside_bound_frees(run: Any) -> None:
+    """Workers asleep at the bound wake once it frees: the next keys get every worker."""
+    meter = Meter()
+    items = [f"slow:{i}" for i in range(12)] + [f"f{i % 8}:{i}" for i in range(400)]
+
+    async def main() -> None:
+        run_ = parallelize(
+            meter.action({"slow": 0.05, **{f"f{k}": 0.005 for k in range(8)}}),
+            items,
+            9,
+            per_key=PerKey(_key, concurrency=1, set_aside=4),
+        )
+        async for _ in run_:
+            pass
+
+    run(main())
+    # The eight fast keys ran side by side once the slow key's backlog was read.
+    overlap = 0
+    ends = sorted(end for key, each in meter.ends.items() if key != "slow" for end in each)
+    starts = sorted(start for key, each in meter.starts.items() if key != "slow" for start in each)
+    for start in starts:
+        overlap = max(overlap, sum(s <= start for s in starts) - sum(e <= start for e in ends))
+    assert overlap >= 6

@@ -307,8 +307,12 @@ class ItemSource:
                 if state is not None:
                     if give_back:
                         flow.credits -= 1
-                    if keyed.has_ready() and flow.credits and flow.credit_waiters:
-                        flow.wake_worker()  # pass the baton: more keys may go
+                    if flow.credit_waiters and (
+                        (keyed.has_ready() and flow.credits) or (keyed.holding and not keyed.full)
+                    ):
+                        # Pass the baton: more keys may go, or the input may be read
+                        # again (a worker asleep at the set-aside bound).
+                        flow.wake_worker()
                     if not shared or await keyed.admit_shared(state):
                         return state
                     if give_back:
