@@ -714,3 +714,74 @@ def test_workers_read_on_when_the_set_aside_bound_frees(run: Any) -> None:
     for start in starts:
         overlap = max(overlap, sum(s <= start for s in starts) - sum(e <= start for e in ends))
     assert overlap >= 6
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    keys=st.lists(st.integers(0, 5), min_size=1, max_size=60),
+    fails=st.sets(st.integers(0, 59)),
+    concurrency=st.sampled_from([None, 1, 2]),
+    rate=st.sampled_from([None, 500.0]),
+    failures=st.sampled_from([None, 1, 3]),
+    ordered=st.booleans(),
+    set_aside=st.integers(1, 8),
+    numworkers=st.integers(1, 6),
+)
+def test_every_item_ends_exactly_once(  # noqa: PLR0917 - the drawn settings
+    keys: list[int],
+    fails: set[int],
+    concurrency: int | None,
+    rate: float | None,
+    failures: int | None,
+    ordered: bool,
+    set_aside: int,
+    numworkers: int,
+) -> None:
+    """Whatever the limits, retries and breakers: one outcome per item, none lost."""
+    if concurrency is None and rate is None and failures is None:
+        concurrency = 1
+    tried: collections.Counter[int] = collections.Counter()
+    in_flight: collections.Counter[int] = collections.Counter()
+    peak: collections.Counter[int] = collections.Counter()
+
+    async def act(index: int, key: int) -> int:
+        tried[index] += 1
+        in_flight[key] += 1
+        peak[key] = max(peak[key], in_flight[key])
+        try:
+            await asyncio.sleep(0)
+            if index in fails and tried[index] == 1:
+                raise ConnectionResetError(f"{index} fails once")
+            return index
+        finally:
+            in_flight[key] -= 1
+
+    async def main() -> list[Any]:
+        run_ = parallelize(
+            act,
+            [(index, key) for index, key in enumerate(keys)],
+            numworkers,
+            ordered=ordered,
+            on_error="yield",
+            retry=Retry(on=ConnectionError, attempts=2, backoff=_fast_backoff()),
+            per_key=PerKey(
+                lambda item: item[1],
+                concurrency=concurrency,
+                rate=rate,
+                failures=failures,
+                cooldown=0.01,
+                set_aside=set_aside,
+            ),
+        )
+        return [o async for o in run_]
+
+    outcomes = asyncio.run(main())
+    ended = sorted(o.item[0] if isinstance(o, Failure) else o for o in outcomes)
+    assert ended == list(range(len(keys)))
+    if ordered:
+        assert [o.item[0] if isinstance(o, Failure) else o for o in outcomes] == ended
+    if concurrency is not None:
+        assert max(peak.values(), default=0) <= concurrency
+    for outcome in outcomes:
+        if isinstance(outcome, Failure):
+            assert isinstance(outcome.exception, KeyDownError | ConnectionError)

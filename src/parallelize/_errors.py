@@ -242,10 +242,11 @@ class KeyDownError(ParallelizeError, ConnectionError):
         self.key = key
         self.failures = failures
         self.cooldown = cooldown
+        failed = "its last attempt" if failures == 1 else f"{failures} attempts in a row"
         super().__init__(
-            f"{key!r} is down: {failures} attempts in a row failed (connection errors or "
-            f"timeouts); its items fail at once until a probe, {cooldown:g} s after the "
-            f"breaker opened, succeeds"
+            f"{key!r} is down: {failed} failed (a connection error or a timeout); its "
+            f"items fail at once until a probe, {cooldown:g} s after the breaker opened, "
+            f"succeeds"
         )
 
     def __reduce__(self) -> tuple[Any, ...]:
