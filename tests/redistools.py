@@ -155,14 +155,16 @@ def finish(worker: subprocess.Popen[str], timeout: float) -> tuple[str, str]:
         pytest.fail(f"the worker did not end within {timeout} s; its stderr:\n{err[-6000:]}")
 
 
-def spawn_worker(url: str, run: str, *args: str) -> subprocess.Popen[str]:
-    """Start ``redis_worker.py`` in its own process (see its docstring for the args)."""
+def spawn_worker(
+    url: str, run: str, *args: str, script: str = "redis_worker.py"
+) -> subprocess.Popen[str]:
+    """Start ``script`` (``redis_worker.py``) in its own process (its docstring: the args)."""
     # The caller's PYTHONPATH goes on after ours: the tests run against another
     # copy of the source that way.
     path = os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")]))
     env = {**os.environ, "PYTHONPATH": path}
     return subprocess.Popen(  # noqa: S603 - our own script
-        [sys.executable, str(HERE / "redis_worker.py"), url, run, *args],
+        [sys.executable, str(HERE / script), url, run, *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -30,6 +30,7 @@ The engine sees the queue as a journal that is also the run's input: see
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import secrets
@@ -38,13 +39,14 @@ from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from typing import TYPE_CHECKING, Any, Self, final
 from urllib.parse import urlsplit
 
-from parallelize._limits import AdaptiveLimit
+from parallelize._limits import AdaptiveLimit, PerKey
 from parallelize._outcomes import Failure
 from parallelize._util import check_callable, check_int, check_seconds
 
 from . import NO_INPUT
 from ._connection import Connection, mask
 from ._member import Member
+from ._per_key import Leases, SharedPerKey
 from ._producer import produce
 from ._records import (
     GROUP,
@@ -75,6 +77,7 @@ __all__ = (
     "QueueProgress",
     "QueueUnavailableError",
     "RedisQueue",
+    "SharedPerKey",
     "SharedRateLimit",
     "StoredOutcome",
     "WorkerStatus",
@@ -185,10 +188,12 @@ class RedisQueue:
         self._keys = Keys.of(run)
         # The parts of the queue (each reads the queue's settings when it needs them):
         # its connection (also what a shared rate limit writes through), this
-        # process's part in the run, and the run's concurrency budget.
+        # process's part in the run, the run's concurrency budget, and the places of
+        # keys this process holds (per_key()).
         self.connection = Connection(self, self._keys, options)
         self._budget = SharedBudget()
         self._member = Member(self, self.connection, self._budget)
+        self._leases = Leases(self, self.connection)
 
     def __repr__(self) -> str:
         return f"RedisQueue({mask(self.url)!r}, run={self.run!r})"
@@ -214,6 +219,7 @@ class RedisQueue:
             raise RuntimeError(f"{self!r} is open already")
         await self.connection.open()
         self._member.start()
+        self._leases.start()
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -224,7 +230,10 @@ class RedisQueue:
         if not self.connection.is_open:
             return
         try:
-            error = await self._member.stop()
+            try:
+                await self._leases.stop()
+            finally:
+                error = await self._member.stop()
         finally:
             await self.connection.close()
         if error is not None:
@@ -419,6 +428,9 @@ class RedisQueue:
     async def delete(self, *, force: bool = False) -> None:
         """Remove every key of the run from Redis (its items, outcomes, everything).
 
+        The places of keys of :meth:`per_key` go too (found by a ``SCAN`` of the
+        run's prefix, once the rest is deleted).
+
         Refused while workers are on the run (alive: each counts until its
         ``idle_timeout`` has passed since its last report, by the Redis server's
         clock): a worker's late writes (an outcome it was storing, a heartbeat) would
@@ -458,6 +470,22 @@ class RedisQueue:
         # process that ended has nothing left to report (one running is fenced out).
         self.connection.forget_epoch()
         self._member.forget()
+        self._leases.forget()
+        # The zsets of keys (per_key()) have names of their own: found by a scan. No
+        # process of the run writes them any more (their writes are fenced out), and
+        # each expires on its own anyway.
+        await self.connection.call("deleting the run's keys", self._delete_keys)
+
+    async def _delete_keys(self) -> None:
+        client = self._redis()
+        found: list[str] = []
+        async for name in client.scan_iter(match=self._keys.per_key_pattern(), count=1000):
+            found.append(name)
+            if len(found) >= 500:
+                await client.unlink(*found)
+                found.clear()
+        if found:
+            await client.unlink(*found)
 
     def adaptive_limit(self, total: int, **options: Any) -> AdaptiveLimit:
         """Return an adaptive limit for this process, within a budget for the run.
@@ -482,3 +510,52 @@ class RedisQueue:
         ``per_second`` calls a second, as one :class:`~parallelize.RateLimit` would.
         """
         return SharedRateLimit(self, per_second, burst=burst)
+
+    def per_key(self, per_key: PerKey, *, lease: float = 60.0) -> PerKey:
+        """Return ``per_key`` with its limits kept for every process of the run.
+
+        Each key's ``concurrency`` and ``rate`` (with ``burst``) then hold for the
+        whole fleet, by the Redis server's clock: ten workers on ten machines
+        together keep one host at its limit. This process's own limits apply as
+        well (asked first), as do its ``adaptive`` and ``failures``. An attempt
+        asks Redis once (one round trip, one script); its place is given back
+        without waiting when it ends, a batch at a time. A ``Retry-After`` on an
+        overload outcome of a key pauses that key for the fleet. Pass the result as
+        ``per_key=`` in each process, with the same limits.
+
+        A place outlives a process that dies holding it by at most ``lease``; a
+        live process keeps its places however long its attempts take. Keys are
+        one sorted set each in Redis (named by the SHA-1 of ``str(key)``), which
+        expires once unused and which :meth:`delete` removes.
+
+        Args:
+            per_key: The limits per key, as for one process.
+            lease: Seconds a place of a key stays taken after its process died or
+                stopped answering (default 60): what a crash costs that key.
+                Renewed every third of it while the process lives.
+
+        Returns:
+            A copy of ``per_key`` whose ``shared=`` is a :class:`SharedPerKey`.
+
+        Raises:
+            TypeError: ``per_key`` is not a :class:`~parallelize.PerKey`.
+            ValueError: ``per_key`` has a ``shared=`` already, or ``lease`` is not
+                a number of seconds > 0.
+
+        Example:
+            >>> polite = queue.per_key(PerKey(host_of, concurrency=2, rate=1.0))
+            >>> async for page in queue.work(fetch, 200, per_key=polite):
+            ...     ...
+
+        Added in 0.3.
+        """
+        if not isinstance(per_key, PerKey):
+            raise TypeError(f"per_key must be a PerKey, got {per_key!r}")
+        if per_key.shared is not None:
+            raise ValueError(
+                f"per_key has a shared= already ({per_key.shared!r}): pass the PerKey "
+                f"without it, and per_key() adds the run's"
+            )
+        lease = check_seconds("lease", lease)
+        shared = SharedPerKey(self.connection, self._leases, per_key, lease=lease)
+        return dataclasses.replace(per_key, shared=shared)

@@ -10,6 +10,7 @@ what the other parts of the queue read of its settings. Nothing here talks to Re
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 from collections.abc import Callable, Iterable, Sequence
@@ -78,8 +79,23 @@ class Keys:
         return cls(*[prefix + field.name for field in dataclasses.fields(cls)])
 
     def every(self) -> list[str]:
-        """Every key of the run (to delete it)."""
+        """Every key of the run with a fixed name (to delete it; see :meth:`per_key`)."""
         return list(dataclasses.astuple(self))
+
+    def per_key(self, key: object) -> str:
+        """Return the name of the zset of ``key``, a key of a :class:`~parallelize.PerKey`.
+
+        Named by the SHA-1 of ``str(key)``: bounded, safe whatever the key holds, and
+        the same in every process (keys whose ``str()`` is the same share a place).
+        """
+        text = str(key).encode("utf-8", "surrogatepass")
+        digest = hashlib.sha1(text, usedforsecurity=False).hexdigest()
+        return f"{self.meta[: -len('meta')]}key:{digest}"
+
+    def per_key_pattern(self) -> str:
+        """Return the ``SCAN MATCH`` pattern of every zset of :meth:`per_key`."""
+        prefix = self.meta[: -len("meta")]
+        return "".join(f"\\{c}" if c in "*?[]\\" else c for c in prefix) + "key:*"
 
 
 # -- what the other parts read of the queue's settings --------------------------------

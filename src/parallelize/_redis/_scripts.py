@@ -18,6 +18,11 @@ scripts need)::
     parallelize:{run}:deaths    hash: entry id -> those of them it ran alone
     parallelize:{run}:producer  string: the producer's lock (a token, with a TTL)
     parallelize:{run}:rate      string: the shared rate limit's TAT, in microseconds
+    parallelize:{run}:key:<sha1 of str(key)>
+                                zset, one per key of a PerKey shared by the fleet: the
+                                places held (member: a token per attempt, score: when
+                                its lease ends), and ``tat``, the key's GCRA TAT (both
+                                server time, ms); expires once its last score is past
 
 An entry stays in the items stream until its outcome is stored (then it is acked
 and deleted in the same step), so the stream's length is the work not yet done.
@@ -46,6 +51,9 @@ __all__ = (
     "EPOCH",
     "HEARTBEAT",
     "INPUT_DONE",
+    "KEY_GIVE",
+    "KEY_RENEW",
+    "KEY_TAKE",
     "RATE",
     "RATE_PAUSE",
     "REFRESH",
@@ -434,5 +442,105 @@ local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
 tat = math.max(tat, now + tonumber(ARGV[1]) + tonumber(ARGV[2]))
 redis.call('SET', KEYS[1], string.format('%.0f', tat), 'PX', 3600000)
 return 1
+"""
+)
+
+
+# -- limits per key, kept for the fleet (_per_key) --------------------------------------
+# A key's zset holds its places taken (a token per attempt, scored with when its lease
+# ends) and the member 'tat', scored with the key's GCRA TAT: times are the server's, in
+# ms (a float: us precision). A score in the past means nothing (an expired lease, a
+# TAT that no longer holds anyone back), so one ZREMRANGEBYSCORE drops them all; and
+# the key expires once its last score has passed (a second later): a finished or
+# crashed run leaves nothing behind.
+_KEYS = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+local function expire(key)
+  local top = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
+  if top[2] then
+    redis.call('PEXPIRE', key, string.format('%.0f', math.ceil(tonumber(top[2]) - now) + 1000))
+  end
+end
+local function score(ms) return string.format('%.3f', ms) end
+"""
+
+# KEYS: the key's zset.  ARGV: token, most (0: no concurrency limit), lease (ms),
+# interval (us, 0: no rate), tolerance (us: (burst - 1) * interval).
+# Takes a place of the key if fewer than most are held (leases not ended) and its
+# GCRA lets an attempt go now: adds the token (scored with the lease's end) and moves
+# the TAT on. Returns {0, 0} when taken; {1, us until the first lease ends} when the
+# key's places are all held; {2, us until the rate lets one go}. A retry of a call
+# whose answer was lost finds its token: taken already.
+KEY_TAKE = (
+    _FENCE
+    + _KEYS
+    + """
+local key, token = KEYS[1], ARGV[1]
+local most, lease = tonumber(ARGV[2]), tonumber(ARGV[3])
+local interval, tolerance = tonumber(ARGV[4]) / 1000, tonumber(ARGV[5]) / 1000
+if token ~= '' and redis.call('ZSCORE', key, token) then return {0, 0} end
+redis.call('ZREMRANGEBYSCORE', key, '-inf', score(now))
+local tat = tonumber(redis.call('ZSCORE', key, 'tat') or '0')
+if most > 0 then
+  local held = redis.call('ZCARD', key)
+  if tat > 0 then held = held - 1 end
+  if held >= most then
+    local first = redis.call('ZRANGE', key, 0, 1, 'WITHSCORES')
+    local ends = first[2]
+    if first[1] == 'tat' then ends = first[4] end
+    return {1, math.ceil((tonumber(ends) - now) * 1000)}
+  end
+end
+local go = math.max(tat - tolerance, now)
+if go > now then return {2, math.ceil((go - now) * 1000)} end
+if interval > 0 then redis.call('ZADD', key, score(math.max(tat, now) + interval), 'tat') end
+if most > 0 then redis.call('ZADD', key, score(now + lease), token) end
+expire(key)
+return {0, 0}
+"""
+)
+
+# KEYS: a key's zset per place given back.  ARGV: token NL pause (us) NL tolerance
+# (us) per place (packed; token '' for none).
+# Gives the places back; a pause (a Retry-After) moves the key's TAT on, so that no
+# process of the run starts an attempt of the key before it is over.
+KEY_GIVE = (
+    _FENCE
+    + _FIELDS
+    + _KEYS
+    + """
+local f = fields(ARGV[1])
+for i = 1, #KEYS do
+  local key, token, pause = KEYS[i], f[3 * i - 2], tonumber(f[3 * i - 1])
+  if token ~= '' then redis.call('ZREM', key, token) end
+  if pause > 0 then
+    local tat = tonumber(redis.call('ZSCORE', key, 'tat') or '0')
+    tat = math.max(tat, now + (pause + tonumber(f[3 * i])) / 1000)
+    redis.call('ZADD', key, score(tat), 'tat')
+    expire(key)
+  end
+end
+return #KEYS
+"""
+)
+
+# KEYS: a key's zset per place held.  ARGV: token NL lease (ms) per place (packed).
+# Keeps the places this process holds: their leases end a lease from now. A place
+# whose lease ended already (this process was silent for longer) is not taken again.
+KEY_RENEW = (
+    _FENCE
+    + _FIELDS
+    + _KEYS
+    + """
+local f = fields(ARGV[1])
+local kept = 0
+for i = 1, #KEYS do
+  local key = KEYS[i]
+  kept = kept + redis.call('ZADD', key, 'XX', 'GT', 'CH', score(now + tonumber(f[2 * i])),
+                           f[2 * i - 1])
+  expire(key)
+end
+return kept
 """
 )
