@@ -292,3 +292,32 @@ def test_per_key_arguments_are_checked(run: Any, server: RedisServer) -> None:
             await shared_of(polite).acquire("a")
 
     run(main())
+
+
+@pytest.mark.timeout(30)
+def test_an_ask_cut_short_holds_no_place(run: Any, server: RedisServer) -> None:
+    """An acquire() cancelled wherever its round trip was leaves no place taken."""
+    name = new_run()
+
+    async def main() -> None:
+        async with (
+            RedisQueue(server.url, run=name) as first,
+            RedisQueue(server.url, run=name) as second,
+        ):
+            one = shared_of(first.per_key(PerKey(key_of, concurrency=1)))
+            two = shared_of(second.per_key(PerKey(key_of, concurrency=1)))
+            for steps in range(0, 64, 3):  # a round trip takes some 20 to 50 steps
+                task = asyncio.ensure_future(one.acquire("a"))
+                for _ in range(steps):
+                    await asyncio.sleep(0)
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+                if not task.cancelled():
+                    one.release("a", None)  # it ended before the cancel: a place taken
+                async with asyncio.timeout(2):  # a place left taken: for its lease, 60 s
+                    while await two.acquire("a") is not None:  # noqa: ASYNC110 - in Redis
+                        await asyncio.sleep(0.005)
+                two.release("a", None)
+                await asyncio.sleep(0.02)  # given back
+
+    run(main())
