@@ -9,6 +9,8 @@ Built on the public API only. Each module imports only those below it::
     _queue       parallelize queue: read, or delete, a run shared through Redis
     _execution   execute(): a Job through parallelize(), its lines, its exit code
     _shared_run  --run NAME: a run shared through Redis, its options and its queue
+    _robots      --robots: each site's robots.txt, fetched once, asked per URL
+    _per_key     --per-host / --per-key...: the PerKey of fetch and run, their keys
     _summary     the summary on stderr, and how to resume after a signal
     _job         Job: the action, its items, what a journal keys and compares
     _input       input lines as items (a pipe read by a thread)

@@ -77,6 +77,7 @@ async def execute(job: Job, options: argparse.Namespace, sink: Sink, argv: list[
             if queue is not None
             else RateLimit(options.rate),
             adaptive=AdaptiveLimit() if options.adaptive else False,
+            per_key=job.per_key,
             # A rerun writes every item again: the successes replayed from the
             # journal, the failures and the rest run now (so -o FILE is whole).
             journal=queue
@@ -101,6 +102,8 @@ async def execute(job: Job, options: argparse.Namespace, sink: Sink, argv: list[
         if exporter is not None:
             exporter.close()
         raise UsageError(str(exc)) from exc
+    if job.on_run is not None:
+        job.on_run(run)
     try:
         if queue is None:
             return await _consume(run, job, options, sink, argv)

@@ -23,6 +23,7 @@ from typing import IO, TYPE_CHECKING, Any
 from parallelize import (
     DeadlineExceeded,
     Failure,
+    KeyDownError,
     MissingDependencyError,
     RetryWaitTooLong,
     parse_retry_after,
@@ -45,12 +46,17 @@ from ._input import NotUTF8, count_items, open_input, read_items
 from ._job import Job, retry_of
 from ._loop import run_loop
 from ._output import ENCODE, Sink, open_output
+from ._per_key import host_key, per_key_of
+from ._robots import MarkedURL, RobotsError, RobotsGate, agent_token
 from ._shared_run import check_queue_options
 
 if TYPE_CHECKING:
     import argparse
 
 __all__ = ("fetch_command", "parse_header")
+
+# The breaker's default (--host-failures), when limits per host are on.
+HOST_FAILURES = 10
 
 # Statuses worth another attempt: rate limited, and the server errors that a
 # retry can cure (not 501, 505...).
@@ -98,11 +104,14 @@ def parse_header(text: str) -> tuple[str, str]:
     return name, value.strip()
 
 
-class _BadURL(str):
+class _BadURL(MarkedURL):
     """A URL line that cannot be a URL: its record is an ``invalid_url`` failure."""
 
-    __slots__ = ("reason",)
-    reason: str
+    __slots__ = ()
+
+    def error(self) -> Exception:
+        """Return the :class:`InvalidURLError` saying why."""
+        return InvalidURLError(self.reason)
 
 
 # Blanks inside a line: "http://h/echo<TAB>extra" is no URL (a second column, say).
@@ -147,6 +156,14 @@ def fetch_command(options: argparse.Namespace, argv: list[str]) -> int:
     """
     options.client = _client_name(options.client)
     _check_tls_and_proxy(options)
+    if options.robots and options.run_name is not None:
+        raise UsageError(
+            "--robots does not go with --run: the workers of a shared run take their "
+            "URLs from Redis, past this process's robots.txt check"
+        )
+    options.keyed = per_key_of(
+        options, host_key, "host", needed=options.robots, failures=HOST_FAILURES
+    )
     check_journal(options.journal)
     check_queue_options(options, options.urls, "URLS")
     with open_input(options.urls, "the URLS file") as stream:
@@ -258,42 +275,68 @@ async def _fetch(
 ) -> int:
     """Fetch, on the event loop: the client, the action, the run."""
     # --timeout is the client's, not the run's: see parallelize.http on cancellation.
-    async with open_client(
-        options.client,
-        connections=options.workers,
-        headers=options.headers,
-        timeout=options.timeout or None,
-        proxy=options.proxy,
-        ca_file=options.cacert,
-        verify=not options.insecure,
-        client_cert=options.cert,
-        client_key=options.key,
-    ) as client:
-        loop = asyncio.get_running_loop()
-        starts: dict[int, float] = {}  # line -> loop time of its item's first attempt
-        tries: dict[int, int] = {}  # line -> attempts so far
-        action = _make_fetch(
-            client,
-            method=options.method,
-            save_dir=options.save_dir,
-            max_body=options.max_body,
-            starts=starts,
-            tries=tries,
-        )
-        job = Job(
-            action=action,
-            items=read_items(stream, _parse_line),
-            failure_line=_make_failure_line(loop, starts, tries, options.timeout),
-            noun="URLs",
-            reads_stdin=options.urls == "-",
-            retry=retry_of(options, _is_retryable),
-            key=_url_of,
-            total=total,
-            summary_note=f"client {client.name}",
-            timeout_in_action=True,
-            settings=outcome_settings(options),
-        )
-        return await execute(job, options, sink, argv)
+    async with (
+        open_client(
+            options.client,
+            connections=options.workers,
+            headers=options.headers,
+            timeout=options.timeout or None,
+            proxy=options.proxy,
+            ca_file=options.cacert,
+            verify=not options.insecure,
+            client_cert=options.cert,
+            client_key=options.key,
+        ) as client,
+        contextlib.AsyncExitStack() as stack,
+    ):
+        robots = None
+        if options.robots:
+            robots = await stack.enter_async_context(
+                RobotsGate(
+                    client,
+                    agent_token(options.headers),
+                    fetches=options.workers,
+                    rate=options.per_key_rate,
+                )
+            )
+        return await execute(_job(client, robots, options, stream, total), options, sink, argv)
+
+
+def _job(
+    client: Client,
+    robots: RobotsGate | None,
+    options: argparse.Namespace,
+    stream: IO[bytes] | None,
+    total: int | None,
+) -> Job:
+    """Return the fetch's job: the action, its items (through ``--robots``' gate)."""
+    loop = asyncio.get_running_loop()
+    starts: dict[int, float] = {}  # line -> loop time of its item's first attempt
+    tries: dict[int, int] = {}  # line -> attempts so far
+    action = _make_fetch(
+        client,
+        method=options.method,
+        save_dir=options.save_dir,
+        max_body=options.max_body,
+        starts=starts,
+        tries=tries,
+    )
+    items = read_items(stream, _parse_line)
+    return Job(
+        action=action,
+        items=items if robots is None else robots.items(items),
+        failure_line=_make_failure_line(loop, starts, tries, options.timeout),
+        noun="URLs",
+        reads_stdin=options.urls == "-",
+        retry=retry_of(options, _is_retryable),
+        key=_url_of,
+        total=total,
+        summary_note=f"client {client.name}",
+        timeout_in_action=True,
+        settings=outcome_settings(options),
+        per_key=options.keyed,
+        on_run=None if robots is None else robots.bind,
+    )
 
 
 def _make_fetch(
@@ -316,8 +359,8 @@ def _make_fetch(
     quote = encode_basestring_ascii
 
     async def fetch(line: int, url: str) -> str:
-        if type(url) is not str:  # a _BadURL: checked once, when the line was read
-            raise InvalidURLError(url.reason)  # type: ignore[attr-defined]
+        if type(url) is not str and isinstance(url, MarkedURL):
+            raise url.error()  # a bad line, or a URL that robots.txt disallows
         first = starts.setdefault(line, clock())
         attempt = tries[line] = tries.get(line, 0) + 1
         file = None
@@ -402,6 +445,10 @@ def _is_retryable(error: Exception) -> bool:
 
 def error_kind(error: BaseException) -> str:  # noqa: PLR0911 - one kind a line
     """Return the short, stable name of a failure: ``"timeout"``, ``"http"``, ..."""
+    if isinstance(error, KeyDownError):
+        return "host_down"  # the breaker of --host-failures is open
+    if isinstance(error, RobotsError):
+        return "robots"
     if isinstance(error, DeadlineExceeded):
         return "deadline"
     if isinstance(error, RetryWaitTooLong):
@@ -415,6 +462,10 @@ def error_kind(error: BaseException) -> str:  # noqa: PLR0911 - one kind a line
     if isinstance(error, SaveError):
         return "save"
     return "error"
+
+
+# Failures whose message is whole as it is (no "TypeName: " before it).
+_SAID_AS_IS = frozenset({"http", "save", "deadline", "retry_wait", "host_down", "robots"})
 
 
 def _make_failure_line(
@@ -431,9 +482,7 @@ def _make_failure_line(
         kind = error_kind(error)
         if kind == "timeout" and timeout:
             message = f"no complete answer within --timeout {timeout:g} s"
-        elif kind in ("http", "save", "deadline", "retry_wait") or isinstance(
-            error, HTTPClientError
-        ):
+        elif kind in _SAID_AS_IS or isinstance(error, HTTPClientError):
             message = str(error)
         else:
             message = error_text(error)

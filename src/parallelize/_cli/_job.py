@@ -10,7 +10,7 @@ import dataclasses
 from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
-from parallelize import Failure, Retry
+from parallelize import Failure, PerKey, Retry, Run
 
 __all__ = ("Job", "retry_of")
 
@@ -50,6 +50,9 @@ class Job:
         settings: What shapes an outcome besides the item (the request's method and
             headers, the function): a journal stores them and refuses a rerun
             whose settings differ (``--reuse-journal`` adopts them instead).
+        per_key: The limits per key (``--per-host``, ``--per-key``...), or None.
+        on_run: Called with the run once it is made, before its first item (so
+            that ``--robots`` can set a site's rate on ``run.keys``).
     """
 
     action: Callable[..., Any]
@@ -63,3 +66,5 @@ class Job:
     summary_note: str | None = None
     timeout_in_action: bool = False
     settings: dict[str, Any] = dataclasses.field(default_factory=dict)
+    per_key: PerKey | None = None
+    on_run: Callable[[Run[Any]], None] | None = None

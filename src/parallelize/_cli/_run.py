@@ -15,11 +15,11 @@ import json
 import sys
 import traceback
 import types
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Hashable
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from parallelize import DeadlineExceeded, Failure, RetryWaitTooLong
+from parallelize import DeadlineExceeded, Failure, KeyDownError, PerKey, RetryWaitTooLong
 
 from ._errors import UsageError, error_text
 from ._execution import execute, wants_progress
@@ -28,6 +28,7 @@ from ._input import NotUTF8, count_items, open_input, read_items
 from ._job import Job, retry_of
 from ._loop import run_loop
 from ._output import ENCODE, Sink, open_output
+from ._per_key import per_key_of, unkeyed
 from ._shared_run import check_queue_options
 
 if TYPE_CHECKING:
@@ -79,6 +80,38 @@ def _parse_line(number: int, text: str) -> tuple[int, str] | None:
         return number, text  # a failure record, from arguments()
     text = text.strip()
     return (number, text) if text else None
+
+
+def field_key(name: str) -> Callable[[tuple[int, str]], Hashable]:
+    """Return the key function of ``--per-key-field NAME``.
+
+    A call's key is the ``NAME`` member of its JSON object line or, when ``NAME``
+    is a whole number, that element of its array line; a line without it (or any
+    other JSON value) has the key None (``null``: one key for all of them). A key
+    that is an array or an object is its JSON text. A line that is not JSON gets a
+    key of its own, and fails at once as it would without limits per key.
+    """
+    index = int(name) if name.isdigit() else None
+
+    def key(item: tuple[int, str]) -> Hashable:
+        line, text = item
+        try:
+            args = arguments(text)
+        except InvalidLineError:
+            return unkeyed(line)
+        kind = type(args)
+        if kind is dict:
+            value = args.get(name)
+        elif kind is list and index is not None and index < len(args):
+            value = args[index]
+        else:
+            return None
+        if isinstance(value, list | dict):
+            return ENCODE(value)
+        key_value: Hashable = value
+        return key_value
+
+    return key
 
 
 def load_function(spec: str, *, verbose: bool = False) -> Callable[..., Any]:
@@ -244,6 +277,8 @@ def _make_failure_line(timeout: float | None) -> Callable[[Failure], str]:
                 message = error_text(error)  # the function's own TimeoutError
             else:
                 message = f"no result within --timeout {timeout:g} s"
+        elif isinstance(error, KeyDownError):
+            kind, message = "key_down", str(error)  # the breaker of --key-failures
         elif isinstance(error, ExitCalled):
             kind, message = "exception", str(error)
         else:
@@ -269,6 +304,7 @@ def run_command(options: argparse.Namespace, argv: list[str]) -> int:
     """
     check_journal(options.journal)
     check_queue_options(options, options.input, "--input")
+    options.keyed = _per_key(options)
     function = load_function(options.function, verbose=options.verbose)
     with open_input(options.input, "the --input file") as stream:
         check_distinct_files(
@@ -280,6 +316,36 @@ def run_command(options: argparse.Namespace, argv: list[str]) -> int:
         with open_output(options.output) as sink:
             main = _run(options, function, stream=stream, sink=sink, argv=argv, total=total)
             return run_loop(main, options.uvloop)
+
+
+def _per_key(options: argparse.Namespace) -> PerKey | None:
+    """Return the limits per key of ``--per-key-field`` and its options, or None."""
+    field = options.per_key_field
+    given = [
+        flag
+        for flag, value in (
+            ("--per-key", options.per_key),
+            ("--per-key-rate", options.per_key_rate),
+            ("--per-key-burst", options.per_key_burst),
+            ("--per-key-adaptive", options.per_key_adaptive),
+            ("--key-failures", options.key_failures),
+            ("--key-cooldown", options.key_cooldown),
+        )
+        if value is not None and value is not False
+    ]
+    if field is None:
+        if given:
+            raise UsageError(f"{given[0]} goes with --per-key-field NAME (the key of each line)")
+        return None
+    if not field:
+        raise UsageError("--per-key-field needs a NAME: the member of each line that is its key")
+    keyed = per_key_of(options, field_key(field), "key")
+    if keyed is None:
+        raise UsageError(
+            "--per-key-field limits nothing alone: add --per-key N, --per-key-rate R, "
+            "--per-key-adaptive or --key-failures K"
+        )
+    return keyed
 
 
 async def _run(
@@ -300,5 +366,6 @@ async def _run(
         retry=retry_of(options, _retryable),
         total=total,
         settings={"function": options.function},
+        per_key=options.keyed,
     )
     return await execute(job, options, sink, argv)
