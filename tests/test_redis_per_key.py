@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import signal
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,15 @@ def key_of(item: str) -> str:
 def shared_of(per_key: PerKey) -> SharedPerKey:
     assert isinstance(per_key.shared, SharedPerKey)
     return per_key.shared
+
+
+@contextlib.asynccontextmanager
+async def two_processes(
+    url: str, run: str, per_key: PerKey
+) -> AsyncIterator[tuple[SharedPerKey, SharedPerKey]]:
+    """The shared limits of two queues on one run: two processes of a fleet."""
+    async with RedisQueue(url, run=run) as first, RedisQueue(url, run=run) as second:
+        yield shared_of(first.per_key(per_key)), shared_of(second.per_key(per_key))
 
 
 def spawn(url: str, run: str, log: Path, mode: str, *limits: str) -> Any:
@@ -207,12 +217,8 @@ def test_two_queues_share_a_key_and_a_retry_after_pauses_it_for_both(
         retry_after = 0.6
 
     async def main() -> None:
-        async with (
-            RedisQueue(server.url, run=name) as first,
-            RedisQueue(server.url, run=name) as second,
-        ):
-            one = shared_of(first.per_key(PerKey(key_of, concurrency=2, rate=1000, burst=5)))
-            two = shared_of(second.per_key(PerKey(key_of, concurrency=2, rate=1000, burst=5)))
+        limits = PerKey(key_of, concurrency=2, rate=1000, burst=5)
+        async with two_processes(server.url, name, limits) as (one, two):
             assert await one.acquire("a") is None
             assert await two.acquire("a") is None
             wait = await one.acquire("a")  # both places held: asked again soon
@@ -300,12 +306,7 @@ def test_an_ask_cut_short_holds_no_place(run: Any, server: RedisServer) -> None:
     name = new_run()
 
     async def main() -> None:
-        async with (
-            RedisQueue(server.url, run=name) as first,
-            RedisQueue(server.url, run=name) as second,
-        ):
-            one = shared_of(first.per_key(PerKey(key_of, concurrency=1)))
-            two = shared_of(second.per_key(PerKey(key_of, concurrency=1)))
+        async with two_processes(server.url, name, PerKey(key_of, concurrency=1)) as (one, two):
             for steps in range(0, 64, 3):  # a round trip takes some 20 to 50 steps
                 task = asyncio.ensure_future(one.acquire("a"))
                 for _ in range(steps):
