@@ -254,6 +254,31 @@ def test_robots_skips_disallowed_urls_and_applies_the_crawl_delay(tmp_path: Path
 
 
 @pytest.mark.timeout(60)
+def test_robots_that_cannot_be_read_follow_rfc_9309(tmp_path: Path) -> None:
+    """429 or no answer: the site disallowed; past 512 KiB: the start is read."""
+    busy = Site((429, "slow down\n"))
+    big = Site((200, "User-agent: *\nDisallow: /private\n" + "# filler\n" * 80_000))
+
+    async def main() -> tuple[int, list[dict[str, Any]], str]:
+        async with serve(busy) as a, serve(big) as b:
+            urls = [f"{a}/x", f"{b}/private/1", f"{b}/open", "http://127.0.0.1:9/nobody"]
+            write_lines(tmp_path / "urls.txt", urls)
+            return await fetch("urls.txt", "--robots", "--timeout", "5", cwd=tmp_path)
+
+    code, lines, stderr = drive(main())
+    assert code == 1, stderr
+    by_path = {r["url"].split("/", 3)[3]: r for r in lines}
+    assert by_path["open"]["status"] == 200
+    assert by_path["private/1"]["error"]["kind"] == "robots"
+    assert "disallows this URL" in by_path["private/1"]["error"]["message"]
+    assert by_path["x"]["error"]["kind"] == "robots"
+    assert "(status 429)" in by_path["x"]["error"]["message"]
+    assert by_path["nobody"]["error"]["kind"] == "robots"
+    assert "(connection: " in by_path["nobody"]["error"]["message"]
+    assert busy.times("/x") == []
+
+
+@pytest.mark.timeout(60)
 def test_robots_matches_the_user_agent_of_the_header(tmp_path: Path) -> None:
     """-H 'User-Agent: SpecialBot/2.0': its group in robots.txt applies, not '*'."""
     site = Site((200, "User-agent: specialbot\nDisallow: /\n\nUser-agent: *\nAllow: /\n"))

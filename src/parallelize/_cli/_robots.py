@@ -95,9 +95,9 @@ def agent_token(headers: Iterable[tuple[str, str]]) -> str:
 
 
 class _Rules:
-    """One site's robots.txt, as far as this run cares: a verdict per URL, a delay."""
+    """One site's robots.txt, as far as this run cares: a verdict per URL."""
 
-    __slots__ = ("delay", "denied", "parser", "site")
+    __slots__ = ("denied", "parser", "site")
 
     def __init__(
         self,
@@ -105,12 +105,10 @@ class _Rules:
         parser: urllib.robotparser.RobotFileParser | None = None,
         *,
         denied: str | None = None,
-        delay: float | None = None,
     ) -> None:
         self.site = site
         self.parser = parser  # None: no rules (all allowed, unless ``denied``)
         self.denied = denied  # why every URL is disallowed, or None
-        self.delay = delay
 
     def refusal(self, agent: str, url: str) -> str | None:
         """Return why ``url`` may not be fetched, or None if it may."""
@@ -249,7 +247,7 @@ class RobotsGate:
         delay = _delay(parser.crawl_delay(self._agent))
         if delay is not None:
             self._slow_down(key, 1 / delay)
-        return _Rules(site, parser, delay=delay)
+        return _Rules(site, parser)
 
     async def _read(self, site: str, robots_url: str) -> bytes | _Rules:
         """Return the body of a 2xx robots.txt, or the rules of any other answer."""
