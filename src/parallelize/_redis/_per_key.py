@@ -2,17 +2,20 @@
 
 :class:`SharedPerKey` is the :class:`~parallelize.SharedKeys` that
 :meth:`RedisQueue.per_key` gives a :class:`~parallelize.PerKey`: an attempt of a key
-goes once one script (``KEY_TAKE``, one round trip) has taken a place of the key
-for the fleet and a slot of its rate. Each key is one sorted set in Redis: a lease
-per place held (a token, scored with when the lease ends, by the server's clock)
-and the key's GCRA TAT.
+goes once a script (``KEY_TAKE``) has taken a place of the key for the fleet and a
+slot of its rate. Each key is one sorted set in Redis: a lease per place held (a
+token, scored with when the lease ends, by the server's clock) and the key's GCRA
+TAT.
 
-:class:`Leases` is the queue's room for the places this process holds: it gives
-back those released (``KEY_GIVE``, a batch per round trip, never waited for by the
-run) and keeps those held alive (``KEY_RENEW``, every third of the shortest lease),
-in one background task that the queue starts and stops with itself. So an attempt
-may run for longer than its lease, and a process that dies holds its places for at
-most a lease: then they end, and the fleet has them back.
+:class:`Leases` is the queue's room for the places this process holds, with two
+background tasks that the queue starts and stops with itself. One asks for places:
+the asks of every attempt waiting go in one script, one round trip (at most one
+per attempt, and one connection to Redis however many workers ask at once). The
+other gives back the places released (``KEY_GIVE``, a batch per round trip, never
+waited for by the run) and keeps those held alive (``KEY_RENEW``, every third of
+the shortest lease). So an attempt may run for longer than its lease, and a process
+that dies holds its places for at most a lease: then they end, and the fleet has
+them back.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ __all__ = ("Leases", "SharedPerKey")
 
 logger = logging.getLogger("parallelize.redis")
 
-_GIVE_BATCH: Final = 1000  # places given back (or kept) per script
+_BATCH: Final = 1000  # places asked for, given back or kept per script
 _GOODBYE: Final = 2.0  # seconds the queue's close waits to give back the places held
 # A key whose places are all held is asked again after this long, doubled at each
 # refusal in a row up to _BUSY_MOST (and never after its first lease ends): a place
@@ -67,54 +70,73 @@ class Leases:
         self._holding = 0  # places held, all keys together
         self._to_give: list[tuple[str, str, int, int]] = []  # zset, token, pause, tolerance
         self._wake = asyncio.Event()
+        # Asks waiting to be sent: a key's zset, the ask (packed), its answer to come.
+        self._to_take: list[tuple[str, str, asyncio.Future[tuple[int, int]]]] = []
+        self._take_wake = asyncio.Event()
         self._renew_every = 0.0  # a third of the shortest lease held so far
         self._renew_at = 0.0  # monotonic time of the next renewal
         self._closing = False
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: tuple[asyncio.Task[None], asyncio.Task[None]] | None = None
         self._tokens = itertools.count()
-        self.round_trips = 0  # scripts sent to give back or keep places
+        self.take_round_trips = 0  # scripts sent to take places
+        self.give_round_trips = 0  # scripts sent to give back or keep places
 
     def start(self) -> None:
-        """Start the task that gives back and keeps the places (the queue was opened)."""
+        """Start the tasks that ask for, give back and keep places (the queue opened)."""
         self._closing = False
-        self._task = asyncio.get_running_loop().create_task(
-            self._run(), name="parallelize-redis-keys"
+        loop = asyncio.get_running_loop()
+        self._tasks = (
+            loop.create_task(self._taker(), name="parallelize-redis-key-asks"),
+            loop.create_task(self._keeper(), name="parallelize-redis-key-places"),
         )
 
     async def stop(self) -> None:
-        """Give back every place still held (for up to 2 s), then end the task.
+        """End the asks; give back every place still held (for up to 2 s); end the tasks.
 
         Never raises but a cancellation: a place not given back ends with its lease.
         """
-        task = self._task
-        if task is None:
+        if self._tasks is None:
             return
+        taker, keeper = self._tasks
         self._closing = True
         self._wake.set()
         try:
-            await asyncio.wait((task,), timeout=_GOODBYE)
+            taker.cancel()  # an ask still waiting fails: the queue is closed
+            await asyncio.wait((taker,))
+            await asyncio.wait((keeper,), timeout=_GOODBYE)
         finally:
-            self._task = None
-            if not task.done():
-                task.cancel()
-                await asyncio.wait((task,))
+            self._tasks = None
+            if not keeper.done():
+                keeper.cancel()
+                await asyncio.wait((keeper,))
             self.forget()
-        if not task.cancelled() and task.exception() is not None:
+        if not keeper.cancelled() and keeper.exception() is not None:
             logger.warning(
                 "places of keys held in Redis were not given back (%s): they end with their lease",
-                task.exception(),
+                keeper.exception(),
             )
 
     def check(self) -> None:
-        """Raise the task's error, if it failed (Redis did not answer, the run was deleted)."""
-        task = self._task
-        if task is None:
+        """Raise the error of a task that failed (Redis did not answer, the run was deleted)."""
+        if self._tasks is None:
             raise RuntimeError(
                 f"{self._queue.location} is not open: use the queue's per_key() inside "
                 f"'async with RedisQueue(...) as queue:'"
             )
-        if task.done():
-            task.result()
+        for task in self._tasks:
+            if task.done():
+                task.result()
+
+    async def take(self, zset: str, ask: str) -> tuple[int, int]:
+        """Ask for a place of a key (``ask``: the fields of ``KEY_TAKE``); its answer.
+
+        Sent with the asks of the other attempts waiting, in one script.
+        """
+        self.check()
+        future: asyncio.Future[tuple[int, int]] = asyncio.get_running_loop().create_future()
+        self._to_take.append((zset, ask, future))
+        self._take_wake.set()
+        return await future
 
     def forget(self) -> None:
         """Forget the places held and those to give back: the run was deleted."""
@@ -161,7 +183,49 @@ class Leases:
         self._to_give.append((zset, token, 0, 0))
         self._wake.set()
 
-    async def _run(self) -> None:
+    async def _taker(self) -> None:
+        """Send the asks waiting, a batch per round trip, while one is out the others gather."""
+        batch: list[tuple[str, str, asyncio.Future[tuple[int, int]]]] = []
+        try:
+            while True:
+                if not self._to_take:
+                    self._take_wake.clear()
+                    await self._take_wake.wait()
+                    continue
+                # An ask cut short is not sent (its caller gave its token back).
+                batch = [ask for ask in self._to_take[:_BATCH] if not ask[2].done()]
+                del self._to_take[:_BATCH]
+                if batch:
+                    await self._take(batch)
+                batch = []
+        finally:
+            for _, _, future in [*batch, *self._to_take]:
+                if not future.done():
+                    future.set_exception(
+                        RuntimeError(f"{self._queue.location} was closed while a key waited")
+                    )
+            self._to_take.clear()
+
+    async def _take(self, batch: list[tuple[str, str, asyncio.Future[tuple[int, int]]]]) -> None:
+        try:
+            answers = await self._connection.write(
+                "taking a place of a key",
+                "KEY_TAKE",
+                [zset for zset, _, _ in batch],
+                ["\n".join([ask for _, ask, _ in batch])],
+            )
+        except Exception as exc:  # Redis did not answer, the run was deleted: the asks' error
+            for _, _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        self.take_round_trips += 1
+        for (_, _, future), (kind, wait) in zip(batch, answers, strict=True):
+            if not future.done():
+                future.set_result((int(kind), int(wait)))
+
+    async def _keeper(self) -> None:
+        """Give back the places released, and keep alive those held, until closed."""
         while True:
             if self._to_give:
                 await self._give()
@@ -186,25 +250,25 @@ class Leases:
                     await self._wake.wait()
 
     async def _give(self) -> None:
-        batch = self._to_give[:_GIVE_BATCH]
-        del self._to_give[:_GIVE_BATCH]
+        batch = self._to_give[:_BATCH]
+        del self._to_give[:_BATCH]
         packed = "\n".join(f"{token}\n{pause}\n{tolerance}" for _, token, pause, tolerance in batch)
         await self._connection.write(
             "giving back places of keys", "KEY_GIVE", [row[0] for row in batch], [packed]
         )
-        self.round_trips += 1
+        self.give_round_trips += 1
 
     async def _renew(self) -> None:
         held = [
             (zset, token, lease) for zset, tokens in self._held.items() for token, lease in tokens
         ]
-        for start in range(0, len(held), _GIVE_BATCH):
-            batch = held[start : start + _GIVE_BATCH]
+        for start in range(0, len(held), _BATCH):
+            batch = held[start : start + _BATCH]
             packed = "\n".join(f"{token}\n{lease}" for _, token, lease in batch)
             await self._connection.write(
                 "keeping places of keys", "KEY_RENEW", [row[0] for row in batch], [packed]
             )
-            self.round_trips += 1
+            self.give_round_trips += 1
 
 
 @final
@@ -214,9 +278,10 @@ class SharedPerKey:
     Made by :meth:`RedisQueue.per_key`, which puts it in a copy of a ``PerKey`` as
     ``shared=``; the run asks it once this process's own limits let an attempt go.
     Each key's ``concurrency`` and ``rate`` (with ``burst``) then hold for the
-    whole fleet, by the Redis server's clock: one round trip per attempt, plus
-    the places given back a batch at a time. A ``Retry-After`` on an overload
-    outcome of a key pauses that key for the fleet.
+    whole fleet, by the Redis server's clock: at most one round trip per attempt
+    (the asks of the attempts waiting go together), plus the places given back a
+    batch at a time. A ``Retry-After`` on an overload outcome of a key pauses that
+    key for the fleet.
 
     Attributes:
         concurrency: The most attempts of a key in flight in the fleet (None: no
@@ -224,9 +289,9 @@ class SharedPerKey:
         rate: The most attempts of a key a second in the fleet (None: no such limit).
         burst: Attempts of a key that may go at once after a quiet spell.
         lease: Seconds a place outlives a process that died holding it.
-        taken: Places (or rate slots) taken by this process.
-        refused: Times the fleet's limits held a key back.
-        round_trips: Scripts sent to take a place (one per ask).
+        asked: Asks for a place (or rate slot) this process made.
+        taken: Of those, the places (or rate slots) taken.
+        refused: Of those, the times the fleet's limits held a key back.
     """
 
     def __init__(
@@ -242,16 +307,24 @@ class SharedPerKey:
         self._interval_us = round(interval * 1e6)
         self._tolerance_us = round((per_key.burst - 1) * interval * 1e6)
         self._lease_ms = max(1, round(lease * 1000))
+        # An ask's fields after its token (see KEY_TAKE).
+        most = per_key.concurrency or 0
+        self._ask = f"{most}\n{self._lease_ms}\n{self._interval_us}\n{self._tolerance_us}"
         self._busy: dict[str, float] = {}  # a key's zset -> its next wait when all held
+        self.asked = 0
         self.taken = 0
         self.refused = 0
-        self.round_trips = 0
 
     def __repr__(self) -> str:
         return (
             f"SharedPerKey(concurrency={self.concurrency}, rate={self.rate}, "
             f"burst={self.burst}, lease={self.lease:g})"
         )
+
+    @property
+    def round_trips(self) -> int:
+        """Scripts sent to ask for places, by every ``per_key()`` of the queue together."""
+        return self._leases.take_round_trips
 
     async def acquire(self, key: Hashable) -> float | None:
         """Take a place of ``key`` in the fleet: None when taken, else seconds to wait.
@@ -262,27 +335,15 @@ class SharedPerKey:
             JournalError: The run was deleted while this process was on it.
         """
         leases = self._leases
-        leases.check()
         zset = self._connection.keys.per_key(key)
         token = leases.token() if self.concurrency is not None else ""
+        self.asked += 1
         try:
-            kind, wait = await self._connection.write(
-                "taking a place of a key",
-                "KEY_TAKE",
-                [zset],
-                [
-                    token,
-                    self.concurrency or 0,
-                    self._lease_ms,
-                    self._interval_us,
-                    self._tolerance_us,
-                ],
-            )
+            kind, wait = await leases.take(zset, f"{token}\n{self._ask}")
         except BaseException:
             if token:
-                leases.drop(zset, token)  # taken, maybe, by a call whose answer is lost
+                leases.drop(zset, token)  # taken, maybe, by an ask whose answer is lost
             raise
-        self.round_trips += 1
         if kind == 0:
             if token:
                 leases.hold(zset, token, self._lease_ms)
@@ -290,7 +351,7 @@ class SharedPerKey:
             self.taken += 1
             return None
         self.refused += 1
-        seconds = int(wait) / 1e6
+        seconds = wait / 1e6
         if kind == 1:  # every place held: a place given back is most often sooner
             busy = self._busy
             backoff = busy.get(zset, _BUSY_FIRST)

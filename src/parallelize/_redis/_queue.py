@@ -518,8 +518,9 @@ class RedisQueue:
         whole fleet, by the Redis server's clock: ten workers on ten machines
         together keep one host at its limit. This process's own limits apply as
         well (asked first), as do its ``adaptive`` and ``failures``. An attempt
-        asks Redis once (one round trip, one script); its place is given back
-        without waiting when it ends, a batch at a time. A ``Retry-After`` on an
+        asks Redis once: the asks of the attempts waiting at once go in one
+        script, one round trip. Its place is given back without waiting when it
+        ends, a batch at a time. A ``Retry-After`` on an
         overload outcome of a key pauses that key for the fleet. Pass the result as
         ``per_key=`` in each process, with the same limits.
 

@@ -465,39 +465,48 @@ end
 local function score(ms) return string.format('%.3f', ms) end
 """
 
-# KEYS: the key's zset.  ARGV: token, most (0: no concurrency limit), lease (ms),
-# interval (us, 0: no rate), tolerance (us: (burst - 1) * interval).
-# Takes a place of the key if fewer than most are held (leases not ended) and its
-# GCRA lets an attempt go now: adds the token (scored with the lease's end) and moves
-# the TAT on. Returns {0, 0} when taken; {1, us until the first lease ends} when the
-# key's places are all held; {2, us until the rate lets one go}. A retry of a call
-# whose answer was lost finds its token: taken already.
+# KEYS: a key's zset per ask.  ARGV: token NL most (0: no concurrency limit) NL lease
+# (ms) NL interval (us, 0: no rate) NL tolerance (us: (burst - 1) * interval) per ask
+# (packed; token '' for none), the asks of many attempts at once.
+# For each ask in turn: takes a place of its key if fewer than most are held (leases
+# not ended) and the key's GCRA lets an attempt go now: adds the token (scored with
+# the lease's end) and moves the TAT on. Returns per ask {0, 0} when taken; {1, us
+# until the first lease ends} when the key's places are all held; {2, us until the
+# rate lets one go}. A retry of a call whose answer was lost finds its token: taken.
 KEY_TAKE = (
     _FENCE
+    + _FIELDS
     + _KEYS
     + """
-local key, token = KEYS[1], ARGV[1]
-local most, lease = tonumber(ARGV[2]), tonumber(ARGV[3])
-local interval, tolerance = tonumber(ARGV[4]) / 1000, tonumber(ARGV[5]) / 1000
-if token ~= '' and redis.call('ZSCORE', key, token) then return {0, 0} end
-redis.call('ZREMRANGEBYSCORE', key, '-inf', score(now))
-local tat = tonumber(redis.call('ZSCORE', key, 'tat') or '0')
-if most > 0 then
-  local held = redis.call('ZCARD', key)
-  if tat > 0 then held = held - 1 end
-  if held >= most then
-    local first = redis.call('ZRANGE', key, 0, 1, 'WITHSCORES')
-    local ends = first[2]
-    if first[1] == 'tat' then ends = first[4] end
-    return {1, math.ceil((tonumber(ends) - now) * 1000)}
+local function take(key, token, most, lease, interval, tolerance)
+  if token ~= '' and redis.call('ZSCORE', key, token) then return {0, 0} end
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', score(now))
+  local tat = tonumber(redis.call('ZSCORE', key, 'tat') or '0')
+  if most > 0 then
+    local held = redis.call('ZCARD', key)
+    if tat > 0 then held = held - 1 end
+    if held >= most then
+      local first = redis.call('ZRANGE', key, 0, 1, 'WITHSCORES')
+      local ends = first[2]
+      if first[1] == 'tat' then ends = first[4] end
+      return {1, math.ceil((tonumber(ends) - now) * 1000)}
+    end
   end
+  local go = math.max(tat - tolerance, now)
+  if go > now then return {2, math.ceil((go - now) * 1000)} end
+  if interval > 0 then redis.call('ZADD', key, score(math.max(tat, now) + interval), 'tat') end
+  if most > 0 then redis.call('ZADD', key, score(now + lease), token) end
+  expire(key)
+  return {0, 0}
 end
-local go = math.max(tat - tolerance, now)
-if go > now then return {2, math.ceil((go - now) * 1000)} end
-if interval > 0 then redis.call('ZADD', key, score(math.max(tat, now) + interval), 'tat') end
-if most > 0 then redis.call('ZADD', key, score(now + lease), token) end
-expire(key)
-return {0, 0}
+local f = fields(ARGV[1])
+local out = {}
+for i = 1, #KEYS do
+  local j = 5 * (i - 1)
+  out[i] = take(KEYS[i], f[j + 1], tonumber(f[j + 2]), tonumber(f[j + 3]),
+                tonumber(f[j + 4]) / 1000, tonumber(f[j + 5]) / 1000)
+end
+return out
 """
 )
 
