@@ -228,7 +228,8 @@ class KeyDownError(ParallelizeError, ConnectionError):
     of those failures is the ``__cause__``. Never retried (a retry would only wait to
     be refused again); a ``ConnectionError``, as the failures that opened the breaker.
 
-    The command line records it as ``"host_down"``.
+    The command line records it as ``"host_down"`` (``fetch``) or ``"key_down"``
+    (``run``).
 
     Attributes:
         key: The item's key.

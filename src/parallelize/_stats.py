@@ -297,7 +297,8 @@ class Statistics:
             lines.append(line)
         if self.undone:
             lines.append(
-                f"{self.undone:,} left undone: in flight or waiting to retry when the run stopped"
+                f"{self.undone:,} left undone: in flight, waiting to retry or set aside "
+                "when the run stopped"
             )
         latency = self.latency
         if latency is not None:
