@@ -40,6 +40,7 @@ __all__ = ("Leases", "SharedPerKey")
 logger = logging.getLogger("parallelize.redis")
 
 _BATCH: Final = 1000  # places asked for, given back or kept per script
+_GIVE_GATHER: Final = 0.002  # seconds the places given back wait for an ask to carry them
 _GOODBYE: Final = 2.0  # seconds the queue's close waits to give back the places held
 # A key whose places are all held is asked again after this long, doubled at each
 # refusal in a row up to _BUSY_MOST (and never after its first lease ends): a place
@@ -73,6 +74,10 @@ class Leases:
         # Asks waiting to be sent: a key's zset, the ask (packed), its answer to come.
         self._to_take: list[tuple[str, str, asyncio.Future[tuple[int, int]]]] = []
         self._take_wake = asyncio.Event()
+        # Held while places are given back (alone, or with asks): an ask never
+        # overtakes a place given back before it (on another connection), so that a
+        # process is not refused a place it has just given back.
+        self._in_order = asyncio.Lock()
         self._renew_every = 0.0  # a third of the shortest lease held so far
         self._renew_at = 0.0  # monotonic time of the next renewal
         self._closing = False
@@ -196,7 +201,8 @@ class Leases:
                 batch = [ask for ask in self._to_take[:_BATCH] if not ask[2].done()]
                 del self._to_take[:_BATCH]
                 if batch:
-                    await self._take(batch)
+                    async with self._in_order:
+                        await self._take(batch)
                 batch = []
         finally:
             for _, _, future in [*batch, *self._to_take]:
@@ -207,15 +213,22 @@ class Leases:
             self._to_take.clear()
 
     async def _take(self, batch: list[tuple[str, str, asyncio.Future[tuple[int, int]]]]) -> None:
+        # The places given back meanwhile go first, in the same script: a process is
+        # not refused the places it has just given back (nor waits for the keeper).
+        gives = self._to_give[:_BATCH]
+        del self._to_give[:_BATCH]
         try:
             answers = await self._connection.write(
                 "taking a place of a key",
                 "KEY_TAKE",
-                [zset for zset, _, _ in batch],
-                ["\n".join([ask for _, ask, _ in batch])],
+                [row[0] for row in gives] + [zset for zset, _, _ in batch],
+                [len(gives), _packed(gives), "\n".join([ask for _, ask, _ in batch])],
             )
-        except Exception as exc:  # Redis did not answer, the run was deleted: the asks' error
-            for _, _, future in batch:
+        except BaseException as exc:
+            self._to_give[:0] = gives  # the keeper sends them (twice does no harm)
+            if not isinstance(exc, Exception):
+                raise
+            for _, _, future in batch:  # Redis did not answer, the run was deleted
                 if not future.done():
                     future.set_exception(exc)
             return
@@ -228,6 +241,10 @@ class Leases:
         """Give back the places released, and keep alive those held, until closed."""
         while True:
             if self._to_give:
+                if not self._closing:
+                    # A moment for the next ask to carry them (one round trip for both);
+                    # the fleet has them 2 ms later at most.
+                    await asyncio.sleep(_GIVE_GATHER)
                 await self._give()
                 continue
             if self._closing:
@@ -250,12 +267,17 @@ class Leases:
                     await self._wake.wait()
 
     async def _give(self) -> None:
-        batch = self._to_give[:_BATCH]
-        del self._to_give[:_BATCH]
-        packed = "\n".join(f"{token}\n{pause}\n{tolerance}" for _, token, pause, tolerance in batch)
-        await self._connection.write(
-            "giving back places of keys", "KEY_GIVE", [row[0] for row in batch], [packed]
-        )
+        async with self._in_order:
+            batch = self._to_give[:_BATCH]
+            del self._to_give[:_BATCH]
+            if not batch:
+                return  # an ask carried them
+            await self._connection.write(
+                "giving back places of keys",
+                "KEY_GIVE",
+                [row[0] for row in batch],
+                [_packed(batch)],
+            )
         self.give_round_trips += 1
 
     async def _renew(self) -> None:
@@ -269,6 +291,11 @@ class Leases:
                 "keeping places of keys", "KEY_RENEW", [row[0] for row in batch], [packed]
             )
             self.give_round_trips += 1
+
+
+def _packed(gives: list[tuple[str, str, int, int]]) -> str:
+    """Return the fields of places given back, as ``KEY_GIVE`` and ``KEY_TAKE`` read them."""
+    return "\n".join([f"{token}\n{pause}\n{tolerance}" for _, token, pause, tolerance in gives])
 
 
 @final

@@ -463,16 +463,36 @@ local function expire(key)
   end
 end
 local function score(ms) return string.format('%.3f', ms) end
+-- Gives back a place (token '' for none); a pause (a Retry-After, us) moves the key's
+-- TAT on, so that no process of the run starts an attempt of the key before it ends.
+local function give(key, token, pause, tolerance)
+  if token ~= '' then redis.call('ZREM', key, token) end
+  if pause > 0 then
+    local tat = tonumber(redis.call('ZSCORE', key, 'tat') or '0')
+    redis.call('ZADD', key, score(math.max(tat, now + (pause + tolerance) / 1000)), 'tat')
+    expire(key)
+  end
+end
+-- Gives back the places of KEYS[first...] packed in f: token NL pause NL tolerance each.
+local function give_all(f, first, count)
+  for i = 1, count do
+    local j = 3 * (i - 1)
+    give(KEYS[first + i - 1], f[j + 1], tonumber(f[j + 2]), tonumber(f[j + 3]))
+  end
+end
 """
 
-# KEYS: a key's zset per ask.  ARGV: token NL most (0: no concurrency limit) NL lease
-# (ms) NL interval (us, 0: no rate) NL tolerance (us: (burst - 1) * interval) per ask
-# (packed; token '' for none), the asks of many attempts at once.
-# For each ask in turn: takes a place of its key if fewer than most are held (leases
-# not ended) and the key's GCRA lets an attempt go now: adds the token (scored with
-# the lease's end) and moves the TAT on. Returns per ask {0, 0} when taken; {1, us
-# until the first lease ends} when the key's places are all held; {2, us until the
-# rate lets one go}. A retry of a call whose answer was lost finds its token: taken.
+# KEYS: a key's zset per place given back, then one per ask.  ARGV: places given back,
+# their fields (packed, as KEY_GIVE's), then per ask: token NL most (0: no concurrency
+# limit) NL lease (ms) NL interval (us, 0: no rate) NL tolerance (us: (burst - 1) *
+# interval) (packed; token '' for none): the asks of many attempts at once.
+# First gives back the places released meanwhile (so that a process is not refused
+# its own places, given back a moment ago). Then for each ask in turn: takes a place
+# of its key if fewer than most are held (leases not ended) and the key's GCRA lets
+# an attempt go now: adds the token (scored with the lease's end) and moves the TAT
+# on. Returns per ask {0, 0} when taken; {1, us until the first lease ends} when the
+# key's places are all held; {2, us until the rate lets one go}. A retry of a call
+# whose answer was lost finds its token: taken.
 KEY_TAKE = (
     _FENCE
     + _FIELDS
@@ -499,11 +519,13 @@ local function take(key, token, most, lease, interval, tolerance)
   expire(key)
   return {0, 0}
 end
-local f = fields(ARGV[1])
+local given = tonumber(ARGV[1])
+give_all(fields(ARGV[2]), 1, given)
+local f = fields(ARGV[3])
 local out = {}
-for i = 1, #KEYS do
+for i = 1, #KEYS - given do
   local j = 5 * (i - 1)
-  out[i] = take(KEYS[i], f[j + 1], tonumber(f[j + 2]), tonumber(f[j + 3]),
+  out[i] = take(KEYS[given + i], f[j + 1], tonumber(f[j + 2]), tonumber(f[j + 3]),
                 tonumber(f[j + 4]) / 1000, tonumber(f[j + 5]) / 1000)
 end
 return out
@@ -519,17 +541,7 @@ KEY_GIVE = (
     + _FIELDS
     + _KEYS
     + """
-local f = fields(ARGV[1])
-for i = 1, #KEYS do
-  local key, token, pause = KEYS[i], f[3 * i - 2], tonumber(f[3 * i - 1])
-  if token ~= '' then redis.call('ZREM', key, token) end
-  if pause > 0 then
-    local tat = tonumber(redis.call('ZSCORE', key, 'tat') or '0')
-    tat = math.max(tat, now + (pause + tonumber(f[3 * i])) / 1000)
-    redis.call('ZADD', key, score(tat), 'tat')
-    expire(key)
-  end
-end
+give_all(fields(ARGV[1]), 1, #KEYS)
 return #KEYS
 """
 )
