@@ -520,9 +520,11 @@ class RedisQueue:
         well (asked first), as do its ``adaptive`` and ``failures``. An attempt
         asks Redis once: the asks of the attempts waiting at once go in one
         script, one round trip. Its place is given back without waiting when it
-        ends, a batch at a time. A ``Retry-After`` on an
-        overload outcome of a key pauses that key for the fleet. Pass the result as
-        ``per_key=`` in each process, with the same limits.
+        ends, with the next asks. A ``Retry-After`` on an overload outcome of a
+        key pauses that key for the fleet. Pass the result as ``per_key=`` in
+        each process, with the same limits; on the run's items (:meth:`work`),
+        give a small ``set_aside`` (twice ``numworkers``, say), so that a process
+        whose keys are held does not keep the run's items aside from the others.
 
         A place outlives a process that dies holding it by at most ``lease``; a
         live process keeps its places however long its attempts take. Keys are
@@ -544,7 +546,8 @@ class RedisQueue:
                 a number of seconds > 0.
 
         Example:
-            >>> polite = queue.per_key(PerKey(host_of, concurrency=2, rate=1.0))
+            >>> limits = PerKey(host_of, concurrency=2, rate=1.0, set_aside=400)
+            >>> polite = queue.per_key(limits)
             >>> async for page in queue.work(fetch, 200, per_key=polite):
             ...     ...
 
