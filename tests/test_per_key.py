@@ -785,3 +785,33 @@ def test_every_item_ends_exactly_once(  # noqa: PLR0917 - the drawn settings
     for outcome in outcomes:
         if isinstance(outcome, Failure):
             assert isinstance(outcome.exception, KeyDownError | ConnectionError)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    "limits",
+    [{"rate": 10.0}, {"failures": 5}, {"concurrency": 1}],
+    ids=["rate", "breaker", "concurrency"],
+)
+def test_idle_keys_are_forgotten_past_the_bound(run: Any, limits: dict[str, Any]) -> None:
+    """20,000 keys, keys=100: the state kept stays at 100, whatever the limits."""
+
+    async def act(item: int) -> int:
+        if "failures" in limits:
+            raise ConnectionRefusedError(item)
+        return item
+
+    async def main() -> int:
+        run_ = parallelize(
+            act,
+            range(20_000),
+            100,
+            on_error="yield",
+            per_key=PerKey(lambda i: i, keys=100, **limits),
+        )
+        async for _ in run_:
+            pass
+        assert run_.keys is not None
+        return run_.keys.statistics().keys
+
+    assert run(main()) <= 100

@@ -323,14 +323,22 @@ class _Key:
 
     def neutral(self, now: float) -> bool:
         """Whether forgetting this key loses nothing (but its adaptive limit)."""
+        return self.forgettable(now) and self.tat <= now and not self.failures
+
+    def forgettable(self, now: float) -> bool:
+        """Whether this idle key may be forgotten to bound the keys kept.
+
+        Not while it has items, attempts in flight, a pause, an open breaker or a
+        rate of its own. A forgotten key loses its failures counted below the
+        breaker's K and a rate slot still ahead (it is the oldest idle key then:
+        its slot has long passed but for the busiest of runs).
+        """
         return (
             self.interval is None
             and not self.items
             and not self.in_flight
-            and self.tat <= now
             and self.paused_until <= now
             and self.breaker == _CLOSED
-            and not self.failures
         )
 
 
@@ -568,8 +576,8 @@ class KeyedLimits:
                 entry.ringed = True
                 self._ring.append(entry)
             self.wake()
-        elif entry.neutral(now):
-            self._rest(entry)
+        elif not entry.in_flight:
+            self._rest(entry)  # idle: forgotten, oldest first, past PerKey.keys
 
     def _learn(self, entry: _Key, permit: _KeyPermit, outcome: object, now: float) -> None:
         overload = overload_of(outcome)
@@ -703,13 +711,24 @@ class KeyedLimits:
         self._forget_idle()
 
     def _forget_idle(self) -> None:
+        """Forget idle keys, oldest first, while more than ``PerKey.keys`` are kept.
+
+        A few looks per call: an idle key that cannot be forgotten yet (paused,
+        its breaker open) goes to the back of the line, an active one leaves it.
+        """
         entries, idle = self._entries, self._idle
         now = self.clock()
-        while len(entries) > self.settings.keys and idle:
+        looks = 16
+        while len(entries) > self.settings.keys and idle and looks:
+            looks -= 1
             key, _ = idle.popitem(last=False)
             entry = entries.get(key)
-            if entry is not None and entry.neutral(now) and not entry.ringed:
+            if entry is None or entry.items or entry.in_flight or entry.ringed:
+                continue  # active again: it comes back when idle
+            if entry.forgettable(now):
                 del entries[key]
+            else:
+                idle[key] = None  # not yet: to the back of the line
 
     def statistics(self) -> KeyStatistics:
         """Return a snapshot of the keys (see :class:`KeyStatistics`)."""
