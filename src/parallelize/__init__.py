@@ -28,8 +28,8 @@ they observe). ``tests/test_layers.py`` holds the map below to that::
     _limits/        Limit, the one seam of every limit; RateLimit (GCRA), AdaptiveLimit,
                     PerKey (limits per key, set aside by the item source)
     _journal/       Journal, SQLiteJournal and its writer, the session that skips and records
-    _redis/         the queue's rooms: records, connection, shared limits, member,
-                    producer, session (what the run uses as journal=)
+    _redis/         the queue's rooms: records, connection, shared limits, places of
+                    keys (per_key), member, producer, session (journal=)
     _actions        how an action is called: loop, threads, processes; fan-out
     _processes      executor="process": one child process per item in flight
     _signals        SIGINT/SIGTERM handlers for a graceful stop
