@@ -382,7 +382,13 @@ def test_sigkill_at_twenty_moments_loses_nothing_and_records_nothing_twice(tmp_p
 
 def start_signal_worker(
     tmp_path: Path, items: int, sleep: float, grace: float
-) -> subprocess.Popen[str]:
+) -> subprocess.Popen[bytes]:
+    """Start signal_worker.py and wait for its first call.
+
+    Unbuffered, so that reading "progress" leaves what follows in the pipe for
+    communicate(): a buffered reader may take "done N" with it (a fast rerun
+    prints both at once) and communicate() would then see nothing.
+    """
     command = [
         sys.executable,
         str(HERE / "signal_worker.py"),
@@ -394,11 +400,16 @@ def start_signal_worker(
         str(grace),
     ]
     worker = subprocess.Popen(  # noqa: S603 - our own script
-        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0
     )
     assert worker.stdout is not None
-    assert worker.stdout.readline() == "progress\n"
+    assert worker.stdout.readline() == b"progress\n"
     return worker
+
+
+def finish(worker: subprocess.Popen[bytes], timeout: float) -> tuple[str, str]:
+    out, err = worker.communicate(timeout=timeout)
+    return out.decode(), err.decode()
 
 
 @pytest.mark.timeout(60)
@@ -410,7 +421,7 @@ def test_a_signal_stops_the_run_gracefully_and_it_resumes_without_rerunning(
     worker = start_signal_worker(tmp_path, 2000, 0.02, 10.0)
     time.sleep(0.3)
     worker.send_signal(signum)
-    _, stderr = worker.communicate(timeout=30)
+    _, stderr = finish(worker, 30)
     assert worker.returncode == 130
     name = signal.Signals(signum).name
     assert f"stopped by {name}; " in stderr
@@ -420,7 +431,7 @@ def test_a_signal_stops_the_run_gracefully_and_it_resumes_without_rerunning(
     assert set(stored(journal)) == set(called)  # every item started was finished and kept
     assert 0 < len(called) < 2000
     again = start_signal_worker(tmp_path, 2000, 0.0, 10.0)
-    again.communicate(timeout=30)
+    finish(again, 30)
     assert again.returncode == 0
     assert sorted(stored(journal)) == list(range(2000))
     assert set(read_calls(tmp_path / "calls.log").values()) == {1}  # nothing ran twice
@@ -435,14 +446,14 @@ def test_a_second_signal_cancels_at_once_and_the_journal_stays_sound(tmp_path: P
     time.sleep(0.2)
     started = time.monotonic()
     worker.send_signal(signal.SIGINT)
-    _, stderr = worker.communicate(timeout=20)
+    _, stderr = finish(worker, 20)
     assert time.monotonic() - started < 5
     assert worker.returncode == 130, stderr
     journal = tmp_path / "j.db"
     with contextlib.closing(sqlite3.connect(journal)) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     again = start_signal_worker(tmp_path, 100, 0.0, 10.0)
-    assert again.communicate(timeout=30)[0].startswith("done ")
+    assert finish(again, 30)[0].startswith("done ")
     assert sorted(stored(journal)) == list(range(100))
 
 
