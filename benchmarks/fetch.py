@@ -103,11 +103,21 @@ CONTENDERS = [
     ("httpx", "plain httpx script (asyncio loop)"),
     ("seed", "seed article's parallelize + aiohttp (asyncio loop)"),
     ("pfetch-fast", "parallelize fetch --client pyreqwest (uvloop)"),
+    ("pfetch-fast-nobreaker", "parallelize fetch --client pyreqwest --host-failures 0"),
+    ("pfetch-fast-ph100", "parallelize fetch --client pyreqwest --per-host 100"),
     ("pfetch", "parallelize fetch --client aiohttp (uvloop)"),
     ("pfetch-no-uvloop", "parallelize fetch --client aiohttp --no-uvloop"),
 ]
 LABELS = dict(CONTENDERS)
-OURS = ("pfetch-fast", "pfetch", "pfetch-no-uvloop")
+OURS = ("pfetch-fast", "pfetch-fast-nobreaker", "pfetch-fast-ph100", "pfetch", "pfetch-no-uvloop")
+# The fetch options of each of ours beyond -w and -o (pyreqwest: the fast backend).
+OUR_FLAGS = {
+    "pfetch-fast": ["--client", "pyreqwest"],
+    "pfetch-fast-nobreaker": ["--client", "pyreqwest", "--host-failures", "0"],
+    "pfetch-fast-ph100": ["--client", "pyreqwest", "--per-host", "100"],
+    "pfetch": ["--client", "aiohttp"],
+    "pfetch-no-uvloop": ["--client", "aiohttp", "--no-uvloop"],
+}
 EXIT_OK = {key: {0, 1} for key in OURS} | {"wget2": {0, 8}}  # 404s: 1 and 8
 
 
@@ -437,10 +447,8 @@ def command(key: str, args: argparse.Namespace, files: dict[str, Path], out: Pat
             str(files["urls"]),
         ]
     if key in OURS:
-        no_uvloop = ["--no-uvloop"] if key == "pfetch-no-uvloop" else []
-        client = ["--client", "pyreqwest" if key == "pfetch-fast" else "aiohttp"]
         base = [str(PARALLELIZE), "fetch", str(files["urls"]), "-w", c, "-o", str(out)]
-        return [*base, *client, "--no-progress", *no_uvloop]
+        return [*base, *OUR_FLAGS[key], "--no-progress"]
     spec = {
         "kind": "plain" if key == "plain-uvloop" else key,
         "uvloop": key == "plain-uvloop",
@@ -770,6 +778,8 @@ def ratio_table(samples: dict[str, list[dict[str, Any]]], n: int) -> tuple[str, 
         ("pfetch", "plain-uvloop", "- (the engine alone: same loop as ours)"),
         ("pfetch-no-uvloop", "plain", "- (the engine alone: same loop, asyncio)"),
         ("pfetch-fast", "pfetch", "- (the fast backend over the default)"),
+        ("pfetch-fast", "pfetch-fast-nobreaker", "- (the default breaker per host, 0.97x+)"),
+        ("pfetch-fast-ph100", "pfetch-fast-nobreaker", "- (--per-host 100 over none)"),
         ("pfetch-fast", "httpx", "- (what httpx costs at this concurrency)"),
         ("pfetch-fast", "xargs", "-"),
         ("pfetch-fast", "wget2", "-"),

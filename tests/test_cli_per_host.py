@@ -188,19 +188,34 @@ def test_a_hanging_host_ends_as_host_down_while_another_succeeds(tmp_path: Path)
 
 
 @pytest.mark.timeout(60)
-def test_the_breaker_is_off_without_limits_per_host(tmp_path: Path) -> None:
-    """A plain fetch has no breaker (and no keys line): every URL is tried."""
+def test_the_breaker_is_on_by_default_and_host_failures_0_turns_it_off(tmp_path: Path) -> None:
+    """A plain fetch has the breaker (K = 10, no limit per host): a hanging host's
+    URLs past the 10th timeout (and those in flight then) fail at once as host_down;
+    a healthy host beside it is untouched. ``--host-failures 0``: every URL is tried."""
     stats = ServerStats()
 
-    async def main() -> tuple[int, list[dict[str, Any]], str]:
-        async with local_server(stats) as a:
-            write_lines(tmp_path / "urls.txt", [f"{a}/hang" for _ in range(12)])
-            return await fetch("urls.txt", "-w", "12", "--timeout", "0.2", cwd=tmp_path)
+    async def main(*flags: str) -> tuple[int, list[dict[str, Any]], str]:
+        async with local_server(stats) as a, local_server(ServerStats()) as b:
+            urls = [f"{a}/hang" for _ in range(40)] + [f"{b}/page/{i}" for i in range(5)]
+            write_lines(tmp_path / "urls.txt", urls)
+            return await fetch(
+                "urls.txt", "-w", "4", "--timeout", "0.2", "-v", *flags, cwd=tmp_path
+            )
 
     code, lines, stderr = drive(main())
     assert code == 1
-    assert {r["error"]["kind"] for r in lines} == {"timeout"}
-    assert stats.requests == 12
+    hung = [r for r in lines if r["url"].endswith("/hang")]
+    kinds = [r["error"]["kind"] for r in hung]
+    assert 10 <= kinds.count("timeout") <= 10 + 3  # K, and the others in flight then
+    assert kinds.count("host_down") == 40 - kinds.count("timeout")
+    assert stats.requests == kinds.count("timeout")  # no request for a host_down (/hang counted)
+    assert [r["status"] for r in lines if "/page/" in r["url"]] == [200] * 5
+    assert "keys: 1 with failures, 1 down (breaker open)" in stderr, stderr
+
+    stats.requests = 0
+    code, lines, stderr = drive(main("--host-failures", "0"))
+    assert [r["error"]["kind"] for r in lines if r["url"].endswith("/hang")] == ["timeout"] * 40
+    assert stats.requests == 40
     assert "keys: " not in stderr
 
 

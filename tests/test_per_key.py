@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from parallelize import (
     AdaptiveLimit,
     Failure,
+    KeyBreakers,
     KeyDownError,
     PerKey,
     Retry,
@@ -377,6 +378,179 @@ def test_a_half_open_breaker_lets_one_probe_through(run: Any) -> None:
     assert 3 <= len(attempts) <= 2 + 5
     gaps = [b - a for a, b in itertools.pairwise(attempts[2:])]
     assert all(gap >= 0.09 for gap in gaps)
+
+
+# -- a breaker alone (KeyBreakers: around the action, the fastest path kept) ---------------
+
+
+@pytest.mark.timeout(30)
+def test_a_breaker_alone_keeps_the_fastest_path_and_fails_a_down_key_at_once(run: Any) -> None:
+    """failures= alone, no other policy: the hand-inlined worker, the action guarded.
+
+    The down key's items past its K failures fail at once (no call); the other key's
+    all succeed; only the key with failures has state; set_rate is refused.
+    """
+    calls: collections.Counter[str] = collections.Counter()
+
+    async def act(item: str) -> str:
+        calls[_key(item)] += 1
+        await asyncio.sleep(0.001)
+        if item.startswith("dead"):
+            raise ConnectionRefusedError("refused")
+        return item
+
+    async def main() -> tuple[list[Any], Any]:
+        items = [f"{k}:{i}" for i in range(50) for k in ("dead", "live")]
+        run_ = parallelize(
+            act, items, 2, on_error="yield", per_key=PerKey(_key, failures=3), stats=True
+        )
+        outcomes = [o async for o in run_]
+        assert run_._items is None  # the hot path: no item source
+        keys = run_.keys
+        assert isinstance(keys, KeyBreakers)
+        with pytest.raises(ValueError, match="breaker alone"):
+            keys.set_rate("dead", 1.0)
+        return outcomes, run_.statistics()
+
+    outcomes, stats = run(main())
+    assert sum(1 for o in outcomes if isinstance(o, str)) == 50
+    down = [o.exception for o in outcomes if isinstance(o, Failure)]
+    assert len(down) == 50
+    assert 3 <= calls["dead"] <= 4  # K, and one in flight as it opened
+    assert sum(isinstance(e, KeyDownError) for e in down) == 50 - calls["dead"]
+    refusal = next(e for e in down if isinstance(e, KeyDownError))
+    assert refusal.key == "dead"
+    assert isinstance(refusal.__cause__, ConnectionRefusedError)
+    assert stats.keys is not None
+    assert not stats.keys.limited
+    assert (stats.keys.keys, stats.keys.open, stats.keys.down) == (1, 1, 50 - calls["dead"])
+    assert "keys: 1 with failures, 1 down (breaker open)" in stats.summary()
+
+
+@pytest.mark.timeout(30)
+def test_a_breaker_alone_probes_once_and_a_reply_closes_it(run: Any) -> None:
+    """After the cool-down one probe goes (the key's others fail at once meanwhile);
+    a reply closes the breaker and forgets the key; a down probe doubles the wait."""
+    state = {"down": True}
+    probes: list[float] = []
+
+    async def act(item: str) -> str:
+        if state["down"]:
+            probes.append(time.monotonic())
+            await asyncio.sleep(0.02)
+            raise TimeoutError
+        await asyncio.sleep(0.02)
+        return item
+
+    async def main() -> list[Any]:
+        polite = PerKey(_key, failures=1, cooldown=0.1, max_cooldown=0.2)
+        run_ = parallelize(act, _paced("h", 60, 0.01, state), 4, on_error="yield", per_key=polite)
+        outcomes = [o async for o in run_]
+        keys = run_.keys
+        assert isinstance(keys, KeyBreakers)
+        assert keys.statistics().keys == 0  # closed again with no failure: forgotten
+        return outcomes
+
+    outcomes = run(main())
+    # One opens it; then one probe per cool-down (0.1 s, then 0.2 s twice at most).
+    assert 2 <= len(probes) <= 4, probes
+    assert all(b - a >= 0.09 for a, b in itertools.pairwise(probes[1:]))
+    assert all(isinstance(o, str) for o in outcomes[-5:])  # closed by a reply
+
+
+async def _paced(key: str, n: int, every: float, state: dict[str, bool]) -> Any:
+    """``n`` items of ``key``, one per ``every`` s; the key comes back up at 0.4 s."""
+    started = time.monotonic()
+    for i in range(n):
+        if time.monotonic() - started > 0.4:
+            state["down"] = False
+        yield f"{key}:{i}"
+        await asyncio.sleep(every)
+
+
+def test_a_breaker_alone_unpacks_items_as_the_workers_do(run: Any) -> None:
+    """Tuples and lists are spread (a bad spread explained), other items passed whole;
+    the key function gets the item itself, and one that raises fails that item alone."""
+    seen: list[Any] = []
+
+    async def add(a: int, b: int) -> int:
+        return a + b
+
+    async def whole(item: Any) -> Any:
+        return item
+
+    def key(item: Any) -> Any:
+        seen.append(item)
+        if item == (0, 0):
+            raise LookupError("no key")
+        return str(item)
+
+    async def take(*args: Any) -> list[Any]:
+        return [o async for o in parallelize(*args, on_error="yield", per_key=breaker)]
+
+    breaker = PerKey(key, failures=2)
+    out = run(take(add, [(1, 2), [3, 4], (0, 0)], 1))
+    assert out[:2] == [3, 7]
+    assert isinstance(out[2], Failure)
+    assert isinstance(out[2].exception, LookupError)
+    assert seen == [(1, 2), [3, 4], (0, 0)]  # the items themselves
+    assert run(take(whole, [5, "ab"], 1)) == [5, "ab"]
+    (spread,) = run(take(add, [(1, 2, 3)], 1))
+    assert isinstance(spread, Failure)
+    assert "(1, 2, 3)" in str(spread.exception)  # explained as the workers do
+
+
+@pytest.mark.timeout(30)
+def test_a_breaker_alone_keeps_only_failing_keys_up_to_keys(run: Any) -> None:
+    """10,000 keys that fail once each (below K): at most PerKey.keys kept."""
+
+    async def act(item: int) -> int:
+        if item % 2:
+            raise ConnectionResetError
+        return item
+
+    async def main() -> int:
+        polite = PerKey(lambda i: i // 2, failures=5, keys=100)
+        run_ = parallelize(act, range(20_000), 8, on_error="yield", per_key=polite)
+        async for _ in run_:
+            pass
+        keys = run_.keys
+        assert keys is not None
+        return keys.statistics().keys
+
+    assert run(main()) <= 101
+
+
+def _probing(entry: Any) -> bool:
+    return bool(entry.probing)
+
+
+@pytest.mark.timeout(30)
+def test_a_cancelled_probe_gives_its_place_back(run: Any) -> None:
+    """The run is closed while its probe hangs: nothing learnt, the probe's place freed."""
+
+    async def hang(item: str) -> str:
+        if item.endswith(":0"):
+            raise ConnectionRefusedError
+        await asyncio.sleep(3600)
+        return item
+
+    async def main() -> Any:
+        polite = PerKey(_key, failures=1, cooldown=0.0)
+        run_ = parallelize(hang, ["h:0", "h:1", "h:2"], 1, on_error="yield", per_key=polite)
+        async with run_:
+            results = aiter(run_)
+            first = await anext(results)
+            await asyncio.sleep(0.05)  # h:1, the probe, hangs
+            keys = run_.keys
+            assert isinstance(keys, KeyBreakers)
+            entry = keys._entries["h"]
+            assert _probing(entry)
+        assert not _probing(entry)
+        assert entry.breaker == 2  # still half open: the next item probes
+        return first
+
+    assert isinstance(run(main()), Failure)
 
 
 @pytest.mark.timeout(60)

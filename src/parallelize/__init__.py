@@ -67,6 +67,7 @@ from ._journal import SQLiteJournal as SQLiteJournal
 from ._limits import NO_OUTCOME as NO_OUTCOME
 from ._limits import AdaptiveLimit as AdaptiveLimit
 from ._limits import AdaptiveStatistics as AdaptiveStatistics
+from ._limits import KeyBreakers as KeyBreakers
 from ._limits import KeyedLimits as KeyedLimits
 from ._limits import KeyStatistics as KeyStatistics
 from ._limits import Limit as Limit
@@ -102,6 +103,7 @@ __all__ = (
     "Journal",
     "JournalError",
     "JsonCodec",
+    "KeyBreakers",
     "KeyDownError",
     "KeyStatistics",
     "KeyedLimits",
@@ -157,6 +159,7 @@ for _obj in (
     PerKey,
     KeyStatistics,
     KeyedLimits,
+    KeyBreakers,
     KeyDownError,
     SharedKeys,
     host_of,

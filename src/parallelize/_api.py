@@ -11,6 +11,7 @@ from ._engine import Run, register_stage_factory
 from ._journal import Journal, SQLiteJournal, WorkSource, missing
 from ._limits import (
     AdaptiveLimit,
+    KeyBreakers,
     KeyedLimits,
     Limit,
     PerKey,
@@ -276,14 +277,12 @@ def parallelize(
     buffered = (
         checked_numworkers if max_buffered is None else check_int("max_buffered", max_buffered, 0)
     )
-    policy = _policy_of(
-        timeout,
-        deadline,
-        retry,
-        rate_limit,
-        _check_adaptive(adaptive, checked_numworkers),
-        _check_per_key(per_key, checked_numworkers),
+    checked_adaptive = _check_adaptive(adaptive, checked_numworkers)
+    alone = timeout is None and deadline is None and retry is None and rate_limit is None
+    breakers, keyed = _keys_of(
+        _check_per_key(per_key), checked_numworkers, alone=alone and checked_adaptive is None
     )
+    policy = _policy_of(timeout, deadline, retry, rate_limit, checked_adaptive, keyed)
     check_bool("stats", stats)
     observer_list = _check_observers(observers, progress)
     if total is not None:
@@ -312,6 +311,7 @@ def parallelize(
         on_error_yield=on_error == "yield",
         max_buffered=buffered,
         policy=policy,
+        breakers=breakers,
         journal=checked_journal,
         key=key,
         grace=_check_grace(handle_signals),
@@ -415,16 +415,35 @@ def _policy_of(  # noqa: PLR0917 - every option an attempt goes through
     )
 
 
-def _check_per_key(per_key: object, numworkers: int) -> KeyedLimits | None:
-    """Return this run's state of ``per_key=`` (its own: a PerKey may serve many runs)."""
-    if per_key is None:
-        return None
-    if not isinstance(per_key, PerKey):
+def _check_per_key(per_key: object) -> PerKey | None:
+    if per_key is not None and not isinstance(per_key, PerKey):
         raise TypeError(
             f"per_key must be a PerKey(...) or None, got {per_key!r}: write "
             f"per_key=PerKey(host_of, concurrency=2)"
         )
-    return KeyedLimits(per_key, numworkers)
+    return per_key
+
+
+def _keys_of(
+    per_key: PerKey | None, numworkers: int, *, alone: bool
+) -> tuple[KeyBreakers | None, KeyedLimits | None]:
+    """Return this run's state of ``per_key=`` (its own: a PerKey may serve many runs).
+
+    A breaker alone (``failures=`` and no limit per key) with no other policy
+    (``alone``) wraps the action (``KeyBreakers``), so the run keeps its fastest
+    path; anything else is kept by the item source (``KeyedLimits``).
+    """
+    if per_key is None:
+        return None, None
+    if (
+        alone
+        and per_key.concurrency is None
+        and per_key.rate is None
+        and not per_key.adaptive
+        and per_key.shared is None
+    ):
+        return KeyBreakers(per_key), None
+    return None, KeyedLimits(per_key, numworkers)
 
 
 def _check_rate_limit(rate_limit: object) -> Limit:

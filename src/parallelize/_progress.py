@@ -248,6 +248,8 @@ def _keys(keys: KeyStatistics | None) -> list[str | tuple[str, str]]:
     """Say how the keys of limits per key fare, and the items set aside (if any)."""
     if keys is None:
         return []
+    if not keys.limited:  # a breaker alone: only the keys down are news
+        return [(f"{keys.open:,} keys down", "red")] if keys.open else []
     line = f"keys {keys.active:,} active"
     if keys.paused:
         line += f", {keys.paused:,} paused"

@@ -286,7 +286,13 @@ class Statistics:
                 line += f", {self.set_aside:,} set aside by their key"
             lines.append(line)
         keys = self.keys
-        if keys is not None:
+        if keys is not None and not keys.limited:
+            if keys.keys or keys.down:  # a breaker alone: said when it did something
+                line = f"keys: {keys.keys:,} with failures, {keys.open:,} down (breaker open)"
+                if keys.down:
+                    line += f"; {keys.down:,} items failed as their key was down"
+                lines.append(line)
+        elif keys is not None:
             line = f"keys: {keys.keys:,} known, {keys.active:,} active"
             if keys.paused:
                 line += f", {keys.paused:,} paused"

@@ -55,7 +55,7 @@ if TYPE_CHECKING:
 
 __all__ = ("fetch_command", "parse_header")
 
-# The breaker's default (--host-failures), when limits per host are on.
+# The breaker's default (--host-failures; 0 turns it off).
 HOST_FAILURES = 10
 
 # Statuses worth another attempt: rate limited, and the server errors that a
@@ -162,7 +162,12 @@ def fetch_command(options: argparse.Namespace, argv: list[str]) -> int:
             "URLs from Redis, past this process's robots.txt check"
         )
     options.keyed = per_key_of(
-        options, host_key, "host", needed=options.robots, failures=HOST_FAILURES
+        options,
+        host_key,
+        "host",
+        needed=options.robots,
+        failures=HOST_FAILURES,
+        breaker_alone=True,
     )
     check_journal(options.journal)
     check_queue_options(options, options.urls, "URLS")

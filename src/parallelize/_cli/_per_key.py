@@ -55,6 +55,7 @@ def per_key_of(
     *,
     needed: bool = False,
     failures: int | None = None,
+    breaker_alone: bool = False,
 ) -> PerKey | None:
     """Return the command's :class:`~parallelize.PerKey`, or None when it sets no limit.
 
@@ -66,18 +67,19 @@ def per_key_of(
         noun: ``"host"`` or ``"key"``, as the options are spelt (``--per-host``).
         needed: Make one even when no limit is asked for (``--robots`` sets each
             site's rate while the run goes on).
-        failures: The breaker's K when ``--{noun}-failures`` is not given, if the
-            run has limits per key anyway (alone, a breaker would take the run
-            off the library's fastest path: fetch's main job, one host, ran 15
-            to 30 % slower with it).
+        failures: The breaker's K when ``--{noun}-failures`` is not given: always
+            (fetch's default: a breaker alone keeps the library's fastest path,
+            see ``KeyBreakers``), or only with limits per key when ``breaker_alone``
+            is False.
+        breaker_alone: Whether ``failures`` applies with no limit per key too.
 
     Raises:
         UsageError: An option that needs another one missing.
     """
     limits = (options.per_key, options.per_key_rate, options.per_key_adaptive)
     breaker = options.key_failures
-    if breaker is None:  # not given: the default, if limits per key are on anyway
-        on = needed or any(limits) or options.key_cooldown is not None
+    if breaker is None:  # not given: the default
+        on = breaker_alone or needed or any(limits) or options.key_cooldown is not None
         breaker = failures if on else None
     breaker = breaker or None  # 0: off
     if options.per_key_burst is not None and options.per_key_rate is None:
@@ -92,8 +94,8 @@ def per_key_of(
     return PerKey(
         key,
         # Only --robots: a limit that never binds (the workers are fewer), so that
-        # PerKey exists for the rates that robots.txt files set.
-        concurrency=options.per_key or (None if any(limits) or breaker else options.workers),
+        # the run's keys take the rates that robots.txt files set.
+        concurrency=options.per_key or (options.workers if needed and not any(limits) else None),
         rate=options.per_key_rate,
         burst=options.per_key_burst or 1,
         adaptive=options.per_key_adaptive,

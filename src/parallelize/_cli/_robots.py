@@ -37,7 +37,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Iterable
 from typing import TYPE_CHECKING, Any, Final, Self
 
-from parallelize import host_of
+from parallelize import KeyBreakers, host_of
 from parallelize.http import HTTPClientError, TooManyRedirectsError
 
 from ._errors import error_text
@@ -167,7 +167,10 @@ class RobotsGate:
 
     def bind(self, run: Run[Any]) -> None:
         """Take the run's keys, to set the rate of a site with a Crawl-delay."""
-        self._keys = run.keys
+        keys = run.keys
+        # --robots always makes limits per key that take a rate (per_key_of's needed=).
+        assert not isinstance(keys, KeyBreakers)
+        self._keys = keys
 
     async def items(
         self, source: Iterable[tuple[int, str]] | AsyncIterator[tuple[int, str]]

@@ -90,7 +90,13 @@ def assemble(
             # do, before each new item.
             return Assembly(
                 functools.partial(
-                    plain_worker, flow, source, action, name, on_error_yield=on_error_yield
+                    plain_worker,
+                    flow,
+                    source,
+                    action,
+                    name,
+                    on_error_yield=on_error_yield,
+                    unpacked=unpacked,
                 ),
                 None,
                 source,
@@ -107,7 +113,14 @@ def assemble(
             source = itertools.compress(source, counter)
         return Assembly(
             functools.partial(
-                observed_worker, flow, source, action, name, stats, on_error_yield=on_error_yield
+                observed_worker,
+                flow,
+                source,
+                action,
+                name,
+                stats,
+                on_error_yield=on_error_yield,
+                unpacked=unpacked,
             ),
             None,
             source,

@@ -35,6 +35,7 @@ async def plain_worker(  # noqa: C901, PLR0912 - the hot path, inlined on purpos
     name: str,
     *,
     on_error_yield: bool,
+    unpacked: tuple[type, ...] = UNPACKED,
 ) -> None:
     """Worker for a sync input, results in completion order: the hot path.
 
@@ -55,7 +56,7 @@ async def plain_worker(  # noqa: C901, PLR0912 - the hot path, inlined on purpos
             kind = type(item)
             if kind is not last_kind:
                 last_kind = kind
-                unpack = issubclass(kind, UNPACKED)
+                unpack = issubclass(kind, unpacked)
             try:
                 if unpack:
                     value = await action(*item)
@@ -93,6 +94,7 @@ async def observed_worker(  # noqa: C901, PLR0912 - as plain_worker
     stats: StatsCounters,
     *,
     on_error_yield: bool,
+    unpacked: tuple[type, ...] = UNPACKED,
 ) -> None:
     """``plain_worker`` that also counts, for ``stats=True`` and observers of the run.
 
@@ -116,7 +118,7 @@ async def observed_worker(  # noqa: C901, PLR0912 - as plain_worker
             kind = type(item)
             if kind is not last_kind:
                 last_kind = kind
-                unpack = issubclass(kind, UNPACKED)
+                unpack = issubclass(kind, unpacked)
             # Timed inline (a helper coroutine would cost a frame per item).
             began = clock() if flow.timing else 0.0  # perf_counter() is never 0
             try:

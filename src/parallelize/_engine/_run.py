@@ -59,7 +59,7 @@ if TYPE_CHECKING:
 
     from parallelize._actions import ExecutorSpec
     from parallelize._journal import Journal, WorkSource
-    from parallelize._limits import AdaptiveLimit, KeyedLimits
+    from parallelize._limits import AdaptiveLimit, KeyBreakers, KeyedLimits
     from parallelize._processes import ProcessPool
     from parallelize._util import ActionKind
 
@@ -111,6 +111,7 @@ class Run(Stages[T_co]):
         "_action",
         "_argslist",
         "_async_source",
+        "_breakers",
         "_done",
         "_executor",
         "_executor_spec",
@@ -160,6 +161,7 @@ class Run(Stages[T_co]):
         on_error_yield: bool,
         max_buffered: int,
         policy: ItemPolicy | None = None,
+        breakers: KeyBreakers | None = None,
         journal: Journal | WorkSource | None = None,
         key: Callable[[Any], Any] | None = None,
         grace: float | None = None,
@@ -198,6 +200,8 @@ class Run(Stages[T_co]):
         # others). Without it every failure is raised or yielded to the caller, and
         # nothing is logged, whatever else is set (a timeout, a journal, signals).
         self._log_failures = policy is not None and policy.retry is not None
+        # A breaker per key with no other limit per key: around the action.
+        self._breakers = breakers
         # handle_signals: the grace period for in-flight items after SIGINT/SIGTERM.
         self._grace = grace
         self._handling: Grace | None = None  # the signal handlers, once started
@@ -293,7 +297,7 @@ class Run(Stages[T_co]):
         return None if self._policy is None else self._policy.adaptive
 
     @property
-    def keys(self) -> KeyedLimits | None:
+    def keys(self) -> KeyedLimits | KeyBreakers | None:
         """The run's keys, with ``per_key=`` (None without).
 
         ``keys.statistics()`` (a :class:`~parallelize.KeyStatistics`, also in
@@ -302,6 +306,8 @@ class Run(Stages[T_co]):
 
         Added in 0.3.
         """
+        if self._breakers is not None:
+            return self._breakers
         return None if self._policy is None else self._policy.keyed
 
     def statistics(self) -> Statistics:
@@ -326,6 +332,7 @@ class Run(Stages[T_co]):
             self._items,
             self._policy,
             self._journal,
+            keys=self.keys,
             source=self._sync_source,
             started=self._state is not _State.NEW and self._loop is not None,
             done=self._done,
@@ -546,6 +553,11 @@ class Run(Stages[T_co]):
         self._action, self._executor, self._processes = prepare_action(
             self._action, self._kind, self._executor_spec, self._numworkers
         )
+        if self._breakers is not None:
+            self._breakers.clock = loop.time
+            # The guard takes each item whole and unpacks it as the workers would.
+            self._action = self._breakers.guard(self._action, self._name, self._unpacked)
+            self._unpacked = ()
         if isinstance(argslist, AsyncIterable):
             self._async_source = aiter(argslist)
             self._pull_lock = PullLock()  # no convoy: see PullLock

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
 
     from parallelize._journal import RunSession
+    from parallelize._limits import KeyBreakers, KeyedLimits
     from parallelize._policies import ItemPolicy
     from parallelize._stats import StatsCounters
 
@@ -62,6 +63,7 @@ def snapshot(
     done: bool,
     total: int | None,
     numworkers: int,
+    keys: KeyedLimits | KeyBreakers | None = None,
 ) -> Statistics:
     """Return the run's ``Statistics`` now (final once ``done``).
 
@@ -77,6 +79,7 @@ def snapshot(
         done: Every worker has finished.
         total: The items of the input, if known.
         numworkers: The run's workers (the limit, without an adaptive one).
+        keys: The run's limits per key, if any.
     """
     loop = flow.loop
     if stats.finished_at is not None:
@@ -116,7 +119,6 @@ def snapshot(
     if total is not None and rate > 0:
         eta = max(0, total - finished) / rate
     adaptive = None if policy is None else policy.adaptive
-    keyed = None if policy is None else policy.keyed
     return Statistics(
         total=total,
         done=finished,
@@ -138,5 +140,5 @@ def snapshot(
         undone=stats.unfinished + waiting_retry + set_aside if done else 0,
         waiting_limit=waiting_limit,
         set_aside=0 if done else set_aside,
-        keys=None if keyed is None else keyed.statistics(),
+        keys=None if keys is None else keys.statistics(),
     )

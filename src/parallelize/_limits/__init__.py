@@ -2,7 +2,9 @@
 
 from ._adaptive import AdaptiveLimit, AdaptiveStatistics, bind_to_run, overload_of
 from ._base import NO_OUTCOME, NO_PERMIT, Limit, Permit
-from ._keyed import KeyedLimits, KeyStatistics, PerKey, SharedKeys, down_of, host_of
+from ._breakers import KeyBreakers
+from ._keyed import KeyedLimits
+from ._per_key import KeyStatistics, PerKey, SharedKeys, down_of, host_of
 from ._rate import RateLimit, RateLimiter, RateLimitStatistics, as_limit
 
 __all__ = (
@@ -10,6 +12,7 @@ __all__ = (
     "NO_PERMIT",
     "AdaptiveLimit",
     "AdaptiveStatistics",
+    "KeyBreakers",
     "KeyStatistics",
     "KeyedLimits",
     "Limit",
