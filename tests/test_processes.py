@@ -31,28 +31,9 @@ from parallelize import (
     Retry,
     parallelize,
 )
+from proctools import alive, no_children_left
 
 pytestmark = pytest.mark.timeout(60)
-
-
-def alive(pid: int) -> bool:
-    """Whether a process with this id runs (a reaped child does not)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie still answers: look at its state.
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
-    except FileNotFoundError:
-        return False
-    return state != "Z"
-
-
-def no_children_left() -> bool:
-    import multiprocessing  # noqa: PLC0415 - only to list what it started
-
-    return not multiprocessing.active_children()
 
 
 def test_results_come_back_from_the_children(run: Any) -> None:

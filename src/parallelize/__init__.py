@@ -26,12 +26,14 @@ they observe). ``tests/test_layers.py`` holds the map below to that::
     _options        StageOptions: the keyword options of a stage
     _policies       Retry, Backoff, timeouts and deadlines: one attempt (ItemPolicy)
     _limits/        Limit, the one seam of every limit; RateLimit (GCRA), AdaptiveLimit,
-                    PerKey (limits per key, set aside by the item source)
+                    PerKey (limits per key, set aside by the item source; a breaker
+                    alone kept around the action: KeyBreakers)
     _journal/       Journal, SQLiteJournal and its writer, the session that skips and records
     _redis/         the queue's rooms: records, connection, shared limits, places of
                     keys (per_key), member, producer, session (journal=)
     _actions        how an action is called: loop, threads, processes; fan-out
     _processes      executor="process": one child process per item in flight
+    _multi          processes=N: an async action in N children, many calls in each
     _signals        SIGINT/SIGTERM handlers for a graceful stop
     _stats          the counters, the latency histogram, the Statistics snapshot
     _outcomes       Failure, yielded for a failed item

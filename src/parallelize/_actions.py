@@ -23,18 +23,29 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any, Literal
 
 from ._errors import ActionError
+from ._multi import ProcessSetup, ProcessShards
 from ._processes import ProcessPool
 from ._util import ActionKind
 
-__all__ = ("ExecutorSpec", "prepare_action", "thread_action")
+__all__ = ("ExecutorSpec", "ProcessesSpec", "prepare_action", "thread_action")
 
 ExecutorSpec = Literal["thread", "process"] | Executor | None
+# processes=: how many child processes, and their process_setup.
+ProcessesSpec = tuple[int, "ProcessSetup | None"] | None
 
 
-def prepare_action(
-    action: Callable[..., Any], kind: ActionKind, executor: ExecutorSpec, numworkers: int
-) -> tuple[Callable[..., Any], ThreadPoolExecutor | None, ProcessPool | None]:
+def prepare_action(  # noqa: PLR0911 - one return per way an action runs
+    action: Callable[..., Any],
+    kind: ActionKind,
+    executor: ExecutorSpec,
+    numworkers: int,
+    processes: ProcessesSpec = None,
+) -> tuple[Callable[..., Any], ThreadPoolExecutor | None, ProcessPool | ProcessShards | None]:
     """Return the action the workers await, and the pool the run must close, if any."""
+    if processes is not None:
+        size, setup = processes
+        shards = ProcessShards(action, size, fan_out=kind == "asyncgen", setup=setup)
+        return shards.call, None, shards
     if kind == "async":
         return action, None, None
     if kind == "asyncgen":

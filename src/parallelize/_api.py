@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from concurrent.futures import Executor
-from typing import Any, Literal, TypeVar, Unpack, overload
+from contextlib import AbstractAsyncContextManager
+from typing import Any, Literal, TypeVar, Unpack, cast, overload
 
 from ._engine import Run, register_stage_factory
 from ._journal import Journal, SQLiteJournal, WorkSource, missing
@@ -20,6 +21,7 @@ from ._limits import (
     as_limit,
     bind_to_run,
 )
+from ._multi import ProcessSetup, auto_processes
 from ._observe import Observer
 from ._options import StageOptions
 from ._outcomes import Failure
@@ -30,6 +32,7 @@ from ._util import (
     check_action,
     check_argslist,
     check_bool,
+    check_callable,
     check_choice,
     check_int,
     check_seconds,
@@ -137,6 +140,8 @@ def parallelize(
     total: int | None = None,
     name: str | None = None,
     executor: Literal["thread", "process"] | Executor | None = None,
+    processes: int | Literal["auto"] | None = None,
+    process_setup: Callable[[], AbstractAsyncContextManager[Any]] | None = None,
 ) -> Run[Any]:
     """Run ``action`` over every item of ``argslist`` with ``numworkers`` workers.
 
@@ -245,7 +250,23 @@ def parallelize(
             :class:`~parallelize.ProcessCrashed`, and a ``timeout`` kills the child
             running a late item. Or an :class:`concurrent.futures.Executor` of your
             own, which the run uses and does not shut down. Not for ``async def``
-            actions, which run on the loop.
+            actions, which run on the loop (see ``processes``).
+        processes: Run an ``async def`` action in this many child processes
+            (``"auto"``: one per core), many calls in flight in each, for I/O work
+            whose CPU per item (parsing, TLS, the client's own code) fills one
+            core. The run stays here: its input, its ``numworkers`` (the calls in
+            flight, all processes together), every policy and limit (one budget
+            for the run), the journal, statistics and order; each call goes to
+            the child with the fewest in flight. The action (and
+            ``process_setup``) must be defined at the top level of a module, and
+            its arguments and results are pickled. A child that dies fails its
+            calls in flight with :class:`~parallelize.ProcessCrashed` (retried if
+            ``Retry`` names it) and a new one takes its place; children never
+            outlive this process. Default None: the action runs on this loop.
+        process_setup: With ``processes``: a function returning an async context
+            manager, entered in each child before its first call and exited after
+            its last (a client per process, kept in a module-level name the
+            action reads). If it raises, every call fails with its error.
 
     Returns:
         A :class:`~parallelize.Run`: iterate it with ``async for``; use it as an
@@ -270,6 +291,7 @@ def parallelize(
     """
     kind = check_action(action)
     _check_executor(executor, kind, action)
+    checked_processes = _check_processes(processes, process_setup, kind, action, executor)
     checked_argslist = check_argslist(argslist)
     checked_numworkers = check_int("numworkers", numworkers, 1)
     check_bool("ordered", ordered)
@@ -307,6 +329,7 @@ def parallelize(
         checked_numworkers,
         kind=kind,
         executor=executor,
+        processes=checked_processes,
         ordered=ordered,
         on_error_yield=on_error == "yield",
         max_buffered=buffered,
@@ -338,6 +361,36 @@ def _check_executor(executor: object, kind: str, action: Callable[..., Any]) -> 
         )
     if executor == "process":
         check_picklable(action)
+
+
+def _check_processes(
+    processes: object,
+    setup: object,
+    kind: str,
+    action: Callable[..., Any],
+    executor: object,
+) -> tuple[int, ProcessSetup | None] | None:
+    """Return ``processes=`` as a number and its setup, or None without."""
+    if processes is None:
+        if setup is not None:
+            raise ValueError("process_setup= is run in each child process: give processes= too")
+        return None
+    size = auto_processes() if processes == "auto" else check_int("processes", processes, 1)
+    name = getattr(action, "__qualname__", type(action).__name__)
+    if kind not in {"async", "asyncgen"}:
+        raise ValueError(
+            f"processes= runs an async action in child processes, and {name} is a plain "
+            f'function: use executor="process" for a plain function (one call per child '
+            f"at a time), or make {name} an async def"
+        )
+    if executor is not None:
+        raise ValueError("processes= and executor= cannot go together: drop executor=")
+    option = "processes="
+    check_picklable(action, option)
+    if setup is not None:
+        check_callable("process_setup", setup, "a function that returns an async context manager")
+        check_picklable(cast("Callable[..., Any]", setup), option, what="process_setup")
+    return size, cast("ProcessSetup | None", setup)
 
 
 def _check_observers(observers: object, progress: object) -> tuple[Observer, ...]:

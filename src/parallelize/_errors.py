@@ -314,7 +314,8 @@ class ProcessCrashed(ParallelizeError):  # noqa: N818 - says what happened, as i
             message = (
                 f"a worker process (pid {pid}) died while starting ({how}), before it "
                 f"could run this item; its own error is printed above. A script that "
-                f'uses executor="process" needs the `if __name__ == "__main__":` guard '
+                f'uses child processes (executor="process", processes=) needs the '
+                f'`if __name__ == "__main__":` guard '
                 f"around its main code, and the action must be importable from its module"
             )
         else:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable
 from concurrent.futures import Executor
+from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypedDict, TypeVar
 
 if TYPE_CHECKING:
@@ -47,3 +48,5 @@ class StageOptions(TypedDict, Generic[R], total=False):
     total: int | None
     name: str | None
     executor: Literal["thread", "process"] | Executor | None
+    processes: int | Literal["auto"] | None
+    process_setup: Callable[[], AbstractAsyncContextManager[Any]] | None

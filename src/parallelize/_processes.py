@@ -36,15 +36,15 @@ import socket
 import sys
 import traceback
 from collections import deque
-from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any, cast
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from ._errors import ActionError, ProcessCrashed
 
 if TYPE_CHECKING:
     from multiprocessing.process import BaseProcess
 
-__all__ = ("ProcessPool", "check_picklable")
+__all__ = ("ProcessPool", "check_picklable", "end_children", "kill_child")
 
 _HEADER = 8  # bytes of a frame's length, little-endian
 _PROTOCOL = pickle.HIGHEST_PROTOCOL
@@ -60,7 +60,9 @@ def _process_class() -> type[BaseProcess]:
     return context.SpawnProcess
 
 
-def check_picklable(function: Callable[..., Any]) -> None:
+def check_picklable(
+    function: Callable[..., Any], option: str = 'executor="process"', what: str = "action"
+) -> None:
     """Raise a TypeError that says what to do if a child could not get ``function``.
 
     A child receives the action pickled, that is by reference: it imports the
@@ -79,38 +81,38 @@ def check_picklable(function: Callable[..., Any]) -> None:
     try:
         data = pickle.dumps(function, _PROTOCOL)
     except Exception as exc:
-        raise TypeError(_unpicklable_message(name, exc)) from exc
+        raise TypeError(_unpicklable_message(name, exc, option, what)) from exc
     if _main_is_importable():
         return
     for module, qualname in _imported_names(data):
         if module == "__main__":
-            what = "it" if qualname == name else f"{qualname}, which it refers to,"
+            culprit = "it" if qualname == name else f"{qualname}, which it refers to,"
             raise TypeError(
-                f'action {name} cannot run in child processes (executor="process"): '
-                f"{what} is defined in __main__, and this __main__ has no file "
+                f"{what} {name} cannot run in child processes ({option}): "
+                f"{culprit} is defined in __main__, and this __main__ has no file "
                 f"(python -c, an interactive session or a notebook), so the children, "
-                f"which import the action by its module and name, cannot find it. "
+                f"which import the {what} by its module and name, cannot find it. "
                 f"Define it at the top level of a module file and import it from "
                 f"there (or run a script, `python script.py`, with its main code under "
                 f'`if __name__ == "__main__":`)'
             )
 
 
-def _unpicklable_message(name: str, exc: Exception) -> str:
-    how = 'executor="process" sends the action to its child processes by module and name'
+def _unpicklable_message(name: str, exc: Exception, option: str, what: str) -> str:
+    how = f"{option} sends the {what} to its child processes by module and name"
     if "<lambda>" in name:
         return (
-            f"action {name} is a lambda: {how}, and a lambda has none; define it with "
+            f"{what} {name} is a lambda: {how}, and a lambda has none; define it with "
             f"def at the top level of a module"
         )
     outer, local, _ = name.rpartition(".<locals>.")
     if local:
         return (
-            f"action {name} is defined inside {outer}(): {how}, and a child cannot "
+            f"{what} {name} is defined inside {outer}(): {how}, and a child cannot "
             f"import what is local to a function; define it at the top level of a module"
         )
     return (
-        f"action {name} cannot be sent to the child processes ({exc}): {how}; define "
+        f"{what} {name} cannot be sent to the child processes ({exc}): {how}; define "
         f"it at the top level of a module (not a lambda, a nested function or a method "
         f"of a local class)"
     )
@@ -277,11 +279,35 @@ class _Child(asyncio.Protocol):
             self.reply = None
 
     def kill(self) -> None:
-        if self.transport is not None:
-            self.transport.abort()
-        if self.process.pid is not None:  # started
-            with contextlib.suppress(OSError, ValueError):
-                self.process.kill()
+        kill_child(self.transport, self.process)
+
+
+class _Killable(Protocol):
+    process: BaseProcess
+
+    def kill(self) -> None: ...
+
+
+async def end_children(children: Iterable[_Killable]) -> None:
+    """Wait for each child to exit, killing those that take too long (or all, if cancelled)."""
+    try:
+        for child in children:
+            if not await _wait_exit(child.process, _EXIT_WAIT):
+                child.kill()
+                await _wait_exit(child.process, _EXIT_WAIT)
+    except BaseException:
+        for child in children:  # cancelled while waiting: leave none running
+            child.kill()
+        raise
+
+
+def kill_child(transport: asyncio.Transport | None, process: BaseProcess) -> None:
+    """Abort the parent's end of a child's socket, and SIGKILL the child if it started."""
+    if transport is not None:
+        transport.abort()
+    if process.pid is not None:  # started
+        with contextlib.suppress(OSError, ValueError):
+            process.kill()
 
 
 class ProcessPool:
@@ -480,15 +506,7 @@ class ProcessPool:
                 self._kill(child)
         children = self._live | self._dead
         self._live, self._dead = set(), set()
-        try:
-            for child in children:
-                if not await _wait_exit(child.process, _EXIT_WAIT):
-                    child.kill()
-                    await _wait_exit(child.process, _EXIT_WAIT)
-        except BaseException:
-            for child in children:  # cancelled while waiting: leave none running
-                child.kill()
-            raise
+        await end_children(children)
         for child in children:
             if child.process.pid is not None:  # started: reap it
                 child.process.join(0)

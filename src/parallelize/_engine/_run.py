@@ -57,9 +57,10 @@ if TYPE_CHECKING:
     from collections.abc import Coroutine
     from types import TracebackType
 
-    from parallelize._actions import ExecutorSpec
+    from parallelize._actions import ExecutorSpec, ProcessesSpec
     from parallelize._journal import Journal, WorkSource
     from parallelize._limits import AdaptiveLimit, KeyBreakers, KeyedLimits
+    from parallelize._multi import ProcessShards
     from parallelize._processes import ProcessPool
     from parallelize._util import ActionKind
 
@@ -135,6 +136,7 @@ class Run(Stages[T_co]):
         "_ordered",
         "_policy",
         "_processes",
+        "_processes_spec",
         "_pull_lock",
         "_random",
         "_results_ref",
@@ -157,6 +159,7 @@ class Run(Stages[T_co]):
         *,
         kind: ActionKind,
         executor: ExecutorSpec = None,
+        processes: ProcessesSpec = None,
         ordered: bool,
         on_error_yield: bool,
         max_buffered: int,
@@ -226,7 +229,8 @@ class Run(Stages[T_co]):
         self._pull_lock: PullLock | None = None
         self._items: ItemSource | None = None  # the general worker's source, if any
         self._executor: ThreadPoolExecutor | None = None  # ours: plain functions' threads
-        self._processes: ProcessPool | None = None  # ours: executor="process"
+        self._processes: ProcessPool | ProcessShards | None = None  # ours: processes
+        self._processes_spec = processes
         # A run whose input is another run (a pipeline's earlier stage): closed with
         # this one, and the failures it yields pass through this one unchanged.
         self._upstream = argslist if isinstance(argslist, Run) else None
@@ -551,7 +555,7 @@ class Run(Stages[T_co]):
         if self._grace is not None:
             self._handling = Grace(self._grace, self._flow, loop, self._cancel)
         self._action, self._executor, self._processes = prepare_action(
-            self._action, self._kind, self._executor_spec, self._numworkers
+            self._action, self._kind, self._executor_spec, self._numworkers, self._processes_spec
         )
         if self._breakers is not None:
             self._breakers.clock = loop.time

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 
+    from parallelize._multi import ProcessShards
     from parallelize._processes import ProcessPool
 
     from ._flow import Flow
@@ -58,7 +59,7 @@ async def run_workers(
 async def release(
     flow: Flow,
     source: AsyncIterator[Any] | None,
-    processes: ProcessPool | None,
+    processes: ProcessPool | ProcessShards | None,
     close_upstream: Callable[[], Awaitable[None]] | None,
 ) -> None:
     """Close what a run holds open: the input, the processes, earlier stages."""

@@ -257,7 +257,9 @@ class KeyedLimits:
         """Return a set-aside item whose key may go now (its permit taken), or None."""
         timers = self._timers
         while timers and timers[0][0] <= now:
-            _, _, entry = heapq.heappop(timers)
+            when, _, entry = heapq.heappop(timers)
+            if entry.timer_at != when:
+                continue  # stale: the key's timer was set again since (or it went)
             entry.timer_at = 0.0
             if entry.items and not entry.ringed:
                 entry.ringed = True

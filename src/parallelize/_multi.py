@@ -1,0 +1,581 @@
+"""``processes=N``: an async action in N child processes, many calls in flight in each.
+
+The run itself stays in this process: its input, its workers, every policy (retries,
+``Retry-After``, timeouts, the rate limit, the adaptive limit, limits per key), the
+journal, statistics, ordering and signals. Only the action moves: each worker's call
+becomes a message to a child, whose event loop runs it as a task among the others
+it was sent, and its outcome comes back as a message. So the run has one budget for
+each limit however many processes, and one journal writer, for free: none of them
+needed to learn about processes.
+
+Messages go over one socket per child, in frames (an 8-byte length, then a pickled
+list). Calls made in one turn of the event loop go in one frame, and the outcomes a
+child has in one turn come back in one: a busy run pays a pickle of a batch, not a
+system call per item. A call goes to the child with the fewest calls in flight.
+
+* A call that is cancelled (its ``timeout``, the run closing) sends the child a
+  cancel for its task; the outcome, if it comes anyway, is dropped.
+* A child that dies fails the calls it had in flight with
+  :class:`~parallelize.ProcessCrashed` (retried if ``Retry`` names it), and the next
+  call starts a new child in its place.
+* No orphan: a child exits when its socket to the parent closes (the parent gone,
+  however it ended), and on Linux the kernel kills it (``PR_SET_PDEATHSIG``) when
+  the fork server that started it exits, which it does when this process dies.
+* ``process_setup``, an async context manager factory, is entered in each child
+  before its first call and exited after its last (a client per process). If it
+  fails, the pool is broken: every call fails with its error, none restarts it.
+
+Children start from the fork server on Linux (``spawn`` elsewhere), run uvloop's
+loop when it is installed, and ignore SIGINT (the run decides what a signal means).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import ctypes.util
+import itertools
+import os
+import pickle
+import signal
+import socket
+import sys
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import AbstractAsyncContextManager
+from typing import TYPE_CHECKING, Any, cast
+
+from ._errors import ActionError, ProcessCrashed
+from ._processes import (
+    RemoteTraceback,
+    _process_class,
+    _start,
+    _wait_exit,
+    end_children,
+    kill_child,
+)
+
+if TYPE_CHECKING:
+    from multiprocessing.process import BaseProcess
+
+__all__ = ("ProcessSetup", "ProcessShards", "auto_processes")
+
+ProcessSetup = Callable[[], AbstractAsyncContextManager[Any]]
+
+_HEADER = 8  # bytes of a frame's length, little-endian
+_PROTOCOL = pickle.HIGHEST_PROTOCOL
+_EXIT_WAIT = 5.0  # seconds a closed pool waits for its children before killing them
+_PR_SET_PDEATHSIG = 1
+# The ready frame's id: the child's setup is done (or failed).
+_READY = -1
+
+
+def auto_processes() -> int:
+    """Return the processes of ``processes="auto"``: the cores this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+# -- the child's side -------------------------------------------------------------------
+
+
+def _die_with_parent() -> None:
+    """Ask the kernel to kill this process when its parent (the fork server) exits."""
+    if not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(Exception):
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+def _child_main(
+    sock: socket.socket,
+    function: Callable[..., Any],
+    setup: ProcessSetup | None,
+    fan_out: bool,
+) -> None:
+    """Serve calls until the parent closes the socket: a child's whole life."""
+    _die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        import uvloop  # noqa: PLC0415 - optional
+
+        runner: asyncio.Runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
+    except ImportError:
+        runner = asyncio.Runner()
+    with runner:
+        runner.run(_serve(sock, function, setup, fan_out))
+
+
+async def _serve(
+    sock: socket.socket,
+    function: Callable[..., Any],
+    setup: ProcessSetup | None,
+    fan_out: bool,
+) -> None:
+    loop = asyncio.get_running_loop()
+    server = _Server(function, fan_out, loop)
+    await loop.create_unix_connection(lambda: server, sock=sock)
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            if setup is not None:
+                try:
+                    await stack.enter_async_context(setup())
+                except Exception as exc:
+                    server.send([_error_reply(_READY, function, exc, setup=True)])
+                    await server.drained()
+                    return
+            server.send([(_READY, True, None)])
+            await server.closed
+            await server.stop()
+    finally:
+        server.close()
+
+
+class _Server(asyncio.Protocol):
+    """A child's end of its socket: calls in, outcomes out, a task per call."""
+
+    def __init__(
+        self, function: Callable[..., Any], fan_out: bool, loop: asyncio.AbstractEventLoop
+    ) -> None:
+        self.function = function
+        self.fan_out = fan_out
+        self.loop = loop
+        self.transport: asyncio.Transport | None = None
+        self.buffer = bytearray()
+        self.tasks: dict[int, asyncio.Task[None]] = {}
+        self.outbox: list[tuple[Any, ...]] = []
+        self.flushing = False
+        self.closed: asyncio.Future[None] = loop.create_future()
+        self.paused = False
+        self.resumed: asyncio.Future[None] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast("asyncio.Transport", transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:  # noqa: ARG002 - any loss
+        if not self.closed.done():
+            self.closed.set_result(None)
+        if self.resumed is not None and not self.resumed.done():
+            self.resumed.set_result(None)
+
+    def pause_writing(self) -> None:
+        self.paused = True
+
+    def resume_writing(self) -> None:
+        self.paused = False
+        if self.resumed is not None and not self.resumed.done():
+            self.resumed.set_result(None)
+
+    def data_received(self, data: bytes) -> None:
+        for messages in _frames(self.buffer, data):
+            for message in messages:
+                if len(message) == 1:  # a cancel
+                    task = self.tasks.get(message[0])
+                    if task is not None:
+                        task.cancel()
+                else:
+                    ident, args = message
+                    self.tasks[ident] = self.loop.create_task(self.call(ident, args))
+
+    async def call(self, ident: int, args: tuple[Any, ...]) -> None:
+        try:
+            if self.fan_out:
+                value: Any = [v async for v in self.function(*args)]
+            else:
+                value = await self.function(*args)
+        except asyncio.CancelledError:
+            self.tasks.pop(ident, None)
+            raise
+        except BaseException as exc:
+            reply = _error_reply(ident, self.function, exc)
+        else:
+            reply = (ident, True, value)
+        del self.tasks[ident]
+        self.send([reply])
+
+    def send(self, replies: list[tuple[Any, ...]]) -> None:
+        self.outbox += replies
+        if not self.flushing:
+            self.flushing = True
+            self.loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        self.flushing = False
+        replies, self.outbox = self.outbox, []
+        if self.transport is None or self.transport.is_closing():
+            return
+        try:
+            payload = pickle.dumps(replies, _PROTOCOL)
+        except Exception:
+            payload = pickle.dumps([self.picklable(reply) for reply in replies], _PROTOCOL)
+        self.transport.write(len(payload).to_bytes(_HEADER, "little") + payload)
+
+    def picklable(self, reply: tuple[Any, ...]) -> tuple[Any, ...]:
+        try:
+            pickle.dumps(reply, _PROTOCOL)
+        except Exception as exc:
+            ident, ok, value = reply[:3]
+            if ok:
+                name = getattr(self.function, "__qualname__", type(self.function).__name__)
+                error = ActionError(
+                    f"action {name} returned a {type(value).__name__} that cannot be "
+                    f"pickled, so it cannot leave its process ({exc}); return plain data "
+                    f"(str, bytes, numbers, lists, dicts, dataclasses)"
+                )
+                return _error_reply(ident, self.function, error)
+            return _error_reply(ident, self.function, ActionError(f"{value!r}"))
+        return reply
+
+    async def drained(self) -> None:
+        self.flush()
+        while self.paused and not self.closed.done():
+            self.resumed = self.loop.create_future()
+            await self.resumed
+
+    async def stop(self) -> None:
+        """Cancel every call still running (the parent has gone), and wait for them."""
+        tasks = list(self.tasks.values())
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks)
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+
+def _frames(buffer: bytearray, data: bytes) -> Iterator[list[tuple[Any, ...]]]:
+    """Add ``data`` to ``buffer``; yield each whole frame's list of messages, unpickled."""
+    buffer += data
+    while len(buffer) >= _HEADER:
+        size = int.from_bytes(buffer[:_HEADER], "little")
+        if len(buffer) < _HEADER + size:
+            return
+        messages = pickle.loads(buffer[_HEADER : _HEADER + size])  # noqa: S301 - our own process
+        del buffer[: _HEADER + size]
+        yield messages
+
+
+def _is_ready(child: _Child) -> bool:
+    return _is_ready_future(child.ready)
+
+
+def _is_ready_future(future: asyncio.Future[None]) -> bool:
+    return future.done() and not future.cancelled() and future.exception() is None
+
+
+def _error_reply(
+    ident: int, function: Callable[..., Any], exc: BaseException, *, setup: bool = False
+) -> tuple[Any, ...]:
+    """Return an exception for the parent, with its traceback as text (picklable)."""
+    text = "".join(traceback.format_exception(exc))
+    name = getattr(function, "__qualname__", type(function).__name__)
+    if not isinstance(exc, Exception):
+        # SystemExit or KeyboardInterrupt from the action must not stop the run.
+        exc = ActionError(f"action {name} raised {exc!r} in its process")
+    try:
+        pickle.dumps(exc, _PROTOCOL)
+    except Exception:
+        where = "process_setup" if setup else f"action {name}"
+        exc = ActionError(
+            f"{where} raised {type(exc).__name__}: {exc} in its process (the exception "
+            f"itself cannot be pickled; its traceback follows)"
+        )
+    return (ident, False, exc, text)
+
+
+# -- the parent's side ------------------------------------------------------------------
+
+
+class _Child(asyncio.Protocol):
+    """One child process, the parent's end of its socket, and its calls in flight."""
+
+    def __init__(
+        self, process: BaseProcess, pool: ProcessShards, loop: asyncio.AbstractEventLoop
+    ) -> None:
+        self.process = process
+        self.pool = pool
+        self.loop = loop
+        self.transport: asyncio.Transport | None = None
+        self.buffer = bytearray()
+        self.calls: dict[int, asyncio.Future[Any]] = {}
+        self.load = 0  # calls given to it: waiting for it to start, or in flight
+        self.outbox: list[tuple[Any, ...]] = []
+        self.flushing = False
+        self.ready: asyncio.Future[None] = loop.create_future()
+        self.lost = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast("asyncio.Transport", transport)
+
+    def data_received(self, data: bytes) -> None:
+        for replies in _frames(self.buffer, data):
+            calls = self.calls
+            for reply in replies:
+                ident = reply[0]
+                if ident == _READY:
+                    self.started(reply)
+                    continue
+                future = calls.pop(ident, None)
+                if future is None or future.done():
+                    continue  # cancelled meanwhile
+                if reply[1]:
+                    future.set_result(reply[2])
+                else:
+                    error = reply[2]
+                    error.__cause__ = RemoteTraceback(reply[3])
+                    future.set_exception(error)
+
+    def started(self, reply: tuple[Any, ...]) -> None:
+        if self.ready.done():
+            return
+        if reply[1]:
+            self.ready.set_result(None)
+        else:
+            error = reply[2]
+            error.__cause__ = RemoteTraceback(reply[3])
+            self.ready.set_exception(error)
+            self.ready.exception()  # retrieved: the pool keeps it as its break
+
+    def connection_lost(self, exc: Exception | None) -> None:  # noqa: ARG002 - any loss
+        self.lost = True
+        self.pool.lost(self)
+
+    def send(self, message: tuple[Any, ...]) -> None:
+        self.outbox.append(message)
+        if not self.flushing:
+            self.flushing = True
+            self.loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        self.flushing = False
+        messages, self.outbox = self.outbox, []
+        transport = self.transport
+        if transport is None or self.lost or not messages:
+            return
+        try:
+            payload = pickle.dumps(messages, _PROTOCOL)
+        except Exception:
+            payload = pickle.dumps([m for m in messages if self.picklable(m)], _PROTOCOL)
+        transport.write(len(payload).to_bytes(_HEADER, "little") + payload)
+
+    def picklable(self, message: tuple[Any, ...]) -> bool:
+        try:
+            pickle.dumps(message, _PROTOCOL)
+        except Exception as exc:
+            future = self.calls.pop(message[0], None)
+            if future is not None and not future.done():
+                future.set_exception(
+                    TypeError(
+                        f"the arguments of this item cannot be sent to a child process "
+                        f"(processes=): {exc}; give the action picklable items"
+                    )
+                )
+            return False
+        return True
+
+    def kill(self) -> None:
+        kill_child(self.transport, self.process)
+
+
+class ProcessShards:
+    """``size`` child processes that each run many calls of an async ``function`` at once.
+
+    ``call`` is the run's action; ``warm_up`` starts the children before the first
+    item arrives; ``aclose`` ends them and waits for them.
+    """
+
+    def __init__(
+        self,
+        function: Callable[..., Any],
+        size: int,
+        *,
+        fan_out: bool,
+        setup: ProcessSetup | None = None,
+    ) -> None:
+        self._function = function
+        self._size = size
+        self._fan_out = fan_out
+        self._setup = setup
+        self._process_class = _process_class()
+        self._children: list[_Child] = []  # live: started or starting
+        self._dead: set[_Child] = set()  # not yet reaped
+        self._ids = itertools.count()
+        self._broken: BaseException | None = None  # process_setup failed
+        self._starting: set[asyncio.Task[None]] = set()
+        self._reaping: set[asyncio.Task[None]] = set()
+        self._closed = False
+
+    async def call(self, *args: Any) -> Any:
+        """Run ``function(*args)`` in a child; its value, or its exception re-raised."""
+        child = self._pick()
+        child.load += 1
+        try:
+            if not child.ready.done() or child.ready.exception() is not None:
+                await self._ready(child)
+            ident = next(self._ids)
+            future: asyncio.Future[Any] = child.loop.create_future()
+            child.calls[ident] = future
+            child.send((ident, args))
+            try:
+                return await future
+            except asyncio.CancelledError:
+                if child.calls.pop(ident, None) is not None and not child.lost:
+                    child.send((ident,))  # cancel its task there
+                raise
+        finally:
+            child.load -= 1
+
+    def _pick(self) -> _Child:
+        """Return the child with the fewest calls, starting children up to ``size``.
+
+        A child still starting counts: calls wait for it rather than all going to
+        the first one ready.
+        """
+        if self._broken is not None:
+            raise self._setup_failed()
+        children = self._children
+        if len(children) < self._size:
+            if self._closed:
+                raise RuntimeError("the process pool is closed")
+            while len(children) < self._size:
+                self._start_child()
+        best = children[0]
+        fewest = best.load
+        for child in children:
+            if child.load < fewest:
+                best, fewest = child, child.load
+        return best
+
+    async def _ready(self, child: _Child) -> None:
+        """Wait for ``child`` to be ready; raise this call's error if it cannot be."""
+        # Shielded: a call cancelled while waiting must not cancel the child's start.
+        await asyncio.wait((child.ready,))
+        if self._broken is not None:
+            raise self._setup_failed()
+        error = None if child.ready.cancelled() else child.ready.exception()
+        if isinstance(error, ProcessCrashed):  # died starting: this call fails
+            raise ProcessCrashed(error.pid, error.exitcode, starting=True)
+        if error is not None:
+            raise ActionError(f"a child process could not start: {error!r}") from error
+
+    def _setup_failed(self) -> ActionError:
+        """Return this call's error (its own: one object raised by many calls grows)."""
+        broken = self._broken
+        assert broken is not None
+        error = ActionError(
+            f"process_setup failed in a child process, so no item can run: "
+            f"{type(broken).__name__}: {broken}"
+        )
+        error.__cause__ = broken
+        return error
+
+    def warm_up(self) -> None:
+        """Start every child now, so that the first items find them ready."""
+        while len(self._children) < self._size and not self._closed:
+            self._start_child()
+
+    def _start_child(self) -> None:
+        loop = asyncio.get_running_loop()
+        parent_end, child_end = socket.socketpair()
+        process = self._process_class(
+            target=_child_main,
+            args=(child_end, self._function, self._setup, self._fan_out),
+            name="parallelize-process",
+            daemon=True,
+        )
+        child = _Child(process, self, loop)
+        self._children.append(child)
+        task = loop.create_task(self._start(child, parent_end, child_end))
+        self._starting.add(task)
+        task.add_done_callback(self._started)
+
+    def _started(self, task: asyncio.Task[None]) -> None:
+        self._starting.discard(task)
+        if not task.cancelled():
+            task.exception()  # told to the calls through child.ready
+
+    async def _start(
+        self, child: _Child, parent_end: socket.socket, child_end: socket.socket
+    ) -> None:
+        loop = child.loop
+        try:
+            # In a thread: the first start also starts the fork server (see _processes).
+            await loop.run_in_executor(None, _start, child.process, child_end)
+            await loop.create_unix_connection(lambda: child, sock=parent_end)
+        except BaseException as exc:
+            parent_end.close()
+            if not child.ready.done():
+                child.ready.set_exception(
+                    exc if isinstance(exc, Exception) else ProcessCrashed(None, None)
+                )
+                child.ready.exception()
+            self._remove(child)
+            raise
+        try:
+            await child.ready
+        except Exception as exc:
+            self._broken = exc
+
+    def lost(self, child: _Child) -> None:
+        """Note a child whose socket closed: its calls fail once its exit is known."""
+        self._remove(child)
+        if self._closed:
+            return
+        task = child.loop.create_task(self._crashed(child))
+        self._reaping.add(task)
+        task.add_done_callback(self._reaping.discard)
+
+    def _remove(self, child: _Child) -> None:
+        if child in self._children:
+            self._children.remove(child)
+        self._dead.add(child)
+
+    async def _crashed(self, child: _Child) -> None:
+        process = child.process
+        try:
+            if not await _wait_exit(process, _EXIT_WAIT):
+                child.kill()
+                await _wait_exit(process, _EXIT_WAIT)
+        finally:
+            starting = not child.ready.done()
+            if starting:
+                child.ready.set_exception(
+                    ProcessCrashed(process.pid, process.exitcode, starting=True)
+                )
+                child.ready.exception()
+            calls, child.calls = child.calls, {}
+            for future in calls.values():
+                if not future.done():
+                    future.set_exception(ProcessCrashed(process.pid, process.exitcode))
+
+    async def aclose(self) -> None:
+        """End every child: close their sockets (they cancel their calls and exit)."""
+        self._closed = True
+        for task in list(self._starting):
+            task.cancel()
+        if self._starting:
+            await asyncio.wait(set(self._starting))
+        children = [*self._children, *self._dead]
+        self._children = []
+        self._dead = set()
+        for child in children:
+            if child.transport is not None:
+                child.transport.close()  # the child sees the end of its input and exits
+        try:
+            await end_children(children)
+        finally:
+            for task in list(self._reaping):
+                task.cancel()
+        for child in children:
+            for future in child.calls.values():
+                future.cancel()
+            if child.process.pid is not None:  # started: reap it
+                child.process.join(0)
+                with contextlib.suppress(ValueError):
+                    child.process.close()
