@@ -135,7 +135,8 @@ _RATE = ["--per-host", "16", "--per-host-rate", "500", "--host-failures", "5"]
 _ADAPTIVE = ["--per-host", "32", "--per-host-adaptive", "--host-failures", "5"]
 CONTENDERS: dict[str, tuple[str, list[str], str]] = {
     "alone": ("fast", [], "fast host's URLs alone"),
-    "mixed": ("mixed", [], "mixed: fast + slow + hang + throttle"),
+    "mixed": ("mixed", [], "mixed: fast + slow + hang + throttle (fetch's default breaker)"),
+    "mixed-off": ("mixed", ["--host-failures", "0"], "mixed, --host-failures 0 (nothing per host)"),
     "alone-ph100": ("fast", ["--per-host", "100"], "fast alone, --per-host 100 (never binds)"),
     "alone-ph": ("fast", _PH, "fast alone, --per-host 16 --host-failures 5"),
     "mixed-ph": ("mixed", _PH, "mixed, --per-host 16 --host-failures 5"),
