@@ -105,16 +105,28 @@ CONTENDERS = [
     ("pfetch-fast", "parallelize fetch --client pyreqwest (uvloop)"),
     ("pfetch-fast-nobreaker", "parallelize fetch --client pyreqwest --host-failures 0"),
     ("pfetch-fast-ph100", "parallelize fetch --client pyreqwest --per-host 100"),
+    ("pfetch-fast-p2", "parallelize fetch --client pyreqwest --processes 2"),
+    ("pfetch-fast-pauto", "parallelize fetch --client pyreqwest --processes auto"),
     ("pfetch", "parallelize fetch --client aiohttp (uvloop)"),
     ("pfetch-no-uvloop", "parallelize fetch --client aiohttp --no-uvloop"),
 ]
 LABELS = dict(CONTENDERS)
-OURS = ("pfetch-fast", "pfetch-fast-nobreaker", "pfetch-fast-ph100", "pfetch", "pfetch-no-uvloop")
+OURS = (
+    "pfetch-fast",
+    "pfetch-fast-nobreaker",
+    "pfetch-fast-ph100",
+    "pfetch-fast-p2",
+    "pfetch-fast-pauto",
+    "pfetch",
+    "pfetch-no-uvloop",
+)
 # The fetch options of each of ours beyond -w and -o (pyreqwest: the fast backend).
 OUR_FLAGS = {
     "pfetch-fast": ["--client", "pyreqwest"],
     "pfetch-fast-nobreaker": ["--client", "pyreqwest", "--host-failures", "0"],
     "pfetch-fast-ph100": ["--client", "pyreqwest", "--per-host", "100"],
+    "pfetch-fast-p2": ["--client", "pyreqwest", "--processes", "2"],
+    "pfetch-fast-pauto": ["--client", "pyreqwest", "--processes", "auto"],
     "pfetch": ["--client", "aiohttp"],
     "pfetch-no-uvloop": ["--client", "aiohttp", "--no-uvloop"],
 }
@@ -780,6 +792,10 @@ def ratio_table(samples: dict[str, list[dict[str, Any]]], n: int) -> tuple[str, 
         ("pfetch-fast", "pfetch", "- (the fast backend over the default)"),
         ("pfetch-fast", "pfetch-fast-nobreaker", "- (the default breaker per host, 0.97x+)"),
         ("pfetch-fast-ph100", "pfetch-fast-nobreaker", "- (--per-host 100 over none)"),
+        ("pfetch-fast-p2", "curl", "0.8x (issue 23: --processes 2)"),
+        ("pfetch-fast-pauto", "curl", "0.8x (issue 23: --processes auto)"),
+        ("pfetch-fast", "curl", "0.6x (issue 23: one process)"),
+        ("pfetch-fast-p2", "pfetch-fast", "- (two processes over one)"),
         ("pfetch-fast", "httpx", "- (what httpx costs at this concurrency)"),
         ("pfetch-fast", "xargs", "-"),
         ("pfetch-fast", "wget2", "-"),

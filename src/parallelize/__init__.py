@@ -81,6 +81,7 @@ from ._limits import SharedKeys as SharedKeys
 from ._limits import down_of as down_of
 from ._limits import host_of as host_of
 from ._limits import overload_of as overload_of
+from ._multi import open_processes as open_processes
 from ._observe import Observer as Observer
 from ._outcomes import Failure as Failure
 from ._policies import Backoff as Backoff
@@ -131,6 +132,7 @@ __all__ = (
     "UnstorableResult",
     "down_of",
     "host_of",
+    "open_processes",
     "overload_of",
     "parallelize",
     "parse_retry_after",
@@ -142,6 +144,7 @@ __version__ = "0.1.0.dev0"
 # Show public names in reprs and tracebacks, not private module paths.
 for _obj in (
     parallelize,
+    open_processes,
     Run,
     Failure,
     ActionError,

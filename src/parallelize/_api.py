@@ -6,7 +6,7 @@ import os
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from concurrent.futures import Executor
 from contextlib import AbstractAsyncContextManager
-from typing import Any, Literal, TypeVar, Unpack, cast, overload
+from typing import Any, Literal, TypeVar, Unpack, overload
 
 from ._engine import Run, register_stage_factory
 from ._journal import Journal, SQLiteJournal, WorkSource, missing
@@ -21,7 +21,7 @@ from ._limits import (
     as_limit,
     bind_to_run,
 )
-from ._multi import ProcessSetup, auto_processes
+from ._multi import ProcessSetup, check_processes
 from ._observe import Observer
 from ._options import StageOptions
 from ._outcomes import Failure
@@ -32,7 +32,6 @@ from ._util import (
     check_action,
     check_argslist,
     check_bool,
-    check_callable,
     check_choice,
     check_int,
     check_seconds,
@@ -375,22 +374,9 @@ def _check_processes(
         if setup is not None:
             raise ValueError("process_setup= is run in each child process: give processes= too")
         return None
-    size = auto_processes() if processes == "auto" else check_int("processes", processes, 1)
-    name = getattr(action, "__qualname__", type(action).__name__)
-    if kind not in {"async", "asyncgen"}:
-        raise ValueError(
-            f"processes= runs an async action in child processes, and {name} is a plain "
-            f'function: use executor="process" for a plain function (one call per child '
-            f"at a time), or make {name} an async def"
-        )
     if executor is not None:
         raise ValueError("processes= and executor= cannot go together: drop executor=")
-    option = "processes="
-    check_picklable(action, option)
-    if setup is not None:
-        check_callable("process_setup", setup, "a function that returns an async context manager")
-        check_picklable(cast("Callable[..., Any]", setup), option, what="process_setup")
-    return size, cast("ProcessSetup | None", setup)
+    return check_processes(processes, setup, kind, action)
 
 
 def _check_observers(observers: object, progress: object) -> tuple[Observer, ...]:

@@ -42,9 +42,9 @@ import signal
 import socket
 import sys
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AbstractAsyncContextManager
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from ._errors import ActionError, ProcessCrashed
 from ._processes import (
@@ -52,14 +52,16 @@ from ._processes import (
     _process_class,
     _start,
     _wait_exit,
+    check_picklable,
     end_children,
     kill_child,
 )
+from ._util import check_action, check_callable, check_int
 
 if TYPE_CHECKING:
     from multiprocessing.process import BaseProcess
 
-__all__ = ("ProcessSetup", "ProcessShards", "auto_processes")
+__all__ = ("ProcessSetup", "ProcessShards", "auto_processes", "check_processes", "open_processes")
 
 ProcessSetup = Callable[[], AbstractAsyncContextManager[Any]]
 
@@ -77,6 +79,57 @@ def auto_processes() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not on Linux
         return max(1, os.cpu_count() or 1)
+
+
+def check_processes(
+    processes: object, setup: object, kind: str, action: Callable[..., Any]
+) -> tuple[int, ProcessSetup | None]:
+    """Check ``processes`` (a number, or ``"auto"``), its action and its setup."""
+    size = auto_processes() if processes == "auto" else check_int("processes", processes, 1)
+    name = getattr(action, "__qualname__", type(action).__name__)
+    if kind not in {"async", "asyncgen"}:
+        raise ValueError(
+            f"processes= runs an async action in child processes, and {name} is a plain "
+            f'function: use executor="process" for a plain function (one call per child '
+            f"at a time), or make {name} an async def"
+        )
+    check_picklable(action, "processes=")
+    if setup is not None:
+        check_callable("process_setup", setup, "a function that returns an async context manager")
+        check_picklable(cast("Callable[..., Any]", setup), "processes=", what="process_setup")
+    return size, cast("ProcessSetup | None", setup)
+
+
+@contextlib.asynccontextmanager
+async def open_processes(
+    action: Callable[..., Awaitable[Any]],
+    processes: int | Literal["auto"] = "auto",
+    *,
+    setup: ProcessSetup | None = None,
+) -> AsyncIterator[Callable[..., Awaitable[Any]]]:
+    """Run an async function in child processes; yield an async function that calls it.
+
+    What ``parallelize(action, ..., processes=N)`` does, as a part of your own: the
+    function yielded sends each call to the child with the fewest calls in flight
+    and returns its value (or raises its exception, the child's traceback as its
+    ``__cause__``), so that work can be done around the call in this process. The
+    children start at once and end when the block is left.
+
+    Example:
+        >>> async with open_processes(parse_page, 4, setup=open_db) as parse:
+        ...     async for row in parallelize(parse, pages, 200):
+        ...         ...
+
+    Added in 0.3.
+    """
+    kind = check_action(action)
+    size, checked_setup = check_processes(processes, setup, kind, action)
+    shards = ProcessShards(action, size, fan_out=kind == "asyncgen", setup=checked_setup)
+    try:
+        shards.warm_up()
+        yield shards.call
+    finally:
+        await shards.aclose()
 
 
 # -- the child's side -------------------------------------------------------------------

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import os
 import re
+import time
 from collections.abc import Awaitable, Callable
 from json.encoder import encode_basestring_ascii
 from pathlib import Path
@@ -26,6 +28,7 @@ from parallelize import (
     KeyDownError,
     MissingDependencyError,
     RetryWaitTooLong,
+    open_processes,
     parse_retry_after,
 )
 from parallelize.http import (
@@ -41,6 +44,7 @@ from parallelize.http import (
 
 from ._errors import UsageError, error_text
 from ._execution import execute, wants_progress
+from ._fetch_remote import child_client, exchange
 from ._files import check_distinct_files, check_journal
 from ._input import NotUTF8, count_items, open_input, read_items
 from ._job import Job, retry_of
@@ -84,11 +88,27 @@ class HTTPStatusError(Exception):
         """Describe the response; the message is ``"404 Not Found"``."""
         super().__init__(f"{status} {reason}" if reason else str(status))
         self.status = status
+        self.reason = reason
         self.final_url = final_url
         self.size = size
         self.file = file
         self.elapsed = elapsed
         self.retry_after = retry_after
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickle it whole: it comes back from a child process (``--processes``)."""
+        return (
+            type(self),
+            (
+                self.status,
+                self.reason,
+                self.final_url,
+                self.size,
+                self.file,
+                self.elapsed,
+                self.retry_after,
+            ),
+        )
 
 
 class SaveError(OSError):
@@ -271,6 +291,22 @@ def _client_name(asked: str | None) -> str:
     return asked
 
 
+def _client_settings(options: argparse.Namespace) -> dict[str, Any]:
+    """Return open_client's arguments for this fetch (a child's too: plain data)."""
+    # --timeout is the client's, not the run's: see parallelize.http on cancellation.
+    return {
+        "name": options.client,
+        "connections": options.workers,
+        "headers": options.headers,
+        "timeout": options.timeout or None,
+        "proxy": options.proxy,
+        "ca_file": options.cacert,
+        "verify": not options.insecure,
+        "client_cert": options.cert,
+        "client_key": options.key,
+    }
+
+
 async def _fetch(
     options: argparse.Namespace,
     stream: IO[bytes] | None,
@@ -279,23 +315,22 @@ async def _fetch(
     total: int | None,
 ) -> int:
     """Fetch, on the event loop: the client, the action, the run."""
-    # --timeout is the client's, not the run's: see parallelize.http on cancellation.
-    async with (
-        open_client(
-            options.client,
-            connections=options.workers,
-            headers=options.headers,
-            timeout=options.timeout or None,
-            proxy=options.proxy,
-            ca_file=options.cacert,
-            verify=not options.insecure,
-            client_cert=options.cert,
-            client_key=options.key,
-        ) as client,
-        contextlib.AsyncExitStack() as stack,
-    ):
+    settings = _client_settings(options)
+    async with contextlib.AsyncExitStack() as stack:
+        remote = None
+        if options.processes is not None:
+            setup = functools.partial(
+                child_client, settings, options.method, options.save_dir, options.max_body
+            )
+            remote = await stack.enter_async_context(
+                open_processes(exchange, options.processes, setup=setup)
+            )
+        client = None
+        if remote is None or options.robots:
+            client = await stack.enter_async_context(open_client(**settings))
         robots = None
         if options.robots:
+            assert client is not None
             robots = await stack.enter_async_context(
                 RobotsGate(
                     client,
@@ -304,11 +339,13 @@ async def _fetch(
                     rate=options.per_key_rate,
                 )
             )
-        return await execute(_job(client, robots, options, stream, total), options, sink, argv)
+        job = _job(client, remote, robots, options, stream, total)
+        return await execute(job, options, sink, argv)
 
 
-def _job(
-    client: Client,
+def _job(  # noqa: PLR0917 - the parts of one fetch
+    client: Client | None,
+    remote: Callable[..., Awaitable[Any]] | None,
     robots: RobotsGate | None,
     options: argparse.Namespace,
     stream: IO[bytes] | None,
@@ -316,32 +353,61 @@ def _job(
 ) -> Job:
     """Return the fetch's job: the action, its items (through ``--robots``' gate)."""
     loop = asyncio.get_running_loop()
-    starts: dict[int, float] = {}  # line -> loop time of its item's first attempt
+    starts: dict[int, float] = {}  # line -> clock time of its item's first attempt
     tries: dict[int, int] = {}  # line -> attempts so far
-    action = _make_fetch(
-        client,
-        method=options.method,
-        save_dir=options.save_dir,
-        max_body=options.max_body,
-        starts=starts,
-        tries=tries,
-    )
+    if remote is None:
+        assert client is not None
+        clock = loop.time
+        action = _make_fetch(
+            client,
+            method=options.method,
+            save_dir=options.save_dir,
+            max_body=options.max_body,
+            starts=starts,
+            tries=tries,
+        )
+        note = f"client {client.name}"
+    else:
+        clock = time.monotonic  # the children's clock too
+        action = _remote_fetch(remote, starts, tries)
+        processes = options.processes
+        if processes == "auto":
+            processes = len(os.sched_getaffinity(0))
+        note = f"client {options.client}, {processes} processes"
     items = read_items(stream, _parse_line)
     return Job(
         action=action,
         items=items if robots is None else robots.items(items),
-        failure_line=_make_failure_line(loop, starts, tries, options.timeout),
+        failure_line=_make_failure_line(clock, starts, tries, options.timeout),
         noun="URLs",
         reads_stdin=options.urls == "-",
         retry=retry_of(options, _is_retryable),
         key=_url_of,
         total=total,
-        summary_note=f"client {client.name}",
+        summary_note=note,
         timeout_in_action=True,
         settings=outcome_settings(options),
         per_key=options.keyed,
         on_run=None if robots is None else robots.bind,
     )
+
+
+def _remote_fetch(
+    remote: Callable[..., Awaitable[Any]], starts: dict[int, float], tries: dict[int, int]
+) -> Callable[[int, str], Awaitable[str]]:
+    """Return the action of ``--processes``: the attempt made by a child process."""
+    clock = time.monotonic
+
+    async def fetch(line: int, url: str) -> str:
+        if type(url) is not str and isinstance(url, MarkedURL):
+            raise url.error()  # a bad line, or a URL that robots.txt disallows
+        first = starts.setdefault(line, clock())
+        attempt = tries[line] = tries.get(line, 0) + 1
+        record: str = await remote(line, url, first, attempt)
+        del starts[line], tries[line]
+        return record
+
+    return fetch
 
 
 def _make_fetch(
@@ -359,15 +425,38 @@ def _make_fetch(
     attempts made, for the record of an item that was retried.
     """
     clock = asyncio.get_running_loop().time
-    prefix = None if save_dir is None else os.path.join(save_dir, "")  # noqa: PTH118 - a str prefix, joined per item
-    request = client.request
-    quote = encode_basestring_ascii
+    exchange = make_exchange(client.request, method, save_dir, max_body, clock)
 
     async def fetch(line: int, url: str) -> str:
         if type(url) is not str and isinstance(url, MarkedURL):
             raise url.error()  # a bad line, or a URL that robots.txt disallows
         first = starts.setdefault(line, clock())
         attempt = tries[line] = tries.get(line, 0) + 1
+        record = await exchange(line, url, first, attempt)
+        del starts[line], tries[line]
+        return record
+
+    return fetch
+
+
+def make_exchange(
+    request: Callable[..., Awaitable[Reply]],
+    method: str,
+    save_dir: str | None,
+    max_body: int | None,
+    clock: Callable[[], float],
+) -> Callable[[int, str, float, int], Awaitable[str]]:
+    """Return one attempt at a URL: the request, its body drained or saved, its line.
+
+    ``first`` is when the item's first attempt started (on ``clock``), ``attempt``
+    this attempt's number: both go into the record. A status >= 400 raises
+    :class:`HTTPStatusError`. Shared by the action in this process and the one in
+    a child process (``--processes``), which is sent ``first`` and ``attempt``.
+    """
+    prefix = None if save_dir is None else os.path.join(save_dir, "")  # noqa: PTH118 - a str prefix, joined per item
+    quote = encode_basestring_ascii
+
+    async def exchange(line: int, url: str, first: float, attempt: int) -> str:
         file = None
         if prefix is None:
             reply = await request(method, url, body="discard", max_body=max_body)
@@ -382,7 +471,6 @@ def _make_fetch(
             raise HTTPStatusError(
                 status, reply.reason, reply.url, reply.size, file, elapsed, retry_after
             )
-        del starts[line], tries[line]
         # The line by hand, as ENCODE would write it (a test holds them equal): half
         # the cost of building a dict and encoding it, at thousands of URLs a second.
         quoted = quote(url)
@@ -394,7 +482,7 @@ def _make_fetch(
             f'"error": null{saved}}}'
         )
 
-    return fetch
+    return exchange
 
 
 async def _save(  # noqa: PLR0917 - one request's setting
@@ -474,7 +562,7 @@ _SAID_AS_IS = frozenset({"http", "save", "deadline", "retry_wait", "host_down", 
 
 
 def _make_failure_line(
-    loop: asyncio.AbstractEventLoop,
+    clock: Callable[[], float],
     starts: dict[int, float],
     tries: dict[int, int],
     timeout: float | None,
@@ -514,7 +602,7 @@ def _make_failure_line(
         elif failure.elapsed is not None:
             record["elapsed"] = round(failure.elapsed, 6)
         elif first is not None:
-            record["elapsed"] = round(loop.time() - first, 6)
+            record["elapsed"] = round(clock() - first, 6)
         return ENCODE(record)
 
     return failure_line

@@ -118,6 +118,13 @@ class Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see '{self.prog} --help')", prog=self.prog)
 
 
+def _processes(text: str) -> int | str:
+    """Parse ``--processes``: a whole number >= 1, or ``auto``."""
+    if text == "auto":
+        return text
+    return _int_at_least(1)(text)
+
+
 def _int_at_least(low: int) -> type[int]:
     def parse(text: str) -> int:
         try:
@@ -398,6 +405,14 @@ def build_parser() -> Parser:
         default=[],
         metavar="'NAME: VALUE'",
         help="send this header with every request (repeatable)",
+    )
+    fetch.add_argument(
+        "--processes",
+        type=_processes,
+        metavar="N|auto",
+        help="make the requests in N child processes (auto: one per core), each with "
+        "its own client and event loop, for when one core is the limit; the run, its "
+        "limits, output and journal stay in this process",
     )
     fetch.add_argument(
         "--client",

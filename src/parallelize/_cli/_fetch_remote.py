@@ -1,0 +1,44 @@
+"""``fetch --processes N``: the requests in child processes, the run in this one.
+
+Each child opens its own client (``child_client``, the run's ``process_setup``)
+and makes one attempt per call (``exchange``). What spans attempts stays in the
+parent: the first attempt's time and the count of attempts per line (sent with
+each call), retries, limits, the journal and the output. Times are
+``time.monotonic()``, one clock for every process of the machine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from parallelize.http import open_client
+
+__all__ = ("child_client", "exchange")
+
+# This child's attempt at a URL, made by child_client() (None in the parent).
+_EXCHANGE: Callable[[int, str, float, int], Awaitable[str]] | None = None
+
+
+@contextlib.asynccontextmanager
+async def child_client(
+    client: dict[str, Any], method: str, save_dir: str | None, max_body: int | None
+) -> AsyncIterator[None]:
+    """Open this child's client (``client``: open_client's arguments) for its calls."""
+    from ._fetch import make_exchange  # noqa: PLC0415 - the child's, once
+
+    global _EXCHANGE  # noqa: PLW0603 - one client per process: the point of the module
+    async with open_client(**client) as opened:
+        _EXCHANGE = make_exchange(opened.request, method, save_dir, max_body, time.monotonic)
+        try:
+            yield
+        finally:
+            _EXCHANGE = None
+
+
+async def exchange(line: int, url: str, first: float, attempt: int) -> str:
+    """Make one attempt at ``url`` with this child's client; its JSON line."""
+    assert _EXCHANGE is not None, "child_client() opens the client first"
+    return await _EXCHANGE(line, url, first, attempt)

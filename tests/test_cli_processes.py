@@ -1,0 +1,111 @@
+"""``parallelize fetch --processes N``: the requests in child processes, one output.
+
+Run for real in subprocesses against the local fault-injection server. The records
+must be what one process writes (every field but ``elapsed``), whole lines, with
+retries counted across the children, the journal resumed, the breaker per host
+kept in the parent, and no child left behind.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from clitools import FIELDS, by_url, cli, key, write_lines
+from parallelize.http import backends
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture(params=backends())
+def client(request: pytest.FixtureRequest) -> str:
+    """The name of an installed HTTP client; each test runs once per client."""
+    name: str = request.param
+    return name
+
+
+def _same_but_elapsed(out: str) -> dict[str, dict[str, object]]:
+    return {url: {k: v for k, v in r.items() if k != "elapsed"} for url, r in by_url(out).items()}
+
+
+def test_the_records_are_those_of_one_process(client: str, server: str, tmp_path: Path) -> None:
+    """Successes, a 404, a reset, a hang, a bad line: the same records either way."""
+    urls = [f"{server}/page/{n}" for n in range(300)]
+    urls += [f"{server}/status/404", f"{server}/reset", f"{server}/hang", "not a url"]
+    path = str(write_lines(tmp_path / "urls.txt", urls))
+    common = ("fetch", "--client", client, path, "-w", "30", "--timeout", "0.5")
+    one = cli(*common)
+    two = cli(*common, "--processes", "2")
+    assert two.returncode == one.returncode == 1, two.stderr
+    assert _same_but_elapsed(two.stdout) == _same_but_elapsed(one.stdout)
+    lines = two.stdout.splitlines()
+    assert len(lines) == len(urls)
+    assert all(set(json.loads(line)) >= FIELDS for line in lines)  # whole lines
+    assert "2 processes" in two.stderr
+
+
+def test_retries_are_counted_across_the_children(client: str, server: str, tmp_path: Path) -> None:
+    """--retries: each attempt may go to another child; attempts and elapsed span them."""
+    recovers, waits = key(), key()
+    urls = [f"{server}/flaky/{recovers}?fail=2", f"{server}/flaky/{waits}?fail=1&retry_after=1"]
+    result = cli(
+        "fetch",
+        "--client",
+        client,
+        str(write_lines(tmp_path / "urls.txt", urls)),
+        "--retries",
+        "2",
+        "--processes",
+        "2",
+    )
+    assert result.returncode == 0, result.stderr
+    got = by_url(result.stdout)
+    assert (got[urls[0]]["status"], got[urls[0]]["attempts"]) == (200, 3)
+    assert (got[urls[1]]["status"], got[urls[1]]["attempts"]) == (200, 2)
+    assert got[urls[1]]["elapsed"] >= 0.9  # from the first attempt, in another process
+
+
+def test_a_journaled_rerun_with_processes_replays_and_redoes_failures(
+    client: str, server: str, tmp_path: Path
+) -> None:
+    flaky = f"{server}/flaky/{key()}?fail=1"
+    urls = [f"{server}/page/{n}" for n in range(50)] + [flaky]
+    write_lines(tmp_path / "urls.txt", urls)
+    args = ["fetch", "--client", client, "urls.txt", "--journal", "j.db", "-o", "out.jsonl"]
+    first = cli(*args, "--processes", "2", cwd=tmp_path)
+    assert first.returncode == 1, first.stderr
+    second = cli(*args, "--processes", "auto", cwd=tmp_path)
+    assert second.returncode == 0, second.stderr
+    got = by_url((tmp_path / "out.jsonl").read_text())
+    assert sorted(got) == sorted(urls)
+    assert got[flaky]["status"] == 200
+
+
+def test_the_breaker_per_host_stays_one_for_the_run(server: str, tmp_path: Path) -> None:
+    """A hanging host: K timeouts open its breaker for every child at once."""
+    urls = [f"{server}/hang" for _ in range(40)]
+    result = cli(
+        "fetch",
+        str(write_lines(tmp_path / "urls.txt", urls)),
+        "-w",
+        "4",
+        "--timeout",
+        "0.2",
+        "--processes",
+        "2",
+    )
+    assert result.returncode == 1
+    kinds = [json.loads(line)["error"]["kind"] for line in result.stdout.splitlines()]
+    assert len(kinds) == 40
+    assert 10 <= kinds.count("timeout") <= 13  # K, and those in flight as it opened
+    assert kinds.count("host_down") == 40 - kinds.count("timeout")
+
+
+def test_bad_processes_values_are_usage_errors(tmp_path: Path) -> None:
+    path = str(write_lines(tmp_path / "urls.txt", ["http://127.0.0.1:9/"]))
+    for bad in ("0", "two", "-1"):
+        result = cli("fetch", path, "--processes", bad)
+        assert result.returncode == 2
+        assert "--processes" in result.stderr
