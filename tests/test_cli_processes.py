@@ -9,11 +9,16 @@ kept in the parent, and no child left behind.
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from clitools import FIELDS, by_url, cli, key, write_lines
+from clitools import FIELDS, by_url, cli, key, wait_for_lines, write_lines
 from parallelize.http import backends
 
 pytestmark = pytest.mark.timeout(120)
@@ -109,3 +114,60 @@ def test_bad_processes_values_are_usage_errors(tmp_path: Path) -> None:
         result = cli("fetch", path, "--processes", bad)
         assert result.returncode == 2
         assert "--processes" in result.stderr
+
+
+def _session_members(sid: int) -> list[int]:
+    """The live processes of session ``sid`` (a zombie does not count)."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        if int(fields[3]) == sid and fields[0] != "Z":
+            members.append(int(entry.name))
+    return members
+
+
+@pytest.mark.parametrize("presses", [1, 2])
+def test_ctrl_c_stops_every_process_and_the_rerun_completes(
+    server: str, tmp_path: Path, presses: int
+) -> None:
+    """Ctrl-C reaches the whole process group: the children ignore it, the parent
+    stops (gracefully; at once on a second press), every child exits, and the
+    journaled rerun completes the output with each URL once."""
+    urls = [f"{server}/slow/300?n={n}" for n in range(100)]
+    write_lines(tmp_path / "urls.txt", urls)
+    args = ["fetch", "urls.txt", "--journal", "j.db", "-o", "out.jsonl", "-w", "10"]
+    proc = subprocess.Popen(  # noqa: S603 - our own CLI
+        [sys.executable, "-m", "parallelize", *args, "--processes", "2"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+        start_new_session=True,  # its own group, as a terminal's job
+    )
+    try:
+        wait_for_lines(tmp_path / "out.jsonl", proc)
+        for _ in range(presses):
+            os.killpg(proc.pid, signal.SIGINT)
+            time.sleep(0.05)
+        _, stderr = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+    assert proc.returncode == 130, stderr
+    assert "stopped by SIGINT" in stderr
+    assert "Traceback" not in stderr
+    deadline = time.monotonic() + 10
+    while _session_members(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _session_members(proc.pid) == []  # no child, no fork server left
+    again = cli(*args, "--processes", "2", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    lines = (tmp_path / "out.jsonl").read_text().splitlines()
+    assert sorted(json.loads(line)["url"] for line in lines) == sorted(urls)
