@@ -171,3 +171,83 @@ def test_ctrl_c_stops_every_process_and_the_rerun_completes(
     assert again.returncode == 0, again.stderr
     lines = (tmp_path / "out.jsonl").read_text().splitlines()
     assert sorted(json.loads(line)["url"] for line in lines) == sorted(urls)
+
+
+# -- run --processes ----------------------------------------------------------------------
+
+TASKS = """
+import asyncio, os, sys, time
+
+
+async def add(a, b=0):
+    await asyncio.sleep(0.001)
+    return a + b
+
+
+def multiply(a, b=1):
+    time.sleep(0.001)
+    return a * b
+
+
+def pid(_):
+    time.sleep(0.01)
+    return os.getpid()
+
+
+def leave(code):
+    sys.exit(code)
+
+
+async def nap(seconds):
+    await asyncio.sleep(seconds)
+    return seconds
+"""
+
+
+def _records(out: str) -> dict[int, dict[str, object]]:
+    return {record["line"]: record for record in map(json.loads, out.splitlines())}
+
+
+@pytest.mark.parametrize("function", ["add", "multiply", "leave"])
+def test_run_records_are_those_of_one_process(tmp_path: Path, function: str) -> None:
+    """Async or plain FUNCTION, bad lines, sys.exit(): the same records either way."""
+    (tmp_path / "tasks.py").write_text(TASKS)
+    lines = [f"[{i}, {i + 1}]" for i in range(200)] + ["not json", '{"a": 1}', "[1, 2, 3, 4]"]
+    write_lines(tmp_path / "args.jsonl", lines)
+    args = ("run", f"tasks:{function}", "--input", "args.jsonl", "-w", "20")
+    one = cli(*args, cwd=tmp_path)
+    two = cli(*args, "--processes", "2", cwd=tmp_path)
+    assert two.returncode == one.returncode, two.stderr
+    assert _records(two.stdout) == _records(one.stdout)
+    assert len(_records(two.stdout)) == len(lines)
+
+
+def test_run_spreads_a_plain_function_over_the_children(tmp_path: Path) -> None:
+    (tmp_path / "tasks.py").write_text(TASKS)
+    write_lines(tmp_path / "args.jsonl", [str(i) for i in range(200)])
+    result = cli(
+        "run", "tasks:pid", "--input", "args.jsonl", "-w", "40", "--processes", "2", cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    pids = {record["result"] for record in _records(result.stdout).values()}
+    assert len(pids) == 2
+
+
+def test_run_timeout_cancels_the_call_in_its_child(tmp_path: Path) -> None:
+    (tmp_path / "tasks.py").write_text(TASKS)
+    result = cli(
+        "run",
+        "tasks:nap",
+        "--input",
+        "-",
+        "--timeout",
+        "0.3",
+        "--processes",
+        "2",
+        stdin="0\n5\n",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 1, result.stderr
+    got = _records(result.stdout)
+    assert got[1]["ok"] is True
+    assert got[2]["error"] == {"kind": "timeout", "message": "no result within --timeout 0.3 s"}

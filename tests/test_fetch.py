@@ -25,7 +25,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from clitools import FIELDS, by_url, cli, interrupt, key, start, write_lines
-from parallelize._cli import _fetch
+from parallelize._cli import _attempt
 from parallelize._cli._fetch import _make_fetch
 from parallelize._cli._output import ENCODE
 from parallelize.http import Reply, backends
@@ -431,7 +431,7 @@ def test_a_success_line_is_what_the_json_encoder_writes(
         )
         if file is None:
             return await action(1, url)
-        with patch.object(_fetch, "_save", return_value=reply) as save:
+        with patch.object(_attempt, "_save", return_value=reply) as save:
             line = await action(1, url)
         assert save.call_count == 1
         return line

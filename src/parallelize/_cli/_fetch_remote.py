@@ -16,6 +16,8 @@ from typing import Any
 
 from parallelize.http import open_client
 
+from ._attempt import make_exchange
+
 __all__ = ("child_client", "exchange")
 
 # This child's attempt at a URL, made by child_client() (None in the parent).
@@ -27,8 +29,6 @@ async def child_client(
     client: dict[str, Any], method: str, save_dir: str | None, max_body: int | None
 ) -> AsyncIterator[None]:
     """Open this child's client (``client``: open_client's arguments) for its calls."""
-    from ._fetch import make_exchange  # noqa: PLC0415 - the child's, once
-
     global _EXCHANGE  # noqa: PLW0603 - one client per process: the point of the module
     async with open_client(**client) as opened:
         _EXCHANGE = make_exchange(opened.request, method, save_dir, max_body, time.monotonic)

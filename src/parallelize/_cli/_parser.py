@@ -506,6 +506,15 @@ def build_parser() -> Parser:
         help="JSON lines of arguments, one call per line; - for stdin (optional with --run)",
     )
     _add_common(run, timeout=None, retried="on any exception of FUNCTION or a timeout")
+    run.add_argument(
+        "--processes",
+        type=_processes,
+        metavar="N|auto",
+        help="call FUNCTION in N child processes (auto: one per core), each importing "
+        "it and running many calls at once (a plain FUNCTION in up to --workers "
+        "threads each), for work that fills one core; the run, its limits, output "
+        "and journal stay in this process",
+    )
     keys = _add_per_key(
         run,
         "key",
