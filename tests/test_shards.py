@@ -15,6 +15,7 @@ import collections
 import contextlib
 import functools
 import os
+import random
 import signal
 import sqlite3
 import subprocess
@@ -313,3 +314,40 @@ def test_a_killed_parent_takes_its_children_and_the_journal_stays_exact(
     assert again.returncode == 0, err.decode()
     assert out.decode().count("\n") == 400 - len(kept) + 1  # the rest, then "done"
     assert sorted(_keys(journal)) == list(range(400))
+
+
+def test_children_killed_at_random_leave_exactly_one_outcome_per_item(
+    run: Any, tmp_path: Path
+) -> None:
+    """A journaled run whose children are SIGKILLed three times at random moments:
+    with Retry(on=ProcessCrashed), every item ends once, recorded once, succeeded."""
+    journal = tmp_path / "j.db"
+    rng = random.Random(23)
+
+    async def main() -> tuple[list[int], int]:
+        pids: set[int] = set()
+        killed = 0
+        retry = Retry(attempts=10, on=ProcessCrashed, backoff=Backoff(initial=0.01))
+        shards = parallelize(
+            actions.pid_after, [0.01] * 3000, 100, processes=2, journal=journal, retry=retry
+        )
+        got = []
+        async for pid in shards:
+            got.append(pid)
+            pids.add(pid)
+            if killed < 3 and rng.random() < 0.004:
+                victim = rng.choice(sorted(pids))
+                pids.clear()  # learn the living from the next results
+                try:
+                    os.kill(victim, signal.SIGKILL)
+                except ProcessLookupError:
+                    continue  # a result of a child killed before, read late
+                killed += 1
+        return got, killed
+
+    got, killed = run(main())
+    assert killed == 3
+    assert len(got) == 3000
+    keys = _keys(journal)
+    assert sorted(keys) == list(range(3000))  # one outcome each, none twice
+    assert no_children_left()
