@@ -474,13 +474,19 @@ def command(key: str, args: argparse.Namespace, files: dict[str, Path], out: Pat
 GNU_TIME = "/usr/bin/time" if Path("/usr/bin/time").exists() else None
 
 
-def run_tree(cmd: list[str], timeout: float, stdout: Path, stderr: Path) -> dict[str, Any]:
+def run_tree(
+    cmd: list[str], timeout: float, stdout: Path, stderr: Path, *, grandchildren: bool = False
+) -> dict[str, Any]:
     """Run ``cmd`` as a new session; wall time, exit status and the tree's rusage.
 
     The peak RSS comes from GNU time, when there is one, and not from our own wait4:
     a process spawned by this one (vfork) keeps this parent's high-water mark across
     exec, so ru_maxrss would never read below this parent's (~30 MB); GNU time is
     small, and its child's mark starts from its own.
+
+    ``grandchildren``: also count the CPU of the session's processes that wait4 never
+    sees (``fetch --processes``: its children are the fork server's, which nobody
+    reaps), polled from /proc every 10 ms (each one's last 10 ms may be missed).
     """
     rss_file = stderr.with_suffix(".rss")
     rss_file.unlink(missing_ok=True)
@@ -494,6 +500,11 @@ def run_tree(cmd: list[str], timeout: float, stdout: Path, stderr: Path) -> dict
         )  # fmt: skip
         timer = threading.Timer(timeout, os.killpg, (proc.pid, signal.SIGKILL))
         timer.start()
+        seen: dict[int, tuple[int, float]] = {}  # pid -> (parent pid, CPU s so far)
+        stop = threading.Event()
+        poller = threading.Thread(target=_poll_session, args=(proc.pid, seen, stop))
+        if grandchildren:
+            poller.start()
         try:
             _, status, usage = os.wait4(proc.pid, 0)
         except BaseException:
@@ -502,6 +513,9 @@ def run_tree(cmd: list[str], timeout: float, stdout: Path, stderr: Path) -> dict
             raise
         finally:
             timer.cancel()
+            stop.set()
+            if grandchildren:
+                poller.join()
         elapsed = time.perf_counter() - start
     proc.returncode = os.waitstatus_to_exitcode(status)
     maxrss = usage.ru_maxrss
@@ -510,12 +524,33 @@ def run_tree(cmd: list[str], timeout: float, stdout: Path, stderr: Path) -> dict
             maxrss = int(rss_file.read_text().split()[-1])
         except (OSError, ValueError, IndexError):
             maxrss = None
+    # The session's processes but the top one and its children (reaped: in wait4).
+    unseen = sum(cpu for pid, (ppid, cpu) in seen.items() if proc.pid not in {pid, ppid})
     return {
         "elapsed": elapsed,
         "exit": proc.returncode,
-        "cpu": usage.ru_utime + usage.ru_stime,  # GNU time's own ~1 ms included
+        "cpu": usage.ru_utime + usage.ru_stime + unseen,  # GNU time's own ~1 ms included
         "maxrss_kb": maxrss,
     }
+
+
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _poll_session(sid: int, seen: dict[int, tuple[int, float]], stop: threading.Event) -> None:
+    """Record the CPU of each process of session ``sid`` until ``stop`` (from /proc)."""
+    while not stop.wait(0.01):
+        for entry in Path("/proc").iterdir():
+            # The session's processes came after its leader (pids wrap around rarely).
+            if not entry.name.isdigit() or int(entry.name) < sid:
+                continue
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[3]) == sid:
+                cpu = (int(fields[11]) + int(fields[12])) / TICKS
+                seen[int(entry.name)] = (int(fields[1]), cpu)
 
 
 def read_records(key: str, out: Path) -> tuple[dict[str, tuple[Any, Any]], list[str]]:
@@ -600,7 +635,13 @@ def measure(
     stderr = tmp / f"stderr-{key}.txt"
     pids = nginx_pids(nginx_master)
     before = [process_cpu(pid) for pid in pids]
-    sample = run_tree(command(key, args, files, out), args.timeout, stdout, stderr)
+    sample = run_tree(
+        command(key, args, files, out),
+        args.timeout,
+        stdout,
+        stderr,
+        grandchildren="--processes" in OUR_FLAGS.get(key, []),
+    )
     after = [process_cpu(pid) for pid in pids]
     sample["key"] = key
     sample["nginx_cpu"] = (
