@@ -43,6 +43,17 @@ async def kill_self_on(x: int, poison: int = 5) -> int:
     return x
 
 
+async def kill_once_on(x: int, marker: str, poison: int = 5) -> int:
+    """Die (SIGKILL) on the poison item the first time only (``marker`` says it did)."""
+    await asyncio.sleep(0.01)
+    if x == poison and not os.path.exists(marker):  # noqa: PTH110, ASYNC240 - a flag file
+        with open(marker, "w"):  # noqa: PTH123, ASYNC230 - made at once, empty
+            pass
+        os.kill(os.getpid(), signal.SIGKILL)
+    await asyncio.sleep(0.05)
+    return x
+
+
 async def sleep_forever(x: int) -> int:
     """Never returns: cancelled by a timeout, or by the run closing."""
     try:
