@@ -306,11 +306,15 @@ class _Server(asyncio.Protocol):
 
 
 def _preload(function: Callable[..., Any], setup: ProcessSetup | None) -> None:
-    """Have the fork server import the action's module (and uvloop) before its children.
+    """Have the fork server import our action's module (and uvloop) before its children.
 
     Each child then starts with them imported (copied, not imported again): the
-    imports are paid once, not once per child. Only before the fork server starts
-    (the first child process of this one); later calls change nothing.
+    imports are paid once, not once per child (0.02 s of a child's CPU instead of
+    0.08-0.12 for the command line's). Only parallelize's own modules (the command
+    line's actions): a user's module may start a thread or a client as it is
+    imported, which a forked child would inherit broken; a child imports those
+    itself. Only before the fork server starts (the first child process of this
+    one); later calls change nothing.
     """
     modules = {"uvloop"} if importlib.util.find_spec("uvloop") is not None else set()
     for given in (function, setup):
@@ -318,7 +322,7 @@ def _preload(function: Callable[..., Any], setup: ProcessSetup | None) -> None:
         while isinstance(part, functools.partial):
             part = part.func
         module = getattr(part, "__module__", None)
-        if isinstance(module, str) and module != "__main__":
+        if isinstance(module, str) and module.startswith("parallelize."):
             modules.add(module)
     with contextlib.suppress(ValueError, AttributeError):  # no fork server here
         multiprocessing.set_forkserver_preload(sorted(modules))
