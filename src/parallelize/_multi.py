@@ -560,6 +560,18 @@ class ProcessShards:
         while len(self._children) < self._size and not self._closed:
             self._start_child()
 
+    async def started(self) -> None:
+        """Wait until every child has started, or failed to (``warm_up`` first).
+
+        The run waits for it before its first item: a call's ``timeout`` then times
+        the call, not the children's start (a fraction of a second, more on a
+        loaded machine: a 0.3 s timeout failed a first call that took 0 s). A child
+        that fails to start is told to the calls that go to it.
+        """
+        readies = [child.ready for child in self._children]
+        if readies:
+            await asyncio.wait(readies)
+
     def _start_child(self) -> None:
         loop = asyncio.get_running_loop()
         parent_end, child_end = socket.socketpair()

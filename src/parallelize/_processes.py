@@ -375,6 +375,9 @@ class ProcessPool:
 
         self._warming = asyncio.get_running_loop().create_task(start_all())
 
+    async def started(self) -> None:
+        """Return at once: a call waits for its own child (see ``warm_up``)."""
+
     async def _acquire(self) -> _Child:
         """Return an idle child, starting one if there is room, else wait for one."""
         loop = asyncio.get_running_loop()

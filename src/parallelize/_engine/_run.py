@@ -613,6 +613,7 @@ class Run(Stages[T_co]):
                 observer.run_started(self)
             if self._processes is not None:
                 self._processes.warm_up()
+                await self._processes.started()
             await run_workers(worker, numworkers, self._flow, self._items, self._workers)
         except BaseExceptionGroup as group_error:
             # Workers record the first error themselves; this catches anything else.
