@@ -116,7 +116,7 @@ async def open_processes(
     function yielded sends each call to the child with the fewest calls in flight
     and returns its value (or raises its exception, the child's traceback as its
     ``__cause__``), so that work can be done around the call in this process. The
-    children start at once and end when the block is left.
+    block is entered once the children have started; they end when it is left.
 
     Example:
         >>> async with open_processes(parse_page, 4, setup=open_db) as parse:
@@ -130,6 +130,7 @@ async def open_processes(
     shards = ProcessShards(action, size, fan_out=kind == "asyncgen", setup=checked_setup)
     try:
         shards.warm_up()
+        await shards.started()  # the first calls' timeouts do not count the start
         yield shards.call
     finally:
         await shards.aclose()
