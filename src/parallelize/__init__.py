@@ -34,6 +34,7 @@ they observe). ``tests/test_layers.py`` holds the map below to that::
     _actions        how an action is called: loop, threads, processes; fan-out
     _processes      executor="process": one child process per item in flight
     _multi          processes=N: an async action in N children, many calls in each
+    _multi_child    processes=N, a child's side: its calls as tasks; the frames
     _signals        SIGINT/SIGTERM handlers for a graceful stop
     _stats          the counters, the latency histogram, the Statistics snapshot
     _outcomes       Failure, yielded for a failed item
