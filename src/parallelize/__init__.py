@@ -50,6 +50,8 @@ they observe). ``tests/test_layers.py`` holds the map below to that::
     _util           argument validators, one rule per kind of value; small helpers
 """
 
+import typing as _typing
+
 from ._api import parallelize as parallelize
 from ._engine import Run as Run
 from ._errors import ActionError as ActionError
@@ -82,7 +84,6 @@ from ._limits import SharedKeys as SharedKeys
 from ._limits import down_of as down_of
 from ._limits import host_of as host_of
 from ._limits import overload_of as overload_of
-from ._multi import open_processes as open_processes
 from ._observe import Observer as Observer
 from ._outcomes import Failure as Failure
 from ._policies import Backoff as Backoff
@@ -93,6 +94,26 @@ from ._progress import Progress as Progress
 from ._redis import NO_INPUT as NO_INPUT
 from ._stats import Latency as Latency
 from ._stats import Statistics as Statistics
+
+if _typing.TYPE_CHECKING:
+    from ._multi import open_processes as open_processes
+
+
+def __getattr__(name: str) -> _typing.Any:
+    # open_processes is loaded when first asked for: its module brings
+    # multiprocessing and ctypes, 10 ms of every start that never uses them.
+    if name == "open_processes":
+        from ._multi import open_processes  # noqa: PLC0415
+
+        open_processes.__module__ = __name__
+        globals()[name] = open_processes
+        return open_processes
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), "open_processes"})
+
 
 __all__ = (
     "NO_INPUT",
@@ -145,7 +166,6 @@ __version__ = "0.1.0.dev0"
 # Show public names in reprs and tracebacks, not private module paths.
 for _obj in (
     parallelize,
-    open_processes,
     Run,
     Failure,
     ActionError,

@@ -20,12 +20,16 @@ import functools
 import inspect
 from collections.abc import Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from ._errors import ActionError
-from ._multi import ProcessSetup, ProcessShards
-from ._processes import ProcessPool
 from ._util import ActionKind
+
+if TYPE_CHECKING:
+    # Imported where used: a run without processes never loads multiprocessing
+    # and ctypes (about 10 ms of a CLI's start).
+    from ._multi import ProcessSetup, ProcessShards
+    from ._processes import ProcessPool
 
 __all__ = ("ExecutorSpec", "ProcessesSpec", "prepare_action", "thread_action")
 
@@ -43,6 +47,8 @@ def prepare_action(  # noqa: PLR0911 - one return per way an action runs
 ) -> tuple[Callable[..., Any], ThreadPoolExecutor | None, ProcessPool | ProcessShards | None]:
     """Return the action the workers await, and the pool the run must close, if any."""
     if processes is not None:
+        from ._multi import ProcessShards  # noqa: PLC0415 - see the imports
+
         size, setup = processes
         shards = ProcessShards(action, size, fan_out=kind == "asyncgen", setup=setup)
         return shards.call, None, shards
@@ -52,6 +58,8 @@ def prepare_action(  # noqa: PLR0911 - one return per way an action runs
         return _collect_async(action), None, None
     fan_out = kind == "gen"
     if executor == "process":
+        from ._processes import ProcessPool  # noqa: PLC0415 - see the imports
+
         pool = ProcessPool(action, numworkers, fan_out=fan_out)
         return pool.call, None, pool
     plain = _drained(action) if fan_out else action

@@ -6,7 +6,7 @@ import os
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from concurrent.futures import Executor
 from contextlib import AbstractAsyncContextManager
-from typing import Any, Literal, TypeVar, Unpack, overload
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, Unpack, overload
 
 from ._engine import Run, register_stage_factory
 from ._journal import Journal, SQLiteJournal, WorkSource, missing
@@ -21,12 +21,10 @@ from ._limits import (
     as_limit,
     bind_to_run,
 )
-from ._multi import ProcessSetup, check_processes
 from ._observe import Observer
 from ._options import StageOptions
 from ._outcomes import Failure
 from ._policies import ItemPolicy, Retry
-from ._processes import check_picklable
 from ._progress import Progress
 from ._util import (
     check_action,
@@ -36,6 +34,9 @@ from ._util import (
     check_int,
     check_seconds,
 )
+
+if TYPE_CHECKING:
+    from ._multi import ProcessSetup
 
 __all__ = ("parallelize",)
 
@@ -359,6 +360,8 @@ def _check_executor(executor: object, kind: str, action: Callable[..., Any]) -> 
             f"the event loop: drop executor=, or make {name} a plain def"
         )
     if executor == "process":
+        from ._processes import check_picklable  # noqa: PLC0415 - loaded when used
+
         check_picklable(action)
 
 
@@ -376,6 +379,8 @@ def _check_processes(
         return None
     if executor is not None:
         raise ValueError("processes= and executor= cannot go together: drop executor=")
+    from ._multi import check_processes  # noqa: PLC0415 - loaded when used
+
     return check_processes(processes, setup, kind, action)
 
 

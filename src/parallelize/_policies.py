@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import email.utils
 import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Generic, Never, TypeVar, final, overload
@@ -230,6 +229,8 @@ def parse_retry_after(value: str, *, now: float | None = None) -> float | None:
     text = value.strip()
     if text.isdigit():
         return float(text)
+    import email.utils  # noqa: PLC0415 - a date is rare; 2 ms of import at start
+
     try:
         when = email.utils.parsedate_to_datetime(text)
     except (TypeError, ValueError, IndexError):

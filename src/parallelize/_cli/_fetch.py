@@ -27,7 +27,6 @@ from parallelize import (
     KeyDownError,
     MissingDependencyError,
     RetryWaitTooLong,
-    open_processes,
 )
 from parallelize.http import (
     BACKENDS,
@@ -264,6 +263,8 @@ async def _fetch(
     async with contextlib.AsyncExitStack() as stack:
         remote = None
         if options.processes is not None:
+            from parallelize import open_processes  # noqa: PLC0415 - 10 ms, when asked for
+
             setup = functools.partial(
                 child_client, settings, options.method, options.save_dir, options.max_body
             )

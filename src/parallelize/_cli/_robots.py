@@ -32,7 +32,6 @@ import contextlib
 import functools
 import math
 import urllib.parse
-import urllib.robotparser
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Iterable
 from typing import TYPE_CHECKING, Any, Final, Self
@@ -43,6 +42,8 @@ from parallelize.http import HTTPClientError, TooManyRedirectsError
 from ._errors import error_text
 
 if TYPE_CHECKING:
+    from urllib.robotparser import RobotFileParser
+
     from parallelize import KeyedLimits, Run
     from parallelize.http import Client
 
@@ -102,7 +103,7 @@ class _Rules:
     def __init__(
         self,
         site: str,
-        parser: urllib.robotparser.RobotFileParser | None = None,
+        parser: RobotFileParser | None = None,
         *,
         denied: str | None = None,
     ) -> None:
@@ -245,6 +246,8 @@ class RobotsGate:
             read = await self._read(site, robots_url)
         if isinstance(read, _Rules):
             return read
+        import urllib.robotparser  # noqa: PLC0415 - urllib.request's import: 6 ms of each start
+
         parser = urllib.robotparser.RobotFileParser(robots_url)
         parser.parse(read.decode("utf-8", "replace").splitlines())
         delay = _delay(parser.crawl_delay(self._agent))

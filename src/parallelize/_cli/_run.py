@@ -20,7 +20,6 @@ from parallelize import (
     KeyDownError,
     PerKey,
     RetryWaitTooLong,
-    open_processes,
 )
 
 from ._call import (
@@ -198,6 +197,8 @@ async def _run(
         if options.processes is None:
             action = make_function_call(function)
         else:
+            from parallelize import open_processes  # noqa: PLC0415 - 10 ms, when asked for
+
             setup = functools.partial(child_function, options.function, options.workers)
             action = await stack.enter_async_context(
                 open_processes(call_line, options.processes, setup=setup)
