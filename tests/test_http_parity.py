@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+import parallelize
 from nettools import PROXY_VARIABLES, Certificates, certificates, forward_proxy, https_server
 from parallelize.http import (
     HTTPClientError,
@@ -350,3 +351,134 @@ def test_bad_tls_options_are_refused_before_any_request(
             check_client_options(verify="no")  # type: ignore[arg-type]
 
     run(main())
+
+
+def _seen(reply: Any) -> dict[str, Any]:
+    """The /echo route's account of a request: method, headers (lower-cased names), body."""
+    echo = json.loads(reply.body)
+    headers: dict[str, list[str]] = {}
+    for name, value in echo["headers"]:
+        headers.setdefault(name.lower(), []).append(value)
+    return {"method": echo["method"], "headers": headers, "body": echo["body"]}
+
+
+def test_request_bodies_and_headers_are_the_same_on_both_clients(
+    run: Any, client_name: str
+) -> None:
+    """content= is sent with its length and no Content-Type of the client's own; a POST
+    without one sends Content-Length: 0, a GET none; a request's own headers replace
+    the client's (a name may repeat); the default User-Agent names parallelize."""
+
+    async def main() -> list[dict[str, Any]]:
+        async with (
+            local_server() as base,
+            open_client(client_name, timeout=5, headers=[("X-Client", "c")]) as client,
+        ):
+            url = f"{base}/echo"
+            return [
+                _seen(await client.request("POST", url, content=b'{"a": 1}')),
+                _seen(await client.request("POST", url)),
+                _seen(await client.request("PUT", url, content=b"")),
+                _seen(await client.request("DELETE", url)),
+                _seen(await client.request("GET", url)),
+                _seen(
+                    await client.request(
+                        "PATCH",
+                        url,
+                        content="caf\u00e9".encode(),
+                        headers=[
+                            ("Content-Type", "text/plain"),
+                            ("X-Client", "r"),
+                            ("X-Two", "1"),
+                            ("X-Two", "2"),
+                        ],
+                    )
+                ),
+            ]
+
+    posted, empty, put, delete, get, patch = run(main())
+    agent = f"parallelize/{parallelize.__version__}"
+    assert posted["body"] == '{"a": 1}'
+    assert posted["headers"]["content-length"] == ["8"]
+    assert "content-type" not in posted["headers"]
+    assert posted["headers"]["user-agent"] == [agent]
+    assert posted["headers"]["x-client"] == ["c"]
+    for seen in (empty, put, delete):
+        assert seen["headers"]["content-length"] == ["0"], seen
+        assert seen["body"] == ""
+    assert "content-length" not in get["headers"]
+    assert "transfer-encoding" not in get["headers"]
+    assert patch["method"] == "PATCH"
+    assert patch["body"] == "caf\u00e9"
+    assert patch["headers"]["content-length"] == ["5"]
+    assert patch["headers"]["content-type"] == ["text/plain"]
+    assert patch["headers"]["x-client"] == ["r"]
+    assert patch["headers"]["x-two"] == ["1", "2"]
+
+
+def test_the_user_agent_is_the_callers_when_given(run: Any, client_name: str) -> None:
+    async def main() -> dict[str, Any]:
+        async with (
+            local_server() as base,
+            open_client(client_name, timeout=5, headers={"user-agent": "MyBot/2"}) as client,
+        ):
+            return _seen(await client.request("GET", f"{base}/echo"))
+
+    assert run(main())["headers"]["user-agent"] == ["MyBot/2"]
+
+
+@pytest.mark.parametrize(
+    ("status", "method", "body"),
+    [
+        (303, "GET", ""),  # see other: a GET, the body dropped
+        (302, "GET", ""),  # after a POST, as browsers and curl do
+        (301, "GET", ""),
+        (307, "POST", "data"),  # the same method and body
+        (308, "POST", "data"),
+    ],
+)
+def test_a_redirect_keeps_or_drops_the_body_by_its_status(
+    run: Any, client_name: str, status: int, method: str, body: str
+) -> None:
+    async def main() -> dict[str, Any]:
+        async with local_server() as base, open_client(client_name, timeout=5) as client:
+            reply = await client.request(
+                "POST",
+                f"{base}/goto/{status}?url=/echo",
+                content=b"data",
+                headers=[("Content-Type", "text/plain"), ("Authorization", "Basic eDp5")],
+            )
+            return _seen(reply)
+
+    seen = run(main())
+    assert (seen["method"], seen["body"]) == (method, body)
+    # Same origin: the credentials go on; the body's own headers go with the body.
+    assert seen["headers"]["authorization"] == ["Basic eDp5"]
+    if body:
+        assert seen["headers"]["content-type"] == ["text/plain"]
+        assert seen["headers"]["content-length"] == ["4"]
+    else:
+        assert "content-type" not in seen["headers"]
+        assert "content-length" not in seen["headers"]
+
+
+def test_a_redirect_to_another_origin_drops_the_credentials(run: Any, client_name: str) -> None:
+    """Authorization and Cookie of the request are not sent to another host:port."""
+
+    async def main() -> dict[str, Any]:
+        async with (
+            local_server() as base,
+            local_server() as other,
+            open_client(client_name, timeout=5) as client,
+        ):
+            reply = await client.request(
+                "GET",
+                f"{base}/goto/302?url={other}/echo",
+                headers=[("Authorization", "Basic eDp5"), ("Cookie", "a=b"), ("X-Kept", "1")],
+            )
+            return _seen(reply)
+
+    seen = run(main())
+    assert "authorization" not in seen["headers"]
+    assert "cookie" not in seen["headers"]
+    assert seen["headers"]["x-kept"] == ["1"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any, final
 
 from ._aio import Deadlines
@@ -15,7 +15,9 @@ from ._http_client import (
     bad_redirect,
     check_length,
     check_url,
+    origin_of,
     read_body,
+    redirected_headers,
     too_many_redirects,
 )
 from ._http_errors import (
@@ -56,6 +58,9 @@ async def open_aiohttp(  # noqa: PLR0917 - open_client's settings, passed on
     async with aiohttp.ClientSession(
         connector=connector,
         headers=headers,
+        # No Content-Type of aiohttp's own (application/octet-stream on every POST):
+        # the caller's, or none, as on pyreqwest.
+        skip_auto_headers=("Content-Type",),
         # The time limit is ours (Deadlines): aiohttp's costs ~10% of a small request.
         timeout=aiohttp.ClientTimeout(total=None),
         cookie_jar=aiohttp.DummyCookieJar(),  # no cookie of one URL sent to another
@@ -112,13 +117,22 @@ class _Aiohttp:
         self._errors = _aiohttp_errors()
 
     async def request(
-        self, method: str, url: str, *, body: Body = "keep", max_body: int | None = None
+        self,
+        method: str,
+        url: str,
+        *,
+        body: Body = "keep",
+        max_body: int | None = None,
+        content: bytes | None = None,
+        headers: Sequence[tuple[str, str]] = (),
     ) -> Reply:
         """See :meth:`Client.request`."""
         check_url(url)  # by its prefix: aiohttp parses it once, as it would anyway
         target = self._target(url)
-        proxies = self._proxies
-        arguments = self._redirects if proxies is None else self._via(proxies, target)
+        plain = self._proxies is None and content is None and not headers
+        arguments = (
+            self._redirects if plain else self._arguments(method, url, target, content, headers)
+        )
         deadlines = self._deadlines
         entry = None if deadlines is None else deadlines.enter()
         try:
@@ -148,6 +162,35 @@ class _Aiohttp:
             if deadlines is not None and entry is not None:
                 deadlines.leave(entry)
 
+    def _arguments(
+        self,
+        method: str,
+        url: str,
+        target: Any,
+        content: bytes | None,
+        headers: Sequence[tuple[str, str]],
+    ) -> dict[str, Any]:
+        """Return the request's keyword arguments: its proxy, body and own headers.
+
+        aiohttp drops the body (not its ``Content-Type``) on a redirect that turns
+        the method into GET, and ``Authorization`` (not ``Cookie``) on one to
+        another origin: a middleware, called before each hop is sent, applies the
+        rest of the rule (``redirected_headers``, the same on pyreqwest).
+        """
+        import multidict  # noqa: PLC0415 - aiohttp's own dependency
+
+        proxies = self._proxies
+        arguments = self._redirects if proxies is None else self._via(proxies, target)
+        if content is None and not headers:
+            return arguments
+        merged = multidict.CIMultiDict(arguments.get("headers") or {})
+        for name, value in headers:
+            merged.add(name, value)
+        arguments = {**arguments, "data": content, "headers": merged}
+        if headers:
+            arguments["middlewares"] = (_hop_headers(method, url),)
+        return arguments
+
     def _via(self, proxies: Proxies, target: Any) -> dict[str, Any]:
         """Return the request's keyword arguments with its proxy, if it has one."""
         proxy = proxies.proxy_of(target.scheme, target.host or "")
@@ -170,6 +213,24 @@ class _Aiohttp:
         if len(wire) > MAX_URL_LENGTH:
             raise InvalidURLError(too_long(len(wire)))
         return target
+
+
+def _hop_headers(method: str, url: str) -> Any:
+    """Return a middleware that applies ``redirected_headers`` to each redirect's hop."""
+    origin = origin_of(url)
+
+    async def middleware(request: Any, handler: Any) -> Any:
+        to_get = request.method != method
+        other_origin = origin_of(str(request.url)) != origin
+        if to_get or other_origin:
+            kept = redirected_headers(
+                list(request.headers.items()), other_origin=other_origin, to_get=to_get
+            )
+            request.headers.clear()
+            request.headers.extend(kept)
+        return await handler(request)
+
+    return middleware
 
 
 def _timed_out(deadlines: Deadlines | None) -> RequestTimeoutError:

@@ -9,20 +9,23 @@ every backend.
 from __future__ import annotations
 
 import urllib.parse
-from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, Literal, Protocol, final
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, Final, Literal, Protocol, final
 
 from ._http_errors import BodyTooLargeError, InvalidURLError, RedirectError, TooManyRedirectsError
 from ._http_urls import MAX_URL_LENGTH, too_long
 
 __all__ = (
+    "NO_BODY_METHODS",
     "Body",
     "Client",
     "Reply",
     "bad_redirect",
     "check_length",
     "check_url",
+    "origin_of",
     "read_body",
+    "redirected_headers",
     "too_large",
     "too_many_redirects",
 )
@@ -73,12 +76,23 @@ class Client(Protocol):
         *,
         body: Body = "keep",
         max_body: int | None = None,
+        content: bytes | None = None,
+        headers: Sequence[tuple[str, str]] = (),
     ) -> Reply:
         """Send ``method url``, read the body, return the :class:`Reply`.
 
         Args:
             method: ``"GET"``, ``"HEAD"``, ...
             url: An absolute http:// or https:// URL.
+            content: The request's body, sent with its ``Content-Length`` (a POST,
+                PUT or PATCH without one sends ``Content-Length: 0``). No
+                ``Content-Type`` is added: give one in ``headers``. Added in 0.2.
+            headers: ``(name, value)`` pairs for this request, after the client's
+                own (a name given here replaces the client's). A redirect to
+                another origin drops ``Authorization`` and ``Cookie``; one that
+                turns the method into GET (303, or 301/302 after a POST) drops the
+                body and its ``Content-*`` headers, as browsers and curl do.
+                Added in 0.2.
             body: ``"keep"`` (into ``Reply.body``), ``"discard"`` (read and
                 counted only), or a function called with each chunk in order
                 (write them to a file: the body is never held whole).
@@ -90,6 +104,41 @@ class Client(Protocol):
             HTTPClientError: One of its subclasses, by kind.
         """
         ...
+
+
+# Methods that define no meaning for a body: the others send Content-Length: 0
+# without one (RFC 9110 8.6), as aiohttp does by itself.
+NO_BODY_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "CONNECT"})
+# Dropped from a request's own headers on a redirect to another origin (curl's
+# rule without --location-trusted; aiohttp's own for Authorization).
+_CREDENTIALS: Final = frozenset({"authorization", "cookie"})
+
+
+def origin_of(url: str) -> tuple[str, str, int | None]:
+    """Return ``url``'s scheme, host and port (the default port as None)."""
+    parts = urllib.parse.urlsplit(url)
+    port = parts.port
+    if port == {"http": 80, "https": 443}.get(parts.scheme.lower()):
+        port = None
+    return parts.scheme.lower(), (parts.hostname or "").lower(), port
+
+
+def redirected_headers(
+    headers: Sequence[tuple[str, str]], *, other_origin: bool, to_get: bool
+) -> Sequence[tuple[str, str]]:
+    """Return a request's own headers for the next hop of a redirect.
+
+    To another origin: without ``Authorization`` and ``Cookie``. Turned into a GET
+    (its body dropped): without the ``Content-*`` headers that described the body.
+    """
+    if not headers or not (other_origin or to_get):
+        return headers
+    return [
+        (name, value)
+        for name, value in headers
+        if not (other_origin and name.lower() in _CREDENTIALS)
+        and not (to_get and name.lower().startswith("content-"))
+    ]
 
 
 def check_url(url: str) -> None:

@@ -11,17 +11,20 @@ import datetime as dt
 import http
 import time
 import urllib.parse
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any, Final, final
 
 from ._http_client import (
+    NO_BODY_METHODS,
     Body,
     Client,
     Reply,
     bad_redirect,
     check_length,
     check_url,
+    origin_of,
     read_body,
+    redirected_headers,
     too_many_redirects,
 )
 from ._http_errors import (
@@ -132,7 +135,14 @@ class _Pyreqwest:
         self._timeout = timeout
 
     async def request(
-        self, method: str, url: str, *, body: Body = "keep", max_body: int | None = None
+        self,
+        method: str,
+        url: str,
+        *,
+        body: Body = "keep",
+        max_body: int | None = None,
+        content: bytes | None = None,
+        headers: Sequence[tuple[str, str]] = (),
     ) -> Reply:
         """See :meth:`Client.request`."""
         check_url(url)
@@ -140,7 +150,7 @@ class _Pyreqwest:
         started = time.monotonic()
         try:
             while True:
-                builder = self._builder(method, url, hops, started)
+                builder = self._builder(method, url, hops, started, content, headers)
                 async with builder.build_streamed() as resp:
                     status = resp.status
                     location = None
@@ -148,7 +158,9 @@ class _Pyreqwest:
                         location = resp.get_header("location")
                     if location is not None:
                         hops += 1
+                        was, before = method, url
                         method, url = self._redirected(hops, status, method, url, location)
+                        content, headers = _next_hop(content, headers, before, url, method != was)
                         continue
                     if max_body is not None:
                         length = resp.get_header("content-length")
@@ -167,7 +179,15 @@ class _Pyreqwest:
                 mapped = InvalidURLError(too_long(len(wire_url(url))))
             raise mapped from exc
 
-    def _builder(self, method: str, url: str, hops: int, started: float) -> Any:
+    def _builder(  # noqa: PLR0917 - one hop's request
+        self,
+        method: str,
+        url: str,
+        hops: int,
+        started: float,
+        content: bytes | None,
+        headers: Sequence[tuple[str, str]],
+    ) -> Any:
         """Return the request of one hop; a redirect gets the time left of the timeout."""
         try:
             builder = self._client.request(method, url)
@@ -176,6 +196,12 @@ class _Pyreqwest:
         if hops and self._timeout is not None:  # the client's timeout is per hop
             left = self._timeout - (time.monotonic() - started)
             builder = builder.timeout(dt.timedelta(seconds=max(left, 0.001)))
+        if headers:
+            builder = builder.headers(list(headers))
+        if content:
+            builder = builder.body_bytes(content)
+        elif method not in NO_BODY_METHODS:  # reqwest sends none for an empty body
+            builder = builder.header("Content-Length", "0")  # as aiohttp sends
         return builder
 
     def _redirected(
@@ -193,6 +219,22 @@ class _Pyreqwest:
         if status == 303 or (status in (301, 302) and method == "POST"):
             method = method if method == "HEAD" else "GET"
         return method, url
+
+
+def _next_hop(
+    content: bytes | None,
+    headers: Sequence[tuple[str, str]],
+    before: str,
+    after: str,
+    to_get: bool,
+) -> tuple[bytes | None, Sequence[tuple[str, str]]]:
+    """Return the body and own headers of a redirect's next hop (see Client.request)."""
+    if to_get:
+        content = None  # 303, or 301/302 after a POST: a GET
+    if headers:
+        other_origin = origin_of(after) != origin_of(before)
+        headers = redirected_headers(headers, other_origin=other_origin, to_get=to_get)
+    return content, headers
 
 
 # What reqwest's error chain says, and the kind it means (checked in this order).

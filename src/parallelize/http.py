@@ -67,6 +67,7 @@ import os
 from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Final
 
+from . import __version__
 from ._errors import MissingDependencyError
 from ._http_aiohttp import open_aiohttp
 from ._http_client import (
@@ -94,6 +95,7 @@ from ._util import check_choice, check_int, check_seconds
 
 __all__ = (
     "BACKENDS",
+    "USER_AGENT",
     "BodyTooLargeError",
     "Client",
     "ConnectError",
@@ -110,6 +112,10 @@ __all__ = (
     "check_client_options",
     "open_client",
 )
+
+# The User-Agent of every request without one of its own, on every backend (each
+# backend's own names itself and differs: python-pyreqwest/1.0.0, Python/3.11 aiohttp/3.14).
+USER_AGENT: Final = f"parallelize/{__version__}"
 
 # Every backend we know, fastest first, with the module and the extra that bring it.
 BACKENDS: Final = {"pyreqwest": ("pyreqwest", "fast"), "aiohttp": ("aiohttp", "http")}
@@ -152,7 +158,8 @@ async def open_client(
         connections: The most connections open at once (make it your number of
             workers).
         headers: Sent with every request: a mapping, or ``(name, value)`` pairs
-            (a name may repeat).
+            (a name may repeat). Without a ``User-Agent`` among them, the same one
+            on every backend: :data:`USER_AGENT` (``parallelize/<version>``).
         max_redirects: Redirects followed before :class:`TooManyRedirectsError`
             (0: none followed, the 3xx is the reply).
         timeout: The most seconds one request may take, its body read
@@ -199,6 +206,8 @@ async def open_client(
     except ImportError as exc:
         raise MissingDependencyError(f"the {name} HTTP client", extra, module) from exc
     pairs = list((headers or {}).items() if isinstance(headers, Mapping) else headers or ())
+    if not any(name.lower() == "user-agent" for name, _ in pairs):
+        pairs.append(("User-Agent", USER_AGENT))
     opener = open_aiohttp if name == "aiohttp" else open_pyreqwest
     async with opener(connections, pairs, max_redirects, timeout, proxies, tls) as client:
         yield client

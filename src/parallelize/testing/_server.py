@@ -17,8 +17,9 @@ on a response that is not a 200):
     ``/redirect/{n}``          302 to ``/redirect/{n-1}``; ``/redirect/0`` is a page.
     ``/big/{bytes}?chunked=1`` a body of that many bytes, streamed in 64 KiB writes,
                                with its Content-Length (or chunked, without it).
-    ``/echo``                  any method: a JSON object of the request's method, path
-                               and headers (``[name, value]`` pairs, in order).
+    ``/echo``                  any method: a JSON object of the request's method, path,
+                               headers (``[name, value]`` pairs, in order) and body
+                               (as UTF-8 text, ``"body"``).
     ``/goto/{status}?url=U``   a redirect of that status (301, 302, 303, 307, 308) to U.
     ``/target/...?max=N``      any method: a JSON object of the request target exactly as
                                sent (``"target"``, not decoded) and the Host header; 414
@@ -237,11 +238,13 @@ class _Routes:
     async def echo(request: web.Request) -> web.Response:
         from aiohttp import web  # noqa: PLC0415 - an optional extra, imported where used
 
+        data = await request.read()
         return web.json_response(
             {
                 "method": request.method,
                 "path": request.path_qs,
                 "headers": [[name, value] for name, value in request.headers.items()],
+                "body": data.decode("utf-8", "replace"),
             }
         )
 
