@@ -28,6 +28,7 @@ from clitools import FIELDS, by_url, cli, interrupt, key, start, write_lines
 from parallelize._cli import _attempt
 from parallelize._cli._fetch import _make_fetch
 from parallelize._cli._output import ENCODE
+from parallelize._cli._request import RequestShape
 from parallelize.http import Reply, backends
 
 
@@ -427,7 +428,12 @@ def test_a_success_line_is_what_the_json_encoder_writes(
     async def call() -> str:
         save_dir = None if file is None else "d"
         action = _make_fetch(
-            Client(), method="GET", save_dir=save_dir, max_body=None, starts={}, tries={}
+            Client(),
+            shape=RequestShape("GET", None, ()),
+            save_dir=save_dir,
+            max_body=None,
+            starts={},
+            tries={},
         )
         if file is None:
             return await action(1, url)

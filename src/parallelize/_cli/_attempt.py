@@ -8,6 +8,7 @@ the command.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import os
 from collections.abc import Awaitable, Callable
@@ -17,6 +18,8 @@ from typing import Any
 
 from parallelize import parse_retry_after
 from parallelize.http import Reply
+
+from ._request import RequestShape
 
 __all__ = ("HTTPStatusError", "SaveError", "make_exchange", "save_name")
 
@@ -76,7 +79,7 @@ def save_name(url: str) -> str:
 
 def make_exchange(
     request: Callable[..., Awaitable[Reply]],
-    method: str,
+    shape: RequestShape,
     save_dir: str | None,
     max_body: int | None,
     clock: Callable[[], float],
@@ -89,6 +92,9 @@ def make_exchange(
     a child process (``--processes``), which is sent ``first`` and ``attempt``.
     """
     prefix = None if save_dir is None else os.path.join(save_dir, "")  # noqa: PTH118 - a str prefix, joined per item
+    method = shape.method
+    if shape.content is not None or shape.headers:  # else the request as it was: no cost
+        request = functools.partial(request, content=shape.content, headers=shape.headers)
     quote = encode_basestring_ascii
 
     async def exchange(line: int, url: str, first: float, attempt: int) -> str:

@@ -48,6 +48,7 @@ from ._job import Job, retry_of
 from ._loop import run_loop
 from ._output import ENCODE, Sink, open_output
 from ._per_key import host_key, per_key_of
+from ._request import RequestShape, request_shape
 from ._robots import MarkedURL, RobotsError, RobotsGate, agent_token
 from ._shared_run import check_queue_options
 
@@ -120,6 +121,8 @@ def fetch_command(options: argparse.Namespace, argv: list[str]) -> int:
     """
     options.client = _client_name(options.client)
     _check_tls_and_proxy(options)
+    options.shape = request_shape(options)
+    options.method = options.shape.method
     if options.robots and options.run_name is not None:
         raise UsageError(
             "--robots does not go with --run: the workers of a shared run take their "
@@ -167,14 +170,20 @@ def outcome_settings(options: argparse.Namespace) -> dict[str, Any]:
     may depend on it. ``--cacert`` and ``-k`` are left out: they only turn a
     ``tls`` failure into a reply, and failures are run again anyway.
     """
-    return {
-        "method": options.method,
-        "headers": [[name, _short_hash(value)] for name, value in options.headers],
+    shape: RequestShape = options.shape
+    settings = {
+        "method": shape.method,
+        "headers": [
+            [name, _short_hash(value)] for name, value in [*options.headers, *shape.headers]
+        ],
         "save_dir": _absolute(options.save_dir),
         "max_body": options.max_body,
         "proxy": None if options.proxy is None else _short_hash(options.proxy),
         "client_cert": _absolute(options.cert),
     }
+    if shape.content is not None:  # only then: a journal of a body-less fetch is unchanged
+        settings["body"] = "sha256:" + hashlib.sha256(shape.content).hexdigest()[:16]
+    return settings
 
 
 def _absolute(path: str | None) -> str | None:
@@ -266,7 +275,7 @@ async def _fetch(
             from parallelize import open_processes  # noqa: PLC0415 - 10 ms, when asked for
 
             setup = functools.partial(
-                child_client, settings, options.method, options.save_dir, options.max_body
+                child_client, settings, options.shape, options.save_dir, options.max_body
             )
             remote = await stack.enter_async_context(
                 open_processes(exchange, options.processes, setup=setup)
@@ -306,7 +315,7 @@ def _job(  # noqa: PLR0917 - the parts of one fetch
         clock = loop.time
         action = _make_fetch(
             client,
-            method=options.method,
+            shape=options.shape,
             save_dir=options.save_dir,
             max_body=options.max_body,
             starts=starts,
@@ -359,7 +368,7 @@ def _remote_fetch(
 def _make_fetch(
     client: Client,
     *,
-    method: str,
+    shape: RequestShape,
     save_dir: str | None,
     max_body: int | None,
     starts: dict[int, float],
@@ -371,7 +380,7 @@ def _make_fetch(
     attempts made, for the record of an item that was retried.
     """
     clock = asyncio.get_running_loop().time
-    exchange = make_exchange(client.request, method, save_dir, max_body, clock)
+    exchange = make_exchange(client.request, shape, save_dir, max_body, clock)
 
     async def fetch(line: int, url: str) -> str:
         if type(url) is not str and isinstance(url, MarkedURL):

@@ -392,9 +392,43 @@ def build_parser() -> Parser:
     fetch.add_argument(
         "-X",
         "--method",
-        default="GET",
         type=_method,
-        help="the HTTP method (default GET)",
+        help="the HTTP method (default GET; POST with a body)",
+    )
+    fetch.add_argument(
+        "-d",
+        "--data",
+        action="append",
+        metavar="DATA|@FILE",
+        help="send this body with every request (curl's -d): the text, or @FILE's "
+        "content without its line ends; repeated, joined with &. Content-Type "
+        "application/x-www-form-urlencoded unless -H gives one",
+    )
+    fetch.add_argument(
+        "--data-binary",
+        action="append",
+        metavar="DATA|@FILE",
+        help="as -d, but @FILE is sent as it is (line ends kept); repeated, concatenated",
+    )
+    fetch.add_argument(
+        "--json",
+        action="append",
+        metavar="JSON|@FILE",
+        help="send this JSON body with every request, as it is (curl's --json): "
+        "Content-Type and Accept application/json unless -H gives them",
+    )
+    fetch.add_argument(
+        "-A",
+        "--user-agent",
+        metavar="AGENT",
+        help="the User-Agent header (default: parallelize/VERSION, the same on every client)",
+    )
+    fetch.add_argument(
+        "-u",
+        "--user",
+        metavar="USER:PASSWORD",
+        help="basic authentication, sent with each request and not past a redirect "
+        "to another host (scheme, host and port), as curl does",
     )
     fetch.add_argument(
         "-H",

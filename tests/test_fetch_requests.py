@@ -1,0 +1,175 @@
+"""``fetch``'s request options, curl's way, on both clients: -d, --data-binary, --json,
+-A, -u; and their bad cases, a usage error before any request."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import parallelize
+from clitools import cli, records
+from parallelize.http import backends
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture(params=backends())
+def client(request: pytest.FixtureRequest) -> str:
+    name: str = request.param
+    return name
+
+
+def _echo(client: str, server: str, tmp_path: Path, *args: str, path: str = "/echo") -> Any:
+    """Fetch the server's /echo once with ``args``; return what it saw."""
+    url = f"{server}{path}"
+    pages = tmp_path / "pages"
+    result = cli(
+        "fetch", "--client", client, "-", "--save-dir", str(pages), *args, stdin=url + "\n"
+    )
+    assert result.returncode == 0, result.stderr
+    echo = json.loads((pages / hashlib.sha256(url.encode()).hexdigest()).read_text())
+    headers: dict[str, list[str]] = {}
+    for name, value in echo["headers"]:
+        headers.setdefault(name.lower(), []).append(value)
+    return echo["method"], headers, echo["body"]
+
+
+def test_data_is_posted_as_a_form_like_curl(client: str, server: str, tmp_path: Path) -> None:
+    """-d: POST unless -X says otherwise; repeated, joined with &; @file without line ends."""
+    form = tmp_path / "form.txt"
+    form.write_text("c=3\r\nd=4\n")
+    method, headers, body = _echo(
+        client, server, tmp_path, "-d", "a=1", "-d", "b=2", "-d", f"@{form}"
+    )
+    assert method == "POST"
+    assert body == "a=1&b=2&c=3d=4"
+    assert headers["content-type"] == ["application/x-www-form-urlencoded"]
+    assert headers["content-length"] == [str(len(body))]
+    assert headers["user-agent"] == [f"parallelize/{parallelize.__version__}"]
+
+
+def test_data_binary_keeps_the_file_as_it_is_and_x_sets_the_method(
+    client: str, server: str, tmp_path: Path
+) -> None:
+    raw = tmp_path / "raw.txt"
+    raw.write_bytes(b"line one\nline two\n")
+    method, headers, body = _echo(
+        client,
+        server,
+        tmp_path,
+        "--data-binary",
+        f"@{raw}",
+        "-X",
+        "PUT",
+        "-H",
+        "Content-Type: text/plain",
+    )
+    assert (method, body) == ("PUT", "line one\nline two\n")
+    assert headers["content-type"] == ["text/plain"]  # -H's, not ours
+
+
+def test_json_sets_its_types_unless_given(client: str, server: str, tmp_path: Path) -> None:
+    method, headers, body = _echo(client, server, tmp_path, "--json", '{"q": "caf\u00e9"}')
+    assert method == "POST"
+    assert json.loads(body) == {"q": "caf\u00e9"}
+    assert headers["content-type"] == ["application/json"]
+    assert headers["accept"] == ["application/json"]
+    _, headers, _ = _echo(client, server, tmp_path, "--json", "[]", "-H", "Accept: text/csv")
+    assert headers["accept"] == ["text/csv"]
+
+
+def test_a_post_without_a_body_sends_content_length_zero(
+    client: str, server: str, tmp_path: Path
+) -> None:
+    """-X POST alone: Content-Length: 0 on both clients (servers answer 411 without it)."""
+    method, headers, body = _echo(client, server, tmp_path, "-X", "POST")
+    assert (method, body) == ("POST", "")
+    assert headers["content-length"] == ["0"]
+    assert "content-type" not in headers
+
+
+def test_user_agent_and_basic_auth(client: str, server: str, tmp_path: Path) -> None:
+    _, headers, _ = _echo(client, server, tmp_path, "-A", "MyBot/1.0", "-u", "ann:s3cr:et")
+    assert headers["user-agent"] == ["MyBot/1.0"]
+    assert headers["authorization"] == ["Basic " + base64.b64encode(b"ann:s3cr:et").decode()]
+    # Followed within the same origin: the credentials go on.
+    _, headers, _ = _echo(client, server, tmp_path, "-u", "ann:pw", path="/goto/302?url=/echo")
+    assert headers["authorization"] == ["Basic " + base64.b64encode(b"ann:pw").decode()]
+
+
+def test_a_post_redirected_by_303_becomes_a_get_without_its_body(
+    client: str, server: str, tmp_path: Path
+) -> None:
+    method, headers, body = _echo(client, server, tmp_path, "-d", "a=1", path="/goto/303?url=/echo")
+    assert (method, body) == ("GET", "")
+    assert "content-type" not in headers
+    method, _, body = _echo(client, server, tmp_path, "-d", "a=1", path="/goto/307?url=/echo")
+    assert (method, body) == ("POST", "a=1")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["-d", "@missing.txt"],
+            "-d @missing.txt: cannot read 'missing.txt': No such file or directory",
+        ),
+        (["--json", "@missing.json"], "--json @missing.json: cannot read 'missing.json'"),
+        (["-d", "@-"], "-d @-: the body from stdin is not supported; write it to a file"),
+        (["-d", "a", "--json", "{}"], "-d and --json both give the body: give one kind"),
+        (["-A", "x", "-H", "user-agent: y"], "-A and -H 'User-Agent: ...' both set the user agent"),
+        (["-u", "ann"], "-u ann: give USER:PASSWORD"),
+        (["-u", "a:b", "-H", "Authorization: Bearer t"], "-u and -H 'Authorization: ...' both set"),
+    ],
+)
+def test_bad_request_options_are_usage_errors_before_anything(
+    server: str, tmp_path: Path, args: list[str], message: str
+) -> None:
+    out = tmp_path / "out.jsonl"
+    result = cli("fetch", "-", "-o", str(out), *args, stdin=f"{server}/echo\n", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not out.exists()  # nothing opened for writing
+
+
+def test_a_changed_body_is_a_changed_setting_of_the_journal(server: str, tmp_path: Path) -> None:
+    """A rerun with another body is refused: its outcomes were made with the old one."""
+    journal = tmp_path / "j.sqlite"
+    first = cli("fetch", "-", "--journal", str(journal), "-d", "a=1", stdin=f"{server}/echo\n")
+    assert first.returncode == 0, first.stderr
+    assert [r["status"] for r in records(first.stdout)] == [200]
+    again = cli("fetch", "-", "--journal", str(journal), "-d", "a=2", stdin=f"{server}/echo\n")
+    assert again.returncode == 2, again.stderr
+    assert "body" in again.stderr
+    same = cli("fetch", "-", "--journal", str(journal), "-d", "a=1", stdin=f"{server}/echo\n")
+    assert same.returncode == 0, same.stderr
+
+
+def test_credentials_do_not_follow_a_redirect_to_another_host(
+    client: str, server: str, tmp_path: Path
+) -> None:
+    """-u, and Authorization or Cookie given with -H: not sent past another origin."""
+    other = server.replace("127.0.0.1", "localhost")  # another host, the same server
+    _, headers, _ = _echo(
+        client,
+        server,
+        tmp_path,
+        "-u",
+        "ann:pw",
+        "-H",
+        "Cookie: a=b",
+        "-H",
+        "X-Kept: 1",
+        path=f"/goto/302?url={other}/echo",
+    )
+    assert "authorization" not in headers
+    assert "cookie" not in headers
+    assert headers["x-kept"] == ["1"]
+    _, headers, _ = _echo(client, server, tmp_path, "-H", "Authorization: Bearer t")
+    assert headers["authorization"] == ["Bearer t"]
