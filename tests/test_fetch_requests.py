@@ -173,3 +173,58 @@ def test_credentials_do_not_follow_a_redirect_to_another_host(
     assert headers["x-kept"] == ["1"]
     _, headers, _ = _echo(client, server, tmp_path, "-H", "Authorization: Bearer t")
     assert headers["authorization"] == ["Bearer t"]
+
+
+@pytest.mark.parametrize(
+    ("retry_on", "path", "attempts"),
+    [
+        (None, "/status/503", 3),  # the default set
+        (None, "/status/408", 1),
+        (None, "/status/404", 1),
+        ("default,408", "/status/408", 3),
+        ("default,408", "/status/503", 3),
+        ("4xx", "/status/404", 3),
+        ("timeout", "/status/503", 1),  # replaced, not added to
+        ("500", "/status/503", 1),
+    ],
+)
+def test_retry_on_names_what_is_tried_again(
+    client: str, server: str, retry_on: str | None, path: str, attempts: int
+) -> None:
+    args = ["--retries", "2", "--client", client]
+    if retry_on is not None:
+        args += ["--retry-on", retry_on]
+    result = cli("fetch", "-", *args, stdin=f"{server}{path}\n")
+    assert result.returncode == 1, result.stderr
+    [record] = records(result.stdout)
+    assert record["attempts"] == attempts
+    assert record["error"]["kind"] == "http"
+
+
+def test_retry_on_error_kinds(client: str) -> None:
+    """A refused connection is retried by default, not with --retry-on 5xx."""
+    url = "http://127.0.0.1:9/"  # discard port: nothing listens
+    for retry_on, attempts in ((None, 2), ("5xx", 1), ("connection", 2)):
+        args = ["--retries", "1", "--client", client]
+        if retry_on is not None:
+            args += ["--retry-on", retry_on]
+        result = cli("fetch", "-", *args, stdin=url + "\n")
+        [record] = records(result.stdout)
+        assert record["error"]["kind"] == "connection"
+        assert record["attempts"] == attempts, retry_on
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--retries", "1", "--retry-on", "999"], "'999' is not a status from 400 to 599"),
+        (["--retries", "1", "--retry-on", "timeout,nope"], "'nope' is not a status"),
+        (["--retry-on", "5xx"], "--retry-on says what --retries tries again: give --retries N"),
+    ],
+)
+def test_bad_retry_on_is_a_usage_error(
+    server: str, tmp_path: Path, args: list[str], message: str
+) -> None:
+    result = cli("fetch", "-", *args, stdin=f"{server}/echo\n", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr

@@ -63,6 +63,44 @@ HOST_FAILURES = 10
 # Statuses worth another attempt: rate limited, and the server errors that a
 # retry can cure (not 501, 505...).
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+# Error kinds worth another attempt (HTTPClientError.retryable's; dns is a kind of
+# connection error, tls one that another attempt will not cure).
+RETRY_KINDS = frozenset({"timeout", "connection", "dns", "protocol"})
+# What --retry-on may name besides statuses.
+_RETRY_ON_KINDS = (
+    "timeout",
+    "connection",
+    "dns",
+    "tls",
+    "protocol",
+    "redirect",
+    "too_large",
+    "save",
+)
+
+
+def parse_retry_on(text: str) -> tuple[frozenset[int], frozenset[str]]:
+    """``--retry-on``: ``"default,408,5xx,tls"`` as the statuses and kinds to retry."""
+    statuses: set[int] = set()
+    kinds: set[str] = set()
+    for raw in text.split(","):
+        word = raw.strip().lower()
+        if word == "default":
+            statuses |= RETRY_STATUSES
+            kinds |= RETRY_KINDS
+        elif word in _RETRY_ON_KINDS:
+            kinds.add(word)
+        elif len(word) == 3 and word[0] in "45" and word[1:] == "xx":
+            first = int(word[0]) * 100
+            statuses.update(range(first, first + 100))
+        elif word.isdigit() and 400 <= int(word) <= 599:
+            statuses.add(int(word))
+        else:
+            raise ValueError(
+                f"{raw.strip()!r} is not a status from 400 to 599, 4xx, 5xx, 'default' or "
+                f"an error kind ({', '.join(_RETRY_ON_KINDS)})"
+            )
+    return frozenset(statuses), frozenset(kinds)
 
 
 def parse_header(text: str) -> tuple[str, str]:
@@ -122,6 +160,8 @@ def fetch_command(options: argparse.Namespace, argv: list[str]) -> int:
     options.client = _client_name(options.client)
     _check_tls_and_proxy(options)
     options.shape = request_shape(options)
+    if options.retry_on is not None and not options.retries:
+        raise UsageError("--retry-on says what --retries tries again: give --retries N too")
     options.method = options.shape.method
     if options.robots and options.run_name is not None:
         raise UsageError(
@@ -336,7 +376,7 @@ def _job(  # noqa: PLR0917 - the parts of one fetch
         failure_line=_make_failure_line(clock, starts, tries, options.timeout),
         noun="URLs",
         reads_stdin=options.urls == "-",
-        retry=retry_of(options, _is_retryable),
+        retry=retry_of(options, _retryable(options.retry_on)),
         key=_url_of,
         total=total,
         summary_note=note,
@@ -394,13 +434,22 @@ def _make_fetch(
     return fetch
 
 
-def _is_retryable(error: Exception) -> bool:
-    """``--retries``: timeouts, connection errors, cut bodies, 429, 500, 502, 503, 504."""
-    if isinstance(error, HTTPStatusError):
-        return error.status in RETRY_STATUSES
-    if isinstance(error, HTTPClientError):
-        return error.retryable
-    return isinstance(error, TimeoutError)  # --timeout
+def _retryable(
+    retry_on: tuple[frozenset[int], frozenset[str]] | None,
+) -> Callable[[Exception], bool]:
+    """Return what ``--retries`` tries again: ``--retry-on``'s, or the default set."""
+    statuses, kinds = retry_on or (RETRY_STATUSES, RETRY_KINDS)
+
+    def retryable(error: Exception) -> bool:
+        if isinstance(error, HTTPStatusError):
+            return error.status in statuses
+        if isinstance(error, HTTPClientError):
+            return error.kind in kinds
+        if isinstance(error, TimeoutError):  # --timeout
+            return "timeout" in kinds
+        return isinstance(error, SaveError) and "save" in kinds
+
+    return retryable
 
 
 def error_kind(error: BaseException) -> str:  # noqa: PLR0911 - one kind a line

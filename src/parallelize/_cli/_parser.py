@@ -10,7 +10,7 @@ from typing import NoReturn
 from parallelize.http import BACKENDS
 
 from ._errors import UsageError
-from ._fetch import parse_header
+from ._fetch import parse_header, parse_retry_on
 from ._queue import add_queue_parser
 from ._shared_run import add_queue_options
 
@@ -187,6 +187,13 @@ def _method(text: str) -> str:
             f"!#$%&'*+-.^_`|~, no spaces), got {text!r}"
         )
     return text.upper()
+
+
+def _retry_on(text: str) -> tuple[frozenset[int], frozenset[str]]:
+    try:
+        return parse_retry_on(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _header(text: str) -> tuple[str, str]:
@@ -386,8 +393,18 @@ def build_parser() -> Parser:
     _add_common(
         fetch,
         timeout=30.0,
-        retried="on a timeout, a connection error or a status 429, 500, 502, 503, 504 "
-        "(a Retry-After header sets the delay)",
+        retried="on what --retry-on names: by default a timeout, a connection or "
+        "protocol error, a status 429, 500, 502, 503, 504 (a Retry-After header sets "
+        "the delay)",
+    )
+    fetch.add_argument(
+        "--retry-on",
+        type=_retry_on,
+        metavar="LIST",
+        help="what --retries tries again, comma-separated: statuses (408, 5xx), "
+        "error kinds (timeout, connection, dns, tls, protocol, redirect, too_large, "
+        "save), and 'default' for the default set; replaces it (--retry-on "
+        "default,408 adds 408)",
     )
     fetch.add_argument(
         "-X",
