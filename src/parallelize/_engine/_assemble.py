@@ -61,7 +61,6 @@ def assemble(
     stats: StatsCounters | None,
     hooks: ItemHooks | None,
     ordered: bool,
-    grace: bool,
     on_error_yield: bool,
     log_failures: bool,
     unpacked: tuple[type, ...],
@@ -78,7 +77,6 @@ def assemble(
         or sync_source is None
         or policy is not None
         or journal is not None
-        or (stats is None and grace)
     )
     if policy is None and (stats is not None or journal is not None):
         flow.timing = True  # the first action is timed; a journaled run's, every one
@@ -86,8 +84,6 @@ def assemble(
         source = sync_source
         assert source is not None
         if stats is None:
-            # The hot path never looks for a stop (handle_signals): the others
-            # do, before each new item.
             return Assembly(
                 functools.partial(
                     plain_worker,

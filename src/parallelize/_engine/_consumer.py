@@ -54,7 +54,7 @@ def open_results(
     elif ordered:
         chain = ordered_results(flow, next_slow)
         start_without_hooks(chain)
-        chain = recorded(chain, journal, unstorable)
+        chain = recorded(chain, flow, journal, unstorable)
     else:
         chain = journaled_results(flow, journal, next_slow, unstorable)
     start_without_hooks(chain)
@@ -138,11 +138,12 @@ async def journaled_results(
         if prepared is not taken:
             taken = await unstorable(prepared)
         yield taken[1]
-    journal.close(finished=True)
+    journal.close(finished=not flow.stopping)  # stopped early (Run.stop): interrupted
 
 
 async def recorded(
     results: AsyncGenerator[Any, None],
+    flow: Flow,
     journal: RunSession,
     unstorable: Callable[[Any], Awaitable[Any]],
 ) -> AsyncGenerator[Any, None]:
@@ -167,7 +168,7 @@ async def recorded(
         if taken is not tagged:
             taken = await unstorable(taken)
         yield taken[1]
-    journal.close(finished=True)
+    journal.close(finished=not flow.stopping)  # stopped early (Run.stop): interrupted
 
 
 async def flattened(results: AsyncGenerator[Any, None]) -> AsyncGenerator[Any, None]:

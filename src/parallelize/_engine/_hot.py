@@ -45,7 +45,7 @@ async def plain_worker(  # noqa: C901, PLR0912 - the hot path, inlined on purpos
     last_kind: type | None = None
     unpack = False
     # Take the credit for the next pull before pulling (see the flow's invariants).
-    if flow.credits > 0:
+    if flow.credits > 0 and not flow.stopping:
         flow.credits -= 1
     elif not await flow.take_credit():
         return
@@ -76,7 +76,7 @@ async def plain_worker(  # noqa: C901, PLR0912 - the hot path, inlined on purpos
                 if not waiter.done():
                     waiter.set_result(None)
             free = flow.credits  # never negative
-            if free:
+            if free and not flow.stopping:  # Run.stop() or a signal: no new item
                 flow.credits = free - 1
             elif not await flow.take_credit():
                 return
@@ -109,7 +109,7 @@ async def observed_worker(  # noqa: C901, PLR0912 - as plain_worker
     record = stats.latency.record
     last_kind: type | None = None
     unpack = False
-    if flow.credits > 0:
+    if flow.credits > 0 and not flow.stopping:
         flow.credits -= 1
     elif not await flow.take_credit():
         return

@@ -508,6 +508,24 @@ class Run(Stages[T_co]):
         for worker in self._workers:
             worker.cancel()
 
+    def stop(self) -> None:
+        """Take no new item; let those in flight finish, then end the ``async for``.
+
+        For a consumer that judges the run should end early (too many failures,
+        enough results) without losing the work in flight: unlike ``break``, which
+        cancels the items in flight, each of their outcomes is still yielded (and
+        recorded by a journal, which marks the run interrupted: a rerun with it
+        resumes the rest). The items in flight keep their ``timeout=`` and
+        retries; items not yet taken from the input are left there. Calling it
+        again does nothing. Call it on the run's event loop (from the ``async
+        for`` body, say).
+        """
+        flow = self._flow
+        if flow.stopping:
+            return
+        flow.stopping = True
+        flow.wake_all_workers()  # sleeping workers see the stop and end
+
     async def aclose(self) -> None:
         """Stop the run: stop reading input, cancel in-flight actions, await all tasks.
 
@@ -589,7 +607,6 @@ class Run(Stages[T_co]):
             stats=self._stats,
             hooks=self._hooks,
             ordered=self._ordered,
-            grace=self._grace is not None,
             on_error_yield=self._on_error_yield,
             log_failures=self._log_failures,
             unpacked=self._unpacked,
