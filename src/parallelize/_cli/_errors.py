@@ -9,6 +9,7 @@ from __future__ import annotations
 
 __all__ = (
     "EXIT_FAILED",
+    "EXIT_HALTED",
     "EXIT_INTERRUPTED",
     "EXIT_OK",
     "EXIT_OUTPUT",
@@ -20,6 +21,7 @@ __all__ = (
 
 EXIT_OK = 0  # every item succeeded
 EXIT_FAILED = 1  # some items failed (their records say why)
+EXIT_HALTED = 3  # --halt-after: stopped early, hopeless; the rest not attempted
 EXIT_USAGE = 2  # a bad option, input, output, function or journal: nothing useful was done
 EXIT_INTERRUPTED = 130  # stopped by SIGINT or SIGTERM (128 + SIGINT, as shells report it)
 EXIT_OUTPUT = 74  # the output could not be written (a full disk): sysexits' EX_IOERR

@@ -25,9 +25,10 @@ from parallelize import (
     parallelize,
 )
 
-from ._errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, UsageError
+from ._errors import EXIT_FAILED, EXIT_HALTED, EXIT_INTERRUPTED, EXIT_OK, UsageError
+from ._halt import Halting
 from ._shared_run import add_only, make_queue
-from ._summary import interrupted_line, report, run_line
+from ._summary import command_line, interrupted_line, report, run_line
 
 if TYPE_CHECKING:
     import argparse
@@ -142,6 +143,7 @@ async def _consume(
     failure_line = job.failure_line
     # -v logs each failure; the library does when it retries (retry=), else we do.
     log_failures = options.verbose and job.retry is None
+    halting = None if options.halt_after is None else Halting(options.halt_after, run)
     sink.start()
     try:
         async with run:
@@ -152,6 +154,8 @@ async def _consume(
                     write(failure_line(outcome))
                     if log_failures:
                         _log_failure(outcome)
+                    if halting is not None:
+                        halting.failed()
     except Interrupted as stop:
         sink.flush()
         report(run, options.quiet, job.summary_note)
@@ -161,6 +165,10 @@ async def _consume(
         raise UsageError(str(exc)) from exc  # it names the journal and the way out
     sink.flush()
     report(run, options.quiet, job.summary_note)
+    if halting is not None and halting.halted:
+        journal = options.journal if options.run_name is None else f"run {options.run_name}"
+        sys.stderr.write(halting.line(job.noun, journal, command_line(argv)) + "\n")
+        return EXIT_HALTED
     return EXIT_FAILED if run.statistics().failed else EXIT_OK
 
 

@@ -11,6 +11,7 @@ from parallelize.http import BACKENDS
 
 from ._errors import UsageError
 from ._fetch import parse_header, parse_retry_on
+from ._halt import HALT_JUDGED_FROM, Halt
 from ._queue import add_queue_parser
 from ._shared_run import add_queue_options
 
@@ -123,6 +124,22 @@ def _processes(text: str) -> int | str:
     if text == "auto":
         return text
     return _int_at_least(1)(text)
+
+
+def _halt_after(text: str) -> Halt:
+    share = text.endswith("%")
+    number = text[:-1] if share else text
+    try:
+        value = float(number) if share else int(number)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a number of failures (10) or a share of them (5%), got {text!r}"
+        ) from None
+    if share and not 0 < value <= 100:
+        raise argparse.ArgumentTypeError(f"a share is more than 0% and at most 100%, got {text!r}")
+    if not share and value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1 failure, got {text!r}")
+    return Halt(text, None if share else int(value), value / 100 if share else None)
 
 
 def _int_at_least(low: int) -> type[int]:
@@ -241,6 +258,15 @@ def _add_common(parser: argparse.ArgumentParser, *, timeout: float | None, retri
         help="fail an item at once (kind retry_wait) rather than wait longer than "
         "SECONDS before its next attempt, whatever a Retry-After asks (default 300; "
         "0: no limit)",
+    )
+    parser.add_argument(
+        "--halt-after",
+        type=_halt_after,
+        metavar="N|P%",
+        help="stop when it is hopeless: after N failed items, or once P%% of the "
+        f"items that ran failed (judged from the {HALT_JUDGED_FROM}th on): no new "
+        "item is started, those in flight finish and are written, then exit 3 "
+        "(with --journal a rerun goes on from there)",
     )
     parser.add_argument(
         "--deadline",
