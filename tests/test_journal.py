@@ -686,3 +686,49 @@ def test_the_writers_death_surfaces_at_the_next_batch(tmp_path: Path) -> None:
         asyncio.run(main())
     assert killed_at
     assert taken - killed_at[0] <= 2_000
+
+
+class _Gone(Exception):
+    """A failure that carries what its consumer needs to write it again."""
+
+    def __init__(self, n: int, permanent: bool) -> None:
+        super().__init__(f"item {n} gone")
+        self.journal_data = {"n": n, "permanent": permanent}
+
+
+def test_a_failure_keeps_its_journal_data_and_retry_failed_may_choose(
+    run: Any, tmp_path: Path
+) -> None:
+    """journal_data is stored with a failure and read back as RecordedError.data; a
+    retry_failed function runs again only the stored failures it picks."""
+    path = tmp_path / "journal.sqlite"
+    calls: list[int] = []
+
+    async def action(n: int) -> int:
+        calls.append(n)
+        if n % 3 == 0:
+            raise _Gone(n, permanent=n % 2 == 0)
+        return n
+
+    async def once(journal: SQLiteJournal) -> list[Any]:
+        async with parallelize(action, range(30), 4, journal=journal, on_error="yield") as r:
+            return [outcome async for outcome in r]
+
+    first = run(once(SQLiteJournal(path)))
+    assert sum(isinstance(o, Failure) for o in first) == 10
+    calls.clear()
+    chosen: list[Any] = []
+
+    def redo(error: RecordedError) -> bool:
+        chosen.append(error.data)
+        return not error.data["permanent"]
+
+    second = run(once(SQLiteJournal(path, replay=True, retry_failed=redo)))
+    assert sorted(calls) == [3, 9, 15, 21, 27]  # the odd (not permanent) failures only
+    assert len(chosen) == 10
+    replayed = [
+        o for o in second if isinstance(o, Failure) and isinstance(o.exception, RecordedError)
+    ]
+    assert sorted(o.exception.data["n"] for o in replayed) == [0, 6, 12, 18, 24]
+    assert all(o.exception.message.endswith("gone") for o in replayed)
+    assert len(second) == 30

@@ -100,14 +100,18 @@ class RecordedError(ParallelizeError):
     Attributes:
         type_name: The original exception's type, ``module.QualName``.
         message: ``str()`` of the original exception.
+        data: The original exception's ``journal_data`` attribute, stored through
+            the journal's codec (what a consumer needs to write the failure again,
+            say), or None when it had none. Added in 0.2.
 
     Changed in 0.2: a :class:`parallelize.ParallelizeError` (was a plain ``Exception``).
     """
 
-    def __init__(self, type_name: str, message: str) -> None:
+    def __init__(self, type_name: str, message: str, data: Any = None) -> None:
         super().__init__(f"{type_name}: {message}" if message else type_name)
         self.type_name = type_name
         self.message = message
+        self.data = data
 
 
 @runtime_checkable
@@ -205,7 +209,9 @@ class Journal(Protocol):
     """
 
     replay: bool  # yield stored results again on a rerun (else only the new ones)
-    retry_failed: bool  # run items whose stored outcome is a failure again
+    # Run items whose stored outcome is a failure again: all (True), none (False),
+    # or those a function of their RecordedError says.
+    retry_failed: bool | Callable[[RecordedError], bool]
     codec: Codec  # turns results into text and back
     flush_every: int  # outcomes per append()
     flush_interval: float  # the most seconds an outcome waits for its append()

@@ -141,7 +141,7 @@ class JournalSession:
         for key, item in batch:
             digest = item_digest(item) if positional else None
             record = stored.get(key)
-            if record is None or (not record.ok and journal.retry_failed):
+            if record is None or (not record.ok and self._redo(record)):
                 entries.append(Entry(key, item, digest, None))
                 continue
             if positional and record.digest and digest and record.digest != digest:
@@ -232,8 +232,25 @@ class JournalSession:
         assert record is not None
         if record.ok:
             return None if record.data is None else self._codec.decode(record.data)
-        error = RecordedError(record.error_type or "Exception", record.error_message or "")
+        error = self._recorded_error(record)
         return Failure(entry.item, error, record.attempts, record.elapsed, record.expected)
+
+    def _recorded_error(self, record: Record) -> RecordedError:
+        """Return a stored failure's exception, as it is read back."""
+        data = None
+        if record.data is not None:
+            try:
+                data = self._codec.decode(record.data)
+            except Exception:
+                data = None
+        return RecordedError(record.error_type or "Exception", record.error_message or "", data)
+
+    def _redo(self, record: Record) -> bool:
+        """Whether a stored failure runs again (the journal's ``retry_failed``)."""
+        retry = self._journal.retry_failed
+        if retry is True or retry is False:
+            return retry
+        return bool(retry(self._recorded_error(record)))
 
     def prepare(self, tagged: Tagged) -> Tagged:
         """Encode a result before it is yielded; one the codec cannot store fails.
@@ -294,7 +311,7 @@ class JournalSession:
             record = Record(
                 entry.key,
                 False,  # noqa: FBT003 - a field of the record
-                None,
+                self._failure_data(error),
                 type_name(error),
                 _storable(str(error)),
                 outcome.attempts,
@@ -320,6 +337,17 @@ class JournalSession:
         elif self._timer is None:
             loop = asyncio.get_running_loop()
             self._timer = loop.call_later(self._flush_interval, self.flush)
+
+    def _failure_data(self, error: BaseException) -> str | None:
+        """Return a failure's ``journal_data`` as the codec stores it, or None."""
+        data = getattr(error, "journal_data", None)
+        if data is None:
+            return None
+        try:
+            return self._codec.encode(data)
+        except (TypeError, ValueError, RecursionError, UnicodeError):
+            logger.warning("the journal cannot store the journal_data of %r: left out", error)
+            return None
 
     def flush(self) -> None:
         """Append the buffered outcomes now, in one transaction.

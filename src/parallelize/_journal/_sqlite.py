@@ -23,7 +23,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any, final
 
@@ -31,7 +31,7 @@ from parallelize._errors import JournalError
 from parallelize._util import check_bool, check_int, check_seconds
 
 from . import _writer
-from ._base import Codec, JsonCodec, Key, Record, RunInfo
+from ._base import Codec, JsonCodec, Key, Record, RecordedError, RunInfo
 
 try:
     import fcntl
@@ -85,7 +85,10 @@ class SQLiteJournal:
             :class:`~parallelize.RecordedError`); default False: yield only the
             outcomes of items run now.
         retry_failed: On a rerun, run again the items whose stored outcome is a
-            failure (default False: a failure is final too).
+            failure: True for all, False (the default) for none (a failure is final
+            too), or a function of the stored failure (a :class:`RecordedError`,
+            with its ``data``) that says whether to run it again: final for a 404,
+            again for a timeout, say. Changed in 0.2: a function too.
         durable: Also survive a power loss (fsync each batch); default False:
             survive a crash of the process.
         codec: Turns results into text and back (default :class:`JsonCodec`);
@@ -127,7 +130,7 @@ class SQLiteJournal:
         path: str | os.PathLike[str],
         *,
         replay: bool = False,
-        retry_failed: bool = False,
+        retry_failed: bool | Callable[[RecordedError], bool] = False,
         durable: bool = False,
         codec: Codec | None = None,
         flush_every: int = 1000,
@@ -137,7 +140,11 @@ class SQLiteJournal:
     ) -> None:
         self.path = Path(path)
         self.replay = check_bool("replay", replay)
-        self.retry_failed = check_bool("retry_failed", retry_failed)
+        self.retry_failed: bool | Callable[[RecordedError], bool] = (
+            retry_failed
+            if callable(retry_failed)
+            else check_bool("retry_failed", retry_failed)
+        )
         self.durable = check_bool("durable", durable)
         self.codec: Codec = JsonCodec() if codec is None else codec
         if not isinstance(self.codec, Codec):
