@@ -308,7 +308,7 @@ def test_a_url_line_with_blanks_inside_is_an_invalid_url_record(
     lines = [f"{server}/echo\textra", f"{server}/echo two", f"{server}/page/1"]
     urls = write_lines(tmp_path / "urls.txt", lines)
     result = cli("fetch", str(urls))
-    assert result.returncode == 1, result.stderr
+    assert result.returncode == 4, result.stderr  # invalid_url: final
     got = {r["url"]: r for r in records(result.stdout)}
     for bad in lines[:2]:
         assert got[bad]["error"]["kind"] == "invalid_url", got[bad]
@@ -377,7 +377,7 @@ def test_run_a_line_that_is_not_utf8_is_a_failure_record(tasks_dir: Path) -> Non
     """A line that is not UTF-8 is its own failure (invalid_utf8), not U+FFFD passed on."""
     (tasks_dir / "args.jsonl").write_bytes(b'"caf\xe9"\n"ok"\n')
     result = cli("run", "tasks:echo", "--input", "args.jsonl", cwd=tasks_dir)
-    assert result.returncode == 1, result.stderr
+    assert result.returncode == 4, result.stderr  # invalid_utf8: final
     first, second = sorted(records(result.stdout), key=lambda r: r["line"])
     assert first["ok"] is False
     assert first["error"]["kind"] == "invalid_utf8"

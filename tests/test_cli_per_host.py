@@ -124,7 +124,7 @@ def test_per_host_caps_each_host_and_the_summary_says_keys(tmp_path: Path) -> No
             return await fetch("urls.txt", "-w", "20", "--per-host", "2", cwd=tmp_path)
 
     code, lines, stderr = drive(main())
-    assert code == 1, stderr  # the two bad lines
+    assert code == 4, stderr  # the two bad lines: final failures
     kinds = sorted(str(r["error"] and r["error"]["kind"]) for r in lines)
     assert kinds == ["None"] * 24 + ["invalid_url", "invalid_url"]
     assert one.peak_in_flight == 2
@@ -239,7 +239,7 @@ def test_robots_skips_disallowed_urls_and_applies_the_crawl_delay(tmp_path: Path
             return await fetch("urls.txt", "-w", "20", "--robots", "--retries", "2", cwd=tmp_path)
 
     code, lines, stderr = drive(main())
-    assert code == 1, stderr
+    assert code == 4, stderr  # robots and 404s: final
     by_path = {r["url"].split("/", 3)[3]: r for r in lines}
     assert len(lines) == 11
     for name in ("public/0", "public/1", "public/2", "open/0", "open/1", "open/2"):
@@ -281,7 +281,7 @@ def test_robots_that_cannot_be_read_follow_rfc_9309(tmp_path: Path) -> None:
             return await fetch("urls.txt", "--robots", "--timeout", "5", cwd=tmp_path)
 
     code, lines, stderr = drive(main())
-    assert code == 1, stderr
+    assert code == 4, stderr  # robots: final
     by_path = {r["url"].split("/", 3)[3]: r for r in lines}
     assert by_path["open"]["status"] == 200
     assert by_path["private/1"]["error"]["kind"] == "robots"
@@ -306,7 +306,7 @@ def test_robots_matches_the_user_agent_of_the_header(tmp_path: Path) -> None:
             )
 
     code, lines, _ = drive(main())
-    assert code == 1
+    assert code == 4  # robots: final
     assert [r["error"]["kind"] for r in lines] == ["robots"] * 3
     assert "for user agent 'SpecialBot'" in lines[0]["error"]["message"]
     assert site.times("/x/") == []
@@ -360,7 +360,7 @@ def test_run_per_key_field_caps_each_key(tmp_path: Path) -> None:
         "2",
         cwd=tmp_path,
     )
-    assert result.returncode == 1, result.stderr
+    assert result.returncode == 4, result.stderr  # final failures only
     out = records(result.stdout)
     assert [r["error"]["kind"] for r in out if not r["ok"]] == ["invalid_json"]
     peaks: dict[Any, int] = {}

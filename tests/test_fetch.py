@@ -97,7 +97,7 @@ def test_fetch_saves_bodies_under_the_hash_of_the_url(
         "--save-dir",
         str(pages),
     )
-    assert result.returncode == 1, result.stderr  # the 404
+    assert result.returncode == 4, result.stderr  # the 404: a final failure
     got = by_url(result.stdout)
     for n, url in enumerate(urls[:-1]):
         file = pages / hashlib.sha256(url.encode()).hexdigest()

@@ -727,8 +727,10 @@ def test_a_failure_keeps_its_journal_data_and_retry_failed_may_choose(
     assert sorted(calls) == [3, 9, 15, 21, 27]  # the odd (not permanent) failures only
     assert len(chosen) == 10
     replayed = [
-        o for o in second if isinstance(o, Failure) and isinstance(o.exception, RecordedError)
+        o.exception
+        for o in second
+        if isinstance(o, Failure) and isinstance(o.exception, RecordedError)
     ]
-    assert sorted(o.exception.data["n"] for o in replayed) == [0, 6, 12, 18, 24]
-    assert all(o.exception.message.endswith("gone") for o in replayed)
+    assert sorted(error.data["n"] for error in replayed) == [0, 6, 12, 18, 24]
+    assert all(error.message.endswith("gone") for error in replayed)
     assert len(second) == 30

@@ -31,8 +31,8 @@ from parallelize.redis import RedisQueue
 Key = int | str
 
 EVERY_JOURNAL_MEMBER = (
-    "open(), lookup(), append(), close(), replay, retry_failed, codec, flush_every or "
-    "flush_interval"
+    "open(), lookup(), append(), close(), replay, codec, flush_every, flush_interval or "
+    "retry_failed"
 )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 __all__ = (
     "EXIT_FAILED",
+    "EXIT_FAILED_FINAL",
     "EXIT_HALTED",
     "EXIT_INTERRUPTED",
     "EXIT_OK",
@@ -20,7 +21,8 @@ __all__ = (
 )
 
 EXIT_OK = 0  # every item succeeded
-EXIT_FAILED = 1  # some items failed (their records say why)
+EXIT_FAILED = 1  # some items failed, some of them may succeed on a rerun (a timeout)
+EXIT_FAILED_FINAL = 4  # some items failed, each for good (a 404): a rerun changes nothing
 EXIT_HALTED = 3  # --halt-after: stopped early, hopeless; the rest not attempted
 EXIT_USAGE = 2  # a bad option, input, output, function or journal: nothing useful was done
 EXIT_INTERRUPTED = 130  # stopped by SIGINT or SIGTERM (128 + SIGINT, as shells report it)

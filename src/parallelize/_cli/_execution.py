@@ -7,6 +7,7 @@ way the run ended becomes the summary and the exit code.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
 import sys
@@ -20,18 +21,27 @@ from parallelize import (
     MissingDependencyError,
     Progress,
     RateLimit,
+    RecordedError,
     Run,
     SQLiteJournal,
     parallelize,
 )
 
-from ._errors import EXIT_FAILED, EXIT_HALTED, EXIT_INTERRUPTED, EXIT_OK, UsageError
+from ._errors import (
+    EXIT_FAILED,
+    EXIT_FAILED_FINAL,
+    EXIT_HALTED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    UsageError,
+)
 from ._halt import Halting
 from ._shared_run import add_only, make_queue
 from ._summary import command_line, interrupted_line, report, run_line
 
 if TYPE_CHECKING:
     import argparse
+    from collections.abc import Callable
 
     from parallelize.prometheus import PrometheusExporter
 
@@ -88,7 +98,7 @@ async def execute(job: Job, options: argparse.Namespace, sink: Sink, argv: list[
             else SQLiteJournal(
                 journal,
                 replay=True,
-                retry_failed=True,
+                retry_failed=_retry_failed(job, options.retry_failed),
                 settings=job.settings,
                 adopt_settings=options.reuse_journal,
             ),
@@ -121,6 +131,19 @@ async def execute(job: Job, options: argparse.Namespace, sink: Sink, argv: list[
             exporter.close()
 
 
+def _retry_failed(job: Job, every: bool) -> bool | Callable[[RecordedError], bool]:
+    """Return which stored failures a rerun runs again: all, or those not final."""
+    final = job.final
+    if every or final is None:
+        return True
+
+    def again(error: RecordedError) -> bool:
+        line = error.data
+        return not (isinstance(line, str) and final(line))  # a journal of before: again
+
+    return again
+
+
 def _exporter(port: int | None) -> PrometheusExporter | None:
     """Return the Prometheus exporter for ``--metrics-port``, serving; None without."""
     if port is None:
@@ -140,10 +163,8 @@ async def _consume(
 ) -> int:
     """Write the run's outcomes; return the exit code."""
     write = sink.write
-    failure_line = job.failure_line
-    # -v logs each failure; the library does when it retries (retry=), else we do.
-    log_failures = options.verbose and job.retry is None
     halting = None if options.halt_after is None else Halting(options.halt_after, run)
+    failures = _Failures(job, options, sink, halting)
     sink.start()
     try:
         async with run:
@@ -151,11 +172,7 @@ async def _consume(
                 if isinstance(outcome, str):  # a result: its line, made by the action
                     write(outcome)
                 else:
-                    write(failure_line(outcome))
-                    if log_failures:
-                        _log_failure(outcome)
-                    if halting is not None:
-                        halting.failed()
+                    failures.write(outcome)
     except Interrupted as stop:
         sink.flush()
         report(run, options.quiet, job.summary_note)
@@ -169,7 +186,47 @@ async def _consume(
         journal = options.journal if options.run_name is None else f"run {options.run_name}"
         sys.stderr.write(halting.line(job.noun, journal, command_line(argv)) + "\n")
         return EXIT_HALTED
-    return EXIT_FAILED if run.statistics().failed else EXIT_OK
+    if not failures.written:
+        return EXIT_OK
+    return EXIT_FAILED if failures.again else EXIT_FAILED_FINAL
+
+
+class _Failures:
+    """Writes each failure's line; counts them, and those that may yet succeed."""
+
+    __slots__ = ("again", "final", "halting", "keep", "line", "log", "sink", "written")
+
+    def __init__(
+        self, job: Job, options: argparse.Namespace, sink: Sink, halting: Halting | None
+    ) -> None:
+        self.sink = sink
+        self.line = job.failure_line
+        self.final = job.final
+        self.halting = halting
+        # -v logs each failure; the library does when it retries (retry=), else we do.
+        self.log = options.verbose and job.retry is None
+        self.keep = options.journal is not None  # each line goes into the journal
+        self.written = 0
+        self.again = 0  # failures written that are not final
+
+    def write(self, outcome: Failure) -> None:
+        """Write one failure's line: made now, or as a journal kept it (a final one)."""
+        error = outcome.exception
+        if type(error) is RecordedError and isinstance(error.data, str):
+            text = error.data  # replayed as it was written
+        else:
+            text = self.line(outcome)
+            if self.keep:
+                with contextlib.suppress(AttributeError):  # an exception without __dict__
+                    error.journal_data = text  # type: ignore[attr-defined]
+        self.sink.write(text)
+        self.written += 1
+        if self.final is None or not self.final(text):
+            self.again += 1
+        if self.log:
+            _log_failure(outcome)
+        if self.halting is not None:
+            self.halting.failed()
 
 
 def _log_failure(failure: Failure) -> None:

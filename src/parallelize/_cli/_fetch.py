@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import functools
 import hashlib
+import json
 import os
 import re
 import time
@@ -384,6 +385,7 @@ def _job(  # noqa: PLR0917 - the parts of one fetch
         settings=outcome_settings(options),
         per_key=options.keyed,
         on_run=None if robots is None else robots.bind,
+        final=final_failure(options.retry_on),
     )
 
 
@@ -450,6 +452,38 @@ def _retryable(
         return isinstance(error, SaveError) and "save" in kinds
 
     return retryable
+
+
+# Failures that another attempt will not change: the request was answered, or
+# could not be made. A 4xx but 408 (timeout) and 429 (too many requests).
+_FINAL_KINDS = frozenset({"invalid_url", "robots"})
+_NOT_FINAL_4XX = frozenset({408, 429})
+
+
+def final_failure(
+    retry_on: tuple[frozenset[int], frozenset[str]] | None,
+) -> Callable[[str], bool]:
+    """Return what tells from a failure's record whether it is final.
+
+    Final: a 4xx but 408 and 429, an invalid URL, a URL that robots.txt disallows;
+    but a status that ``--retry-on`` names is tried again on a rerun too.
+    """
+    retried: frozenset[int] = frozenset() if retry_on is None else retry_on[0]
+
+    def final(line: str) -> bool:
+        record = json.loads(line)
+        kind = record["error"]["kind"]
+        if kind == "http":
+            status = record.get("status")
+            return (
+                isinstance(status, int)
+                and 400 <= status < 500
+                and status not in _NOT_FINAL_4XX
+                and status not in retried
+            )
+        return kind in _FINAL_KINDS
+
+    return final
 
 
 def error_kind(error: BaseException) -> str:  # noqa: PLR0911 - one kind a line

@@ -53,6 +53,10 @@ class Job:
         per_key: The limits per key (``--per-host``, ``--per-key``...), or None.
         on_run: Called with the run once it is made, before its first item (so
             that ``--robots`` can set a site's rate on ``run.keys``).
+        final: Tells from a failure's line whether the failure is final (a 404, an
+            invalid line): a rerun with the journal writes it again instead of
+            running its item, and the exit code says whether any failure may yet
+            succeed (1) or none (4). None: every failure may.
     """
 
     action: Callable[..., Any]
@@ -68,3 +72,4 @@ class Job:
     settings: dict[str, Any] = dataclasses.field(default_factory=dict)
     per_key: PerKey | None = None
     on_run: Callable[[Run[Any]], None] | None = None
+    final: Callable[[str], bool] | None = None

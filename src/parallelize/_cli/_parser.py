@@ -260,6 +260,13 @@ def _add_common(parser: argparse.ArgumentParser, *, timeout: float | None, retri
         "0: no limit)",
     )
     parser.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="on a rerun with --journal, run every stored failure again (default: "
+        "only those that may succeed; a final one, such as a 404 or a line that is "
+        "not valid, is written again as it was)",
+    )
+    parser.add_argument(
         "--halt-after",
         type=_halt_after,
         metavar="N|P%",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 from collections.abc import Awaitable, Callable, Hashable
 from typing import IO, TYPE_CHECKING, Any
 
@@ -88,6 +89,11 @@ def field_key(name: str) -> Callable[[tuple[int, str]], Hashable]:
 def _retryable(error: Exception) -> bool:
     """``--retries``: any exception of the function (or timeout), not a bad line."""
     return not isinstance(error, InvalidLineError)
+
+
+def _final_failure(line: str) -> bool:
+    """Tell whether a failure is final: a line that is not JSON, or not UTF-8."""
+    return json.loads(line)["error"]["kind"] in {"invalid_json", "invalid_utf8"}
 
 
 def _make_failure_line(timeout: float | None) -> Callable[[Failure], str]:
@@ -225,5 +231,6 @@ async def _execute(
         total=total,
         settings={"function": options.function},
         per_key=options.keyed,
+        final=_final_failure,
     )
     return await execute(job, options, sink, argv)

@@ -209,9 +209,16 @@ class Journal(Protocol):
     """
 
     replay: bool  # yield stored results again on a rerun (else only the new ones)
-    # Run items whose stored outcome is a failure again: all (True), none (False),
-    # or those a function of their RecordedError says.
-    retry_failed: bool | Callable[[RecordedError], bool]
+
+    @property
+    def retry_failed(self) -> bool | Callable[[RecordedError], bool]:
+        """Which items whose stored outcome is a failure run again on a rerun.
+
+        All (True), none (False), or those a function of their
+        :class:`RecordedError` picks. A plain ``retry_failed: bool`` attribute
+        does too.
+        """
+
     codec: Codec  # turns results into text and back
     flush_every: int  # outcomes per append()
     flush_interval: float  # the most seconds an outcome waits for its append()
@@ -311,8 +318,8 @@ class WorkSource(Protocol):
 def missing(candidate: object, protocol: type) -> list[str]:
     """Return the members of ``protocol`` that ``candidate`` lacks, for a message.
 
-    Methods as ``name()`` (missing or not callable), then attributes, in the
-    order the protocol declares them.
+    Methods as ``name()`` (missing or not callable), then attributes, then
+    read-only attributes (properties), each in the order the protocol declares them.
     """
     methods = [
         f"{name}()"
@@ -324,4 +331,9 @@ def missing(candidate: object, protocol: type) -> list[str]:
     attributes = [
         name for name in vars(protocol).get("__annotations__", {}) if not hasattr(candidate, name)
     ]
-    return methods + attributes
+    properties = [
+        name
+        for name, value in vars(protocol).items()
+        if isinstance(value, property) and not hasattr(candidate, name)
+    ]
+    return methods + attributes + properties
