@@ -72,12 +72,7 @@ def assemble(
     Sets what the chosen worker needs of ``flow`` and ``stats`` (the first action
     timed; how the items taken are counted).
     """
-    general = (
-        ordered
-        or sync_source is None
-        or policy is not None
-        or journal is not None
-    )
+    general = ordered or sync_source is None or policy is not None or journal is not None
     if policy is None and (stats is not None or journal is not None):
         flow.timing = True  # the first action is timed; a journaled run's, every one
     if not general:

@@ -141,9 +141,7 @@ class SQLiteJournal:
         self.path = Path(path)
         self.replay = check_bool("replay", replay)
         self.retry_failed: bool | Callable[[RecordedError], bool] = (
-            retry_failed
-            if callable(retry_failed)
-            else check_bool("retry_failed", retry_failed)
+            retry_failed if callable(retry_failed) else check_bool("retry_failed", retry_failed)
         )
         self.durable = check_bool("durable", durable)
         self.codec: Codec = JsonCodec() if codec is None else codec
