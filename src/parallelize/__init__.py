@@ -17,6 +17,7 @@ they observe). ``tests/test_layers.py`` holds the map below to that::
     testing/        the test server (``python -m parallelize.testing``)
     [api]
     _api            parallelize(): check the arguments, build a Run
+    _sync           sync(): a run as a plain iterator, its event loop in this thread
     [engine]
     _engine/        Run: input -> workers (one TaskGroup) -> bounded buffer -> consumer,
                     from parts: sources, the general worker, sinks, the flow of credits
@@ -94,6 +95,7 @@ from ._progress import Progress as Progress
 from ._redis import NO_INPUT as NO_INPUT
 from ._stats import Latency as Latency
 from ._stats import Statistics as Statistics
+from ._sync import sync as sync
 
 if _typing.TYPE_CHECKING:
     from ._multi import open_processes as open_processes
@@ -159,6 +161,7 @@ __all__ = (
     "parallelize",
     "parse_retry_after",
     "retry_after_of",
+    "sync",
 )
 
 __version__ = "0.1.0.dev0"
@@ -205,6 +208,7 @@ for _obj in (
     Retry,
     parse_retry_after,
     retry_after_of,
+    sync,
 ):
     _obj.__module__ = "parallelize"
 del _obj
