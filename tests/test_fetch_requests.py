@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -225,6 +226,62 @@ def test_retry_on_error_kinds(client: str) -> None:
     ],
 )
 def test_bad_retry_on_is_a_usage_error(
+    server: str, tmp_path: Path, args: list[str], message: str
+) -> None:
+    result = cli("fetch", "-", *args, stdin=f"{server}/echo\n", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr
+
+
+def test_resolve_and_connect_timeout(client: str, server: str) -> None:
+    """--resolve sends a made-up host to the server; --connect-timeout words its failure."""
+    port = server.rsplit(":", 1)[1]
+    url = f"http://pinned.test:{port}/page/1"
+    resolve = f"pinned.test:{port}:127.0.0.1"
+    result = cli("fetch", "-", "--client", client, "--resolve", resolve, stdin=url + "\n")
+    assert result.returncode == 0, result.stderr
+    assert records(result.stdout)[0]["status"] == 200
+    # A listener whose accept queue is full drops new SYNs: the connection never opens.
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    full = listener.getsockname()[1]
+    fillers = []
+    for _ in range(8):
+        filler = socket.socket()
+        filler.setblocking(False)  # noqa: FBT003
+        filler.connect_ex(("127.0.0.1", full))
+        fillers.append(filler)
+    try:
+        args = ["--client", client, "--connect-timeout", "0.3"]
+        stuck = cli("fetch", "-", *args, stdin=f"http://127.0.0.1:{full}/\n")
+    finally:
+        for filler in fillers:
+            filler.close()
+        listener.close()
+    [record] = records(stuck.stdout)
+    assert record["error"] == {
+        "kind": "timeout",
+        "message": "could not connect within --connect-timeout 0.3 s",
+    }
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["--resolve", "h:80"],
+            "expected HOST:PORT:ADDRESS (example.com:443:127.0.0.1), got 'h:80'",
+        ),
+        (["--resolve", "h:80:nowhere"], "'nowhere' is not an IP address"),
+        (
+            ["--client", "pyreqwest", "--resolve", "h:80:127.0.0.1", "--resolve", "h:81:127.0.0.2"],
+            "pyreqwest sends a host to one address whatever the port",
+        ),
+        (["--connect-timeout", "soon"], "argument --connect-timeout: expected seconds"),
+    ],
+)
+def test_bad_transport_options_are_usage_errors(
     server: str, tmp_path: Path, args: list[str], message: str
 ) -> None:
     result = cli("fetch", "-", *args, stdin=f"{server}/echo\n", cwd=tmp_path)

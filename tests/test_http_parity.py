@@ -16,6 +16,7 @@ import pytest
 import parallelize
 from nettools import PROXY_VARIABLES, Certificates, certificates, forward_proxy, https_server
 from parallelize.http import (
+    ConnectTimeoutError,
     HTTPClientError,
     InvalidURLError,
     RedirectError,
@@ -482,3 +483,67 @@ def test_a_redirect_to_another_origin_drops_the_credentials(run: Any, client_nam
     assert "authorization" not in seen["headers"]
     assert "cookie" not in seen["headers"]
     assert seen["headers"]["x-kept"] == ["1"]
+
+
+def test_resolve_sends_a_host_to_the_given_address(run: Any, client_name: str) -> None:
+    """resolve= (curl's --resolve): the connection goes there, the Host header stays."""
+
+    async def main() -> dict[str, Any]:
+        async with local_server() as base:
+            port = int(base.rsplit(":", 1)[1])
+            pins = {("pinned.example", port): "127.0.0.1"}
+            async with open_client(client_name, timeout=5, resolve=pins) as client:
+                reply = await client.request("GET", f"http://pinned.example:{port}/echo")
+                return _seen(reply)
+
+    seen = run(main())
+    assert seen["headers"]["host"] == [seen["headers"]["host"][0]]
+    assert seen["headers"]["host"][0].startswith("pinned.example:")
+
+
+def test_bad_resolve_entries_are_refused(run: Any, client_name: str) -> None:
+    async def main(pins: Any) -> None:
+        async with open_client(client_name, resolve=pins):
+            pass
+
+    with pytest.raises(ValueError, match=r"resolve: h:80 -> 'nowhere' is not an IP address"):
+        run(main({("h", 80): "nowhere"}))
+    with pytest.raises(ValueError, match=r"resolve: expected \(host, port\) keys, got 'h'"):
+        run(main({"h": "127.0.0.1"}))
+
+
+def test_connect_timeout_ends_a_connection_that_does_not_open(run: Any, client_name: str) -> None:
+    """A listener whose backlog is full drops new SYNs: the connect hangs, then times out."""
+    import socket  # noqa: PLC0415
+    import time  # noqa: PLC0415
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    fillers = []
+    for _ in range(8):  # fill the accept queue (never accepted)
+        filler = socket.socket()
+        filler.setblocking(False)  # noqa: FBT003
+        filler.connect_ex(("127.0.0.1", port))
+        fillers.append(filler)
+    time.sleep(0.1)
+
+    async def main() -> tuple[BaseException | None, float]:
+        async with open_client(client_name, timeout=10, connect_timeout=0.3) as client:
+            started = time.monotonic()
+            try:
+                await client.request("GET", f"http://127.0.0.1:{port}/")
+            except HTTPClientError as exc:
+                return exc, time.monotonic() - started
+            return None, time.monotonic() - started
+
+    try:
+        error, took = run(main())
+    finally:
+        for filler in fillers:
+            filler.close()
+        listener.close()
+    assert isinstance(error, ConnectTimeoutError), repr(error)
+    assert error.kind == "timeout"
+    assert took < 5

@@ -27,7 +27,8 @@ built-in error, it says so, and an ``except`` of that built-in catches it too::
         │   ├── DNSError            (the host name did not resolve)
         │   └── TLSError            (the TLS handshake failed)
         ├── RequestTimeoutError     (no complete reply within the client's timeout;
-        │                            also a TimeoutError)
+        │   │                        also a TimeoutError)
+        │   └── ConnectTimeoutError (no connection within its connect_timeout)
         ├── RedirectError           (a redirect that cannot be followed)
         │   └── TooManyRedirectsError  (more than max_redirects)
         ├── ProtocolError           (a malformed reply, or a body cut short)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, final
 
 from ._aio import Deadlines
@@ -22,6 +22,7 @@ from ._http_client import (
 )
 from ._http_errors import (
     ConnectError,
+    ConnectTimeoutError,
     DNSError,
     HTTPClientError,
     InvalidURLError,
@@ -31,7 +32,7 @@ from ._http_errors import (
     TLSError,
     TooManyRedirectsError,
 )
-from ._http_settings import TLS, Proxies
+from ._http_settings import TLS, Proxies, Transport
 from ._http_urls import MAX_URL_LENGTH, too_long, wire_url
 
 if TYPE_CHECKING:
@@ -48,13 +49,17 @@ async def open_aiohttp(  # noqa: PLR0917 - open_client's settings, passed on
     timeout: float | None,  # noqa: ASYNC109
     proxies: Proxies,
     tls: TLS,
+    wires: Transport,
 ) -> AsyncIterator[Client]:
     import aiohttp  # noqa: PLC0415 - the extra, imported where used
 
     # A context of our own even without options: aiohttp's default one is made at
     # its import, so SSL_CERT_FILE set later would be ignored (pyreqwest reads it
     # when the client is built, as this does).
-    connector = aiohttp.TCPConnector(limit=connections, ttl_dns_cache=300, ssl=tls.ssl_context())
+    resolver = None if not wires.resolve else _pinned_resolver(wires.resolve)
+    connector = aiohttp.TCPConnector(
+        limit=connections, ttl_dns_cache=300, ssl=tls.ssl_context(), resolver=resolver
+    )
     async with aiohttp.ClientSession(
         connector=connector,
         headers=headers,
@@ -62,7 +67,7 @@ async def open_aiohttp(  # noqa: PLR0917 - open_client's settings, passed on
         # the caller's, or none, as on pyreqwest.
         skip_auto_headers=("Content-Type",),
         # The time limit is ours (Deadlines): aiohttp's costs ~10% of a small request.
-        timeout=aiohttp.ClientTimeout(total=None),
+        timeout=aiohttp.ClientTimeout(total=None, sock_connect=wires.connect_timeout),
         cookie_jar=aiohttp.DummyCookieJar(),  # no cookie of one URL sent to another
         # The environment is read by us (_http_settings), as for pyreqwest; aiohttp's
         # own reading skips ALL_PROXY and would read ~/.netrc.
@@ -215,6 +220,40 @@ class _Aiohttp:
         return target
 
 
+def _pinned_resolver(pins: Mapping[tuple[str, int], str]) -> Any:
+    """Return an aiohttp resolver: ``pins``' address for its (host, port), else DNS."""
+    import socket  # noqa: PLC0415 - with --resolve only
+
+    from aiohttp.abc import AbstractResolver  # noqa: PLC0415 - the extra
+    from aiohttp.resolver import DefaultResolver  # noqa: PLC0415 - the extra
+
+    class Pinned(AbstractResolver):
+        def __init__(self) -> None:
+            self.fallback = DefaultResolver()
+
+        async def resolve(
+            self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+        ) -> Any:
+            address = pins.get((host.lower().rstrip("."), port))
+            if address is None:
+                return await self.fallback.resolve(host, port, family)
+            return [
+                {
+                    "hostname": host,
+                    "host": address,
+                    "port": port,
+                    "family": socket.AF_INET6 if ":" in address else socket.AF_INET,
+                    "proto": 0,
+                    "flags": socket.AI_NUMERICHOST,
+                }
+            ]
+
+        async def close(self) -> None:
+            await self.fallback.close()
+
+    return Pinned()
+
+
 def _hop_headers(method: str, url: str) -> Any:
     """Return a middleware that applies ``redirected_headers`` to each redirect's hop."""
     origin = origin_of(url)
@@ -249,6 +288,7 @@ def _aiohttp_errors() -> tuple[tuple[Any, type[HTTPClientError]], ...]:
         (aiohttp.TooManyRedirects, TooManyRedirectsError),
         (_types(redirect), RedirectError),
         (aiohttp.InvalidURL, InvalidURLError),
+        (aiohttp.ConnectionTimeoutError, ConnectTimeoutError),
         (TimeoutError, RequestTimeoutError),
         (_types(dns), DNSError),
         (aiohttp.ClientSSLError, TLSError),

@@ -25,6 +25,7 @@ from ._errors import ParallelizeError
 __all__ = (
     "BodyTooLargeError",
     "ConnectError",
+    "ConnectTimeoutError",
     "DNSError",
     "HTTPClientError",
     "InvalidURLError",
@@ -79,6 +80,13 @@ class RequestTimeoutError(HTTPClientError, TimeoutError):
 
     kind = "timeout"
     retryable = True
+
+
+class ConnectTimeoutError(RequestTimeoutError):
+    """The connection did not open within the client's ``connect_timeout``.
+
+    Its kind is ``timeout`` too. Added in 0.2.
+    """
 
 
 class RedirectError(HTTPClientError):

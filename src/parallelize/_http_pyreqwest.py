@@ -29,6 +29,7 @@ from ._http_client import (
 )
 from ._http_errors import (
     ConnectError,
+    ConnectTimeoutError,
     DNSError,
     HTTPClientError,
     InvalidURLError,
@@ -36,7 +37,7 @@ from ._http_errors import (
     RequestTimeoutError,
     TLSError,
 )
-from ._http_settings import TLS, Proxies
+from ._http_settings import TLS, Proxies, Transport
 from ._http_urls import too_long, wire_url
 
 if TYPE_CHECKING:
@@ -59,9 +60,9 @@ async def open_pyreqwest(  # noqa: PLR0917 - open_client's settings, passed on
     timeout: float | None,  # noqa: ASYNC109
     proxies: Proxies,
     tls: TLS,
+    wires: Transport,
 ) -> AsyncIterator[Client]:
     from pyreqwest.client import ClientBuilder  # noqa: PLC0415 - the extra, imported where used
-    from pyreqwest.proxy import ProxyBuilder  # noqa: PLC0415 - the extra, imported where used
 
     builder = (
         ClientBuilder()
@@ -75,6 +76,20 @@ async def open_pyreqwest(  # noqa: PLR0917 - open_client's settings, passed on
         builder = builder.default_headers(headers)
     if timeout is not None:
         builder = builder.timeout(dt.timedelta(seconds=timeout))
+    if wires.connect_timeout is not None:
+        builder = builder.connect_timeout(dt.timedelta(seconds=wires.connect_timeout))
+    for (host, port), address in wires.resolve.items():
+        builder = builder.resolve(host, address, port)  # reqwest: the URL's port is kept
+    builder = _with_proxies_and_tls(builder, proxies, tls)
+    _settle_at_exit()
+    async with builder.build() as client:
+        yield _Pyreqwest(client, max_redirects, timeout)
+
+
+def _with_proxies_and_tls(builder: Any, proxies: Proxies, tls: TLS) -> Any:
+    """Return ``builder`` with our proxies and TLS settings."""
+    from pyreqwest.proxy import ProxyBuilder  # noqa: PLC0415 - the extra, imported where used
+
     # Our proxies, never reqwest's own reading of the environment (whose order
     # differs: HTTP_PROXY before http_proxy, and "*" in NO_PROXY not for IPs).
     builder = builder.no_proxy()
@@ -94,9 +109,7 @@ async def open_pyreqwest(  # noqa: PLR0917 - open_client's settings, passed on
         raise ValueError(f"cannot load the TLS files: {exc}") from exc
     if not tls.verify:
         builder = builder.danger_accept_invalid_certs(True)  # noqa: FBT003
-    _settle_at_exit()
-    async with builder.build() as client:
-        yield _Pyreqwest(client, max_redirects, timeout)
+    return builder
 
 
 def _settle_at_exit() -> None:
@@ -259,7 +272,9 @@ def _pyreqwest_mapped(error: Exception) -> HTTPClientError | None:
     root = chain[-1] if chain else ""
     text = f"{error.message}: {root}" if root else error.message
     ours: type[HTTPClientError]
-    if isinstance(error, exceptions.RequestTimeoutError):
+    if isinstance(error, exceptions.ConnectTimeoutError):
+        ours = ConnectTimeoutError
+    elif isinstance(error, exceptions.RequestTimeoutError):
         ours = RequestTimeoutError
     elif isinstance(error, exceptions.BuilderError):
         ours = InvalidURLError

@@ -203,3 +203,46 @@ def _check_pem(name: str, path: str | None, marker: bytes) -> None:
     if b"-----BEGIN " not in text or marker not in text:
         what = "private key" if marker == b"KEY-----" else "certificate"
         raise ValueError(f"{name}: {path!r} holds no PEM {what} (-----BEGIN ...)")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Transport:
+    """How connections are made, the same on every backend.
+
+    Attributes:
+        connect_timeout: The most seconds a connection may take to open (the TCP
+            and TLS handshakes), or None: only the request's ``timeout``.
+        resolve: ``(host, port)`` -> the address to connect to instead of what DNS
+            says (curl's ``--resolve``); the URL's host stays the TLS name and the
+            ``Host`` header.
+    """
+
+    connect_timeout: float | None = None
+    resolve: Mapping[tuple[str, int], str] = dataclasses.field(default_factory=dict)
+
+
+def transport(
+    connect_timeout: float | None, resolve: Mapping[tuple[str, int], str] | None
+) -> Transport:
+    """Return checked transport settings (ValueError, TypeError for bad ones)."""
+    import ipaddress  # noqa: PLC0415 - only with resolve=
+
+    pins: dict[tuple[str, int], str] = {}
+    for target, address in (resolve or {}).items():
+        parts: object = target  # checked: callers may pass anything
+        if not (
+            isinstance(parts, tuple)
+            and len(parts) == 2
+            and isinstance(parts[0], str)
+            and type(parts[1]) is int
+            and 0 < parts[1] < 65536
+        ):
+            raise ValueError(f"resolve: expected (host, port) keys, got {target!r}")
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            raise ValueError(
+                f"resolve: {target[0]}:{target[1]} -> {address!r} is not an IP address"
+            ) from None
+        pins[target[0].lower().rstrip("."), target[1]] = str(ip)
+    return Transport(connect_timeout, pins)

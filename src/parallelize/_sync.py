@@ -48,8 +48,7 @@ def sync(
     """
     if not isinstance(run, Run):
         raise TypeError(
-            f"sync() drives a run: pass parallelize(action, argslist, numworkers, ...), "
-            f"got {run!r}"
+            f"sync() drives a run: pass parallelize(action, argslist, numworkers, ...), got {run!r}"
         )
     try:
         asyncio.get_running_loop()

@@ -78,6 +78,7 @@ from ._http_client import (
 from ._http_errors import (
     BodyTooLargeError,
     ConnectError,
+    ConnectTimeoutError,
     DNSError,
     HTTPClientError,
     InvalidURLError,
@@ -88,9 +89,10 @@ from ._http_errors import (
     TooManyRedirectsError,
 )
 from ._http_pyreqwest import open_pyreqwest
-from ._http_settings import TLS, Proxies
+from ._http_settings import TLS, Proxies, Transport
 from ._http_settings import proxies as proxies_of
 from ._http_settings import tls as tls_of
+from ._http_settings import transport as transport_of
 from ._util import check_choice, check_int, check_seconds
 
 __all__ = (
@@ -99,6 +101,7 @@ __all__ = (
     "BodyTooLargeError",
     "Client",
     "ConnectError",
+    "ConnectTimeoutError",
     "DNSError",
     "HTTPClientError",
     "InvalidURLError",
@@ -149,6 +152,8 @@ async def open_client(
     verify: bool = True,
     client_cert: str | os.PathLike[str] | None = None,
     client_key: str | os.PathLike[str] | None = None,
+    connect_timeout: float | None = None,
+    resolve: Mapping[tuple[str, int], str] | None = None,
 ) -> AsyncIterator[Client]:
     """Open a client of backend ``name`` (default: the fastest installed), closed on exit.
 
@@ -179,6 +184,13 @@ async def open_client(
             ask for one (mutual TLS); its private key too, unless ``client_key``
             is given. The key must not be encrypted. Added in 0.2.
         client_key: A PEM file with the private key of ``client_cert``. Added in 0.2.
+        connect_timeout: The most seconds opening a connection may take (the TCP
+            and TLS handshakes), a :class:`RequestTimeoutError` after that; None:
+            only ``timeout``. Added in 0.2.
+        resolve: ``{(host, port): address}``: connect there instead of where DNS
+            says (curl's ``--resolve``), the URL's host kept as the TLS name and
+            the ``Host`` header. On pyreqwest a host goes to one address whatever
+            the port (two addresses for one host are refused). Added in 0.2.
 
     Raises:
         ValueError: An unknown backend name, a number out of range, a proxy that
@@ -199,7 +211,12 @@ async def open_client(
     check_int("max_redirects", max_redirects, 0)
     if timeout is not None:
         timeout = check_seconds("timeout", timeout)
+    if connect_timeout is not None:
+        connect_timeout = check_seconds("connect_timeout", connect_timeout)
     proxies, tls = _settings(proxy, ca_file, verify, client_cert, client_key)
+    wires = transport_of(connect_timeout, resolve)
+    if name == "pyreqwest":
+        _one_address_per_host(wires)
     module, extra = BACKENDS[name]
     try:
         __import__(module)
@@ -209,8 +226,19 @@ async def open_client(
     if not any(name.lower() == "user-agent" for name, _ in pairs):
         pairs.append(("User-Agent", USER_AGENT))
     opener = open_aiohttp if name == "aiohttp" else open_pyreqwest
-    async with opener(connections, pairs, max_redirects, timeout, proxies, tls) as client:
+    async with opener(connections, pairs, max_redirects, timeout, proxies, tls, wires) as client:
         yield client
+
+
+def _one_address_per_host(wires: Transport) -> None:
+    """Refuse what pyreqwest cannot do: one host to two addresses by port."""
+    seen: dict[str, str] = {}
+    for (host, _), address in wires.resolve.items():
+        if seen.setdefault(host, address) != address:
+            raise ValueError(
+                f"resolve: pyreqwest sends a host to one address whatever the port, and "
+                f"{host} is given {seen[host]} and {address}: use the aiohttp client"
+            )
 
 
 def check_client_options(

@@ -32,6 +32,7 @@ from parallelize import (
 from parallelize.http import (
     BACKENDS,
     Client,
+    ConnectTimeoutError,
     HTTPClientError,
     InvalidURLError,
     backends,
@@ -161,6 +162,7 @@ def fetch_command(options: argparse.Namespace, argv: list[str]) -> int:
     options.client = _client_name(options.client)
     _check_tls_and_proxy(options)
     options.shape = request_shape(options)
+    _check_resolve(options)
     if options.retry_on is not None and not options.retries:
         raise UsageError("--retry-on says what --retries tries again: give --retries N too")
     options.method = options.shape.method
@@ -271,6 +273,17 @@ def _check_tls_and_proxy(options: argparse.Namespace) -> None:
         raise UsageError(message) from None
 
 
+def _check_resolve(options: argparse.Namespace) -> None:
+    """Refuse two --resolve addresses for one host on pyreqwest (it maps hosts, not ports)."""
+    seen: dict[str, str] = {}
+    for (host, _), address in options.resolve:
+        if seen.setdefault(host, address) != address and options.client == "pyreqwest":
+            raise UsageError(
+                f"--resolve gives {host} two addresses ({seen[host]}, {address}): pyreqwest "
+                f"sends a host to one address whatever the port; use --client aiohttp"
+            )
+
+
 def _client_name(asked: str | None) -> str:
     """Return the backend to use: the one asked for, or the fastest installed."""
     installed = backends()
@@ -298,6 +311,8 @@ def _client_settings(options: argparse.Namespace) -> dict[str, Any]:
         "verify": not options.insecure,
         "client_cert": options.cert,
         "client_key": options.key,
+        "connect_timeout": options.connect_timeout,
+        "resolve": dict(options.resolve),
     }
 
 
@@ -374,7 +389,9 @@ def _job(  # noqa: PLR0917 - the parts of one fetch
     return Job(
         action=action,
         items=items if robots is None else robots.items(items),
-        failure_line=_make_failure_line(clock, starts, tries, options.timeout),
+        failure_line=_make_failure_line(
+            clock, starts, tries, options.timeout, options.connect_timeout
+        ),
         noun="URLs",
         reads_stdin=options.urls == "-",
         retry=retry_of(options, _retryable(options.retry_on)),
@@ -516,6 +533,7 @@ def _make_failure_line(
     starts: dict[int, float],
     tries: dict[int, int],
     timeout: float | None,
+    connect_timeout: float | None,
 ) -> Callable[[Failure], str]:
     def failure_line(failure: Failure) -> str:
         line, url = failure.item
@@ -523,7 +541,9 @@ def _make_failure_line(
         tries.pop(line, None)
         error = failure.exception
         kind = error_kind(error)
-        if kind == "timeout" and timeout:
+        if connect_timeout and isinstance(error, ConnectTimeoutError):
+            message = f"could not connect within --connect-timeout {connect_timeout:g} s"
+        elif kind == "timeout" and timeout:
             message = f"no complete answer within --timeout {timeout:g} s"
         elif kind in _SAID_AS_IS or isinstance(error, HTTPClientError):
             message = str(error)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import math
 import re
 from typing import NoReturn
@@ -211,6 +212,23 @@ def _retry_on(text: str) -> tuple[frozenset[int], frozenset[str]]:
         return parse_retry_on(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _resolve(text: str) -> tuple[tuple[str, int], str]:
+    host, _, rest = text.partition(":")
+    port, _, address = rest.partition(":")
+    address = address.removeprefix("[").removesuffix("]")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536 or not address:
+        raise argparse.ArgumentTypeError(
+            f"expected HOST:PORT:ADDRESS (example.com:443:127.0.0.1), got {text!r}"
+        )
+    try:
+        ipaddress.ip_address(address)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{address!r} is not an IP address (in HOST:PORT:ADDRESS, {text!r})"
+        ) from None
+    return (host.lower(), int(port)), address
 
 
 def _header(text: str) -> tuple[str, str]:
@@ -516,6 +534,23 @@ def build_parser() -> Parser:
         metavar="DIR",
         help="save each body to DIR/<sha256 of the URL, in hex> (the record's "
         '"file"), streamed, never held in memory',
+    )
+    fetch.add_argument(
+        "--connect-timeout",
+        type=_seconds,
+        metavar="SECONDS",
+        help="give up a connection that has not opened (TCP and TLS) within SECONDS, "
+        "a failure of kind timeout (default: only --timeout)",
+    )
+    fetch.add_argument(
+        "--resolve",
+        action="append",
+        type=_resolve,
+        default=[],
+        metavar="HOST:PORT:ADDRESS",
+        help="connect to ADDRESS for HOST:PORT instead of what DNS says (curl's "
+        "--resolve; an IPv6 address in [brackets]); the URL's host stays the TLS "
+        "name and the Host header (repeatable)",
     )
     fetch.add_argument(
         "--proxy",
