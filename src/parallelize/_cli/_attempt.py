@@ -20,6 +20,7 @@ from parallelize import parse_retry_after
 from parallelize.http import Reply
 
 from ._request import RequestShape
+from ._request_lines import RequestLine
 
 __all__ = ("HTTPStatusError", "SaveError", "make_exchange", "save_name")
 
@@ -93,17 +94,24 @@ def make_exchange(
     """
     prefix = None if save_dir is None else os.path.join(save_dir, "")  # noqa: PTH118 - a str prefix, joined per item
     method = shape.method
+    raw = request
     if shape.content is not None or shape.headers:  # else the request as it was: no cost
         request = functools.partial(request, content=shape.content, headers=shape.headers)
     quote = encode_basestring_ascii
 
     async def exchange(line: int, url: str, first: float, attempt: int) -> str:
         file = None
+        send, how, keyed, name = request, method, "", url
+        if type(url) is RequestLine:  # --requests: this line's own method, body, headers
+            send, how = _line_request(raw, shape, url)
+            name = url.journal_key  # two bodies for one URL: two files
+            if url.key is not None:
+                keyed = f', "key": {quote(url.key)}'
         if prefix is None:
-            reply = await request(method, url, body="discard", max_body=max_body)
+            reply = await send(how, url, body="discard", max_body=max_body)
         else:
-            file = f"{prefix}{save_name(url)}"
-            reply = await _save(request, method, url, max_body, file, line)
+            file = f"{prefix}{save_name(name)}"
+            reply = await _save(send, how, url, max_body, file, line)
         elapsed = int((clock() - first) * 1e6) / 1e6  # round(x, 6) costs a dtoa
         status = reply.status
         if status >= 400:
@@ -120,10 +128,31 @@ def make_exchange(
         return (
             f'{{"url": {quoted}, "final_url": {final}, "status": {status}, '
             f'"bytes": {reply.size}, "elapsed": {elapsed!r}, "attempts": {attempt}, '
-            f'"error": null{saved}}}'
+            f'"error": null{saved}{keyed}}}'
         )
 
     return exchange
+
+
+def _line_request(
+    raw: Callable[..., Awaitable[Reply]], shape: RequestShape, line: RequestLine
+) -> tuple[Callable[..., Awaitable[Reply]], str]:
+    """Return a request line's request and method: its own, over the command's."""
+    content = shape.content if line.content is None else line.content
+    headers = list(shape.headers)
+    if line.content is not None:  # its own body: the command's type is not its type
+        headers = [(n, v) for n, v in headers if n.lower() not in {"content-type", "accept"}]
+    headers += line.headers
+    given = {name.lower() for name, _ in line.headers}
+    if line.json_body and "content-type" not in given:
+        headers.append(("Content-Type", "application/json"))
+    if line.method is not None:
+        method = line.method
+    elif line.content is not None and not shape.method_given:
+        method = "POST"  # a body of its own, and no -X: as curl -d does
+    else:
+        method = shape.method
+    return functools.partial(raw, content=content, headers=headers), method
 
 
 async def _save(  # noqa: PLR0917 - one request's setting

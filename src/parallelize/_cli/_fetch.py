@@ -51,6 +51,7 @@ from ._loop import run_loop
 from ._output import ENCODE, Sink, open_output
 from ._per_key import host_key, per_key_of
 from ._request import RequestShape, request_shape
+from ._request_lines import InvalidRequestError, RequestLine, parse_request
 from ._robots import MarkedURL, RobotsError, RobotsGate, agent_token
 from ._shared_run import check_queue_options
 
@@ -132,6 +133,20 @@ def _parse_line(number: int, text: str) -> tuple[int, str] | None:
     url = text.strip()
     if not url or url.startswith("#"):
         return None
+    return _url_line(number, text, url)
+
+
+def _parse_request_line(number: int, text: str) -> tuple[int, str] | None:
+    """Parse a line of ``--requests``: a JSON object is a request, any other a URL."""
+    url = text.strip()
+    if not url or url.startswith("#"):
+        return None
+    if url.startswith("{") and type(text) is not NotUTF8:
+        return number, parse_request(url)
+    return _url_line(number, text, url)
+
+
+def _url_line(number: int, text: str, url: str) -> tuple[int, str]:
     if type(text) is NotUTF8:
         bad = _BadURL(url)
         bad.reason = text.reason
@@ -148,8 +163,16 @@ def _parse_line(number: int, text: str) -> tuple[int, str] | None:
 
 
 def _url_of(item: tuple[int, str]) -> str:
-    """Return the journal's key of an item: its URL (so that lines may move between runs)."""
-    return item[1]
+    """Return the journal's key of an item: its URL (so that lines may move between runs).
+
+    A request line's: its ``key``, or the whole request (a POST's body included).
+    """
+    url = item[1]
+    return url.journal_key if type(url) is RequestLine else url
+
+
+def _line_parser(options: argparse.Namespace) -> Callable[[int, str], tuple[int, str] | None]:
+    return _parse_request_line if options.requests else _parse_line
 
 
 def fetch_command(options: argparse.Namespace, argv: list[str]) -> int:
@@ -199,7 +222,7 @@ def fetch_command(options: argparse.Namespace, argv: list[str]) -> int:
                 ) from exc
         total = None
         if wants_progress(options.progress, options.quiet):
-            total = count_items(stream, _parse_line)
+            total = count_items(stream, _line_parser(options))
         with open_output(options.output) as sink:
             return run_loop(_fetch(options, stream, sink, argv, total), options.uvloop)
 
@@ -385,7 +408,7 @@ def _job(  # noqa: PLR0917 - the parts of one fetch
         if processes == "auto":
             processes = len(os.sched_getaffinity(0))
         note = f"client {options.client}, {processes} processes"
-    items = read_items(stream, _parse_line)
+    items = read_items(stream, _line_parser(options))
     return Job(
         action=action,
         items=items if robots is None else robots.items(items),
@@ -473,7 +496,7 @@ def _retryable(
 
 # Failures that another attempt will not change: the request was answered, or
 # could not be made. A 4xx but 408 (timeout) and 429 (too many requests).
-_FINAL_KINDS = frozenset({"invalid_url", "robots"})
+_FINAL_KINDS = frozenset({"invalid_url", "invalid_request", "robots"})
 _NOT_FINAL_4XX = frozenset({408, 429})
 
 
@@ -509,6 +532,8 @@ def error_kind(error: BaseException) -> str:  # noqa: PLR0911 - one kind a line
         return "host_down"  # the breaker of --host-failures is open
     if isinstance(error, RobotsError):
         return "robots"
+    if isinstance(error, InvalidRequestError):
+        return "invalid_request"
     if isinstance(error, DeadlineExceeded):
         return "deadline"
     if isinstance(error, RetryWaitTooLong):
@@ -525,7 +550,22 @@ def error_kind(error: BaseException) -> str:  # noqa: PLR0911 - one kind a line
 
 
 # Failures whose message is whole as it is (no "TypeName: " before it).
-_SAID_AS_IS = frozenset({"http", "save", "deadline", "retry_wait", "host_down", "robots"})
+_SAID_AS_IS = frozenset(
+    {"http", "save", "deadline", "retry_wait", "host_down", "robots", "invalid_request"}
+)
+
+
+def _failure_message(
+    error: BaseException, kind: str, timeout: float | None, connect_timeout: float | None
+) -> str:
+    """Return a failure record's message: the option that ended it, or the error's words."""
+    if connect_timeout and isinstance(error, ConnectTimeoutError):
+        return f"could not connect within --connect-timeout {connect_timeout:g} s"
+    if kind == "timeout" and timeout:
+        return f"no complete answer within --timeout {timeout:g} s"
+    if kind in _SAID_AS_IS or isinstance(error, HTTPClientError):
+        return str(error)
+    return error_text(error)
 
 
 def _make_failure_line(
@@ -541,14 +581,7 @@ def _make_failure_line(
         tries.pop(line, None)
         error = failure.exception
         kind = error_kind(error)
-        if connect_timeout and isinstance(error, ConnectTimeoutError):
-            message = f"could not connect within --connect-timeout {connect_timeout:g} s"
-        elif kind == "timeout" and timeout:
-            message = f"no complete answer within --timeout {timeout:g} s"
-        elif kind in _SAID_AS_IS or isinstance(error, HTTPClientError):
-            message = str(error)
-        else:
-            message = error_text(error)
+        message = _failure_message(error, kind, timeout, connect_timeout)
         if isinstance(error, DeadlineExceeded | RetryWaitTooLong) and isinstance(
             error.last, HTTPStatusError
         ):
@@ -573,6 +606,8 @@ def _make_failure_line(
             record["elapsed"] = round(failure.elapsed, 6)
         elif first is not None:
             record["elapsed"] = round(clock() - first, 6)
+        if type(url) is RequestLine and url.key is not None:
+            record["key"] = url.key
         return ENCODE(record)
 
     return failure_line

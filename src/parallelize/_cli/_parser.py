@@ -464,6 +464,14 @@ def build_parser() -> Parser:
         help="the HTTP method (default GET; POST with a body)",
     )
     fetch.add_argument(
+        "--requests",
+        action="store_true",
+        help='a line that is a JSON object is a whole request: {"url": ..., "method": '
+        '"POST", "headers": {...}, "body": "..." or "json": ..., "key": "..."} (only url '
+        "is needed; method and body replace the command's, headers add to them); plain "
+        "URL lines may be mixed in",
+    )
+    fetch.add_argument(
         "-d",
         "--data",
         action="append",

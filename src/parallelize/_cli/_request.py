@@ -31,6 +31,7 @@ class RequestShape:
     method: str
     content: bytes | None  # the body, or None
     headers: tuple[tuple[str, str], ...]  # each request's own (Content-Type, Authorization)
+    method_given: bool = False  # -X was given (a request line's body keeps it)
 
 
 def request_shape(options: argparse.Namespace) -> RequestShape:
@@ -62,7 +63,7 @@ def request_shape(options: argparse.Namespace) -> RequestShape:
             raise UsageError("-u and -H 'Authorization: ...' both set the credentials: give one")
         own.append(("Authorization", _basic(options.user)))
     method = options.method or ("POST" if content is not None else "GET")
-    return RequestShape(method, content, tuple(own))
+    return RequestShape(method, content, tuple(own), method_given=options.method is not None)
 
 
 def _body(options: argparse.Namespace) -> bytes | None:
