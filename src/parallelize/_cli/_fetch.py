@@ -54,6 +54,7 @@ from ._request import RequestShape, request_shape
 from ._request_lines import InvalidRequestError, RequestLine, parse_request
 from ._robots import MarkedURL, RobotsError, RobotsGate, agent_token
 from ._shared_run import check_queue_options
+from ._unique import UniqueKeys
 
 if TYPE_CHECKING:
     import argparse
@@ -171,8 +172,20 @@ def _url_of(item: tuple[int, str]) -> str:
     return url.journal_key if type(url) is RequestLine else url
 
 
-def _line_parser(options: argparse.Namespace) -> Callable[[int, str], tuple[int, str] | None]:
-    return _parse_request_line if options.requests else _parse_line
+def _line_parser(
+    options: argparse.Namespace, unique: UniqueKeys | None = None
+) -> Callable[[int, str], tuple[int, str] | None]:
+    """Return how a line becomes an item; with ``--unique``, a repeated key becomes none."""
+    parse = _parse_request_line if options.requests else _parse_line
+    if unique is None:
+        return parse
+    seen = unique.seen
+
+    def parse_once(number: int, text: str) -> tuple[int, str] | None:
+        item = parse(number, text)
+        return None if item is None or seen(_url_of(item)) else item
+
+    return parse_once
 
 
 def fetch_command(options: argparse.Namespace, argv: list[str]) -> int:
@@ -222,7 +235,10 @@ def fetch_command(options: argparse.Namespace, argv: list[str]) -> int:
                 ) from exc
         total = None
         if wants_progress(options.progress, options.quiet):
-            total = count_items(stream, _line_parser(options))
+            # The same filter's decisions on the same lines: the count is exact.
+            total = count_items(
+                stream, _line_parser(options, UniqueKeys() if options.unique else None)
+            )
         with open_output(options.output) as sink:
             return run_loop(_fetch(options, stream, sink, argv, total), options.uvloop)
 
@@ -408,7 +424,8 @@ def _job(  # noqa: PLR0917 - the parts of one fetch
         if processes == "auto":
             processes = len(os.sched_getaffinity(0))
         note = f"client {options.client}, {processes} processes"
-    items = read_items(stream, _line_parser(options))
+    unique = UniqueKeys() if options.unique else None
+    items = read_items(stream, _line_parser(options, unique))
     return Job(
         action=action,
         items=items if robots is None else robots.items(items),
@@ -420,13 +437,18 @@ def _job(  # noqa: PLR0917 - the parts of one fetch
         retry=retry_of(options, _retryable(options.retry_on)),
         key=_url_of,
         total=total,
-        summary_note=note,
+        summary_note=note if unique is None else _with_dropped(note, unique),
         timeout_in_action=True,
         settings=outcome_settings(options),
         per_key=options.keyed,
         on_run=None if robots is None else robots.bind,
         final=final_failure(options.retry_on),
     )
+
+
+def _with_dropped(note: str, unique: UniqueKeys) -> Callable[[], str]:
+    """Return the summary's note with the lines --unique dropped, counted at the end."""
+    return lambda: f"{note}; {unique.dropped:,} repeated lines dropped (--unique)"
 
 
 def _remote_fetch(

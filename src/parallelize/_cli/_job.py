@@ -45,7 +45,8 @@ class Job:
             its position in the input.
         reads_stdin: Whether the items come from stdin (said in the resume hint).
         total: How many items there are, for the progress bar, or None.
-        summary_note: Said at the end of the summary line ("client aiohttp").
+        summary_note: Said at the end of the summary line ("client aiohttp"), or a
+            function that says it when the run has ended.
         timeout_in_action: The action enforces --timeout itself (the run does not).
         settings: What shapes an outcome besides the item (the request's method and
             headers, the function): a journal stores them and refuses a rerun
@@ -67,7 +68,7 @@ class Job:
     retry: Retry[Any] | None = None
     key: Callable[[Any], int | str] | None = None
     total: int | None = None
-    summary_note: str | None = None
+    summary_note: str | Callable[[], str] | None = None
     timeout_in_action: bool = False
     settings: dict[str, Any] = dataclasses.field(default_factory=dict)
     per_key: PerKey | None = None

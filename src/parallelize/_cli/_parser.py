@@ -464,6 +464,13 @@ def build_parser() -> Parser:
         help="the HTTP method (default GET; POST with a body)",
     )
     fetch.add_argument(
+        "--unique",
+        action="store_true",
+        help="drop a line whose URL (--requests: key) came earlier in the input: a "
+        "Bloom filter, about 3 bytes per URL, that may drop at most 1 line in 100,000 "
+        "that was not a repeat; the summary counts the lines dropped",
+    )
+    fetch.add_argument(
         "--requests",
         action="store_true",
         help='a line that is a JSON object is a whole request: {"url": ..., "method": '

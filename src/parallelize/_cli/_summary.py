@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from parallelize import Interrupted, Run
     from parallelize.redis import QueueProgress
 
@@ -23,9 +25,11 @@ if TYPE_CHECKING:
 __all__ = ("command_line", "interrupted_line", "report", "run_line")
 
 
-def report(run: Run[Any], quiet: bool, note: str | None = None) -> None:
+def report(run: Run[Any], quiet: bool, note: str | Callable[[], str] | None = None) -> None:
     """Write the run's summary (counts, elapsed, rate, latency, ``note``) to stderr."""
     if not quiet:
+        if callable(note):
+            note = note()
         summary = run.statistics().summary()
         if note:
             summary = f"{summary}; {note}"
