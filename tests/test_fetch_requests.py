@@ -7,6 +7,7 @@ import base64
 import hashlib
 import json
 import socket
+import time
 from pathlib import Path
 from typing import Any
 
@@ -287,3 +288,22 @@ def test_bad_transport_options_are_usage_errors(
     result = cli("fetch", "-", *args, stdin=f"{server}/echo\n", cwd=tmp_path)
     assert result.returncode == 2, result.stderr
     assert message in result.stderr
+
+
+def test_limit_rate_caps_the_bytes_a_second(client: str, server: str) -> None:
+    """Four bodies of 256 KiB at 512 KiB/s take about 2 s, all of them together (the
+    first second's budget is there at the start: at least 1 s)."""
+    urls = "".join(f"{server}/big/262144?n={n}\n" for n in range(4))
+    args = ["--client", client, "--limit-rate", "512K", "-w", "4"]
+    started = time.monotonic()
+    result = cli("fetch", "-", *args, stdin=urls)
+    took = time.monotonic() - started
+    assert result.returncode == 0, result.stderr
+    assert [record["bytes"] for record in records(result.stdout)] == [262144] * 4
+    assert took >= 1.0, took
+
+
+def test_limit_rate_is_refused_below_one_byte(server: str) -> None:
+    result = cli("fetch", "-", "--limit-rate", "abc", stdin=f"{server}/echo\n")
+    assert result.returncode == 2
+    assert "argument --limit-rate: expected bytes" in result.stderr

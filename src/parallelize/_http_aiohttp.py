@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, final
 
 from ._aio import Deadlines
 from ._http_client import (
+    Bandwidth,
     Body,
     Client,
     Reply,
@@ -73,7 +74,7 @@ async def open_aiohttp(  # noqa: PLR0917 - open_client's settings, passed on
         # own reading skips ALL_PROXY and would read ~/.netrc.
         trust_env=False,
     ) as session:
-        yield _Aiohttp(session, max_redirects, timeout, proxies)
+        yield _Aiohttp(session, max_redirects, timeout, proxies, wires)
 
 
 @final
@@ -88,11 +89,13 @@ class _Aiohttp:
         max_redirects: int,
         timeout: float | None,
         proxies: Proxies,
+        wires: Transport,
     ) -> None:
         import aiohttp  # noqa: PLC0415 - imported already by then
         import yarl  # noqa: PLC0415 - aiohttp's own dependency
 
         self._deadlines = None if timeout is None else Deadlines(timeout)
+        self._bandwidth = None if wires.limit_rate is None else Bandwidth(wires.limit_rate)
         self._url = yarl.URL
         self._proxies = proxies if proxies.is_used else None
         # Each scheme's proxy as aiohttp takes it: the URL without its credentials,
@@ -144,7 +147,7 @@ class _Aiohttp:
             async with self._request(method, target, **arguments) as resp:
                 if max_body is not None:
                     check_length(resp.content_length, max_body)
-                size, kept = await read_body(resp.content.readany, body, max_body)
+                size, kept = await read_body(resp.content.readany, body, max_body, self._bandwidth)
                 final = str(resp.url) if resp.history else url
                 return Reply(resp.status, resp.reason or "", final, resp.headers, size, kept)
         except asyncio.CancelledError:

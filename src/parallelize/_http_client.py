@@ -8,6 +8,8 @@ every backend.
 
 from __future__ import annotations
 
+import asyncio
+import time
 import urllib.parse
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Final, Literal, Protocol, final
@@ -17,6 +19,7 @@ from ._http_urls import MAX_URL_LENGTH, too_long
 
 __all__ = (
     "NO_BODY_METHODS",
+    "Bandwidth",
     "Body",
     "Client",
     "Reply",
@@ -185,15 +188,43 @@ def bad_redirect(url: str, location: str) -> RedirectError:
     return RedirectError(f"a redirect to {location!r}: {reason}")
 
 
+class Bandwidth:
+    """A byte budget a second, shared by every body a client reads (``limit_rate``).
+
+    A token bucket of one second's bytes: a read that overdraws it sleeps for the
+    deficit, so that many bodies read at once share the rate (each waits its turn
+    in the deficit), and an idle client saves up at most one second of it.
+    """
+
+    __slots__ = ("clock", "rate", "stamp", "tokens")
+
+    def __init__(self, per_second: float) -> None:
+        self.rate = per_second
+        self.clock = time.monotonic
+        self.stamp = self.clock()
+        self.tokens = per_second
+
+    async def spend(self, size: int) -> None:
+        """Take ``size`` bytes of the budget; sleep while it is overdrawn."""
+        now = self.clock()
+        self.tokens = min(self.rate, self.tokens + (now - self.stamp) * self.rate) - size
+        self.stamp = now
+        if self.tokens < 0:
+            await asyncio.sleep(-self.tokens / self.rate)
+
+
 async def read_body(
-    read: Callable[[], Awaitable[Any]], body: Body, max_body: int | None
+    read: Callable[[], Awaitable[Any]],
+    body: Body,
+    max_body: int | None,
+    bandwidth: Bandwidth | None = None,
 ) -> tuple[int, bytes]:
     """Read a body to its end by ``read()`` (a chunk, empty or None at the end).
 
     Returns its size and, with ``body="keep"``, the body itself.
     """
     size = 0
-    if body == "discard" and max_body is None:  # fetch's path: a tight loop
+    if body == "discard" and max_body is None and bandwidth is None:  # fetch's: tight
         while chunk := await read():
             size += len(chunk)
         return size, b""
@@ -204,6 +235,8 @@ async def read_body(
         size += len(chunk)
         if max_body is not None and size > max_body:
             raise too_large(max_body)
+        if bandwidth is not None:
+            await bandwidth.spend(len(chunk))
         if write is not None:
             write(bytes(chunk))
         elif keep:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Final, final
 
 from ._http_client import (
     NO_BODY_METHODS,
+    Bandwidth,
     Body,
     Client,
     Reply,
@@ -83,7 +84,7 @@ async def open_pyreqwest(  # noqa: PLR0917 - open_client's settings, passed on
     builder = _with_proxies_and_tls(builder, proxies, tls)
     _settle_at_exit()
     async with builder.build() as client:
-        yield _Pyreqwest(client, max_redirects, timeout)
+        yield _Pyreqwest(client, max_redirects, timeout, wires)
 
 
 def _with_proxies_and_tls(builder: Any, proxies: Proxies, tls: TLS) -> Any:
@@ -141,11 +142,16 @@ class _Pyreqwest:
     name = "pyreqwest"
 
     def __init__(
-        self, client: pyreqwest.client.Client, max_redirects: int, timeout: float | None
+        self,
+        client: pyreqwest.client.Client,
+        max_redirects: int,
+        timeout: float | None,
+        wires: Transport,
     ) -> None:
         self._client = client
         self._max_redirects = max_redirects
         self._timeout = timeout
+        self._bandwidth = None if wires.limit_rate is None else Bandwidth(wires.limit_rate)
 
     async def request(
         self,
@@ -179,7 +185,9 @@ class _Pyreqwest:
                         length = resp.get_header("content-length")
                         if length is not None and length.isdigit():
                             check_length(int(length), max_body)
-                    size, kept = await read_body(resp.body_reader.read_chunk, body, max_body)
+                    size, kept = await read_body(
+                        resp.body_reader.read_chunk, body, max_body, self._bandwidth
+                    )
                     return Reply(status, _PHRASES.get(status, ""), url, resp.headers, size, kept)
         except HTTPClientError:
             raise

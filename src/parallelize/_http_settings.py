@@ -215,14 +215,19 @@ class Transport:
         resolve: ``(host, port)`` -> the address to connect to instead of what DNS
             says (curl's ``--resolve``); the URL's host stays the TLS name and the
             ``Host`` header.
+        limit_rate: The most bytes a second of bodies read, all requests together
+            (curl's ``--limit-rate``), or None.
     """
 
     connect_timeout: float | None = None
     resolve: Mapping[tuple[str, int], str] = dataclasses.field(default_factory=dict)
+    limit_rate: float | None = None  # bytes a second of bodies, every request together
 
 
 def transport(
-    connect_timeout: float | None, resolve: Mapping[tuple[str, int], str] | None
+    connect_timeout: float | None,
+    resolve: Mapping[tuple[str, int], str] | None,
+    limit_rate: float | None = None,
 ) -> Transport:
     """Return checked transport settings (ValueError, TypeError for bad ones)."""
     import ipaddress  # noqa: PLC0415 - only with resolve=
@@ -245,4 +250,4 @@ def transport(
                 f"resolve: {target[0]}:{target[1]} -> {address!r} is not an IP address"
             ) from None
         pins[target[0].lower().rstrip("."), target[1]] = str(ip)
-    return Transport(connect_timeout, pins)
+    return Transport(connect_timeout, pins, limit_rate)

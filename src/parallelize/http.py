@@ -93,7 +93,7 @@ from ._http_settings import TLS, Proxies, Transport
 from ._http_settings import proxies as proxies_of
 from ._http_settings import tls as tls_of
 from ._http_settings import transport as transport_of
-from ._util import check_choice, check_int, check_seconds
+from ._util import check_choice, check_int, check_number, check_seconds
 
 __all__ = (
     "BACKENDS",
@@ -154,6 +154,7 @@ async def open_client(
     client_key: str | os.PathLike[str] | None = None,
     connect_timeout: float | None = None,
     resolve: Mapping[tuple[str, int], str] | None = None,
+    limit_rate: float | None = None,
 ) -> AsyncIterator[Client]:
     """Open a client of backend ``name`` (default: the fastest installed), closed on exit.
 
@@ -191,6 +192,10 @@ async def open_client(
             says (curl's ``--resolve``), the URL's host kept as the TLS name and
             the ``Host`` header. On pyreqwest a host goes to one address whatever
             the port (two addresses for one host are refused). Added in 0.2.
+        limit_rate: The most bytes a second of bodies read by every request of
+            the client together (curl's ``--limit-rate``): a read over the budget
+            waits, and the server is slowed by TCP's flow control. None: no limit.
+            Added in 0.2.
 
     Raises:
         ValueError: An unknown backend name, a number out of range, a proxy that
@@ -214,7 +219,9 @@ async def open_client(
     if connect_timeout is not None:
         connect_timeout = check_seconds("connect_timeout", connect_timeout)
     proxies, tls = _settings(proxy, ca_file, verify, client_cert, client_key)
-    wires = transport_of(connect_timeout, resolve)
+    if limit_rate is not None:
+        limit_rate = check_number("limit_rate", limit_rate, at_least=1, finite=True)
+    wires = transport_of(connect_timeout, resolve, limit_rate)
     if name == "pyreqwest":
         _one_address_per_host(wires)
     module, extra = BACKENDS[name]

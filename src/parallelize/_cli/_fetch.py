@@ -352,7 +352,21 @@ def _client_settings(options: argparse.Namespace) -> dict[str, Any]:
         "client_key": options.key,
         "connect_timeout": options.connect_timeout,
         "resolve": dict(options.resolve),
+        "limit_rate": _limit_rate(options),
     }
+
+
+def _limit_rate(options: argparse.Namespace) -> float | None:
+    """Return a client's share of --limit-rate: all of it, or a child's (--processes)."""
+    rate: int | None = options.limit_rate
+    if not rate:  # none, or 0: no limit, as curl's --limit-rate 0
+        return None
+    processes = options.processes
+    if processes is None:
+        return float(rate)
+    if processes == "auto":
+        processes = len(os.sched_getaffinity(0))
+    return max(1.0, rate / int(processes))
 
 
 async def _fetch(

@@ -558,6 +558,14 @@ def build_parser() -> Parser:
         "a failure of kind timeout (default: only --timeout)",
     )
     fetch.add_argument(
+        "--limit-rate",
+        type=_size,
+        metavar="BYTES",
+        help="read bodies at most BYTES a second, all requests together (curl's "
+        "--limit-rate; 500K, 2M: powers of 1024); with --processes N, each child "
+        "a share",
+    )
+    fetch.add_argument(
         "--resolve",
         action="append",
         type=_resolve,
