@@ -40,8 +40,14 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def nginx(root: Path, files: dict[str, bytes]) -> Iterator[str]:
-    """Serve ``files`` (path -> body) from ``root``/www; yield the base URL."""
+def nginx(
+    root: Path, files: dict[str, bytes], *, tls: tuple[Path, Path] | None = None, extra: str = ""
+) -> Iterator[str]:
+    """Serve ``files`` (path -> body) from ``root``/www; yield the base URL.
+
+    ``tls``: (certificate chain, key) PEM files: https, HTTP/2 offered by ALPN.
+    ``extra``: more directives for the server block.
+    """
     binary = _binary()
     www = root / "www"
     for path, body in files.items():
@@ -59,6 +65,10 @@ def nginx(root: Path, files: dict[str, bytes]) -> Iterator[str]:
         for module in ("proxy", "fastcgi", "uwsgi", "scgi")
         if f"--without-http_{module}_module" not in built
     ]
+    listen = ""
+    if tls is not None:
+        # "listen ... ssl http2": nginx < 1.25.1 has no "http2 on;".
+        listen = f" ssl http2; ssl_certificate {tls[0]}; ssl_certificate_key {tls[1]}"
     config = root / "nginx.conf"
     config.write_text(
         "\n".join(
@@ -73,7 +83,7 @@ def nginx(root: Path, files: dict[str, bytes]) -> Iterator[str]:
                 "    log_not_found off;",
                 "    keepalive_requests 1000000;",
                 *temp_paths,
-                f"    server {{ listen 127.0.0.1:{port}; root {www}; }}",
+                f"    server {{ listen 127.0.0.1:{port}{listen}; root {www}; {extra} }}",
                 "}",
                 "",
             ]
@@ -94,7 +104,7 @@ def nginx(root: Path, files: dict[str, bytes]) -> Iterator[str]:
                 stderr = process.stderr.read().decode() if process.stderr else ""
                 pytest.fail(f"nginx did not start: {stderr}")
             time.sleep(0.02)
-        yield f"http://127.0.0.1:{port}"
+        yield f"{'https' if tls is not None else 'http'}://127.0.0.1:{port}"
     finally:
         process.terminate()
         try:

@@ -307,3 +307,43 @@ def test_limit_rate_is_refused_below_one_byte(server: str) -> None:
     result = cli("fetch", "-", "--limit-rate", "abc", stdin=f"{server}/echo\n")
     assert result.returncode == 2
     assert "argument --limit-rate: expected bytes" in result.stderr
+
+
+def test_http2_is_offered_by_alpn_with_pyreqwest(tmp_path: Path) -> None:
+    """nginx (https, HTTP/2 by ALPN) answers with the protocol it spoke."""
+    pytest.importorskip("pyreqwest")
+    from nettools import certificates  # noqa: PLC0415
+    from nginxtools import nginx  # noqa: PLC0415
+
+    (tmp_path / "certs").mkdir()
+    certs = certificates(tmp_path / "certs")
+    chain, key = tmp_path / "chain.pem", tmp_path / "key.pem"
+    certs.server.private_key_pem.write_to_path(str(key))
+    chain.write_bytes(b"".join(blob.bytes() for blob in certs.server.cert_chain_pems))
+    extra = "location = /protocol { default_type text/plain; return 200 $server_protocol; }"
+    (tmp_path / "nginx").mkdir()
+    with nginx(tmp_path / "nginx", {}, tls=(chain, key), extra=extra) as base:
+        url = f"{base}/protocol\n"
+        seen = {}
+        for flags in ([], ["--http2"]):
+            pages = tmp_path / f"pages{len(flags)}"
+            args = [
+                "--client",
+                "pyreqwest",
+                "--cacert",
+                str(certs.ca_file),
+                "--save-dir",
+                str(pages),
+            ]
+            result = cli("fetch", "-", *args, *flags, stdin=url)
+            assert result.returncode == 0, result.stderr
+            [record] = records(result.stdout)
+            seen[bool(flags)] = Path(record["file"]).read_text()
+    assert seen == {False: "HTTP/1.1", True: "HTTP/2.0"}
+
+
+def test_http2_with_aiohttp_is_a_usage_error(server: str) -> None:
+    pytest.importorskip("aiohttp")
+    result = cli("fetch", "-", "--client", "aiohttp", "--http2", stdin=f"{server}/echo\n")
+    assert result.returncode == 2
+    assert "--http2 needs --client pyreqwest" in result.stderr

@@ -547,3 +547,14 @@ def test_connect_timeout_ends_a_connection_that_does_not_open(run: Any, client_n
     assert isinstance(error, ConnectTimeoutError), repr(error)
     assert error.kind == "timeout"
     assert took < 5
+
+
+def test_http2_is_refused_by_a_client_that_speaks_only_http1(run: Any) -> None:
+    pytest.importorskip("aiohttp")
+
+    async def main() -> None:
+        async with open_client("aiohttp", http2=True):
+            pass
+
+    with pytest.raises(ValueError, match="http2: the aiohttp client speaks HTTP/1.1 only"):
+        run(main())

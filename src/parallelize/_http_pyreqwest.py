@@ -77,6 +77,8 @@ async def open_pyreqwest(  # noqa: PLR0917 - open_client's settings, passed on
         builder = builder.default_headers(headers)
     if timeout is not None:
         builder = builder.timeout(dt.timedelta(seconds=timeout))
+    if wires.http2:
+        builder = builder.http2(True)  # noqa: FBT003
     if wires.connect_timeout is not None:
         builder = builder.connect_timeout(dt.timedelta(seconds=wires.connect_timeout))
     for (host, port), address in wires.resolve.items():

@@ -222,12 +222,15 @@ class Transport:
     connect_timeout: float | None = None
     resolve: Mapping[tuple[str, int], str] = dataclasses.field(default_factory=dict)
     limit_rate: float | None = None  # bytes a second of bodies, every request together
+    http2: bool = False  # offered by ALPN (pyreqwest)
 
 
 def transport(
     connect_timeout: float | None,
     resolve: Mapping[tuple[str, int], str] | None,
     limit_rate: float | None = None,
+    *,
+    http2: bool = False,
 ) -> Transport:
     """Return checked transport settings (ValueError, TypeError for bad ones)."""
     import ipaddress  # noqa: PLC0415 - only with resolve=
@@ -250,4 +253,4 @@ def transport(
                 f"resolve: {target[0]}:{target[1]} -> {address!r} is not an IP address"
             ) from None
         pins[target[0].lower().rstrip("."), target[1]] = str(ip)
-    return Transport(connect_timeout, pins, limit_rate)
+    return Transport(connect_timeout, pins, limit_rate, http2)

@@ -93,7 +93,7 @@ from ._http_settings import TLS, Proxies, Transport
 from ._http_settings import proxies as proxies_of
 from ._http_settings import tls as tls_of
 from ._http_settings import transport as transport_of
-from ._util import check_choice, check_int, check_number, check_seconds
+from ._util import check_bool, check_choice, check_int, check_number, check_seconds
 
 __all__ = (
     "BACKENDS",
@@ -155,6 +155,7 @@ async def open_client(
     connect_timeout: float | None = None,
     resolve: Mapping[tuple[str, int], str] | None = None,
     limit_rate: float | None = None,
+    http2: bool = False,
 ) -> AsyncIterator[Client]:
     """Open a client of backend ``name`` (default: the fastest installed), closed on exit.
 
@@ -196,6 +197,9 @@ async def open_client(
             the client together (curl's ``--limit-rate``): a read over the budget
             waits, and the server is slowed by TCP's flow control. None: no limit.
             Added in 0.2.
+        http2: Offer HTTP/2 to https:// servers (by ALPN; they choose, HTTP/1.1
+            otherwise): pyreqwest only, aiohttp speaks HTTP/1.1 (a ValueError).
+            Added in 0.2.
 
     Raises:
         ValueError: An unknown backend name, a number out of range, a proxy that
@@ -221,7 +225,9 @@ async def open_client(
     proxies, tls = _settings(proxy, ca_file, verify, client_cert, client_key)
     if limit_rate is not None:
         limit_rate = check_number("limit_rate", limit_rate, at_least=1, finite=True)
-    wires = transport_of(connect_timeout, resolve, limit_rate)
+    if check_bool("http2", http2) and name != "pyreqwest":
+        raise ValueError(f"http2: the {name} client speaks HTTP/1.1 only: use pyreqwest")
+    wires = transport_of(connect_timeout, resolve, limit_rate, http2=http2)
     if name == "pyreqwest":
         _one_address_per_host(wires)
     module, extra = BACKENDS[name]

@@ -198,6 +198,8 @@ def fetch_command(options: argparse.Namespace, argv: list[str]) -> int:
     options.client = _client_name(options.client)
     _check_tls_and_proxy(options)
     options.shape = request_shape(options)
+    if options.http2 and options.client != "pyreqwest":
+        raise UsageError("--http2 needs --client pyreqwest: aiohttp speaks HTTP/1.1 only")
     _check_resolve(options)
     if options.retry_on is not None and not options.retries:
         raise UsageError("--retry-on says what --retries tries again: give --retries N too")
@@ -353,6 +355,7 @@ def _client_settings(options: argparse.Namespace) -> dict[str, Any]:
         "connect_timeout": options.connect_timeout,
         "resolve": dict(options.resolve),
         "limit_rate": _limit_rate(options),
+        "http2": options.http2,
     }
 
 

@@ -558,6 +558,11 @@ def build_parser() -> Parser:
         "a failure of kind timeout (default: only --timeout)",
     )
     fetch.add_argument(
+        "--http2",
+        action="store_true",
+        help="offer HTTP/2 to https:// servers (by ALPN: they choose); pyreqwest only",
+    )
+    fetch.add_argument(
         "--limit-rate",
         type=_size,
         metavar="BYTES",
