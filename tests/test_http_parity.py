@@ -556,5 +556,5 @@ def test_http2_is_refused_by_a_client_that_speaks_only_http1(run: Any) -> None:
         async with open_client("aiohttp", http2=True):
             pass
 
-    with pytest.raises(ValueError, match="http2: the aiohttp client speaks HTTP/1.1 only"):
+    with pytest.raises(ValueError, match=r"http2: the aiohttp client speaks HTTP/1\.1 only"):
         run(main())
