@@ -347,3 +347,31 @@ def test_http2_with_aiohttp_is_a_usage_error(server: str) -> None:
     result = cli("fetch", "-", "--client", "aiohttp", "--http2", stdin=f"{server}/echo\n")
     assert result.returncode == 2
     assert "--http2 needs --client pyreqwest" in result.stderr
+
+
+def test_fields_add_the_response_headers_to_records(client: str, server: str) -> None:
+    urls = f"{server}/page/1\n{server}/status/404\n"
+    args = ["--client", client, "--fields", "content_type,header:Content-Length,headers"]
+    result = cli("fetch", "-", *args, stdin=urls)
+    got = {record["url"]: record for record in records(result.stdout)}
+    page, missing = got[f"{server}/page/1"], got[f"{server}/status/404"]
+    assert page["content_type"] == "text/plain; charset=utf-8"
+    assert page["header:content-length"] == str(page["bytes"])
+    assert page["headers"]["content-type"] == ["text/plain; charset=utf-8"]
+    assert list(page)[-3:] == ["content_type", "header:content-length", "headers"]
+    assert missing["status"] == 404
+    assert "content_type" in missing  # a failure with a response has them too
+    assert "headers" in missing
+
+
+def test_fields_reach_the_records_of_child_processes(server: str) -> None:
+    urls = "".join(f"{server}/page/{n}\n" for n in range(6)) + f"{server}/status/404\n"
+    args = ["--processes", "2", "--fields", "content_type"]
+    result = cli("fetch", "-", *args, stdin=urls)
+    assert all("content_type" in record for record in records(result.stdout))
+
+
+def test_an_unknown_field_is_a_usage_error(server: str) -> None:
+    result = cli("fetch", "-", "--fields", "content_type,colour", stdin=f"{server}/echo\n")
+    assert result.returncode == 2
+    assert "'colour' is not a field: give content_type, headers, header:NAME" in result.stderr

@@ -19,6 +19,7 @@ from typing import Any
 from parallelize import parse_retry_after
 from parallelize.http import Reply
 
+from ._fields import fragment, response_fields
 from ._request import RequestShape
 from ._request_lines import RequestLine
 
@@ -42,9 +43,11 @@ class HTTPStatusError(Exception):
         file: str | None,
         elapsed: float,
         retry_after: float | None,
+        fields: dict[str, Any] | None = None,
     ) -> None:
         """Describe the response; the message is ``"404 Not Found"``."""
         super().__init__(f"{status} {reason}" if reason else str(status))
+        self.fields = fields  # --fields of the response, for its record
         self.status = status
         self.reason = reason
         self.final_url = final_url
@@ -65,6 +68,7 @@ class HTTPStatusError(Exception):
                 self.file,
                 self.elapsed,
                 self.retry_after,
+                self.fields,
             ),
         )
 
@@ -84,6 +88,8 @@ def make_exchange(
     save_dir: str | None,
     max_body: int | None,
     clock: Callable[[], float],
+    *,
+    fields: tuple[str, ...] = (),
 ) -> Callable[[int, str, float, int], Awaitable[str]]:
     """Return one attempt at a URL: the request, its body drained or saved, its line.
 
@@ -118,13 +124,22 @@ def make_exchange(
             header = reply.headers.get("Retry-After")
             retry_after = None if header is None else parse_retry_after(header)
             raise HTTPStatusError(
-                status, reply.reason, reply.url, reply.size, file, elapsed, retry_after
+                status,
+                reply.reason,
+                reply.url,
+                reply.size,
+                file,
+                elapsed,
+                retry_after,
+                response_fields(fields, reply.headers) if fields else None,
             )
         # The line by hand, as ENCODE would write it (a test holds them equal): half
         # the cost of building a dict and encoding it, at thousands of URLs a second.
         quoted = quote(url)
         final = quoted if reply.url == url else quote(reply.url)
         saved = "" if file is None else f', "file": {quote(file)}'
+        if fields:  # --fields, after the rest
+            keyed += fragment(response_fields(fields, reply.headers))
         return (
             f'{{"url": {quoted}, "final_url": {final}, "status": {status}, '
             f'"bytes": {reply.size}, "elapsed": {elapsed!r}, "attempts": {attempt}, '

@@ -387,7 +387,12 @@ async def _fetch(
             from parallelize import open_processes  # noqa: PLC0415 - 10 ms, when asked for
 
             setup = functools.partial(
-                child_client, settings, options.shape, options.save_dir, options.max_body
+                child_client,
+                settings,
+                options.shape,
+                options.save_dir,
+                options.max_body,
+                options.fields,
             )
             remote = await stack.enter_async_context(
                 open_processes(exchange, options.processes, setup=setup)
@@ -432,6 +437,7 @@ def _job(  # noqa: PLR0917 - the parts of one fetch
             max_body=options.max_body,
             starts=starts,
             tries=tries,
+            fields=options.fields,
         )
         note = f"client {client.name}"
     else:
@@ -494,6 +500,7 @@ def _make_fetch(
     max_body: int | None,
     starts: dict[int, float],
     tries: dict[int, int],
+    fields: tuple[str, ...] = (),
 ) -> Callable[[int, str], Awaitable[str]]:
     """Return the action: one request, its body drained or saved, its JSON line.
 
@@ -501,7 +508,7 @@ def _make_fetch(
     attempts made, for the record of an item that was retried.
     """
     clock = asyncio.get_running_loop().time
-    exchange = make_exchange(client.request, shape, save_dir, max_body, clock)
+    exchange = make_exchange(client.request, shape, save_dir, max_body, clock, fields=fields)
 
     async def fetch(line: int, url: str) -> str:
         if type(url) is not str and isinstance(url, MarkedURL):
@@ -647,6 +654,8 @@ def _make_failure_line(
             record["elapsed"] = round(clock() - first, 6)
         if type(url) is RequestLine and url.key is not None:
             record["key"] = url.key
+        if isinstance(error, HTTPStatusError) and error.fields:
+            record.update(error.fields)  # --fields
         return ENCODE(record)
 
     return failure_line

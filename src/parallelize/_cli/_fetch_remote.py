@@ -27,12 +27,18 @@ _EXCHANGE: Callable[[int, str, float, int], Awaitable[str]] | None = None
 
 @contextlib.asynccontextmanager
 async def child_client(
-    client: dict[str, Any], shape: RequestShape, save_dir: str | None, max_body: int | None
+    client: dict[str, Any],
+    shape: RequestShape,
+    save_dir: str | None,
+    max_body: int | None,
+    fields: tuple[str, ...] = (),
 ) -> AsyncIterator[None]:
     """Open this child's client (``client``: open_client's arguments) for its calls."""
     global _EXCHANGE  # noqa: PLW0603 - one client per process: the point of the module
     async with open_client(**client) as opened:
-        _EXCHANGE = make_exchange(opened.request, shape, save_dir, max_body, time.monotonic)
+        _EXCHANGE = make_exchange(
+            opened.request, shape, save_dir, max_body, time.monotonic, fields=fields
+        )
         try:
             yield
         finally:

@@ -12,6 +12,7 @@ from parallelize.http import BACKENDS
 
 from ._errors import UsageError
 from ._fetch import parse_header, parse_retry_on
+from ._fields import parse_fields
 from ._halt import HALT_JUDGED_FROM, Halt
 from ._queue import add_queue_parser
 from ._shared_run import add_queue_options
@@ -210,6 +211,13 @@ def _method(text: str) -> str:
 def _retry_on(text: str) -> tuple[frozenset[int], frozenset[str]]:
     try:
         return parse_retry_on(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _fields(text: str) -> tuple[str, ...]:
+    try:
+        return parse_fields(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
@@ -462,6 +470,15 @@ def build_parser() -> Parser:
         "--method",
         type=_method,
         help="the HTTP method (default GET; POST with a body)",
+    )
+    fetch.add_argument(
+        "--fields",
+        type=_fields,
+        default=(),
+        metavar="LIST",
+        help="add to each record (and to a failure's with a response), comma-"
+        "separated: content_type; headers (every response header: lower-case names, "
+        "each a list of its values); header:NAME (one header's first value)",
     )
     fetch.add_argument(
         "--unique",
