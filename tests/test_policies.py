@@ -394,7 +394,12 @@ def test_rate_limit_is_shared_by_workers_and_counts_retries(run: Any) -> None:
     assert sorted(results) == list(range(30))
     assert limit.statistics().calls == len(attempts)
     gaps = [b - a for a, b in itertools.pairwise(attempts)]
-    assert min(gaps) > 0.009  # one call per 10 ms, never two at once
+    # One call per 10 ms: the span of n calls is (n - 1) intervals. Each time is
+    # taken in the action, after its task resumed: a loaded machine delays one
+    # resumption by a few ms and shortens that gap (7.96 ms seen, with 10 ms between
+    # the limiter's grants), so a single gap is checked only for two calls at once.
+    assert attempts[-1] - attempts[0] >= 0.01 * (len(attempts) - 1) - 0.005
+    assert min(gaps) > 0.005, gaps  # never two at once
 
 
 @pytest.mark.timeout(40)
