@@ -12,6 +12,9 @@ cd "$(dirname "$0")/.."
 . scripts/_venv.sh
 ensure_system_tools  # redis-server and nginx, for the tests that start them
 ensure_venv test
+if [ "${SETUP_ONLY:-}" = 1 ]; then  # .ci/run: the machine set up, before the suites
+    exit 0
+fi
 
 echo "== $("$venv/bin/python" --version): ruff, mypy --strict, pytest"
 "$venv/bin/python" -m ruff check src tests benchmarks examples
