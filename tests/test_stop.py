@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -93,7 +94,7 @@ def test_a_stopped_run_with_a_journal_resumes_exactly_once(
 
     done = asyncio.run(first())
     assert len(done) >= min(stop_after, 100)
-    with sqlite3.connect(path) as conn:
+    with contextlib.closing(sqlite3.connect(path)) as conn:  # `with conn` does not close
         state = conn.execute("SELECT value FROM meta WHERE name = 'state'").fetchone()[0]
     assert state == ("finished" if len(done) == 100 else "interrupted")
     rest = asyncio.run(second())

@@ -150,8 +150,12 @@ def test_ctrl_c_raises_keyboard_interrupt_after_closing_the_run(tmp_path: Path) 
     script.write_text(
         textwrap.dedent(
             """
-            import asyncio, sys
+            import asyncio, signal, sys
             from parallelize import parallelize, sync
+
+            # As at a terminal: a job started in the background (CI's suites are)
+            # inherits SIGINT ignored, and asyncio.Runner then leaves it so.
+            signal.signal(signal.SIGINT, signal.default_int_handler)
 
             async def slow(n):
                 await asyncio.sleep(60)
@@ -174,6 +178,11 @@ def test_ctrl_c_raises_keyboard_interrupt_after_closing_the_run(tmp_path: Path) 
     assert proc.stdout.readline().strip() == "ready"
     time.sleep(0.3)
     os.kill(proc.pid, signal.SIGINT)
-    out, _ = proc.communicate(timeout=20)
+    try:
+        out, _ = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:  # hung: no process left behind for another test
+            proc.kill()
+            proc.wait()
     assert proc.returncode == 7
     assert out.strip() == "interrupted closed"
