@@ -261,8 +261,10 @@ def check_client_options(
     verify: bool = True,
     client_cert: str | os.PathLike[str] | None = None,
     client_key: str | os.PathLike[str] | None = None,
+    name: str | None = None,
+    resolve: Mapping[tuple[str, int], str] | None = None,
 ) -> None:
-    """Check the proxy and TLS options of :func:`open_client` without opening anything.
+    """Check the proxy, TLS and resolve options of :func:`open_client` without opening anything.
 
     The same checks as ``open_client``'s, the environment's proxy variables
     included, for a program that wants to refuse bad options before any work.
@@ -276,6 +278,9 @@ def check_client_options(
         TypeError: ``verify`` is not a bool.
     """
     _settings(proxy, ca_file, verify, client_cert, client_key)
+    wires = transport_of(None, resolve)
+    if name == "pyreqwest":
+        _one_address_per_host(wires)
 
 
 def _settings(

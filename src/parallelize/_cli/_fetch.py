@@ -200,7 +200,6 @@ def fetch_command(options: argparse.Namespace, argv: list[str]) -> int:
     options.shape = request_shape(options)
     if options.http2 and options.client != "pyreqwest":
         raise UsageError("--http2 needs --client pyreqwest: aiohttp speaks HTTP/1.1 only")
-    _check_resolve(options)
     if options.retry_on is not None and not options.retries:
         raise UsageError("--retry-on says what --retries tries again: give --retries N too")
     options.method = options.shape.method
@@ -284,6 +283,7 @@ _OPTION_OF = (
     ("client_cert", "--cert"),
     ("client_key", "--key"),
     ("proxy", "--proxy"),
+    ("resolve", "--resolve"),
 )
 
 
@@ -302,6 +302,8 @@ def _check_tls_and_proxy(options: argparse.Namespace) -> None:
             ca_file=options.cacert,
             client_cert=options.cert,
             client_key=options.key,
+            name=options.client,
+            resolve=dict(options.resolve),
         )
     except ValueError as exc:
         message = str(exc)
@@ -312,17 +314,6 @@ def _check_tls_and_proxy(options: argparse.Namespace) -> None:
         else:  # a proxy variable of the environment
             message += "; unset it, or pass --proxy URL (--proxy '' for none)"
         raise UsageError(message) from None
-
-
-def _check_resolve(options: argparse.Namespace) -> None:
-    """Refuse two --resolve addresses for one host on pyreqwest (it maps hosts, not ports)."""
-    seen: dict[str, str] = {}
-    for (host, _), address in options.resolve:
-        if seen.setdefault(host, address) != address and options.client == "pyreqwest":
-            raise UsageError(
-                f"--resolve gives {host} two addresses ({seen[host]}, {address}): pyreqwest "
-                f"sends a host to one address whatever the port; use --client aiohttp"
-            )
 
 
 def _client_name(asked: str | None) -> str:

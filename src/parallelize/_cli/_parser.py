@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import math
-import re
 from typing import NoReturn
 
 from parallelize.http import BACKENDS
@@ -15,6 +14,7 @@ from ._fetch import parse_header, parse_retry_on
 from ._fields import parse_fields
 from ._halt import HALT_JUDGED_FROM, Halt
 from ._queue import add_queue_parser
+from ._request_lines import METHOD
 from ._shared_run import add_queue_options
 
 __all__ = ("build_parser",)
@@ -196,11 +196,10 @@ def _size(text: str) -> int:
 
 
 # RFC 9110's token: the characters a method's name may have.
-_METHOD = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
 
 def _method(text: str) -> str:
-    if _METHOD.fullmatch(text) is None:
+    if METHOD.fullmatch(text) is None:
         raise argparse.ArgumentTypeError(
             f"expected a method name such as GET or POST (letters, digits and "
             f"!#$%&'*+-.^_`|~, no spaces), got {text!r}"

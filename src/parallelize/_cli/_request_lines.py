@@ -17,9 +17,9 @@ from typing import Any, Final
 
 from ._robots import MarkedURL
 
-__all__ = ("InvalidRequestError", "RequestLine", "parse_request")
+__all__ = ("METHOD", "InvalidRequestError", "RequestLine", "parse_request")
 
-_METHOD: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+METHOD: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _FIELDS: Final = frozenset({"url", "method", "headers", "body", "json", "key"})
 
 
@@ -81,7 +81,7 @@ def _request(value: Any) -> RequestLine:
     if not isinstance(url, str) or not url:
         raise TypeError('"url" must be a non-empty string')
     method = value.get("method")
-    if method is not None and (not isinstance(method, str) or not _METHOD.fullmatch(method)):
+    if method is not None and (not isinstance(method, str) or not METHOD.fullmatch(method)):
         raise ValueError(f'"method" must be a method name such as POST, got {method!r}')
     if "body" in value and "json" in value:
         raise ValueError('give "body" or "json", not both')
