@@ -11,11 +11,10 @@ import asyncio
 import contextlib
 import itertools
 import json
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -23,6 +22,7 @@ import pytest
 from aiohttp import web
 
 from clitools import cli, records, write_lines
+from nettools import serve_app
 from parallelize.testing import ServerStats, local_server
 
 T = TypeVar("T")
@@ -89,19 +89,9 @@ class Site:
         return app
 
 
-@contextlib.asynccontextmanager
-async def serve(site: Site) -> AsyncIterator[str]:
+def serve(site: Site) -> contextlib.AbstractAsyncContextManager[str]:
     """Serve ``site`` on 127.0.0.1 and a free port; yield its base URL."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    runner = web.AppRunner(site.app(), access_log=None)
-    await runner.setup()
-    try:
-        await web.SockSite(runner, sock).start()
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        await runner.cleanup()
-        sock.close()
+    return serve_app(site.app())
 
 
 def gaps(times: list[float]) -> list[float]:

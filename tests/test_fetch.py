@@ -25,10 +25,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from clitools import FIELDS, by_url, cli, interrupt, key, start, write_lines
-from parallelize._cli import _attempt
 from parallelize._cli._fetch import _make_fetch
 from parallelize._cli._output import ENCODE
 from parallelize._cli._request import RequestShape
+from parallelize._cli._saving import Saver, Saving
 from parallelize.http import Reply, backends
 
 
@@ -426,18 +426,21 @@ def test_a_success_line_is_what_the_json_encoder_writes(
             return reply
 
     async def call() -> str:
-        save_dir = None if file is None else "d"
+        saving = None if file is None else Saving("d")
         action = _make_fetch(
             Client(),
             shape=RequestShape("GET", None, ()),
-            save_dir=save_dir,
+            saving=saving,
             max_body=None,
             starts={},
             tries={},
         )
         if file is None:
             return await action(1, url)
-        with patch.object(_attempt, "_save", return_value=reply) as save:
+        with (
+            patch.object(Saver, "target", return_value=file),
+            patch.object(Saver, "save", return_value=(reply, file, None)) as save,
+        ):
             line = await action(1, url)
         assert save.call_count == 1
         return line

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Mapping, Sequence
+import time
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, final
 
 from ._aio import Deadlines
@@ -13,14 +14,16 @@ from ._http_client import (
     Body,
     Client,
     Reply,
+    Trace,
     bad_redirect,
-    check_length,
     check_url,
+    finish_reply,
     origin_of,
-    read_body,
+    peer_text,
     redirected_headers,
     too_many_redirects,
 )
+from ._http_cookies import CookieHops, with_cookie
 from ._http_errors import (
     ConnectError,
     ConnectTimeoutError,
@@ -63,6 +66,7 @@ async def open_aiohttp(  # noqa: PLR0917 - open_client's settings, passed on
     )
     async with aiohttp.ClientSession(
         connector=connector,
+        trace_configs=[_trace_config()] if wires.trace else None,
         headers=headers,
         # No Content-Type of aiohttp's own (application/octet-stream on every POST):
         # the caller's, or none, as on pyreqwest.
@@ -115,6 +119,9 @@ class _Aiohttp:
             self._proxy_arguments[scheme] = arguments
 
         self._request = session.request
+        self._tracing = wires.trace
+        self._cookies = None if wires.cookies is None else CookieHops(wires.cookies)
+        self._plain = not wires.trace and self._cookies is None and self._proxies is None
         self._max_redirects = max_redirects
         # aiohttp's defaults (10, followed) need no keyword arguments per request.
         self._redirects: dict[str, Any] = (
@@ -133,23 +140,23 @@ class _Aiohttp:
         max_body: int | None = None,
         content: bytes | None = None,
         headers: Sequence[tuple[str, str]] = (),
+        on_head: Callable[[int, Mapping[str, str]], object] | None = None,
     ) -> Reply:
         """See :meth:`Client.request`."""
         check_url(url)  # by its prefix: aiohttp parses it once, as it would anyway
         target = self._target(url)
-        plain = self._proxies is None and content is None and not headers
-        arguments = (
-            self._redirects if plain else self._arguments(method, url, target, content, headers)
-        )
+        trace = None
+        if self._plain and content is None and not headers:
+            arguments = self._redirects
+        else:
+            trace = Trace() if self._tracing else None
+            arguments = self._arguments(method, url, target, content, headers, trace)
         deadlines = self._deadlines
         entry = None if deadlines is None else deadlines.enter()
         try:
+            started = 0.0 if trace is None else time.monotonic()
             async with self._request(method, target, **arguments) as resp:
-                if max_body is not None:
-                    check_length(resp.content_length, max_body)
-                size, kept = await read_body(resp.content.readany, body, max_body, self._bandwidth)
-                final = str(resp.url) if resp.history else url
-                return Reply(resp.status, resp.reason or "", final, resp.headers, size, kept)
+                return await self._reply(resp, url, body, max_body, on_head, trace, started)
         except asyncio.CancelledError:
             if entry is not None and Deadlines.expired(entry):
                 raise _timed_out(self._deadlines) from None
@@ -157,46 +164,85 @@ class _Aiohttp:
         except HTTPClientError:
             raise
         except Exception as exc:
-            mapped = _mapped(exc, self._errors)
+            mapped = self._error_of(exc, url)
             if mapped is None:
                 raise
-            if isinstance(mapped, TooManyRedirectsError):
-                mapped = too_many_redirects(self._max_redirects)
-            elif isinstance(mapped, RedirectError):  # to a URL aiohttp cannot fetch
-                location = exc.args[0] if exc.args else ""  # the Location header
-                mapped = bad_redirect(url, str(location))
             raise mapped from exc
         finally:
             if deadlines is not None and entry is not None:
                 deadlines.leave(entry)
 
-    def _arguments(
+    async def _reply(  # noqa: PLR0917 - one response's setting
+        self,
+        resp: Any,
+        url: str,
+        body: Body,
+        max_body: int | None,
+        on_head: Callable[[int, Mapping[str, str]], object] | None,
+        trace: Trace | None,
+        started: float,
+    ) -> Reply:
+        """Read the response's body; return its :class:`Reply`."""
+        if trace is not None:
+            _traced(trace, resp, time.monotonic() - started)
+        return await finish_reply(
+            resp.status,
+            resp.reason or "",
+            str(resp.url) if resp.history else url,
+            resp.headers,
+            resp.content_length,
+            resp.content.readany,
+            (body, max_body, on_head),
+            self._bandwidth,
+            trace,
+            started,
+        )
+
+    def _error_of(self, exc: Exception, url: str) -> HTTPClientError | None:
+        """Return our error for aiohttp's ``exc`` (None: not aiohttp's, raise it as is)."""
+        mapped = _mapped(exc, self._errors)
+        if isinstance(mapped, TooManyRedirectsError):
+            mapped = too_many_redirects(self._max_redirects)
+        elif isinstance(mapped, RedirectError):  # to a URL aiohttp cannot fetch
+            location = exc.args[0] if exc.args else ""  # the Location header
+            mapped = bad_redirect(url, str(location))
+        return mapped
+
+    def _arguments(  # noqa: PLR0917 - one request's parts
         self,
         method: str,
         url: str,
         target: Any,
         content: bytes | None,
         headers: Sequence[tuple[str, str]],
+        trace: Trace | None,
     ) -> dict[str, Any]:
-        """Return the request's keyword arguments: its proxy, body and own headers.
+        """Return the request's keyword arguments: its proxy, body, own headers, trace.
 
         aiohttp drops the body (not its ``Content-Type``) on a redirect that turns
         the method into GET, and ``Authorization`` (not ``Cookie``) on one to
         another origin: a middleware, called before each hop is sent, applies the
-        rest of the rule (``redirected_headers``, the same on pyreqwest).
+        rest of the rule (``redirected_headers``, the same on pyreqwest). Another,
+        after it, sends and stores the jar's cookies at each hop (``cookies=``).
         """
         import multidict  # noqa: PLC0415 - aiohttp's own dependency
 
         proxies = self._proxies
         arguments = self._redirects if proxies is None else self._via(proxies, target)
-        if content is None and not headers:
-            return arguments
-        merged = multidict.CIMultiDict(arguments.get("headers") or {})
-        for name, value in headers:
-            merged.add(name, value)
-        arguments = {**arguments, "data": content, "headers": merged}
-        if headers:
-            arguments["middlewares"] = (_hop_headers(method, url),)
+        if trace is not None:
+            arguments = {**arguments, "trace_request_ctx": trace}
+        middlewares = []
+        if content is not None or headers:
+            merged = multidict.CIMultiDict(arguments.get("headers") or {})
+            for name, value in headers:
+                merged.add(name, value)
+            arguments = {**arguments, "data": content, "headers": merged}
+            if headers:
+                middlewares.append(_hop_headers(method, url))
+        if self._cookies is not None:
+            middlewares.append(_hop_cookies(self._cookies))
+        if middlewares:
+            arguments = {**arguments, "middlewares": tuple(middlewares)}
         return arguments
 
     def _via(self, proxies: Proxies, target: Any) -> dict[str, Any]:
@@ -273,6 +319,67 @@ def _hop_headers(method: str, url: str) -> Any:
         return await handler(request)
 
     return middleware
+
+
+def _hop_cookies(cookies: CookieHops) -> Any:
+    """Return a middleware: the jar's cookies sent with each hop, its Set-Cookie stored."""
+
+    async def middleware(request: Any, handler: Any) -> Any:
+        url = str(request.url)
+        cookie = cookies.header(url)
+        if cookie is not None:
+            merged = with_cookie(list(request.headers.items()), cookie)
+            request.headers.clear()
+            request.headers.extend(merged)
+        response = await handler(request)
+        cookies.store(url, response.headers.getall("Set-Cookie", ()))
+        return response
+
+    return middleware
+
+
+def _trace_config() -> Any:
+    """Return the aiohttp trace that times names and connections into our :class:`Trace`."""
+    import aiohttp  # noqa: PLC0415 - imported already by then
+
+    def timer(start_name: str, field: str) -> tuple[Any, Any]:
+        async def start(_session: Any, context: Any, _params: Any) -> None:
+            setattr(context, start_name, time.monotonic())
+
+        async def end(_session: Any, context: Any, _params: Any) -> None:
+            trace = context.trace_request_ctx
+            began = getattr(context, start_name, None)
+            if isinstance(trace, Trace) and began is not None:
+                spent = time.monotonic() - began
+                setattr(trace, field, (getattr(trace, field) or 0.0) + spent)
+
+        return start, end
+
+    config = aiohttp.TraceConfig()
+    dns_start, dns_end = timer("dns_started", "dns")
+    connect_start, connect_end = timer("connect_started", "connect")
+    config.on_dns_resolvehost_start.append(dns_start)
+    config.on_dns_resolvehost_end.append(dns_end)
+    config.on_connection_create_start.append(connect_start)
+    config.on_connection_create_end.append(connect_end)
+    return config
+
+
+def _traced(trace: Trace, resp: Any, first_byte: float) -> None:
+    """Fill in what the response itself tells: redirects, server, first byte.
+
+    aiohttp's connection time includes the name's resolution: ours is the rest.
+    """
+    trace.first_byte = first_byte
+    trace.redirects = [(str(hop.url), hop.status) for hop in resp.history]
+    # The connection goes back to the pool as soon as a short body is read (in
+    # start(), before we see the response): its protocol, kept, still has the socket.
+    protocol = getattr(resp, "_protocol", None)
+    transport = getattr(protocol, "transport", None)
+    if transport is not None:
+        trace.remote_address = peer_text(transport.get_extra_info("peername"))
+    if trace.connect is not None and trace.dns is not None:
+        trace.connect = max(trace.connect - trace.dns, 0.0)
 
 
 def _timed_out(deadlines: Deadlines | None) -> RequestTimeoutError:

@@ -23,10 +23,13 @@ __all__ = (
     "Body",
     "Client",
     "Reply",
+    "Trace",
     "bad_redirect",
     "check_length",
     "check_url",
+    "finish_reply",
     "origin_of",
+    "peer_text",
     "read_body",
     "redirected_headers",
     "too_large",
@@ -34,6 +37,71 @@ __all__ = (
 )
 
 Body = Literal["keep", "discard"] | Callable[[bytes], object]
+
+
+@final
+class Trace:
+    """How a request went, with ``open_client(trace=True)`` (``Reply.trace``).
+
+    Times are seconds from the request's start, on the event loop's clock.
+
+    Attributes:
+        redirects: The redirects followed, in order: ``(url, status)`` of each
+            response that sent the request on.
+        remote_address: ``"address:port"`` of the server that sent the final
+            response (``"[::1]:443"`` for IPv6), or None where the client does not
+            tell (pyreqwest).
+        dns: Seconds spent resolving names, or None: none was needed (a connection
+            reused, a cached name) or the client does not tell (pyreqwest).
+        connect: Seconds spent opening connections (TCP, and TLS for https://),
+            or None: a connection was reused, or the client does not tell
+            (pyreqwest).
+        first_byte: Seconds until the final response's headers were read.
+        total: Seconds until its body was read to the end.
+    """
+
+    __slots__ = ("connect", "dns", "first_byte", "redirects", "remote_address", "total")
+
+    def __init__(self) -> None:
+        """Start empty; the backend fills it in as the request goes."""
+        self.redirects: list[tuple[str, int]] = []
+        self.remote_address: str | None = None
+        self.dns: float | None = None
+        self.connect: float | None = None
+        self.first_byte = 0.0
+        self.total = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        """Return the trace as JSON-ready values (the record fields of ``fetch``)."""
+        return {
+            "redirects": [{"url": url, "status": status} for url, status in self.redirects],
+            "remote_address": self.remote_address,
+            "timing": {
+                "dns": _rounded(self.dns),
+                "connect": _rounded(self.connect),
+                "first_byte": _rounded(self.first_byte),
+                "total": _rounded(self.total),
+            },
+        }
+
+    def __repr__(self) -> str:
+        """``<Trace 2 redirects, first byte 0.012 s, total 0.030 s>``."""
+        return (
+            f"<Trace {len(self.redirects)} redirects, first byte {self.first_byte:.3f} s, "
+            f"total {self.total:.3f} s>"
+        )
+
+
+def _rounded(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds, 6)
+
+
+def peer_text(peer: Any) -> str | None:
+    """Return a socket's peer name as ``"address:port"`` (``"[v6]:port"``), or None."""
+    if not isinstance(peer, tuple) or len(peer) < 2:
+        return None
+    host, port = peer[0], peer[1]
+    return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
 
 
 @final
@@ -47,12 +115,21 @@ class Reply:
         headers: Its headers, a case-insensitive mapping.
         size: The body's length in bytes, as read (decompressed).
         body: The body with ``body="keep"`` (the default), else ``b""``.
+        trace: How the request went (:class:`Trace`) with ``open_client(trace=True)``,
+            else None. Added in 0.2.
     """
 
-    __slots__ = ("body", "headers", "reason", "size", "status", "url")
+    __slots__ = ("body", "headers", "reason", "size", "status", "trace", "url")
 
     def __init__(  # noqa: PLR0917 - built by the backends only
-        self, status: int, reason: str, url: str, headers: Mapping[str, str], size: int, body: bytes
+        self,
+        status: int,
+        reason: str,
+        url: str,
+        headers: Mapping[str, str],
+        size: int,
+        body: bytes,
+        trace: Trace | None = None,
     ) -> None:
         """Hold what the backend read."""
         self.status = status
@@ -61,6 +138,7 @@ class Reply:
         self.headers = headers
         self.size = size
         self.body = body
+        self.trace = trace
 
     def __repr__(self) -> str:
         """``<Reply 200 https://... 5120 bytes>``."""
@@ -81,6 +159,7 @@ class Client(Protocol):
         max_body: int | None = None,
         content: bytes | None = None,
         headers: Sequence[tuple[str, str]] = (),
+        on_head: Callable[[int, Mapping[str, str]], object] | None = None,
     ) -> Reply:
         """Send ``method url``, read the body, return the :class:`Reply`.
 
@@ -102,6 +181,10 @@ class Client(Protocol):
             max_body: Read no more than this many bytes; a longer body raises
                 :class:`BodyTooLargeError` (before reading, when the server
                 sends its length).
+            on_head: Called with the final response's status and headers before
+                its body is read (after ``max_body``'s check of its length): to
+                choose where a ``body=`` function writes (a 206 appends, a 304
+                writes nothing). What it raises ends the request. Added in 0.2.
 
         Raises:
             HTTPClientError: One of its subclasses, by kind.
@@ -242,6 +325,35 @@ async def read_body(
         elif keep:
             chunks.append(bytes(chunk))
     return size, b"".join(chunks)
+
+
+async def finish_reply(  # noqa: PLR0917 - one response, as each backend has it
+    status: int,
+    reason: str,
+    url: str,
+    headers: Mapping[str, str],
+    length: int | None,
+    read: Callable[[], Awaitable[Any]],
+    how: tuple[Body, int | None, Callable[[int, Mapping[str, str]], object] | None],
+    bandwidth: Bandwidth | None,
+    trace: Trace | None,
+    started: float,
+) -> Reply:
+    """Take a final response from its head to its Reply, the same on every backend.
+
+    ``max_body``'s check of the announced ``length``, ``on_head``, the body read
+    (``how`` is the request's ``body``, ``max_body`` and ``on_head``), the
+    trace's total, the :class:`Reply`.
+    """
+    body, max_body, on_head = how
+    if max_body is not None:
+        check_length(length, max_body)
+    if on_head is not None:
+        on_head(status, headers)
+    size, kept = await read_body(read, body, max_body, bandwidth)
+    if trace is not None:
+        trace.total = time.monotonic() - started
+    return Reply(status, reason, url, headers, size, kept, trace)
 
 
 def check_length(length: int | None, max_body: int) -> None:

@@ -11,7 +11,7 @@ import datetime as dt
 import http
 import time
 import urllib.parse
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final, final
 
 from ._http_client import (
@@ -20,14 +20,15 @@ from ._http_client import (
     Body,
     Client,
     Reply,
+    Trace,
     bad_redirect,
-    check_length,
     check_url,
+    finish_reply,
     origin_of,
-    read_body,
     redirected_headers,
     too_many_redirects,
 )
+from ._http_cookies import CookieHops, with_cookie
 from ._http_errors import (
     ConnectError,
     ConnectTimeoutError,
@@ -154,6 +155,8 @@ class _Pyreqwest:
         self._max_redirects = max_redirects
         self._timeout = timeout
         self._bandwidth = None if wires.limit_rate is None else Bandwidth(wires.limit_rate)
+        self._tracing = wires.trace
+        self._cookies = None if wires.cookies is None else CookieHops(wires.cookies)
 
     async def request(
         self,
@@ -164,33 +167,34 @@ class _Pyreqwest:
         max_body: int | None = None,
         content: bytes | None = None,
         headers: Sequence[tuple[str, str]] = (),
+        on_head: Callable[[int, Mapping[str, str]], object] | None = None,
     ) -> Reply:
         """See :meth:`Client.request`."""
         check_url(url)
         hops = 0
         started = time.monotonic()
+        trace = Trace() if self._tracing else None
+        cookies = self._cookies
         try:
             while True:
-                builder = self._builder(method, url, hops, started, content, headers)
+                sent = headers if cookies is None else with_cookie(headers, cookies.header(url))
+                builder = self._builder(method, url, hops, started, content, sent)
+                if not isinstance(body, str):
+                    builder = builder.streamed_read_buffer_limit(0)  # see _reply
                 async with builder.build_streamed() as resp:
                     status = resp.status
-                    location = None
-                    if status in _REDIRECTS and self._max_redirects:
-                        location = resp.get_header("location")
+                    if cookies is not None:
+                        cookies.store(url, resp.headers.getall("set-cookie"))
+                    location = self._location(status, resp)
                     if location is not None:
                         hops += 1
+                        if trace is not None:
+                            trace.redirects.append((url, status))
                         was, before = method, url
                         method, url = self._redirected(hops, status, method, url, location)
                         content, headers = _next_hop(content, headers, before, url, method != was)
                         continue
-                    if max_body is not None:
-                        length = resp.get_header("content-length")
-                        if length is not None and length.isdigit():
-                            check_length(int(length), max_body)
-                    size, kept = await read_body(
-                        resp.body_reader.read_chunk, body, max_body, self._bandwidth
-                    )
-                    return Reply(status, _PHRASES.get(status, ""), url, resp.headers, size, kept)
+                    return await self._reply(resp, url, body, max_body, on_head, trace, started)
         except HTTPClientError:
             raise
         except Exception as exc:
@@ -201,6 +205,47 @@ class _Pyreqwest:
                 # Short enough as given, too long once percent-encoded (http's u16).
                 mapped = InvalidURLError(too_long(len(wire_url(url))))
             raise mapped from exc
+
+    def _location(self, status: int, resp: Any) -> str | None:
+        """Return where a redirect to follow goes, or None: the response is the reply."""
+        if status in _REDIRECTS and self._max_redirects:
+            location: str | None = resp.get_header("location")
+            return location
+        return None
+
+    async def _reply(  # noqa: PLR0917 - one response's setting
+        self,
+        resp: Any,
+        url: str,
+        body: Body,
+        max_body: int | None,
+        on_head: Callable[[int, Mapping[str, str]], object] | None,
+        trace: Trace | None,
+        started: float,
+    ) -> Reply:
+        """Read the final response's body; return its :class:`Reply`.
+
+        A body handed to a function is read with no read-ahead (the request's
+        ``streamed_read_buffer_limit(0)``): reqwest reads 64 KiB ahead by default,
+        and drops what it read ahead when the body fails, where a cut download
+        must keep every byte that came.
+        """
+        status = resp.status
+        if trace is not None:
+            trace.first_byte = time.monotonic() - started
+        length = resp.get_header("content-length") if max_body is not None else None
+        return await finish_reply(
+            status,
+            _PHRASES.get(status, ""),
+            url,
+            resp.headers,
+            int(length) if length is not None and length.isdigit() else None,
+            resp.body_reader.read_chunk,
+            (body, max_body, on_head),
+            self._bandwidth,
+            trace,
+            started,
+        )
 
     def _builder(  # noqa: PLR0917 - one hop's request
         self,

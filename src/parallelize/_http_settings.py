@@ -12,10 +12,13 @@ import os
 import ssl
 import urllib.parse
 from collections.abc import Mapping
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from ._http_urls import bypasses, no_proxy_entries
 from ._util import check_bool
+
+if TYPE_CHECKING:
+    import http.cookiejar  # urllib.request with it: 10 ms, when cookies= is given
 
 # The environment, as curl and Python's urllib read it: the lower-case name
 # first. HTTP_PROXY (upper case) is ignored in a CGI script (REQUEST_METHOD set),
@@ -223,6 +226,8 @@ class Transport:
     resolve: Mapping[tuple[str, int], str] = dataclasses.field(default_factory=dict)
     limit_rate: float | None = None  # bytes a second of bodies, every request together
     http2: bool = False  # offered by ALPN (pyreqwest)
+    trace: bool = False  # Reply.trace filled in
+    cookies: http.cookiejar.CookieJar | None = None  # sent and stored at each hop
 
 
 def transport(
@@ -231,6 +236,8 @@ def transport(
     limit_rate: float | None = None,
     *,
     http2: bool = False,
+    trace: bool = False,
+    cookies: http.cookiejar.CookieJar | None = None,
 ) -> Transport:
     """Return checked transport settings (ValueError, TypeError for bad ones)."""
     import ipaddress  # noqa: PLC0415 - only with resolve=
@@ -253,4 +260,16 @@ def transport(
                 f"resolve: {target[0]}:{target[1]} -> {address!r} is not an IP address"
             ) from None
         pins[target[0].lower().rstrip("."), target[1]] = str(ip)
-    return Transport(connect_timeout, pins, limit_rate, http2)
+    check_bool("trace", trace)
+    if cookies is not None and not _is_jar(cookies):
+        raise TypeError(
+            f"cookies: expected an http.cookiejar.CookieJar (or MozillaCookieJar), "
+            f"got {type(cookies).__name__}"
+        )
+    return Transport(connect_timeout, pins, limit_rate, http2, trace, cookies)
+
+
+def _is_jar(cookies: object) -> bool:
+    import http.cookiejar  # noqa: PLC0415 - with cookies= only
+
+    return isinstance(cookies, http.cookiejar.CookieJar)

@@ -65,7 +65,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import AsyncIterator, Iterable, Mapping
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from . import __version__
 from ._errors import MissingDependencyError
@@ -74,6 +74,7 @@ from ._http_client import (
     Body,  # noqa: F401 - kept a name here: the type of body=
     Client,
     Reply,
+    Trace,
 )
 from ._http_errors import (
     BodyTooLargeError,
@@ -95,6 +96,9 @@ from ._http_settings import tls as tls_of
 from ._http_settings import transport as transport_of
 from ._util import check_bool, check_choice, check_int, check_number, check_seconds
 
+if TYPE_CHECKING:
+    import http.cookiejar
+
 __all__ = (
     "BACKENDS",
     "USER_AGENT",
@@ -111,6 +115,7 @@ __all__ = (
     "RequestTimeoutError",
     "TLSError",
     "TooManyRedirectsError",
+    "Trace",
     "backends",
     "check_client_options",
     "open_client",
@@ -156,6 +161,8 @@ async def open_client(
     resolve: Mapping[tuple[str, int], str] | None = None,
     limit_rate: float | None = None,
     http2: bool = False,
+    trace: bool = False,
+    cookies: http.cookiejar.CookieJar | None = None,
 ) -> AsyncIterator[Client]:
     """Open a client of backend ``name`` (default: the fastest installed), closed on exit.
 
@@ -200,6 +207,15 @@ async def open_client(
         http2: Offer HTTP/2 to https:// servers (by ALPN; they choose, HTTP/1.1
             otherwise): pyreqwest only, aiohttp speaks HTTP/1.1 (a ValueError).
             Added in 0.2.
+        trace: Fill in each :class:`Reply`'s ``trace`` (:class:`Trace`): the
+            redirects followed, the server's address and the timing the backend
+            knows. Off by default: it costs a few microseconds a request.
+            Added in 0.2.
+        cookies: A cookie jar (:class:`http.cookiejar.CookieJar`;
+            ``MozillaCookieJar`` reads and writes curl's cookie files): its
+            cookies are sent, and the ``Set-Cookie`` of every response (each
+            redirect's too) stored in it, the same on every backend. None (the
+            default): no cookie is kept. Added in 0.2.
 
     Raises:
         ValueError: An unknown backend name, a number out of range, a proxy that
@@ -227,7 +243,9 @@ async def open_client(
         limit_rate = check_number("limit_rate", limit_rate, at_least=1, finite=True)
     if check_bool("http2", http2) and name != "pyreqwest":
         raise ValueError(f"http2: the {name} client speaks HTTP/1.1 only: use pyreqwest")
-    wires = transport_of(connect_timeout, resolve, limit_rate, http2=http2)
+    wires = transport_of(
+        connect_timeout, resolve, limit_rate, http2=http2, trace=trace, cookies=cookies
+    )
     if name == "pyreqwest":
         _one_address_per_host(wires)
     module, extra = BACKENDS[name]

@@ -7,13 +7,9 @@ the command.
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import hashlib
-import os
 from collections.abc import Awaitable, Callable
 from json.encoder import encode_basestring_ascii
-from pathlib import Path
 from typing import Any
 
 from parallelize import parse_retry_after
@@ -22,6 +18,7 @@ from parallelize.http import Reply
 from ._fields import fragment, response_fields
 from ._request import RequestShape
 from ._request_lines import RequestLine
+from ._saving import SaveError, Saver, Saving, save_name
 
 __all__ = ("HTTPStatusError", "SaveError", "make_exchange", "save_name")
 
@@ -73,23 +70,15 @@ class HTTPStatusError(Exception):
         )
 
 
-class SaveError(OSError):
-    """The body could not be written under ``--save-dir``."""
-
-
-def save_name(url: str) -> str:
-    """Return the file name of ``url``'s body under ``--save-dir``: its SHA-256, in hex."""
-    return hashlib.sha256(url.encode("utf-8", "surrogateescape")).hexdigest()
-
-
 def make_exchange(
     request: Callable[..., Awaitable[Reply]],
     shape: RequestShape,
-    save_dir: str | None,
+    saving: Saving | None,
     max_body: int | None,
     clock: Callable[[], float],
     *,
     fields: tuple[str, ...] = (),
+    recrawl: str | None = None,
 ) -> Callable[[int, str, float, int], Awaitable[str]]:
     """Return one attempt at a URL: the request, its body drained or saved, its line.
 
@@ -97,30 +86,16 @@ def make_exchange(
     this attempt's number: both go into the record. A status >= 400 raises
     :class:`HTTPStatusError`. Shared by the action in this process and the one in
     a child process (``--processes``), which is sent ``first`` and ``attempt``.
+    ``recrawl``: an earlier journal, whose records make each request conditional.
     """
-    prefix = None if save_dir is None else os.path.join(save_dir, "")  # noqa: PTH118 - a str prefix, joined per item
-    method = shape.method
-    raw = request
-    if shape.content is not None or shape.headers:  # else the request as it was: no cost
-        request = functools.partial(request, content=shape.content, headers=shape.headers)
+    send = _sender(request, shape, saving, max_body, recrawl)
     quote = encode_basestring_ascii
 
     async def exchange(line: int, url: str, first: float, attempt: int) -> str:
-        file = None
-        send, how, keyed, name = request, method, "", url
-        if type(url) is RequestLine:  # --requests: this line's own method, body, headers
-            send, how = _line_request(raw, shape, url)
-            name = url.journal_key  # two bodies for one URL: two files
-            if url.key is not None:
-                keyed = f', "key": {quote(url.key)}'
-        if prefix is None:
-            reply = await send(how, url, body="discard", max_body=max_body)
-        else:
-            file = f"{prefix}{save_name(name)}"
-            reply = await _save(send, how, url, max_body, file, line)
+        reply, file, resumed = await send(line, url)
         elapsed = int((clock() - first) * 1e6) / 1e6  # round(x, 6) costs a dtoa
         status = reply.status
-        if status >= 400:
+        if status >= 400 and resumed is None:
             header = reply.headers.get("Retry-After")
             retry_after = None if header is None else parse_retry_after(header)
             raise HTTPStatusError(
@@ -131,28 +106,97 @@ def make_exchange(
                 file,
                 elapsed,
                 retry_after,
-                response_fields(fields, reply.headers) if fields else None,
+                response_fields(fields, reply.headers, reply.trace) if fields else None,
             )
         # The line by hand, as ENCODE would write it (a test holds them equal): half
         # the cost of building a dict and encoding it, at thousands of URLs a second.
         quoted = quote(url)
         final = quoted if reply.url == url else quote(reply.url)
         saved = "" if file is None else f', "file": {quote(file)}'
+        if resumed is not None:
+            saved += f', "resumed_from": {resumed}'
+        if type(url) is RequestLine and url.key is not None:
+            saved += f', "key": {quote(url.key)}'
         if fields:  # --fields, after the rest
-            keyed += fragment(response_fields(fields, reply.headers))
+            saved += fragment(response_fields(fields, reply.headers, reply.trace))
         return (
             f'{{"url": {quoted}, "final_url": {final}, "status": {status}, '
             f'"bytes": {reply.size}, "elapsed": {elapsed!r}, "attempts": {attempt}, '
-            f'"error": null{saved}{keyed}}}'
+            f'"error": null{saved}}}'
         )
 
     return exchange
 
 
+Sent = tuple[Reply, str | None, int | None]  # the reply, its saved file, resumed from byte
+
+
+def _sender(
+    request: Callable[..., Awaitable[Reply]],
+    shape: RequestShape,
+    saving: Saving | None,
+    max_body: int | None,
+    recrawl: str | None,
+) -> Callable[[int, str], Awaitable[Sent]]:
+    """Return how one URL is requested: its own request's parts, saved or drained."""
+    saver = None if saving is None else Saver(saving)
+    previous = None
+    if recrawl is not None:
+        from ._recrawl import Previous  # noqa: PLC0415 - sqlite3, with --recrawl only
+
+        previous = Previous(recrawl)
+    method = shape.method
+    plain = request
+    if shape.content is not None or shape.headers:  # else the request as it was: no cost
+        plain = functools.partial(request, content=shape.content, headers=shape.headers)
+    if saver is None and previous is None:
+
+        async def drain(_line: int, url: str) -> Sent:
+            if type(url) is RequestLine:  # --requests: this line's own method, body, headers
+                how, content, headers = _line_request(shape, url)
+                reply = await request(
+                    how, url, body="discard", max_body=max_body, content=content, headers=headers
+                )
+            else:  # fetch's own: tight
+                reply = await plain(method, url, body="discard", max_body=max_body)
+            return reply, None, None
+
+        return drain
+
+    async def send(line: int, url: str) -> Sent:
+        how, content, headers = method, shape.content, shape.headers
+        name, key = url, None
+        if type(url) is RequestLine:
+            how, content, headers = _line_request(shape, url)
+            name, key = url.journal_key, url.key  # two bodies for one URL: two files
+        earlier = None
+        if previous is not None:
+            conditions, earlier = previous.conditions(name)
+            headers = (*headers, *conditions)
+        if saver is None:
+            reply = await request(
+                how, url, body="discard", max_body=max_body, content=content, headers=headers
+            )
+            return reply, None, None
+        return await saver.save(
+            request,
+            how,
+            url,
+            saver.target(url, name, key),
+            line,
+            max_body,
+            content=content,
+            headers=headers,
+            previous=earlier,
+        )
+
+    return send
+
+
 def _line_request(
-    raw: Callable[..., Awaitable[Reply]], shape: RequestShape, line: RequestLine
-) -> tuple[Callable[..., Awaitable[Reply]], str]:
-    """Return a request line's request and method: its own, over the command's."""
+    shape: RequestShape, line: RequestLine
+) -> tuple[str, bytes | None, tuple[tuple[str, str], ...]]:
+    """Return a request line's method, body and headers: its own, over the command's."""
     content = shape.content if line.content is None else line.content
     headers = list(shape.headers)
     if line.content is not None:  # its own body: the command's type is not its type
@@ -167,46 +211,4 @@ def _line_request(
         method = "POST"  # a body of its own, and no -X: as curl -d does
     else:
         method = shape.method
-    return functools.partial(raw, content=content, headers=headers), method
-
-
-async def _save(  # noqa: PLR0917 - one request's setting
-    request: Callable[..., Awaitable[Reply]],
-    method: str,
-    url: str,
-    max_body: int | None,
-    file: str,
-    line: int,
-) -> Reply:
-    """Stream the body to ``file`` (through a ``.part`` file); return the reply.
-
-    Written chunk by chunk, never held whole. The writes are plain blocking writes
-    on the loop: they go to the page cache in microseconds, less than a thread hop
-    per chunk would cost. The ``.part`` name carries the line number, so that two
-    lines with the same URL never write the same file at once.
-    """
-    part = Path(f"{file}.{line}.part")
-    try:
-        handle = part.open("wb")  # noqa: ASYNC230 - see the docstring
-    except OSError as exc:
-        raise SaveError(f"cannot write {str(part)!r}: {exc.strerror or exc}") from exc
-
-    def write(chunk: bytes) -> None:
-        try:
-            handle.write(chunk)
-        except OSError as exc:
-            raise SaveError(f"cannot write {str(part)!r}: {exc.strerror or exc}") from exc
-
-    try:
-        reply = await request(method, url, body=write, max_body=max_body)
-        handle.close()
-        try:
-            part.replace(file)  # noqa: ASYNC240 - see the docstring
-        except OSError as exc:
-            raise SaveError(f"cannot rename {str(part)!r}: {exc.strerror or exc}") from exc
-    except BaseException:
-        handle.close()
-        with contextlib.suppress(OSError):
-            part.unlink()  # noqa: ASYNC240 - see the docstring
-        raise
-    return reply
+    return method, content, tuple(headers)

@@ -18,7 +18,7 @@ import json
 import os
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -41,18 +41,21 @@ from parallelize.http import (
 )
 
 from ._attempt import HTTPStatusError, SaveError, make_exchange
+from ._crawl import check_crawl_options, saved_cookies, sitemap_items
 from ._errors import UsageError, error_text
 from ._execution import execute, wants_progress
 from ._fetch_remote import child_client, exchange
+from ._fields import TRACED
 from ._files import check_distinct_files, check_journal
 from ._input import NotUTF8, count_items, open_input, read_items
 from ._job import Job, retry_of
 from ._loop import run_loop
-from ._output import ENCODE, Sink, open_output
+from ._output import ENCODE, open_output
 from ._per_key import host_key, per_key_of
 from ._request import RequestShape, request_shape
 from ._request_lines import InvalidRequestError, RequestLine, parse_request
 from ._robots import MarkedURL, RobotsError, RobotsGate, agent_token
+from ._saving import Saving
 from ._shared_run import check_queue_options
 from ._unique import UniqueKeys
 
@@ -217,7 +220,10 @@ def fetch_command(options: argparse.Namespace, argv: list[str]) -> int:
         breaker_alone=True,
     )
     check_journal(options.journal)
-    check_queue_options(options, options.urls, "URLS")
+    check_crawl_options(options)
+    if options.sitemap:
+        _check_sitemap(options)
+    check_queue_options(options, options.urls or (options.sitemap or [None])[0], "URLS")
     with open_input(options.urls, "the URLS file") as stream:
         check_distinct_files(
             stream,
@@ -240,8 +246,16 @@ def fetch_command(options: argparse.Namespace, argv: list[str]) -> int:
             total = count_items(
                 stream, _line_parser(options, UniqueKeys() if options.unique else None)
             )
-        with open_output(options.output) as sink:
-            return run_loop(_fetch(options, stream, sink, argv, total), options.uvloop)
+        return run_loop(_fetch(options, stream, argv, total), options.uvloop)
+
+
+def _check_sitemap(options: argparse.Namespace) -> None:
+    """Refuse what does not go with ``--sitemap``: it is the input."""
+    if options.urls is not None:
+        raise UsageError("--sitemap is the input: give URLS or --sitemap, not both")
+    for flag, value in (("--requests", options.requests), ("--run", options.run_name)):
+        if value:
+            raise UsageError(f"--sitemap does not go with {flag}: save its URLs to a file first")
 
 
 def outcome_settings(options: argparse.Namespace) -> dict[str, Any]:
@@ -266,6 +280,10 @@ def outcome_settings(options: argparse.Namespace) -> dict[str, Any]:
     }
     if shape.content is not None:  # only then: a journal of a body-less fetch is unchanged
         settings["body"] = "sha256:" + hashlib.sha256(shape.content).hexdigest()[:16]
+    if options.save_as != "hash":  # the same: only when it names files otherwise
+        settings["save_as"] = options.save_as
+    if options.content_disposition:
+        settings["content_disposition"] = True
     return settings
 
 
@@ -347,6 +365,8 @@ def _client_settings(options: argparse.Namespace) -> dict[str, Any]:
         "resolve": dict(options.resolve),
         "limit_rate": _limit_rate(options),
         "http2": options.http2,
+        "trace": not TRACED.isdisjoint(options.fields),
+        "cookies": options.cookie_jar_object,
     }
 
 
@@ -366,13 +386,16 @@ def _limit_rate(options: argparse.Namespace) -> float | None:
 async def _fetch(
     options: argparse.Namespace,
     stream: IO[bytes] | None,
-    sink: Sink,
     argv: list[str],
     total: int | None,
 ) -> int:
-    """Fetch, on the event loop: the client, the action, the run."""
+    """Fetch, on the event loop: the client, the action, the run.
+
+    The output is opened last, once the first ``--sitemap`` is read.
+    """
     settings = _client_settings(options)
     async with contextlib.AsyncExitStack() as stack:
+        stack.enter_context(saved_cookies(options))  # written once the client is closed
         remote = None
         if options.processes is not None:
             from parallelize import open_processes  # noqa: PLC0415 - 10 ms, when asked for
@@ -381,16 +404,25 @@ async def _fetch(
                 child_client,
                 settings,
                 options.shape,
-                options.save_dir,
+                options.saving,
                 options.max_body,
                 options.fields,
+                options.recrawl,
             )
             remote = await stack.enter_async_context(
                 open_processes(exchange, options.processes, setup=setup)
             )
         client = None
-        if remote is None or options.robots:
+        if remote is None or options.robots or options.sitemap:
             client = await stack.enter_async_context(open_client(**settings))
+        sitemap = None
+        if options.sitemap:
+            assert client is not None
+            unique = UniqueKeys() if options.unique else None
+            options.unique_filter = unique
+            sitemap = await sitemap_items(
+                client, options.sitemap, _line_parser(options, unique), quiet=options.quiet
+            )
         robots = None
         if options.robots:
             assert client is not None
@@ -402,7 +434,9 @@ async def _fetch(
                     rate=options.per_key_rate,
                 )
             )
-        job = _job(client, remote, robots, options, stream, total)
+        job = _job(client, remote, robots, options, stream, total, sitemap)
+        sink = stack.enter_context(open_output(options.output))
+        sink.render = options.render
         return await execute(job, options, sink, argv)
 
 
@@ -413,6 +447,7 @@ def _job(  # noqa: PLR0917 - the parts of one fetch
     options: argparse.Namespace,
     stream: IO[bytes] | None,
     total: int | None,
+    sitemap: AsyncIterator[tuple[int, str]] | None = None,
 ) -> Job:
     """Return the fetch's job: the action, its items (through ``--robots``' gate)."""
     loop = asyncio.get_running_loop()
@@ -424,11 +459,12 @@ def _job(  # noqa: PLR0917 - the parts of one fetch
         action = _make_fetch(
             client,
             shape=options.shape,
-            save_dir=options.save_dir,
+            saving=options.saving,
             max_body=options.max_body,
             starts=starts,
             tries=tries,
             fields=options.fields,
+            recrawl=options.recrawl,
         )
         note = f"client {client.name}"
     else:
@@ -438,8 +474,11 @@ def _job(  # noqa: PLR0917 - the parts of one fetch
         if processes == "auto":
             processes = len(os.sched_getaffinity(0))
         note = f"client {options.client}, {processes} processes"
-    unique = UniqueKeys() if options.unique else None
-    items = read_items(stream, _line_parser(options, unique))
+    if sitemap is None:
+        unique = UniqueKeys() if options.unique else None
+        items = read_items(stream, _line_parser(options, unique))
+    else:
+        unique, items = options.unique_filter, sitemap
     return Job(
         action=action,
         items=items if robots is None else robots.items(items),
@@ -487,11 +526,12 @@ def _make_fetch(
     client: Client,
     *,
     shape: RequestShape,
-    save_dir: str | None,
+    saving: Saving | None,
     max_body: int | None,
     starts: dict[int, float],
     tries: dict[int, int],
     fields: tuple[str, ...] = (),
+    recrawl: str | None = None,
 ) -> Callable[[int, str], Awaitable[str]]:
     """Return the action: one request, its body drained or saved, its JSON line.
 
@@ -499,7 +539,9 @@ def _make_fetch(
     attempts made, for the record of an item that was retried.
     """
     clock = asyncio.get_running_loop().time
-    exchange = make_exchange(client.request, shape, save_dir, max_body, clock, fields=fields)
+    exchange = make_exchange(
+        client.request, shape, saving, max_body, clock, fields=fields, recrawl=recrawl
+    )
 
     async def fetch(line: int, url: str) -> str:
         if type(url) is not str and isinstance(url, MarkedURL):

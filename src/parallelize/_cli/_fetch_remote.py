@@ -18,6 +18,7 @@ from parallelize.http import open_client
 
 from ._attempt import make_exchange
 from ._request import RequestShape
+from ._saving import Saving
 
 __all__ = ("child_client", "exchange")
 
@@ -26,18 +27,19 @@ _EXCHANGE: Callable[[int, str, float, int], Awaitable[str]] | None = None
 
 
 @contextlib.asynccontextmanager
-async def child_client(
+async def child_client(  # noqa: PLR0917 - partial()'s arguments, in order
     client: dict[str, Any],
     shape: RequestShape,
-    save_dir: str | None,
+    saving: Saving | None,
     max_body: int | None,
     fields: tuple[str, ...] = (),
+    recrawl: str | None = None,
 ) -> AsyncIterator[None]:
     """Open this child's client (``client``: open_client's arguments) for its calls."""
     global _EXCHANGE  # noqa: PLW0603 - one client per process: the point of the module
     async with open_client(**client) as opened:
         _EXCHANGE = make_exchange(
-            opened.request, shape, save_dir, max_body, time.monotonic, fields=fields
+            opened.request, shape, saving, max_body, time.monotonic, fields=fields, recrawl=recrawl
         )
         try:
             yield

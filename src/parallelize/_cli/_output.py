@@ -12,6 +12,7 @@ import json
 import os
 import stat
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Self, TextIO
 
@@ -73,6 +74,8 @@ class Sink:
         # prints them above the bar instead of into it.
         self._stdout = stream is sys.stdout
         self.lines: list[str] = []
+        # --format: each record's JSON line becomes the line written.
+        self.render: Callable[[str], str] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._error: Exception | None = None
 
@@ -90,6 +93,8 @@ class Sink:
         """Add one line (without its newline)."""
         if self._error is not None:
             raise self._error
+        if self.render is not None:
+            line = self.render(line)
         lines = self.lines
         lines.append(line)
         if len(lines) >= _FLUSH_LINES:

@@ -9,6 +9,7 @@ from typing import NoReturn
 
 from parallelize.http import BACKENDS
 
+from ._crawl_options import add_crawl_options
 from ._errors import UsageError
 from ._fetch import parse_header, parse_retry_on
 from ._fields import parse_fields
@@ -22,9 +23,13 @@ __all__ = ("build_parser",)
 EXIT_CODES = """\
 exit codes:
   0    every item succeeded
-  1    some items failed (their records say why; the others are written too)
+  1    some items failed (their records say why; the others are written too),
+       and some of those may succeed on a rerun (a timeout, a 503)
   2    usage error: a bad option, an input or output file that cannot be opened,
        a MODULE:FUNCTION that cannot be imported, a journal that cannot be used
+  3    stopped by --halt-after: too many failures (what was done is recorded)
+  4    some items failed, every failure final (a 404, an invalid URL): a rerun
+       with the journal would not change them (--retry-failed runs them anyway)
   74   the output could not be written (a full disk): one line on stderr; the
        lines already written are whole JSON lines
   130  interrupted by Ctrl-C (SIGINT) or SIGTERM after a graceful stop
@@ -477,7 +482,9 @@ def build_parser() -> Parser:
         metavar="LIST",
         help="add to each record (and to a failure's with a response), comma-"
         "separated: content_type; headers (every response header: lower-case names, "
-        "each a list of its values); header:NAME (one header's first value)",
+        "each a list of its values); header:NAME (one header's first value); timing "
+        "(dns, connect, first_byte, total seconds: null where the client does not "
+        "tell); remote_address; redirects (each one followed: url, status)",
     )
     fetch.add_argument(
         "--unique",
@@ -563,8 +570,9 @@ def build_parser() -> Parser:
     fetch.add_argument(
         "--save-dir",
         metavar="DIR",
-        help="save each body to DIR/<sha256 of the URL, in hex> (the record's "
-        '"file"), streamed, never held in memory',
+        help='save each body under DIR (the record\'s "file"): by default '
+        "DIR/<sha256 of the URL, in hex>, other names with --save-as; streamed, never "
+        "held in memory",
     )
     fetch.add_argument(
         "--connect-timeout",
@@ -626,6 +634,7 @@ def build_parser() -> Parser:
         metavar="FILE",
         help="the private key of --cert (PEM, not encrypted)",
     )
+    add_crawl_options(fetch)
     hosts = _add_per_key(
         fetch,
         "host",

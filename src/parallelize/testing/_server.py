@@ -31,6 +31,21 @@ on a response that is not a 200):
                                milliseconds, the next ``k`` queue for their turn, and
                                beyond ``2 * k`` in the service the answer is 503 at once.
     ``/capacity/set?k=K&ms=M`` changes the capacity while the server runs.
+    ``/cookie/set/{name}/{value}?path=P&next=U``
+                               sets that cookie (``Path=P``, default ``/``) and
+                               redirects (302) to U (default ``/echo``); ``next=``
+                               empty: a 200 instead.
+    ``/file/{name}?size=N&cd=F&cut=K&etag=E``
+                               a file of N bytes (default 1000; byte i is
+                               ``name[i % len(name)]``) with an ``ETag`` (``"E"``,
+                               default ``"name-N"``) and a ``Last-Modified``: a
+                               matching ``If-None-Match`` or ``If-Modified-Since`` gets
+                               304; ``Range: bytes=A-`` a 206 from A (416 past the
+                               end); ``cd=F`` a ``Content-Disposition`` naming F
+                               (sent as it is given); ``cut=K`` closes the connection
+                               once the body reaches byte K of the file.
+    ``/sitemap/{n}.xml?first=F``  a sitemap of ``/page/F`` .. ``/page/F+n-1`` (F default 1).
+    ``/sitemap-index/{k}/{n}.xml`` a sitemap index of k sitemaps of n pages each, in order.
 """
 
 from __future__ import annotations
@@ -54,6 +69,8 @@ if TYPE_CHECKING:
     from aiohttp import web
 
 __all__ = ("Capacity", "ServerStats", "local_server", "make_app", "page_urls")
+
+_SITEMAPS = "http://www.sitemaps.org/schemas/sitemap/0.9"
 
 
 def _require_aiohttp() -> None:
@@ -278,6 +295,86 @@ class _Routes:
             transport.close()  # the client sees the body end 990 bytes early
         return response
 
+    @staticmethod
+    async def set_cookie(request: web.Request) -> web.Response:
+        from aiohttp import web  # noqa: PLC0415 - an optional extra, imported where used
+
+        name, value = request.match_info["name"], request.match_info["value"]
+        cookie = f"{name}={value}; Path={request.query.get('path', '/')}"
+        following = request.query.get("next", "/echo")
+        if not following:
+            return web.Response(text="set\n", headers={"Set-Cookie": cookie})
+        return web.Response(status=302, headers={"Set-Cookie": cookie, "Location": following})
+
+    @staticmethod
+    async def file(request: web.Request) -> web.StreamResponse:
+        from aiohttp import web  # noqa: PLC0415 - an optional extra, imported where used
+
+        name = request.match_info["name"]
+        size = int(request.query.get("size", "1000"))
+        etag = '"{}"'.format(request.query.get("etag", f"{name}-{size}"))
+        modified = "Wed, 01 Jan 2025 00:00:00 GMT"
+        headers = {"ETag": etag, "Last-Modified": modified, "Accept-Ranges": "bytes"}
+        if "cd" in request.query:
+            headers["Content-Disposition"] = request.query["cd"]
+        if request.headers.get("If-None-Match") == etag or (
+            "If-None-Match" not in request.headers
+            and request.headers.get("If-Modified-Since") == modified
+        ):
+            return web.Response(status=304, headers=headers)
+        start = 0
+        ranged = request.headers.get("Range", "")
+        partial = ranged.startswith("bytes=") and ranged.endswith("-") and ranged[6:-1].isdigit()
+        if partial:
+            start = int(ranged[6:-1])
+            if start >= size:
+                headers["Content-Range"] = f"bytes */{size}"
+                return web.Response(status=416, headers=headers)
+            headers["Content-Range"] = f"bytes {start}-{size - 1}/{size}"
+        response = web.StreamResponse(status=206 if partial else 200, headers=headers)
+        response.content_length = size - start
+        await response.prepare(request)
+        pattern = name.encode() or b"x"
+        cut = int(request.query.get("cut", str(size)))
+        position = start
+        while position < size:
+            end = min(size, position + 65536, cut if cut > position else size)
+            await response.write(bytes(pattern[i % len(pattern)] for i in range(position, end)))
+            position = end
+            if position == cut and cut < size:
+                await asyncio.sleep(0.05)  # the bytes so far reach the client first
+                if request.transport is not None:
+                    request.transport.close()
+                return response
+        await response.write_eof()
+        return response
+
+    @staticmethod
+    async def sitemap(request: web.Request) -> web.Response:
+        from aiohttp import web  # noqa: PLC0415 - an optional extra, imported where used
+
+        count = int(request.match_info["n"])
+        first = int(request.query.get("first", "1"))
+        base = f"{request.scheme}://{request.host}"
+        locs = "".join(
+            f"<url><loc>{base}/page/{n}</loc></url>" for n in range(first, first + count)
+        )
+        text = f'<?xml version="1.0" encoding="UTF-8"?><urlset xmlns="{_SITEMAPS}">{locs}</urlset>'
+        return web.Response(text=text, content_type="application/xml")
+
+    @staticmethod
+    async def sitemap_index(request: web.Request) -> web.Response:
+        from aiohttp import web  # noqa: PLC0415 - an optional extra, imported where used
+
+        parts, count = int(request.match_info["k"]), int(request.match_info["n"])
+        base = f"{request.scheme}://{request.host}"
+        locs = "".join(
+            f"<sitemap><loc>{base}/sitemap/{count}.xml?first={1 + part * count}</loc></sitemap>"
+            for part in range(parts)
+        )
+        text = f'<?xml version="1.0"?><sitemapindex xmlns="{_SITEMAPS}">{locs}</sitemapindex>'
+        return web.Response(text=text, content_type="application/xml")
+
     async def hang(self, request: web.Request) -> web.Response:
         # Answer nothing until the client gives up and closes the connection (then
         # the server can shut down without waiting for this handler).
@@ -329,6 +426,10 @@ def make_app(stats: ServerStats | None = None, capacity: Capacity | None = None)
     app.router.add_route("*", "/goto/{status:\\d+}", routes.goto)
     app.router.add_route("*", "/target", routes.target)
     app.router.add_route("*", "/target/{tail:.*}", routes.target)
+    app.router.add_get("/cookie/set/{name}/{value}", routes.set_cookie)
+    app.router.add_get("/file/{name}", routes.file)
+    app.router.add_get("/sitemap/{n:\\d+}.xml", routes.sitemap)
+    app.router.add_get("/sitemap-index/{k:\\d+}/{n:\\d+}.xml", routes.sitemap_index)
     return app
 
 
