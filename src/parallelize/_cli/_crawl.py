@@ -94,7 +94,7 @@ def _cookie_jar(options: argparse.Namespace) -> http.cookiejar.CookieJar | None:
         options.shape = _with_cookie_header(options, cookie)
     elif cookie is not None:
         try:
-            jar.load(cookie, ignore_discard=True, ignore_expires=False)
+            _load(jar, cookie)
         except OSError as exc:
             reason = exc.strerror or str(exc)
             if isinstance(exc, http.cookiejar.LoadError):
@@ -106,6 +106,33 @@ def _cookie_jar(options: argparse.Namespace) -> http.cookiejar.CookieJar | None:
     if save_to is not None:
         _check_writable(save_to)
     return jar
+
+
+def _load(jar: http.cookiejar.MozillaCookieJar, path: str) -> None:
+    """Load a cookie file whose session cookies expire at 0, as curl and wget write them.
+
+    Python's reader takes an expiry of 0 for 1970 and drops the cookie: it is read
+    through a copy whose 0s are empty (a session cookie to Python).
+    """
+    import http.cookiejar  # noqa: PLC0415 - with -b FILE only
+    import tempfile  # noqa: PLC0415 - with -b FILE only
+
+    text = Path(path).read_text(encoding="utf-8", errors="surrogateescape")
+    lines = text.split("\n")
+    for number, line in enumerate(lines):
+        fields = line.split("\t")
+        if len(fields) == 7 and fields[4] == "0":
+            fields[4] = ""
+            lines[number] = "\t".join(fields)
+    with tempfile.NamedTemporaryFile(
+        "w", suffix=".txt", encoding="utf-8", errors="surrogateescape"
+    ) as copy:
+        copy.write("\n".join(lines))
+        copy.flush()
+        try:
+            jar.load(copy.name, ignore_discard=True, ignore_expires=False)
+        except http.cookiejar.LoadError as exc:
+            raise http.cookiejar.LoadError(str(exc).replace(repr(copy.name), repr(path))) from None
 
 
 def _with_cookie_header(options: argparse.Namespace, cookie: str) -> object:

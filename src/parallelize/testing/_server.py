@@ -41,9 +41,10 @@ on a response that is not a 200):
                                default ``"name-N"``) and a ``Last-Modified``: a
                                matching ``If-None-Match`` or ``If-Modified-Since`` gets
                                304; ``Range: bytes=A-`` a 206 from A (416 past the
-                               end); ``cd=F`` a ``Content-Disposition`` naming F
-                               (sent as it is given); ``cut=K`` closes the connection
-                               once the body reaches byte K of the file.
+                               end; a 200 with an ``If-Range`` that does not match);
+                               ``cd=F`` a ``Content-Disposition`` naming F (sent as
+                               it is given); ``cut=K`` closes the connection once
+                               the body reaches byte K of the file.
     ``/sitemap/{n}.xml?first=F``  a sitemap of ``/page/F`` .. ``/page/F+n-1`` (F default 1).
     ``/sitemap-index/{k}/{n}.xml`` a sitemap index of k sitemaps of n pages each, in order.
 """
@@ -325,6 +326,8 @@ class _Routes:
         start = 0
         ranged = request.headers.get("Range", "")
         partial = ranged.startswith("bytes=") and ranged.endswith("-") and ranged[6:-1].isdigit()
+        if request.headers.get("If-Range", etag) not in {etag, modified}:
+            partial = False  # the file changed since the part was written: all of it
         if partial:
             start = int(ranged[6:-1])
             if start >= size:
