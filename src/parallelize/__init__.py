@@ -44,6 +44,7 @@ they observe). ``tests/test_layers.py`` holds the map below to that::
     _http_aiohttp   http's aiohttp backend
     _http_pyreqwest http's pyreqwest backend
     _http_settings  http's settings: proxies, certificates, limits
+    _http_cookies   http's cookie jar, driven at each hop by both backends
     _http_urls      http's URL checks
     _http_errors    http's exceptions (HTTPClientError and its kinds)
     [base]

@@ -25,6 +25,7 @@ from ._http_client import (
     check_url,
     finish_reply,
     origin_of,
+    read_body,
     redirected_headers,
     too_many_redirects,
 )
@@ -177,41 +178,36 @@ class _Pyreqwest:
         cookies = self._cookies
         try:
             while True:
-                sent = headers if cookies is None else with_cookie(headers, cookies.header(url))
-                builder = self._builder(method, url, hops, started, content, sent)
-                if not isinstance(body, str):
-                    builder = builder.streamed_read_buffer_limit(0)  # see _reply
+                builder = self._builder(method, url, hops, started, content, headers, body)
                 async with builder.build_streamed() as resp:
                     status = resp.status
                     if cookies is not None:
                         cookies.store(url, resp.headers.getall("set-cookie"))
-                    location = self._location(status, resp)
+                    location = None
+                    if status in _REDIRECTS and self._max_redirects:
+                        location = resp.get_header("location")
                     if location is not None:
                         hops += 1
                         if trace is not None:
                             trace.redirects.append((url, status))
-                        was, before = method, url
-                        method, url = self._redirected(hops, status, method, url, location)
-                        content, headers = _next_hop(content, headers, before, url, method != was)
+                        method, url, content, headers = self._redirected(
+                            hops, status, (method, url, content, headers), location
+                        )
                         continue
+                    if trace is None and max_body is None and on_head is None:  # fetch's own
+                        size, kept = await read_body(
+                            resp.body_reader.read_chunk, body, None, self._bandwidth
+                        )
+                        reason = _PHRASES.get(status, "")
+                        return Reply(status, reason, url, resp.headers, size, kept)
                     return await self._reply(resp, url, body, max_body, on_head, trace, started)
         except HTTPClientError:
             raise
         except Exception as exc:
-            mapped = _pyreqwest_mapped(exc)
+            mapped = _pyreqwest_mapped(exc, url)
             if mapped is None:
                 raise
-            if isinstance(mapped, InvalidURLError) and "not a valid Uri" in str(mapped):
-                # Short enough as given, too long once percent-encoded (http's u16).
-                mapped = InvalidURLError(too_long(len(wire_url(url))))
             raise mapped from exc
-
-    def _location(self, status: int, resp: Any) -> str | None:
-        """Return where a redirect to follow goes, or None: the response is the reply."""
-        if status in _REDIRECTS and self._max_redirects:
-            location: str | None = resp.get_header("location")
-            return location
-        return None
 
     async def _reply(  # noqa: PLR0917 - one response's setting
         self,
@@ -255,8 +251,15 @@ class _Pyreqwest:
         started: float,
         content: bytes | None,
         headers: Sequence[tuple[str, str]],
+        body: Body = "keep",
     ) -> Any:
-        """Return the request of one hop; a redirect gets the time left of the timeout."""
+        """Return the request of one hop; a redirect gets the time left of the timeout.
+
+        The jar's cookies for ``url`` join the request's own headers; a body handed
+        to a function is read without read-ahead (see :meth:`_reply`).
+        """
+        if self._cookies is not None:
+            headers = with_cookie(headers, self._cookies.header(url))
         try:
             builder = self._client.request(method, url)
         except ValueError as exc:  # pyreqwest's URL parser, and only it
@@ -270,12 +273,13 @@ class _Pyreqwest:
             builder = builder.body_bytes(content)
         elif method not in NO_BODY_METHODS:  # reqwest sends none for an empty body
             builder = builder.header("Content-Length", "0")  # as aiohttp sends
+        if not isinstance(body, str):
+            builder = builder.streamed_read_buffer_limit(0)
         return builder
 
-    def _redirected(
-        self, hops: int, status: int, method: str, url: str, location: str
-    ) -> tuple[str, str]:
-        """Return the method and URL to follow a redirect with (as browsers do)."""
+    def _redirected(self, hops: int, status: int, hop: _Hop, location: str) -> _Hop:
+        """Return the next hop's method, URL, body and headers (as browsers do)."""
+        method, url, content, headers = hop
         if hops > self._max_redirects:
             raise too_many_redirects(self._max_redirects)
         joined = urllib.parse.urljoin(url, location)
@@ -283,10 +287,15 @@ class _Pyreqwest:
             check_url(joined)
         except InvalidURLError:
             raise bad_redirect(url, location) from None
-        url = joined
+        was = method
         if status == 303 or (status in (301, 302) and method == "POST"):
             method = method if method == "HEAD" else "GET"
-        return method, url
+        content, headers = _next_hop(content, headers, url, joined, method != was)
+        return method, joined, content, headers
+
+
+# A hop's method, URL, body and own headers.
+_Hop = tuple[str, str, "bytes | None", Sequence[tuple[str, str]]]
 
 
 def _next_hop(
@@ -317,7 +326,16 @@ _CAUSES: Final = (
 )
 
 
-def _pyreqwest_mapped(error: Exception) -> HTTPClientError | None:
+def _pyreqwest_mapped(error: Exception, url: str) -> HTTPClientError | None:
+    """Return our error for pyreqwest's ``error`` (None: not pyreqwest's, raise it as is)."""
+    mapped = _mapped_kind(error)
+    if isinstance(mapped, InvalidURLError) and "not a valid Uri" in str(mapped):
+        # Short enough as given, too long once percent-encoded (http's u16).
+        mapped = InvalidURLError(too_long(len(wire_url(url))))
+    return mapped
+
+
+def _mapped_kind(error: Exception) -> HTTPClientError | None:
     from pyreqwest import exceptions  # noqa: PLC0415 - imported already by then
 
     if not isinstance(error, exceptions.PyreqwestError):

@@ -10,17 +10,20 @@ from __future__ import annotations
 import functools
 from collections.abc import Awaitable, Callable
 from json.encoder import encode_basestring_ascii
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from parallelize import parse_retry_after
 from parallelize.http import Reply
 
+from ._errors import SaveError
 from ._fields import fragment, response_fields
 from ._request import RequestShape
 from ._request_lines import RequestLine
-from ._saving import SaveError, Saver, Saving, save_name
 
-__all__ = ("HTTPStatusError", "SaveError", "make_exchange", "save_name")
+if TYPE_CHECKING:
+    from ._saving import Saving
+
+__all__ = ("HTTPStatusError", "SaveError", "make_exchange")
 
 
 class HTTPStatusError(Exception):
@@ -89,10 +92,15 @@ def make_exchange(
     ``recrawl``: an earlier journal, whose records make each request conditional.
     """
     send = _sender(request, shape, saving, max_body, recrawl)
+    drain = _drain(request, shape, max_body)
     quote = encode_basestring_ascii
 
     async def exchange(line: int, url: str, first: float, attempt: int) -> str:
-        reply, file, resumed = await send(line, url)
+        if send is None:  # the body read and counted: fetch's own, one await less
+            reply = await drain(url)
+            file = resumed = None
+        else:
+            reply, file, resumed = await send(line, url)
         elapsed = int((clock() - first) * 1e6) / 1e6  # round(x, 6) costs a dtoa
         status = reply.status
         if status >= 400 and resumed is None:
@@ -137,8 +145,12 @@ def _sender(
     saving: Saving | None,
     max_body: int | None,
     recrawl: str | None,
-) -> Callable[[int, str], Awaitable[Sent]]:
-    """Return how one URL is requested: its own request's parts, saved or drained."""
+) -> Callable[[int, str], Awaitable[Sent]] | None:
+    """Return how one URL is requested and saved (or made conditional); None: neither."""
+    if saving is None and recrawl is None:
+        return None
+    from ._saving import Saver  # noqa: PLC0415 - with --save-dir only
+
     saver = None if saving is None else Saver(saving)
     previous = None
     if recrawl is not None:
@@ -146,22 +158,6 @@ def _sender(
 
         previous = Previous(recrawl)
     method = shape.method
-    plain = request
-    if shape.content is not None or shape.headers:  # else the request as it was: no cost
-        plain = functools.partial(request, content=shape.content, headers=shape.headers)
-    if saver is None and previous is None:
-
-        async def drain(_line: int, url: str) -> Sent:
-            if type(url) is RequestLine:  # --requests: this line's own method, body, headers
-                how, content, headers = _line_request(shape, url)
-                reply = await request(
-                    how, url, body="discard", max_body=max_body, content=content, headers=headers
-                )
-            else:  # fetch's own: tight
-                reply = await plain(method, url, body="discard", max_body=max_body)
-            return reply, None, None
-
-        return drain
 
     async def send(line: int, url: str) -> Sent:
         how, content, headers = method, shape.content, shape.headers
@@ -191,6 +187,30 @@ def _sender(
         )
 
     return send
+
+
+def _drain(
+    request: Callable[..., Awaitable[Reply]], shape: RequestShape, max_body: int | None
+) -> Callable[[str], Awaitable[Reply]]:
+    """Return how one URL is requested when its body is only read and counted.
+
+    A plain URL is one call of the client (the command's body and headers bound
+    once); a request line of ``--requests`` its own method, body and headers.
+    """
+    method = shape.method
+    plain = request
+    if shape.content is not None or shape.headers:  # else the request as it was: no cost
+        plain = functools.partial(request, content=shape.content, headers=shape.headers)
+
+    def drain(url: str) -> Awaitable[Reply]:
+        if type(url) is RequestLine:  # --requests: this line's own method, body, headers
+            how, content, headers = _line_request(shape, url)
+            return request(
+                how, url, body="discard", max_body=max_body, content=content, headers=headers
+            )
+        return plain(method, url, body="discard", max_body=max_body)
+
+    return drain
 
 
 def _line_request(

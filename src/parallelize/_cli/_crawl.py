@@ -16,8 +16,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ._errors import UsageError
-from ._format import parse_format
-from ._saving import Saving
 
 if TYPE_CHECKING:
     import argparse
@@ -39,6 +37,8 @@ def check_crawl_options(options: argparse.Namespace) -> None:
     fields = list(options.fields)
     options.render = None
     if options.format is not None:
+        from ._format import parse_format  # noqa: PLC0415 - with --format only
+
         options.render, named = parse_format(options.format)
         fields += named
     _check_saving(options)
@@ -66,6 +66,8 @@ def _check_saving(options: argparse.Namespace) -> None:
             raise UsageError(f"{given[0]} says how bodies are saved: give --save-dir DIR too")
         options.saving = None
         return
+    from ._saving import Saving  # noqa: PLC0415 - with --save-dir only
+
     options.saving = Saving(
         options.save_dir, options.save_as, options.content_disposition, options.resume
     )

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import argparse
 
-from ._format import parse_format
-from ._saving import parse_save_as
-
 __all__ = ("add_crawl_options",)
 
 
 def _format(text: str) -> str:
+    from ._format import parse_format  # noqa: PLC0415 - with --format only
+
     try:
         parse_format(text)
     except ValueError as exc:
@@ -23,6 +22,10 @@ def _format(text: str) -> str:
 
 
 def _save_as(text: str) -> str:
+    if text == "hash":  # the default, which argparse passes here too
+        return text
+    from ._saving import parse_save_as  # noqa: PLC0415 - with --save-as only
+
     try:
         parse_save_as(text)
     except ValueError as exc:

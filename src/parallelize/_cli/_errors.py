@@ -16,6 +16,7 @@ __all__ = (
     "EXIT_OUTPUT",
     "EXIT_USAGE",
     "OutputError",
+    "SaveError",
     "UsageError",
     "error_text",
 )
@@ -27,6 +28,10 @@ EXIT_HALTED = 3  # --halt-after: stopped early, hopeless; the rest not attempted
 EXIT_USAGE = 2  # a bad option, input, output, function or journal: nothing useful was done
 EXIT_INTERRUPTED = 130  # stopped by SIGINT or SIGTERM (128 + SIGINT, as shells report it)
 EXIT_OUTPUT = 74  # the output could not be written (a full disk): sysexits' EX_IOERR
+
+
+class SaveError(OSError):
+    """A body could not be written under ``fetch --save-dir``: a failure of kind ``save``."""
 
 
 class UsageError(Exception):

@@ -55,12 +55,13 @@ from ._per_key import host_key, per_key_of
 from ._request import RequestShape, request_shape
 from ._request_lines import InvalidRequestError, RequestLine, parse_request
 from ._robots import MarkedURL, RobotsError, RobotsGate, agent_token
-from ._saving import Saving
 from ._shared_run import check_queue_options
 from ._unique import UniqueKeys
 
 if TYPE_CHECKING:
     import argparse
+
+    from ._saving import Saving
 
 __all__ = ("fetch_command", "parse_header")
 

@@ -12,13 +12,15 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from parallelize.http import open_client
 
 from ._attempt import make_exchange
 from ._request import RequestShape
-from ._saving import Saving
+
+if TYPE_CHECKING:
+    from ._saving import Saving
 
 __all__ = ("child_client", "exchange")
 

@@ -31,17 +31,15 @@ from typing import IO, Final
 
 from parallelize.http import Reply
 
-__all__ = ("SaveError", "Saver", "Saving", "parse_save_as", "save_name")
+from ._errors import SaveError
+
+__all__ = ("Saver", "Saving", "disposition_name", "parse_save_as", "save_name")
 
 _FIELDS: Final = ("host", "port", "path", "dir", "name", "query", "hash", "key")
 _MAX_SEGMENT: Final = 240  # bytes: under every common file system's 255
 _UNSAFE: Final = re.compile(r"[\x00-\x1f\x7f/\\]")
 _XATTR: Final = "user.parallelize.validator"
 _INDEX: Final = "index.html"
-
-
-class SaveError(OSError):
-    """The body could not be written under ``--save-dir``."""
 
 
 def save_name(name: str) -> str:

@@ -47,6 +47,7 @@ on a response that is not a 200):
                                the body reaches byte K of the file.
     ``/sitemap/{n}.xml?first=F``  a sitemap of ``/page/F`` .. ``/page/F+n-1`` (F default 1).
     ``/sitemap-index/{k}/{n}.xml`` a sitemap index of k sitemaps of n pages each, in order.
+    ``/sitemap.xml``           ``/sitemap-index/2/3.xml``: a site's sitemap, for the docs.
 """
 
 from __future__ import annotations
@@ -369,7 +370,8 @@ class _Routes:
     async def sitemap_index(request: web.Request) -> web.Response:
         from aiohttp import web  # noqa: PLC0415 - an optional extra, imported where used
 
-        parts, count = int(request.match_info["k"]), int(request.match_info["n"])
+        parts = int(request.match_info.get("k", "2"))
+        count = int(request.match_info.get("n", "3"))
         base = f"{request.scheme}://{request.host}"
         locs = "".join(
             f"<sitemap><loc>{base}/sitemap/{count}.xml?first={1 + part * count}</loc></sitemap>"
@@ -433,6 +435,7 @@ def make_app(stats: ServerStats | None = None, capacity: Capacity | None = None)
     app.router.add_get("/file/{name}", routes.file)
     app.router.add_get("/sitemap/{n:\\d+}.xml", routes.sitemap)
     app.router.add_get("/sitemap-index/{k:\\d+}/{n:\\d+}.xml", routes.sitemap_index)
+    app.router.add_get("/sitemap.xml", routes.sitemap_index)  # k=2, n=3 by default
     return app
 
 
