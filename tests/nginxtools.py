@@ -8,6 +8,7 @@ against a server that answers in microseconds. ``scripts/test.sh`` installs ngin
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import socket
 import subprocess
@@ -73,6 +74,9 @@ def nginx(
     config.write_text(
         "\n".join(
             [
+                # Root's workers would run as nobody, who cannot read pytest's
+                # temporary directories (mode 0700): 403 for every file.
+                "user root;" if os.geteuid() == 0 else "",
                 "worker_processes 1;",
                 "daemon off;",
                 f"pid {root}/nginx.pid;",

@@ -516,3 +516,70 @@ def test_nothing_is_left_running(server: str, tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert len(proc.stdout.splitlines()) == 3
     assert (tmp_path / "jar.txt").exists()
+
+
+# -- nginx, an independent witness of ranges and validators -------------------------------
+
+
+def test_continue_and_if_range_against_nginx(client: str, tmp_path: Path) -> None:
+    """nginx's own Range, If-Range and ETag: a download cut by --timeout resumes; a
+    part of a file that changed since is not appended to, but fetched whole."""
+    from nginxtools import nginx  # noqa: PLC0415
+
+    body = os.urandom(3 << 20)
+    # nginx sends 1 MiB a second after the first: --timeout cuts the body.
+    with nginx(
+        tmp_path / "nginx", {"/big.bin": body}, extra="limit_rate 1m; limit_rate_after 1m;"
+    ) as base:
+        url = f"{base}/big.bin"
+        pages = tmp_path / "pages"
+        target = pages / hashlib.sha256(url.encode()).hexdigest()
+        part = Path(f"{target}.part")
+        cut = _fetch(client, [url], "--save-dir", str(pages), "-C", "--timeout", "1.5")
+        assert records(cut.stdout)[0]["error"]["kind"] == "timeout"
+        kept = part.stat().st_size
+        assert 0 < kept < len(body)
+        assert part.read_bytes() == body[:kept]
+        done = _fetch(client, [url], "--save-dir", str(pages), "-C")
+        assert done.returncode == 0, done.stderr
+        (record,) = records(done.stdout)
+        assert (record["status"], record["resumed_from"]) == (206, kept)
+        assert record["bytes"] == len(body) - kept
+        assert target.read_bytes() == body
+
+        # The file changes after a part of it was saved: If-Range fails, all of it comes.
+        part.write_bytes(body[:1000])
+        os.setxattr(part, "user.parallelize.validator", b'"not-its-etag"')
+        changed = os.urandom(5000)
+        (tmp_path / "nginx" / "www" / "big.bin").write_bytes(changed)
+        again = _fetch(client, [url], "--save-dir", str(pages), "-C")
+        (record,) = records(again.stdout)
+        assert (record["status"], record["bytes"]) == (200, 5000)
+        assert target.read_bytes() == changed
+
+
+def test_recrawl_against_nginx(client: str, tmp_path: Path) -> None:
+    """nginx answers If-None-Match with 304 while a file is the same, 200 once changed."""
+    from nginxtools import nginx  # noqa: PLC0415
+
+    with nginx(tmp_path / "nginx", {"/a.txt": b"aaa", "/b.txt": b"bbb"}) as base:
+        urls = [f"{base}/a.txt", f"{base}/b.txt"]
+        pages = tmp_path / "pages"
+        first = _fetch(
+            client, urls, "--save-dir", str(pages), "--journal", str(tmp_path / "1.db"),
+            "--fields", "header:etag,header:last-modified",
+        )  # fmt: skip
+        assert first.returncode == 0, first.stderr
+        www = tmp_path / "nginx" / "www"
+        (www / "b.txt").write_bytes(b"a new b")
+        os.utime(www / "b.txt", (1e9, 1e9))  # another mtime: another ETag
+        second = _fetch(
+            client, urls, "--save-dir", str(pages), "--journal", str(tmp_path / "2.db"),
+            "--recrawl", str(tmp_path / "1.db"),
+        )  # fmt: skip
+        assert second.returncode == 0, second.stderr
+        after = {r["url"]: r for r in records(second.stdout)}
+        assert after[urls[0]]["status"] == 304
+        assert Path(after[urls[0]]["file"]).read_bytes() == b"aaa"
+        assert after[urls[1]]["status"] == 200
+        assert Path(after[urls[1]]["file"]).read_bytes() == b"a new b"
