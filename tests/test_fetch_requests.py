@@ -303,6 +303,18 @@ def test_limit_rate_caps_the_bytes_a_second(client: str, server: str) -> None:
     assert took >= 1.0, took
 
 
+def test_a_body_paced_past_the_timeout_is_a_timeout(client: str, server: str) -> None:
+    """--limit-rate's waits count in --timeout on both clients (reqwest's own timer no
+    longer runs once it has read a local body into its buffers)."""
+    result = cli(
+        "fetch", "-", "--client", client, "--limit-rate", "256K", "--timeout", "1",
+        stdin=f"{server}/big/1048576\n",
+    )  # fmt: skip
+    (record,) = records(result.stdout)
+    assert record["error"]["kind"] == "timeout"
+    assert 0.9 < record["elapsed"] < 3
+
+
 def test_limit_rate_is_refused_below_one_byte(server: str) -> None:
     result = cli("fetch", "-", "--limit-rate", "abc", stdin=f"{server}/echo\n")
     assert result.returncode == 2

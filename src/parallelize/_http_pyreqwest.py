@@ -5,6 +5,7 @@ Redirects are followed here, not by reqwest, to know the final URL.
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import contextlib
 import datetime as dt
@@ -156,6 +157,10 @@ class _Pyreqwest:
         self._max_redirects = max_redirects
         self._timeout = timeout
         self._bandwidth = None if wires.limit_rate is None else Bandwidth(wires.limit_rate)
+        # A body read under limit_rate waits between chunks in Python, where reqwest's
+        # timeout no longer runs (it has read the body into its buffers): _reply
+        # holds the request to its timeout then, as aiohttp's Deadlines do.
+        self._unpaced = self._bandwidth is None or timeout is None
         self._tracing = wires.trace
         self._cookies = None if wires.cookies is None else CookieHops(wires.cookies)
 
@@ -194,7 +199,7 @@ class _Pyreqwest:
                             hops, status, (method, url, content, headers), location
                         )
                         continue
-                    if trace is None and max_body is None and on_head is None:  # fetch's own
+                    if trace is None and max_body is None and on_head is None and self._unpaced:
                         size, kept = await read_body(
                             resp.body_reader.read_chunk, body, None, self._bandwidth
                         )
@@ -230,7 +235,7 @@ class _Pyreqwest:
         if trace is not None:
             trace.first_byte = time.monotonic() - started
         length = resp.get_header("content-length") if max_body is not None else None
-        return await finish_reply(
+        finished = finish_reply(
             status,
             _PHRASES.get(status, ""),
             url,
@@ -242,6 +247,16 @@ class _Pyreqwest:
             trace,
             started,
         )
+        if self._unpaced:
+            return await finished
+        assert self._timeout is not None
+        try:
+            async with asyncio.timeout(max(self._timeout - (time.monotonic() - started), 0.0)):
+                return await finished
+        except TimeoutError:
+            raise RequestTimeoutError(
+                f"no complete reply within the client's timeout of {self._timeout:g} s"
+            ) from None
 
     def _builder(  # noqa: PLR0917 - one hop's request
         self,
