@@ -9,6 +9,7 @@ import hashlib
 import http.cookiejar
 import json
 import os
+import shutil
 import subprocess
 import sys
 import urllib.parse
@@ -583,3 +584,155 @@ def test_recrawl_against_nginx(client: str, tmp_path: Path) -> None:
         assert Path(after[urls[0]]["file"]).read_bytes() == b"aaa"
         assert after[urls[1]]["status"] == 200
         assert Path(after[urls[1]]["file"]).read_bytes() == b"a new b"
+
+
+# -- what a hostile or odd server must not do to the saved files (review findings) -------
+
+
+def test_a_symlinked_part_is_never_written_through(
+    client: str, server: str, tmp_path: Path
+) -> None:
+    pages = tmp_path / "pages"
+    pages.mkdir()
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    url = f"{server}/file/s?size=10"
+    target = pages / hashlib.sha256(url.encode()).hexdigest()
+    Path(f"{target}.part").symlink_to(victim)
+    result = _fetch(client, [url], "--save-dir", str(pages), "-C")
+    (record,) = records(result.stdout)
+    assert record["error"]["kind"] == "save"
+    assert victim.read_text() == "keep me"
+
+
+def test_a_content_disposition_name_never_takes_another_files_place(
+    client: str, server: str, tmp_path: Path
+) -> None:
+    pages = tmp_path / "pages"
+    other = f"{server}/file/o?size=3"
+    hashed = hashlib.sha256(other.encode()).hexdigest()
+    urls = [
+        other,
+        f"{server}/file/h?size=4&cd=" + urllib.parse.quote(f'attachment; filename="{hashed}"'),
+        f"{server}/file/p?size=5&cd=" + urllib.parse.quote('attachment; filename="x.part"'),
+        f"{server}/file/a?size=6&cd=" + urllib.parse.quote('attachment; filename="same.txt"'),
+        f"{server}/file/b?size=7&cd=" + urllib.parse.quote('attachment; filename="same.txt"'),
+    ]
+    result = _fetch(client, urls, "--save-dir", str(pages), "--content-disposition", "-w", "1")
+    assert result.returncode == 0, result.stderr
+    files = {r["url"]: r["file"] for r in records(result.stdout)}
+    assert Path(files[other]).read_bytes() == b"ooo"  # not replaced by the 2nd's body
+    assert files[urls[1]] == str(pages / hashlib.sha256(urls[1].encode()).hexdigest())
+    assert files[urls[2]] == str(pages / hashlib.sha256(urls[2].encode()).hexdigest())
+    assert sorted(Path(files[u]).name for u in urls[3:]) == ["same.txt", "same.txt.1"]
+
+
+def test_the_same_url_twice_with_continue_never_shares_a_part(
+    client: str, server: str, tmp_path: Path
+) -> None:
+    pages = tmp_path / "pages"
+    url = f"{server}/file/twice?size=200000"
+    result = _fetch(client, [url] * 3, "--save-dir", str(pages), "-C", "-w", "3")
+    assert result.returncode == 0, result.stderr
+    (file,) = {r["file"] for r in records(result.stdout)}
+    assert Path(file).read_bytes() == _file_bytes("twice", 200_000)
+    assert [p.name for p in pages.iterdir()] == [Path(file).name]
+
+
+def test_a_206_that_ends_early_keeps_the_part_until_the_rest_comes(
+    client: str, server: str, tmp_path: Path
+) -> None:
+    pages = tmp_path / "pages"
+    url = f"{server}/file/steps?size=1000&step=300"
+    target = pages / hashlib.sha256(url.encode()).hexdigest()
+    pages.mkdir()
+    Path(f"{target}.part").write_bytes(_file_bytes("steps", 1000)[:100])
+    first = _fetch(client, [url], "--save-dir", str(pages), "-C")
+    (record,) = records(first.stdout)
+    assert record["error"]["kind"] == "save"
+    assert "not the whole rest" in record["error"]["message"]
+    assert Path(f"{target}.part").stat().st_size == 400
+    for _ in range(3):
+        last = _fetch(client, [url], "--save-dir", str(pages), "-C")
+    assert records(last.stdout)[0]["error"] is None
+    assert target.read_bytes() == _file_bytes("steps", 1000)
+
+
+def test_a_416_of_another_length_starts_the_part_over(
+    client: str, server: str, tmp_path: Path
+) -> None:
+    pages = tmp_path / "pages"
+    pages.mkdir()
+    url = f"{server}/file/shrunk?size=10"
+    target = pages / hashlib.sha256(url.encode()).hexdigest()
+    Path(f"{target}.part").write_bytes(b"x" * 20)  # longer than the file is now
+    first = _fetch(client, [url], "--save-dir", str(pages), "-C")
+    assert records(first.stdout)[0]["status"] == 416
+    assert not Path(f"{target}.part").exists()
+    again = _fetch(client, [url], "--save-dir", str(pages), "-C")
+    assert records(again.stdout)[0]["status"] == 200
+    assert target.read_bytes() == _file_bytes("shrunk", 10)
+
+
+def test_an_error_page_never_replaces_a_saved_body(
+    client: str, server: str, tmp_path: Path
+) -> None:
+    pages = tmp_path / "pages"
+    args = ["--save-dir", str(pages), "--save-as", "{host}"]  # every URL of a host: one name
+    _fetch(client, [f"{server}/page/1"], *args)
+    (saved,) = [p for p in pages.iterdir() if p.is_file()]
+    failed = _fetch(client, [f"{server}/status/503"], *args)
+    (record,) = records(failed.stdout)
+    assert record["status"] == 503
+    assert "file" not in record
+    assert saved.read_text() == "page 1\n"
+
+
+def test_recrawl_without_the_earlier_file_fetches_it_whole(
+    client: str, server: str, tmp_path: Path
+) -> None:
+    url = f"{server}/file/gone?size=4"
+    first_journal = tmp_path / "1.db"
+    _fetch(
+        client, [url], "--journal", str(first_journal), "--save-dir", str(tmp_path / "a"),
+        "--fields", "header:etag",
+    )  # fmt: skip
+    shutil.rmtree(tmp_path / "a")
+    again = _fetch(
+        client, [url], "--journal", str(tmp_path / "2.db"), "--recrawl", str(first_journal),
+        "--save-dir", str(tmp_path / "a"),
+    )  # fmt: skip
+    (record,) = records(again.stdout)
+    assert (record["status"], record["bytes"]) == (200, 4)
+    assert Path(record["file"]).read_bytes() == b"gone"
+
+
+def test_names_that_do_not_encode_or_are_too_long(client: str, server: str, tmp_path: Path) -> None:
+    pages = tmp_path / "pages"
+    urls = [f"{server}/page/%FF", f"{server}/page/1?{'q' * 300}"]
+    result = _fetch(
+        client, urls, "--save-dir", str(pages), "--save-as", "path", "--format", "%{file}"
+    )
+    assert "Traceback" not in result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == 2
+    assert all(len(Path(line).name.encode()) <= 240 for line in lines if line)
+
+
+def test_validator_beside_the_part_where_xattrs_are_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from parallelize._cli import _saving  # noqa: PLC0415
+
+    def refuse(*_args: object) -> None:
+        raise OSError(95, "Operation not supported")
+
+    part = tmp_path / "x.part"
+    part.write_bytes(b"abc")
+    monkeypatch.setattr(os, "setxattr", refuse)
+    monkeypatch.setattr(os, "getxattr", refuse)
+    _saving._store_validator(str(part), '"v1"')
+    assert _saving._validator(str(part)) == '"v1"'
+    _saving._store_validator(str(part), None)
+    assert _saving._validator(str(part)) is None
+    assert not Path(f"{part}.validator").exists()

@@ -8,6 +8,8 @@ the command.
 from __future__ import annotations
 
 import functools
+import os
+import weakref
 from collections.abc import Awaitable, Callable
 from json.encoder import encode_basestring_ascii
 from typing import TYPE_CHECKING, Any
@@ -168,6 +170,8 @@ def _sender(
         earlier = None
         if previous is not None:
             conditions, earlier = previous.conditions(name)
+            if saver is not None and (earlier is None or not os.path.exists(earlier)):  # noqa: ASYNC240, PTH110
+                conditions = []  # a 304 would leave no body at all: ask for it whole
             headers = (*headers, *conditions)
         if saver is None:
             reply = await request(
@@ -186,6 +190,8 @@ def _sender(
             previous=earlier,
         )
 
+    if previous is not None:
+        weakref.finalize(send, previous.close)  # closed with the action (or at exit)
     return send
 
 

@@ -11,7 +11,14 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Callable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,7 +28,8 @@ if TYPE_CHECKING:
     import argparse
     import http.cookiejar
 
-    from parallelize.http import Client
+    from parallelize._http_client import Body
+    from parallelize.http import Client, Reply
 
 __all__ = ("check_crawl_options", "saved_cookies", "sitemap_items")
 
@@ -197,6 +205,7 @@ async def sitemap_items(
     parse: Callable[[int, str], tuple[int, str] | None],
     *,
     quiet: bool,
+    headers: Sequence[tuple[str, str]] = (),
 ) -> AsyncIterator[tuple[int, str]]:
     """Return the items of ``--sitemap``s, the first one read already.
 
@@ -210,10 +219,9 @@ async def sitemap_items(
     """
     from ._sitemap import SitemapError, sitemap_urls  # noqa: PLC0415 - with --sitemap only
 
-    def warn(message: str) -> None:
-        if not quiet:
-            sys.stderr.write(f"parallelize: warning: {message}\n")
-
+    warn = _warning if not quiet else _silent
+    if headers:  # -u, -H 'Authorization: ...', -b NAME=VALUE: each request's own
+        client = _WithHeaders(client, headers)
     first = sitemap_urls(client, roots[0], warn=warn)
     try:
         head = [url async for url in _first_of(first)]
@@ -236,6 +244,46 @@ async def sitemap_items(
                 warn(f"--sitemap: {exc}; the other sitemaps are read")
 
     return _numbered(urls(), parse)
+
+
+def _warning(message: str) -> None:
+    sys.stderr.write(f"parallelize: warning: {message}\n")
+
+
+def _silent(message: str) -> None:
+    del message  # -q
+
+
+class _WithHeaders:
+    """A client whose every request sends ``headers`` (the command's own, per request)."""
+
+    __slots__ = ("_client", "_headers", "name")
+
+    def __init__(self, client: Client, headers: Sequence[tuple[str, str]]) -> None:
+        self._client = client
+        self._headers = headers
+        self.name = client.name
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        body: Body = "keep",
+        max_body: int | None = None,
+        content: bytes | None = None,
+        headers: Sequence[tuple[str, str]] = (),
+        on_head: Callable[[int, Mapping[str, str]], object] | None = None,
+    ) -> Reply:
+        return await self._client.request(
+            method,
+            url,
+            body=body,
+            max_body=max_body,
+            content=content,
+            headers=[*self._headers, *headers],
+            on_head=on_head,
+        )
 
 
 async def _numbered(

@@ -422,7 +422,15 @@ async def _fetch(
             unique = UniqueKeys() if options.unique else None
             options.unique_filter = unique
             sitemap = await sitemap_items(
-                client, options.sitemap, _line_parser(options, unique), quiet=options.quiet
+                client,
+                options.sitemap,
+                _line_parser(options, unique),
+                quiet=options.quiet,
+                headers=[
+                    (name, value)
+                    for name, value in options.shape.headers
+                    if name.lower() in {"authorization", "cookie"}
+                ],
             )
         robots = None
         if options.robots:

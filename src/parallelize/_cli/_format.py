@@ -68,7 +68,12 @@ def parse_format(text: str) -> tuple[Callable[[str], str], tuple[str, ...]]:
                 out.append(part)
             else:
                 out.append(_value(line, record, part))
-        return "".join(out)
+        text = "".join(out)
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:  # a byte of a URL that was no UTF-8: its escape
+            return text.encode("utf-8", "backslashreplace").decode("utf-8")
+        return text
 
     return render, tuple(dict.fromkeys(fields))
 

@@ -40,6 +40,8 @@ _MAX_SEGMENT: Final = 240  # bytes: under every common file system's 255
 _UNSAFE: Final = re.compile(r"[\x00-\x1f\x7f/\\]")
 _XATTR: Final = "user.parallelize.validator"
 _INDEX: Final = "index.html"
+_HASH_NAME: Final = re.compile(r"[0-9a-fA-F]{64}")  # --save-as hash's names
+_NAMED_MOST: Final = 1000  # name.1 ... name.999 tried for a Content-Disposition name
 
 
 def save_name(name: str) -> str:
@@ -115,7 +117,20 @@ def _segment(text: str) -> str:
     text = _UNSAFE.sub(lambda m: f"%{ord(m.group()):02X}", text)
     if text == "..":
         return "%2E%2E"
-    raw = text.encode("utf-8", "surrogateescape")
+    return _capped(text)
+
+
+def _capped(text: str) -> str:
+    r"""Return a segment of at most ``_MAX_SEGMENT`` bytes: a longer one cut, its hash after.
+
+    A lone surrogate that is no undecodable byte (``"\ud800"`` from JSON) is written
+    as its escape: a file name must encode.
+    """
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+        raw = text.encode("utf-8")
     if len(raw) > _MAX_SEGMENT:
         tail = hashlib.sha256(raw).hexdigest()[:16]
         text = raw[: _MAX_SEGMENT - 17].decode("utf-8", "ignore") + "-" + tail
@@ -156,7 +171,7 @@ def _url_values(url: str, name: str, key: str | None) -> dict[str, str]:
 def _relative(rendered: str) -> str:
     """Return a rendered name as a relative path: empty and ``.`` segments dropped."""
     parts = [part for part in rendered.split("/") if part not in {"", "."}]
-    parts = ["%2E%2E" if part == ".." else part for part in parts]
+    parts = ["%2E%2E" if part == ".." else _capped(part) for part in parts]
     return "/".join(parts) or _INDEX
 
 
@@ -172,15 +187,15 @@ def disposition_name(value: str | None) -> str | None:
     if not name:
         return None
     last = re.split(r"[/\\]", name)[-1].strip()
-    if last in {"", ".", ".."}:
-        return None
+    if last in {"", ".", ".."} or last.endswith(".part") or _HASH_NAME.fullmatch(last):
+        return None  # nothing, or the name of another body or of a download under way
     return _segment(last)
 
 
 class Saver:
     """Saves the bodies of one fetch under its directory (see the module docstring)."""
 
-    __slots__ = ("_base", "_busy", "_made", "_namer", "_real", "saving")
+    __slots__ = ("_base", "_made", "_namer", "_real", "saving")
 
     def __init__(self, saving: Saving) -> None:
         self.saving = saving
@@ -188,7 +203,6 @@ class Saver:
         self._base = os.path.join(saving.directory, "")  # noqa: PTH118 - a str prefix
         self._real = os.path.join(os.path.realpath(saving.directory), "")  # noqa: PTH118
         self._made: set[str] = set()  # directories known to exist
-        self._busy: set[str] = set()  # files being written now (--continue's .part)
 
     def target(self, url: str, name: str, key: str | None) -> str:
         """Return where the body of ``url`` goes.
@@ -225,16 +239,12 @@ class Saver:
         ``content`` and ``headers`` are the request's own; ``previous``: the file
         of an earlier run, kept as it is on a 304 (``--recrawl``).
         """
-        resume = self.saving.resume and file not in self._busy
-        part = f"{file}.part" if resume else f"{file}.{line}.part"
-        self._directory(os.path.dirname(part))  # noqa: PTH120 - a str path
-        if resume:
-            self._busy.add(file)
+        self._directory(os.path.dirname(file))  # noqa: PTH120 - a str path
+        download = _Download(self, file, line, previous)
         try:
-            download = _Download(self, part, file, resume, previous)
             return await download.run(request, method, url, max_body, content, headers)
         finally:
-            self._busy.discard(file)
+            download.close()
 
     def _directory(self, path: str) -> None:
         if path in self._made:
@@ -246,25 +256,67 @@ class Saver:
         self._made.add(path)
 
 
+def _open_part(path: str, flags: int) -> int:
+    """Open a part file, never through a symlink put in its place."""
+    try:
+        return os.open(path, flags | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        raise SaveError(f"cannot write {path!r}: {exc.strerror or exc}") from exc
+
+
 class _Download:
-    """One body on its way to its file (see :meth:`Saver.save`)."""
+    """One body on its way to its file (see :meth:`Saver.save`).
 
-    __slots__ = ("file", "handle", "offset", "part", "previous", "renamed", "resume", "saver")
+    With ``--continue`` the part is ``FILE.part``, opened and locked (``flock``)
+    before the request: its size is where the download goes on from, and a second
+    download of the same file (another line, another process) finds it locked and
+    takes a part of its own (``FILE.LINE.part``, not resumable). Without, the part is
+    ``FILE.LINE.part``, opened when the reply's head says a body is to be saved.
+    """
 
-    def __init__(
-        self, saver: Saver, part: str, file: str, resume: bool, previous: str | None
-    ) -> None:
+    __slots__ = (
+        "fd",
+        "file",
+        "handle",
+        "incomplete",
+        "keep",
+        "offset",
+        "part",
+        "previous",
+        "renamed",
+        "resume",
+        "saver",
+    )
+
+    def __init__(self, saver: Saver, file: str, line: int, previous: str | None) -> None:
         self.saver = saver
-        self.part = part
         self.file = file
-        self.resume = resume
         self.previous = previous
         self.handle: IO[bytes] | None = None
         self.renamed: str | None = file  # where the part goes; None: nowhere
         self.offset = 0
-        if resume:
-            with contextlib.suppress(OSError):
-                self.offset = os.stat(part).st_size  # noqa: PTH116 - a str path
+        self.incomplete = False  # a 206 that ends before the file does
+        self.fd: int | None = None
+        self.resume = False
+        if saver.saving.resume:
+            self.resume = self._lock(f"{file}.part")
+        if not self.resume:
+            self.part = f"{file}.{line}.part"
+        self.keep = self.resume  # a failed download's part is kept (--continue)
+
+    def _lock(self, part: str) -> bool:
+        """Open and lock ``part`` for resuming; False: another download holds it."""
+        import fcntl  # noqa: PLC0415 - with --continue only
+
+        fd = _open_part(part, os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            return False
+        self.fd, self.part = fd, part
+        self.offset = os.fstat(fd).st_size
+        return True
 
     async def run(  # noqa: PLR0917 - one request
         self,
@@ -306,60 +358,91 @@ class _Download:
 
     def head(self, status: int, headers: Mapping[str, str]) -> None:
         """Open the part as the response says: append (206), afresh, or not at all."""
-        if status == 304 or (status >= 400 and self.resume):
-            # Nothing to write; an error page must not replace a partial download,
-            # but a 416 that says the part is the whole file finishes it.
-            whole = status == 416 and self.offset and _total(headers) == self.offset
-            if not whole:
-                self.renamed = None
+        if self.resume:
+            self._resumed_head(status, headers)
+        elif status == 304 or (status >= 400 and os.path.exists(self.file)):  # noqa: PTH110
+            # Nothing to write; an error page never replaces a body saved before.
+            self.renamed = None
             return
-        mode = "wb"
-        if status == 206 and self.offset:
-            start = _range_start(headers)
-            if start != self.offset:
-                raise SaveError(
-                    f"asked for the rest from byte {self.offset:,}, the server sent "
-                    f"{headers.get('Content-Range')!r}: the part is kept"
-                )
-            mode = "ab"
         else:
-            self.offset = 0
-        if self.saver.saving.content_disposition:
+            self.handle = os.fdopen(_open_part(self.part, os.O_WRONLY | os.O_TRUNC), "wb")
+        if self.handle is not None and self.saver.saving.content_disposition:
             given = disposition_name(headers.get("Content-Disposition"))
             if given is not None:
                 self.renamed = os.path.join(os.path.dirname(self.file), given)  # noqa: PTH118, PTH120
-        try:
-            self.handle = open(self.part, mode)  # noqa: PTH123, SIM115 - see _save
-        except OSError as exc:
-            raise SaveError(f"cannot write {self.part!r}: {exc.strerror or exc}") from exc
-        if self.resume:
-            validator = headers.get("ETag") or headers.get("Last-Modified")
-            if validator and mode == "wb":
-                with contextlib.suppress(OSError, AttributeError):
-                    os.setxattr(self.part, _XATTR, validator.encode("utf-8", "replace"))
+
+    def _resumed_head(self, status: int, headers: Mapping[str, str]) -> None:
+        """Open the part for a resumable download's reply (see the module docstring)."""
+        assert self.fd is not None
+        encoded = headers.get("Content-Encoding", "identity").lower() not in {"identity", ""}
+        if status == 416 and self.offset and _total(headers) == self.offset:
+            return  # the part is the whole file: renamed as it is
+        if status not in {200, 206}:
+            # A 304, a redirect, an error page: the part stays as it was; a 416 of
+            # another length says it is no beginning of this file any more.
+            self.renamed = None
+            if status == 416:
+                os.ftruncate(self.fd, 0)
+            return
+        if status == 206 and self.offset:
+            first, last, total = _content_range(headers)
+            if first != self.offset or encoded:
+                raise SaveError(
+                    f"asked for the rest from byte {self.offset:,}, the server sent "
+                    f"{headers.get('Content-Range')!r}"
+                    f"{' content-encoded' if encoded else ''}: the part is kept"
+                )
+            self.incomplete = total is not None and last is not None and last + 1 < total
+            os.lseek(self.fd, 0, os.SEEK_END)
+        else:  # all of it, from the start
+            self.offset = 0
+            os.ftruncate(self.fd, 0)
+            os.lseek(self.fd, 0, os.SEEK_SET)
+            _store_validator(self.part, headers.get("ETag") or headers.get("Last-Modified"))
+            self.keep = not encoded  # decoded bytes cannot be resumed by their offsets
+        self.handle = os.fdopen(os.dup(self.fd), "ab" if self.offset else "wb")
 
     def write(self, chunk: bytes) -> None:
         handle = self.handle
         if handle is None:
-            return  # a 304, or an error page while resuming: not saved
+            return  # a 304, or an error page: not saved
         try:
             handle.write(chunk)
         except OSError as exc:
             raise SaveError(f"cannot write {self.part!r}: {exc.strerror or exc}") from exc
 
     def close(self) -> None:
-        if self.handle is not None:
-            self.handle.close()
+        """Close the part (flushed), and its lock."""
+        handle, self.handle = self.handle, None
+        if handle is not None:
+            try:
+                handle.close()
+            except OSError as exc:
+                raise SaveError(f"cannot write {self.part!r}: {exc.strerror or exc}") from exc
+        fd, self.fd = self.fd, None
+        if fd is not None:
+            os.close(fd)  # and its flock
 
     def finish(self, reply: Reply) -> str | None:
         """Rename the part into place; return the record's file."""
         if reply.status == 304:
             previous = self.previous
             return previous if previous is not None and os.path.exists(previous) else None  # noqa: PTH110
+        if self.incomplete:
+            raise SaveError(
+                f"the server sent {reply.headers.get('Content-Range')!r}, not the whole "
+                f"rest: the part is kept, to be resumed"
+            )
         target = self.renamed
         if target is None:
+            with contextlib.suppress(OSError):
+                if not os.stat(self.part).st_size:  # noqa: PTH116 - a str path
+                    os.unlink(self.part)  # noqa: PTH108 - an empty part: no use
             return None
+        _store_validator(self.part, None)  # the body is whole: no validator to keep
         try:
+            if target != self.file:  # a Content-Disposition name: never over another file
+                target = _claim(target)
             os.replace(self.part, target)  # noqa: PTH105 - str paths
         except OSError as exc:
             raise SaveError(f"cannot rename {self.part!r}: {exc.strerror or exc}") from exc
@@ -367,25 +450,74 @@ class _Download:
 
     def drop(self) -> None:
         """Remove the part of a failed download, unless --continue keeps it."""
-        if self.resume:
+        if self.keep:
             with contextlib.suppress(OSError):
                 if os.stat(self.part).st_size:  # noqa: PTH116 - a str path
                     return
         with contextlib.suppress(OSError):
             os.unlink(self.part)  # noqa: PTH108 - a str path
+        _store_validator(self.part, None)
+
+
+def _claim(path: str) -> str:
+    """Return ``path``, or ``path.1``, ``path.2``...: the first name that was free, now taken.
+
+    Taken by creating it (``O_EXCL``), so that two downloads named alike by their
+    servers never write one file, and a name never replaces a file already there
+    (wget's way).
+    """
+    for number in range(_NAMED_MOST):
+        name = path if number == 0 else f"{path}.{number}"
+        try:
+            os.close(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644))
+        except FileExistsError:
+            continue
+        return name
+    raise SaveError(f"{path!r} and {_NAMED_MOST - 1} numbered names after it exist already")
+
+
+def _store_validator(part: str, value: str | None) -> None:
+    """Keep a part's validator (``ETag`` or ``Last-Modified``), or forget it (None).
+
+    As the part's extended attribute; where the file system has none (some NFS,
+    vfat, macOS's os module), in a file beside it (``PART.validator``).
+    """
+    sidecar = f"{part}.validator"
+    if value is None:
+        with contextlib.suppress(OSError, AttributeError):
+            os.removexattr(part, _XATTR)
+        with contextlib.suppress(OSError):
+            os.unlink(sidecar)  # noqa: PTH108 - a str path
+        return
+    try:
+        os.setxattr(part, _XATTR, value.encode("utf-8", "replace"))
+    except (OSError, AttributeError):
+        with (
+            contextlib.suppress(OSError),
+            open(sidecar, "w", encoding="utf-8", errors="replace") as file,  # noqa: PTH123
+        ):
+            file.write(value)
 
 
 def _validator(part: str) -> str | None:
     try:
         return os.getxattr(part, _XATTR).decode("utf-8", "replace")
     except (OSError, AttributeError):
+        pass
+    try:
+        with open(f"{part}.validator", encoding="utf-8") as file:  # noqa: PTH123
+            return file.read() or None
+    except OSError:
         return None
 
 
-def _range_start(headers: Mapping[str, str]) -> int | None:
-    """Return the first byte of ``Content-Range: bytes A-B/T``, or None."""
-    match = re.fullmatch(r"\s*bytes\s+(\d+)-\d+/(?:\d+|\*)\s*", headers.get("Content-Range") or "")
-    return None if match is None else int(match.group(1))
+def _content_range(headers: Mapping[str, str]) -> tuple[int | None, int | None, int | None]:
+    """Return the first byte, last byte and length of ``Content-Range: bytes A-B/T``."""
+    match = re.fullmatch(r"\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*", headers.get("Content-Range") or "")
+    if match is None:
+        return None, None, None
+    total = match.group(3)
+    return int(match.group(1)), int(match.group(2)), None if total == "*" else int(total)
 
 
 def _total(headers: Mapping[str, str]) -> int | None:

@@ -129,6 +129,7 @@ async def sitemap_urls(
                     f"skipped the sitemap index {loc} (listed in {sitemap.listed}): "
                     f"an index nested deeper than {max_depth} (max_depth)"
                 )
+                child.locs.close()
                 continue
             stack.append(child)
     finally:
@@ -217,29 +218,44 @@ async def _open(client: Client, url: str, max_body: int, warn: Callable[[str], N
     return _xml(url, reply.url, body, start, warn)
 
 
+_MAX_MEMBERS: Final = 1000
+
+
 def _gunzip(body: bytes, max_body: int) -> bytes:
-    """Return ``body`` decompressed if it is gzip data, within ``max_body`` bytes."""
+    """Return ``body`` decompressed if it is gzip data, within ``max_body`` bytes.
+
+    Fed in slices of ``_CHUNK`` bytes from a position in the body: zlib's ``unused_data``
+    after each member would otherwise copy the rest of the body, member after
+    member (quadratic: thousands of empty members took minutes). At most
+    ``_MAX_MEMBERS`` members: a sitemap has one.
+    """
     if not body.startswith(_GZIP):
         return body
+    view = memoryview(body)
     parts: list[bytes] = []
-    size = 0
-    data = body
-    while data.startswith(_GZIP):  # gzip members, one after the other (RFC 1952)
+    size = position = members = 0
+    while body.startswith(_GZIP, position):  # members, one after the other (RFC 1952)
+        members += 1
+        if members > _MAX_MEMBERS:
+            raise _Unreadable(f"not a sitemap: more than {_MAX_MEMBERS:,} gzip members")
         member = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
-        try:
-            part = member.decompress(data, max_body - size + 1)
-        except zlib.error as exc:
-            raise _Unreadable(f"not a sitemap: corrupt gzip data ({exc})") from exc
-        size += len(part)
-        if size > max_body:
-            raise _Unreadable(
-                f"its gzip data decompresses to more than {max_body:,} bytes (max_body): "
-                f"refused, a gzip bomb or a sitemap over the protocol's 50 MB"
-            )
-        if not member.eof:
-            raise _Unreadable("its gzip data is cut short")
-        parts.append(part)
-        data = member.unused_data  # trailing bytes that are no member: ignored, as gzip does
+        while not member.eof:
+            if position >= len(body):
+                raise _Unreadable("its gzip data is cut short")
+            chunk = view[position : position + _CHUNK]
+            try:
+                part = member.decompress(chunk, max_body - size + 1)
+            except zlib.error as exc:
+                raise _Unreadable(f"not a sitemap: corrupt gzip data ({exc})") from exc
+            size += len(part)
+            if size > max_body:
+                raise _Unreadable(
+                    f"its gzip data decompresses to more than {max_body:,} bytes (max_body): "
+                    f"refused, a gzip bomb or a sitemap over the protocol's 50 MB"
+                )
+            parts.append(part)
+            position += len(chunk) - len(member.unused_data) - len(member.unconsumed_tail)
+    # Trailing bytes that are no member: ignored, as gzip does.
     return b"".join(parts)
 
 

@@ -44,7 +44,8 @@ on a response that is not a 200):
                                end; a 200 with an ``If-Range`` that does not match);
                                ``cd=F`` a ``Content-Disposition`` naming F (sent as
                                it is given); ``cut=K`` closes the connection once
-                               the body reaches byte K of the file.
+                               the body reaches byte K of the file; ``step=S`` a
+                               206 of at most S bytes.
     ``/sitemap/{n}.xml?first=F``  a sitemap of ``/page/F`` .. ``/page/F+n-1`` (F default 1).
     ``/sitemap-index/{k}/{n}.xml`` a sitemap index of k sitemaps of n pages each, in order.
     ``/sitemap.xml``           ``/sitemap-index/2/3.xml``: a site's sitemap, for the docs.
@@ -334,7 +335,10 @@ class _Routes:
             if start >= size:
                 headers["Content-Range"] = f"bytes */{size}"
                 return web.Response(status=416, headers=headers)
-            headers["Content-Range"] = f"bytes {start}-{size - 1}/{size}"
+            step = int(request.query.get("step", str(size)))
+            end = min(size, start + step)
+            headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
+            size = end  # a server that sends a range in steps: the rest on the next request
         response = web.StreamResponse(status=206 if partial else 200, headers=headers)
         response.content_length = size - start
         await response.prepare(request)
