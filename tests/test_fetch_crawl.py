@@ -69,6 +69,12 @@ def test_fields_timing_remote_address_and_redirects(client: str, server: str) ->
     assert timing["dns"] is None  # an IP address: no name to resolve
 
 
+def test_a_final_3xx_without_location_is_no_redirect(client: str, server: str) -> None:
+    result = _fetch(client, [f"{server}/status/302"], "--fields", "redirects")
+    (record,) = records(result.stdout)
+    assert (record["status"], record["redirects"]) == (302, [])
+
+
 def test_trace_of_the_library_client(client: str, server: str, run: Any) -> None:
     async def main() -> None:
         async with open_client(client, trace=True) as http:

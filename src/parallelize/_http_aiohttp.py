@@ -371,7 +371,8 @@ def _traced(trace: Trace, resp: Any, first_byte: float) -> None:
     aiohttp's connection time includes the name's resolution: ours is the rest.
     """
     trace.first_byte = first_byte
-    trace.redirects = [(str(hop.url), hop.status) for hop in resp.history]
+    # aiohttp puts a final 3xx without Location in the history too: not a redirect.
+    trace.redirects = [(str(hop.url), hop.status) for hop in resp.history if hop is not resp]
     # The connection goes back to the pool as soon as a short body is read (in
     # start(), before we see the response): its protocol, kept, still has the socket.
     protocol = getattr(resp, "_protocol", None)

@@ -11,7 +11,8 @@ from parallelize.http import BACKENDS
 
 from ._crawl_options import add_crawl_options
 from ._errors import UsageError
-from ._fetch import parse_header, parse_retry_on
+from ._fetch import parse_header
+from ._fetch_failures import parse_retry_on
 from ._fields import parse_fields
 from ._halt import HALT_JUDGED_FROM, Halt
 from ._queue import add_queue_parser
