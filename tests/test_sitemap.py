@@ -65,7 +65,7 @@ async def serve(pages: Mapping[str, Page]) -> AsyncIterator[str]:
 
 
 def read(
-    run: Runner, backend: str, pages: Mapping[str, Page], path: str = "/sitemap.xml", **options: int
+    run: Runner, backend: str, pages: Mapping[str, Page], path: str = "/sitemap.xml", **options: Any
 ) -> tuple[list[str], list[str]]:
     """Return the URLs of the sitemap at ``path`` (``{base}`` taken off) and the warnings."""
     warnings: list[str] = []

@@ -16,7 +16,6 @@ from collections.abc import (
     AsyncIterator,
     Callable,
     Iterator,
-    Mapping,
     Sequence,
 )
 from pathlib import Path
@@ -28,8 +27,7 @@ if TYPE_CHECKING:
     import argparse
     import http.cookiejar
 
-    from parallelize._http_client import Body
-    from parallelize.http import Client, Reply
+    from parallelize.http import Client
 
 __all__ = ("check_crawl_options", "saved_cookies", "sitemap_items")
 
@@ -220,9 +218,7 @@ async def sitemap_items(
     from ._sitemap import SitemapError, sitemap_urls  # noqa: PLC0415 - with --sitemap only
 
     warn = _warning if not quiet else _silent
-    if headers:  # -u, -H 'Authorization: ...', -b NAME=VALUE: each request's own
-        client = _WithHeaders(client, headers)
-    first = sitemap_urls(client, roots[0], warn=warn)
+    first = sitemap_urls(client, roots[0], warn=warn, headers=headers)
     try:
         head = [url async for url in _first_of(first)]
     except SitemapError as exc:
@@ -237,7 +233,8 @@ async def sitemap_items(
                 yield url
         for root in roots[1:]:
             try:
-                async with contextlib.aclosing(sitemap_urls(client, root, warn=warn)) as found:
+                found = sitemap_urls(client, root, warn=warn, headers=headers)
+                async with contextlib.aclosing(found):
                     async for url in found:
                         yield url
             except SitemapError as exc:
@@ -252,38 +249,6 @@ def _warning(message: str) -> None:
 
 def _silent(message: str) -> None:
     del message  # -q
-
-
-class _WithHeaders:
-    """A client whose every request sends ``headers`` (the command's own, per request)."""
-
-    __slots__ = ("_client", "_headers", "name")
-
-    def __init__(self, client: Client, headers: Sequence[tuple[str, str]]) -> None:
-        self._client = client
-        self._headers = headers
-        self.name = client.name
-
-    async def request(
-        self,
-        method: str,
-        url: str,
-        *,
-        body: Body = "keep",
-        max_body: int | None = None,
-        content: bytes | None = None,
-        headers: Sequence[tuple[str, str]] = (),
-        on_head: Callable[[int, Mapping[str, str]], object] | None = None,
-    ) -> Reply:
-        return await self._client.request(
-            method,
-            url,
-            body=body,
-            max_body=max_body,
-            content=content,
-            headers=[*self._headers, *headers],
-            on_head=on_head,
-        )
 
 
 async def _numbered(

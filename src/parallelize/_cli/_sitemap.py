@@ -37,7 +37,7 @@ import urllib.parse
 import xml.parsers.expat
 import zlib
 from collections import deque
-from collections.abc import AsyncGenerator, Callable, Generator
+from collections.abc import AsyncGenerator, Callable, Generator, Sequence
 from typing import Final
 
 from parallelize.http import Client, HTTPClientError
@@ -79,6 +79,7 @@ async def sitemap_urls(
     warn: Callable[[str], None],
     max_body: int = 50 * 1024 * 1024,
     max_depth: int = 3,
+    headers: Sequence[tuple[str, str]] = (),
 ) -> AsyncGenerator[str, None]:
     """Yield the page URLs of the sitemap at url, following sitemap indexes.
 
@@ -94,6 +95,8 @@ async def sitemap_urls(
         max_body: The most bytes of one sitemap, as sent and as decompressed.
         max_depth: The most levels of sitemap index: 1 reads the sitemaps the
             root index lists, but no index it lists.
+        headers: Each request's own headers (the command's credentials: ``-u``,
+            ``-b NAME=VALUE``, ``-H 'Authorization: ...'``).
 
     Raises:
         SitemapError: On the first iteration, if the root sitemap cannot be read:
@@ -101,7 +104,7 @@ async def sitemap_urls(
             sitemap. A root that is cut short is a warning, like a child.
     """
     try:
-        root = await _open(client, url, max_body, warn)
+        root = await _open(client, url, max_body, warn, headers)
     except _Unreadable as exc:
         hint = f"; {exc.hint}" if exc.hint else ""
         raise SitemapError(f"cannot read the sitemap {url}: {exc}{hint}") from exc.__cause__
@@ -121,7 +124,9 @@ async def sitemap_urls(
             if not sitemap.index:
                 yield loc
                 continue
-            child = await _child(client, loc, stack=stack, seen=seen, max_body=max_body, warn=warn)
+            child = await _child(
+                client, loc, stack=stack, seen=seen, max_body=max_body, warn=warn, headers=headers
+            )
             if child is None:
                 continue
             if child.index and len(stack) >= max_depth:
@@ -145,6 +150,7 @@ async def _child(
     seen: set[str],
     max_body: int,
     warn: Callable[[str], None],
+    headers: Sequence[tuple[str, str]],
 ) -> _Sitemap | None:
     """Open the sitemap ``loc`` that the index at the top of ``stack`` lists.
 
@@ -162,7 +168,7 @@ async def _child(
         return None
     seen.add(loc)
     try:
-        child = await _open(client, loc, max_body, warn)
+        child = await _open(client, loc, max_body, warn, headers)
     except _Unreadable as exc:
         warn(f"skipped the sitemap {loc} (listed in {parent}): {exc}")
         return None
@@ -190,14 +196,20 @@ class _Sitemap:
         self.locs = locs
 
 
-async def _open(client: Client, url: str, max_body: int, warn: Callable[[str], None]) -> _Sitemap:
+async def _open(
+    client: Client,
+    url: str,
+    max_body: int,
+    warn: Callable[[str], None],
+    headers: Sequence[tuple[str, str]] = (),
+) -> _Sitemap:
     """Fetch the sitemap at ``url`` and read as far as its kind.
 
     Raises:
         _Unreadable: Not a 2xx reply, an error of the client, no sitemap.
     """
     try:
-        reply = await client.request("GET", url, body="keep", max_body=max_body)
+        reply = await client.request("GET", url, body="keep", max_body=max_body, headers=headers)
     except HTTPClientError as exc:
         raise _Unreadable(f"{exc.kind}: {exc}") from exc
     if not 200 <= reply.status < 300:
